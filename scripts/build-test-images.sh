@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Build the images the tests run, with no registry (see ../shared/reference/test-bed.md):
+#
+#   cortex-test/busybox        busybox-static in an empty rootfs: crash / exit-code / slow-stop cases
+#   cortex-test/llama-server   Debian sid + llama.cpp-tools (the real upstream llama-server) and
+#                              the tiny GGUF model at /opt/models/tiny.gguf; tagged :latest and
+#                              with the llama.cpp version it carries
+#   cortex-test/vllm-standin   Debian bookworm minbase + python3 + scripts/testimages/vllm_standin.py:
+#                              a STAND-IN for vLLM (which needs a GPU), not vLLM
+#
+# An image already present is kept (rebuild with FORCE=1). Needs DOCKER_HOST set to an
+# engine that answers (scripts/engine.sh up) and the dev venv (for the gguf package).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+WORK=${CORTEX_IMAGE_WORK:-/var/tmp/cortex-image-work}
+MIRROR=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+MIRROR=${MIRROR:-http://deb.debian.org/debian}
+log() { echo "images: $*" >&2; }
+
+have() { [ -z "${FORCE:-}" ] && docker image inspect "$1" >/dev/null 2>&1; }
+
+need_host_tools() {
+  local missing=()
+  command -v debootstrap >/dev/null || missing+=(debootstrap)
+  [ -x /bin/busybox ] && /bin/busybox --list >/dev/null 2>&1 || missing+=(busybox-static)
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >&2 && apt-get install -y -qq "${missing[@]}" >&2
+  fi
+}
+
+fresh_dir() { rm -rf "$1"; mkdir -p "$1"; }
+
+build_busybox() {
+  have cortex-test/busybox:latest && return
+  log "building cortex-test/busybox"
+  local root="$WORK/busybox"
+  fresh_dir "$root"; mkdir -p "$root/bin" "$root/tmp" "$root/www"
+  cp /bin/busybox "$root/bin/busybox"
+  for applet in $("$root/bin/busybox" --list); do
+    [ "$applet" = busybox ] || ln -sf busybox "$root/bin/$applet"
+  done
+  tar -C "$root" -c . | docker import -c 'ENV PATH=/bin' -c 'CMD ["/bin/sh"]' \
+    -c 'LABEL cortex.test-image=busybox' - cortex-test/busybox:latest >/dev/null
+  rm -rf "$root"
+}
+
+debootstrap_into() {  # suite dir [--include=...]
+  local suite=$1 root=$2; shift 2
+  debootstrap --variant=minbase "$@" "$suite" "$root" "$MIRROR" >"$WORK/debootstrap-$suite.log" 2>&1 || {
+    log "debootstrap $suite failed; last lines of $WORK/debootstrap-$suite.log:"; tail -n 20 "$WORK/debootstrap-$suite.log" >&2; exit 1; }
+}
+
+slim_rootfs() {
+  local root=$1
+  rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/* "$root"/usr/share/doc/* \
+         "$root"/usr/share/man/* "$root"/usr/share/locale/*
+}
+
+build_llama() {
+  have cortex-test/llama-server:latest && return
+  log "building cortex-test/llama-server (debootstrap sid + llama.cpp-tools, ~1 min)"
+  local root="$WORK/llama"
+  fresh_dir "$root"
+  debootstrap_into sid "$root"
+  # The machine clock runs ahead of sid's Release validity window.
+  echo 'Acquire::Check-Valid-Until "false";' > "$root/etc/apt/apt.conf.d/99no-check-valid"
+  cp /etc/resolv.conf "$root/etc/resolv.conf"
+  chroot "$root" apt-get update -qq >"$WORK/llama-apt.log" 2>&1
+  chroot "$root" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    llama.cpp-tools curl ca-certificates >>"$WORK/llama-apt.log" 2>&1 || {
+    log "apt in the sid rootfs failed:"; tail -n 20 "$WORK/llama-apt.log" >&2; exit 1; }
+  local version
+  version=$(chroot "$root" dpkg-query -W -f '${Version}' llama.cpp-tools | sed -e 's/^[0-9]*://' -e 's/[+~-].*//')  # 1:0.7.0+dfsg-2 -> 0.7.0
+  slim_rootfs "$root"
+  mkdir -p "$root/opt/models"
+  "$PY" scripts/testimages/make_tiny_gguf.py "$root/opt/models/tiny.gguf"
+  tar -C "$root" -c . | docker import \
+    -c 'ENTRYPOINT ["/usr/bin/llama-server"]' \
+    -c 'CMD ["-m", "/opt/models/tiny.gguf", "--host", "0.0.0.0", "--port", "8080"]' \
+    -c 'EXPOSE 8080' \
+    -c "LABEL cortex.test-image=llama-server cortex.llamacpp-version=$version" \
+    - "cortex-test/llama-server:$version" >/dev/null
+  docker tag "cortex-test/llama-server:$version" cortex-test/llama-server:latest
+  log "cortex-test/llama-server:$version ($(chroot "$root" llama-server --version 2>&1 | grep -m1 version || true))"
+  rm -rf "$root"
+}
+
+build_vllm_standin() {
+  have cortex-test/vllm-standin:latest && return
+  log "building cortex-test/vllm-standin (debootstrap bookworm + python3, ~1 min)"
+  local root="$WORK/vllm"
+  fresh_dir "$root"
+  debootstrap_into bookworm "$root" --include=python3
+  slim_rootfs "$root"
+  mkdir -p "$root/opt/standin"
+  cp scripts/testimages/vllm_standin.py "$root/opt/standin/vllm_standin.py"
+  tar -C "$root" -c . | docker import \
+    -c 'ENTRYPOINT ["/usr/bin/python3", "-u", "/opt/standin/vllm_standin.py"]' \
+    -c 'EXPOSE 8000' \
+    -c 'LABEL cortex.test-image=vllm-standin cortex.stand-in-for=vllm/vllm-openai' \
+    - cortex-test/vllm-standin:latest >/dev/null
+  rm -rf "$root"
+}
+
+docker version >/dev/null 2>&1 || { log "no Docker Engine answers at DOCKER_HOST=${DOCKER_HOST:-unset}; run scripts/engine.sh up"; exit 1; }
+mkdir -p "$WORK"
+if ! have cortex-test/busybox:latest || ! have cortex-test/llama-server:latest || ! have cortex-test/vllm-standin:latest; then
+  need_host_tools
+fi
+build_busybox
+build_llama
+build_vllm_standin
+log "ready: $(docker image ls --format '{{.Repository}}:{{.Tag}}' 'cortex-test/*' | sort | tr '\n' ' ')"

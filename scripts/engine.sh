@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# The Docker Engine the tests talk to.
+#
+#   scripts/engine.sh up    print `export DOCKER_HOST=...` for an engine that answers:
+#                           DOCKER_HOST or /var/run/docker.sock if one does, else a private
+#                           dockerd under $CORTEX_ENGINE_DIR (default /var/tmp/cortex-engine),
+#                           started once and reused across runs (its data root keeps images).
+#   scripts/engine.sh down  stop the private dockerd (by its PID file) and undo the host
+#                           changes it made: docker0, its iptables chains, the FORWARD policy
+#                           and ip_forward, restored to what they were before `up`.
+#   scripts/engine.sh host  print the DOCKER_HOST of the private engine.
+#
+# Progress goes to stderr; only the export line goes to stdout, so `eval "$(... up)"` works.
+set -euo pipefail
+
+E=${CORTEX_ENGINE_DIR:-/var/tmp/cortex-engine}
+SOCK="unix://$E/docker.sock"
+log() { echo "engine: $*" >&2; }
+
+answers() { DOCKER_HOST="$1" timeout 5 docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
+
+install_engine() {
+  command -v dockerd >/dev/null && return
+  log "installing Debian's docker.io (dockerd, containerd, runc)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2
+  apt-get install -y -qq docker.io >&2
+}
+
+start_private() {
+  install_engine
+  mkdir -p "$E"
+  if [ -f "$E/dockerd.pid" ] && kill -0 "$(cat "$E/dockerd.pid")" 2>/dev/null && answers "$SOCK"; then
+    return
+  fi
+  rm -f "$E/dockerd.pid" "$E/docker.sock"
+  # Remember what the host looked like, so `down` can put it back.
+  if [ ! -f "$E/host-before" ]; then
+    {
+      echo "ip_forward=$(cat /proc/sys/net/ipv4/ip_forward)"
+      echo "forward_policy=$(iptables -S FORWARD 2>/dev/null | awk '/^-P FORWARD/ {print $3}')"
+    } > "$E/host-before"
+  fi
+  log "starting a private dockerd in $E"
+  # setsid: the daemon must outlive this shell and the make that started it.
+  setsid dockerd --storage-driver=overlay2 --data-root "$E/data" --exec-root "$E/exec" \
+    --pidfile "$E/dockerd.pid" --host "$SOCK" >"$E/dockerd.log" 2>&1 < /dev/null &
+  for _ in $(seq 1 100); do
+    answers "$SOCK" && { log "private dockerd ready"; return; }
+    sleep 0.2
+  done
+  log "dockerd did not answer within 20 s; last lines of $E/dockerd.log:"
+  tail -n 20 "$E/dockerd.log" >&2
+  exit 1
+}
+
+case "${1:-}" in
+  up)
+    if [ -n "${DOCKER_HOST:-}" ] && [ "$DOCKER_HOST" != "$SOCK" ] && answers "$DOCKER_HOST"; then
+      log "using the engine at DOCKER_HOST=$DOCKER_HOST"; echo "export DOCKER_HOST=$DOCKER_HOST"; exit 0
+    fi
+    if [ -S /var/run/docker.sock ] && answers unix:///var/run/docker.sock; then
+      log "using the engine at /var/run/docker.sock"; echo "export DOCKER_HOST=unix:///var/run/docker.sock"; exit 0
+    fi
+    start_private
+    echo "export DOCKER_HOST=$SOCK"
+    ;;
+  host)
+    echo "$SOCK"
+    ;;
+  down)
+    if [ -f "$E/dockerd.pid" ]; then
+      pid=$(cat "$E/dockerd.pid")
+      if kill -0 "$pid" 2>/dev/null; then
+        log "stopping private dockerd (pid $pid)"
+        kill -TERM "$pid"
+        for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+        kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
+      fi
+      rm -f "$E/dockerd.pid"
+    fi
+    # Undo what dockerd changed on the host (it leaves all of this behind).
+    ip link del docker0 2>/dev/null || true
+    for table in filter nat; do
+      for chain in $(iptables -t "$table" -S 2>/dev/null | awk '/^-N DOCKER/ {print $2}'); do
+        iptables -t "$table" -S 2>/dev/null | grep -E -- "-j $chain( |$)" | grep -v "^-N" \
+          | sed 's/^-A/-D/' | while read -r rule; do eval iptables -t "$table" "$rule" || true; done
+      done
+      for chain in $(iptables -t "$table" -S 2>/dev/null | awk '/^-N DOCKER/ {print $2}'); do
+        iptables -t "$table" -F "$chain" 2>/dev/null || true
+      done
+      for chain in $(iptables -t "$table" -S 2>/dev/null | awk '/^-N DOCKER/ {print $2}'); do
+        iptables -t "$table" -X "$chain" 2>/dev/null || true
+      done
+    done
+    if [ -f "$E/host-before" ]; then
+      # shellcheck disable=SC1090
+      . "$E/host-before"
+      [ -n "${forward_policy:-}" ] && iptables -P FORWARD "$forward_policy" 2>/dev/null || true
+      [ -n "${ip_forward:-}" ] && echo "$ip_forward" > /proc/sys/net/ipv4/ip_forward || true
+      rm -f "$E/host-before"
+    fi
+    log "private engine stopped; images kept in $E/data (rm -rf $E to drop them)"
+    ;;
+  *)
+    echo "usage: $0 up|down|host" >&2; exit 2 ;;
+esac

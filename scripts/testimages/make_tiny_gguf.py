@@ -1,0 +1,117 @@
+"""Write a tiny llama-architecture GGUF model that the real llama-server loads.
+
+Test fixture, not a real model: 2 layers, n_embd 64, a SentencePiece-style vocabulary
+with byte fallback and a ChatML chat template, F32 weights from a fixed seed (so the
+file is byte-identical on every run). Every token embedding shares one large component
+and the output rows of the printable pieces point along it, so whatever the random rest
+of the network does, the sampled text is printable words; EOS and control tokens point
+the other way, so generation runs until `max_tokens` (clients must send it).
+
+Usage: python make_tiny_gguf.py OUT.gguf
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+from gguf import GGUFWriter, TokenType
+
+N_EMBD = 64
+N_LAYER = 2
+N_HEAD = 4
+N_FF = 256
+N_CTX = 256
+SEED = 20261127
+
+CHATML = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+WORDS = (
+    "the quick brown fox jumps over lazy dog cortex model engine server token "
+    "hello world tiny test llama ready health stream chunk alpha beta gamma delta"
+).split()
+
+
+def vocabulary() -> tuple[list[str], list[float], list[int], list[bool]]:
+    """Tokens, scores, types and a 'printable' flag for each token."""
+    tokens = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
+    types = [TokenType.UNKNOWN, TokenType.CONTROL, TokenType.CONTROL, TokenType.CONTROL, TokenType.CONTROL]
+    printable = [False] * 5
+    for b in range(256):
+        tokens.append(f"<0x{b:02X}>")
+        types.append(TokenType.BYTE)
+        printable.append(False)
+    pieces = [f"\u2581{w}" for w in WORDS] + list("abcdefghijklmnopqrstuvwxyz") + ["\u2581"]
+    for p in pieces:
+        tokens.append(p)
+        types.append(TokenType.NORMAL)
+        printable.append(True)
+    # SentencePiece scores: longer pieces first when merging.
+    scores = [0.0 if t != TokenType.NORMAL else -float(i) for i, t in enumerate(types)]
+    return tokens, scores, [int(t) for t in types], printable
+
+
+def write(path: str) -> None:
+    rng = np.random.default_rng(SEED)
+    tokens, scores, types, printable = vocabulary()
+    n_vocab = len(tokens)
+
+    def w(*shape: int, scale: float = 0.02) -> np.ndarray:
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+    writer = GGUFWriter(path, "llama")
+    writer.add_name("cortex-tiny-test")
+    writer.add_context_length(N_CTX)
+    writer.add_embedding_length(N_EMBD)
+    writer.add_block_count(N_LAYER)
+    writer.add_feed_forward_length(N_FF)
+    writer.add_head_count(N_HEAD)
+    writer.add_head_count_kv(N_HEAD)
+    writer.add_rope_dimension_count(N_EMBD // N_HEAD)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_file_type(0)  # all F32
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list(tokens)
+    writer.add_token_scores(scores)
+    writer.add_token_types(types)
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(2)
+    writer.add_unk_token_id(0)
+    writer.add_add_bos_token(True)
+    writer.add_add_eos_token(False)
+    writer.add_chat_template(CHATML)
+
+    # numpy shape (rows, cols) == GGUF ne [cols, rows], which is what llama.cpp expects.
+    embd = w(n_vocab, N_EMBD, scale=0.5)
+    embd[:, 0] = 4.0  # the shared component the output layer keys on
+    writer.add_tensor("token_embd.weight", embd)
+    for i in range(N_LAYER):
+        writer.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(N_EMBD, dtype=np.float32))
+        writer.add_tensor(f"blk.{i}.attn_q.weight", w(N_EMBD, N_EMBD))
+        writer.add_tensor(f"blk.{i}.attn_k.weight", w(N_EMBD, N_EMBD))
+        writer.add_tensor(f"blk.{i}.attn_v.weight", w(N_EMBD, N_EMBD))
+        writer.add_tensor(f"blk.{i}.attn_output.weight", w(N_EMBD, N_EMBD))
+        writer.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(N_EMBD, dtype=np.float32))
+        writer.add_tensor(f"blk.{i}.ffn_gate.weight", w(N_FF, N_EMBD))
+        writer.add_tensor(f"blk.{i}.ffn_up.weight", w(N_FF, N_EMBD))
+        writer.add_tensor(f"blk.{i}.ffn_down.weight", w(N_EMBD, N_FF))
+    writer.add_tensor("output_norm.weight", np.ones(N_EMBD, dtype=np.float32))
+    out = w(n_vocab, N_EMBD, scale=1.0)
+    out[:, 0] = np.where(printable, 3.0, -3.0)
+    writer.add_tensor("output.weight", out)
+
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: make_tiny_gguf.py OUT.gguf")
+    write(sys.argv[1])
