@@ -1,0 +1,26 @@
+# Cortex: `make up` runs the console, `make test` runs every test. See README.md.
+.PHONY: up down test engine-up engine-down images bootstrap clean
+
+up:
+	@scripts/up.sh
+
+down:
+	@scripts/down.sh
+
+test:
+	@scripts/test.sh
+
+bootstrap:
+	@scripts/bootstrap.sh dev
+
+engine-up:
+	@scripts/engine.sh up >/dev/null && echo "engine: DOCKER_HOST=$$(scripts/engine.sh host)"
+
+engine-down:
+	@scripts/engine.sh down
+
+images:
+	@eval "$$(scripts/engine.sh up)" && scripts/build-test-images.sh
+
+clean:
+	rm -rf .web .run

@@ -1,0 +1,149 @@
+"""All tables and enums: model configurations, their runtime state, and state-change events.
+
+The schema reaches a database only through Alembic migrations (alembic/versions); a test
+checks that these classes and the migrated schema agree.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(sa.types.TypeDecorator):
+    """A timezone-aware UTC datetime on every backend.
+
+    SQLite keeps no zone, so values come back naive; they were written as UTC, so they are
+    tagged UTC on the way out. Naive values are refused on the way in.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Optional[datetime], dialect) -> Optional[datetime]:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: Cortex stores timezone-aware UTC times only")
+        return value.astimezone(timezone.utc)
+
+    def process_result_value(self, value: Optional[datetime], dialect) -> Optional[datetime]:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+class Engine(str, enum.Enum):
+    LLAMACPP = "llamacpp"
+    VLLM = "vllm"
+
+
+class Device(str, enum.Enum):
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+class ModelState(str, enum.Enum):
+    STOPPED = "stopped"
+    STARTING = "starting"
+    LOADING = "loading"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    FAILED = "failed"
+
+
+def _enum_column(enum_cls: type[enum.Enum], default: enum.Enum | None = None, nullable: bool = False) -> sa.Column:
+    # Stored as plain strings (no native ENUM type): adding a value needs no type migration.
+    return sa.Column(
+        sa.Enum(enum_cls, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e],
+                validate_strings=True),
+        nullable=nullable,
+        default=default,
+    )
+
+
+def _time(nullable: bool = True, **kw: Any) -> Any:
+    return Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=nullable, **kw))
+
+
+class Model(SQLModel, table=True):
+    """One model an admin defined: its configuration (intent) and its runtime state."""
+
+    __tablename__ = "model"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    name: str = Field(sa_column=sa.Column(sa.String(64), nullable=False, unique=True))
+    served_name: str = Field(sa_column=sa.Column(sa.String(128), nullable=False, unique=True))
+    engine: Engine = Field(sa_column=_enum_column(Engine))
+    image: str = Field(sa_column=sa.Column(sa.String(255), nullable=False))
+    # llama.cpp: GGUF path relative to the models dir; vLLM: HF repo id or a folder under it.
+    source: str = Field(sa_column=sa.Column(sa.String(512), nullable=False))
+    device: Device = Field(default=Device.CPU, sa_column=_enum_column(Device, Device.CPU))
+    gpu_ids: Optional[list[int]] = Field(default=None, sa_column=sa.Column(sa.JSON, nullable=True))  # None = all
+
+    # llama.cpp options
+    context_size: Optional[int] = None
+    gpu_layers: Optional[int] = None
+    parallel_slots: Optional[int] = None
+    threads: Optional[int] = None
+    flash_attn: Optional[bool] = None
+    cache_type_k: Optional[str] = Field(default=None, max_length=16)
+    cache_type_v: Optional[str] = Field(default=None, max_length=16)
+    embeddings: bool = False
+
+    # vLLM options
+    tensor_parallel_size: Optional[int] = None
+    gpu_memory_utilization: Optional[float] = None
+    dtype: Optional[str] = Field(default=None, max_length=16)
+    quantization: Optional[str] = Field(default=None, max_length=32)
+    max_model_len: Optional[int] = None
+    max_num_seqs: Optional[int] = None
+    enforce_eager: bool = False
+    trust_remote_code: bool = False
+    enable_prefix_caching: Optional[bool] = None
+
+    extra_args: list[str] = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False))
+    extra_env: dict[str, str] = Field(default_factory=dict, sa_column=sa.Column(sa.JSON, nullable=False))
+    hf_token: Optional[str] = Field(default=None, max_length=512)  # secret: never logged or shown in full
+    startup_timeout_s: int = 600
+    notes: str = ""
+
+    # runtime
+    state: ModelState = Field(default=ModelState.STOPPED, sa_column=_enum_column(ModelState, ModelState.STOPPED))
+    state_reason: str = ""
+    container_id: Optional[str] = Field(default=None, max_length=80)
+    host_port: Optional[int] = None
+    spec_hash: Optional[str] = Field(default=None, max_length=64)
+    started_at: Optional[datetime] = _time()
+    ready_at: Optional[datetime] = _time()
+    stopped_at: Optional[datetime] = _time()
+
+    created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
+    updated_at: datetime = Field(
+        default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False, onupdate=utcnow)
+    )
+
+
+class ModelEvent(SQLModel, table=True):
+    """One state change of one model, with why and who. Kept after the model is deleted."""
+
+    __tablename__ = "model_event"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    model_id: int = Field(sa_column=sa.Column(sa.Integer, nullable=False, index=True))
+    model_name: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    from_state: Optional[ModelState] = Field(default=None, sa_column=_enum_column(ModelState, nullable=True))
+    to_state: ModelState = Field(sa_column=_enum_column(ModelState))
+    reason: str = ""
+    actor: str = Field(max_length=64)  # "admin:<user>", "reconciler", "console"
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False, index=True)
+    )

@@ -1,0 +1,121 @@
+"""What runs before the console serves (`python -m cortex_app.prestart`, called by `make up`).
+
+Each check turns one known fault into one line naming the problem and the setting to
+change, exit status 2, nothing half-created:
+  data dir  exists or can be made, and is writable          (CORTEX_DATA_DIR)
+  database  answers, then migrated to head with Alembic      (CORTEX_DB_URL)
+  port      free to bind                                     (CORTEX_PORT)
+  engine    reported, never fatal: the console starts without Docker and says so
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import sys
+import tempfile
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from cortex_app.runtime.docker import engine_info
+from cortex_app.settings import Settings, SettingsError, load_settings, redact_url
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class PrestartError(Exception):
+    """A fault that stops the console from starting; the message says what to change."""
+
+
+def check_data_dir(data_dir: Path) -> None:
+    """Fail unless `data_dir` is, or can be made, a writable folder. Creates nothing."""
+    existing = data_dir
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise PrestartError(f"data dir {data_dir} cannot be created: {existing} is not a folder; "
+                            "set CORTEX_DATA_DIR to a writable folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise PrestartError(f"data dir {data_dir} is not writable ({existing}: {exc.strerror or exc}); "
+                            "set CORTEX_DATA_DIR to a writable folder") from None
+
+
+def migrate(db_url: str) -> tuple[str | None, str]:
+    """Bring the schema to head; returns (revision before, revision after)."""
+    from alembic import command
+    from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+
+    engine = sa.create_engine(db_url, poolclass=sa.pool.NullPool,
+                              connect_args={"connect_timeout": 5} if "psycopg" in db_url else {})
+    try:
+        with engine.connect() as conn:
+            before = MigrationContext.configure(conn).get_current_revision()
+            cfg = Config(str(PROJECT_ROOT / "alembic.ini"))
+            cfg.attributes["connection"] = conn
+            cfg.attributes["configure_logging"] = False
+            command.upgrade(cfg, "head")
+            after = MigrationContext.configure(conn).get_current_revision()
+    except sa.exc.OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise PrestartError(f"cannot reach the database at {redact_url(db_url)} ({reason}); "
+                            "check CORTEX_DB_URL") from None
+    except sa.exc.ArgumentError as exc:
+        raise PrestartError(f"CORTEX_DB_URL is not a usable database URL ({exc}); "
+                            "use e.g. postgresql+psycopg://user:pass@host/db") from None
+    except ModuleNotFoundError as exc:
+        raise PrestartError(f"no driver for {redact_url(db_url)} ({exc.name} is not installed); "
+                            "check CORTEX_DB_URL (PostgreSQL: postgresql+psycopg://...)") from None
+    finally:
+        engine.dispose()
+    return before, after or ""
+
+
+def check_port(port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PrestartError(f"port {port} is already in use (another console or program holds it); "
+                                    "stop it (`make down`) or set CORTEX_PORT to a free port") from None
+            raise PrestartError(f"cannot listen on port {port} ({exc.strerror}); set CORTEX_PORT") from None
+
+
+def run(settings: Settings, *, say=print) -> None:
+    # Every check that can fail runs before anything is created on disk or in the database.
+    check_data_dir(settings.data_dir)
+    check_port(settings.port)
+    if settings.db_kind == "sqlite":
+        settings.data_dir.mkdir(parents=True, exist_ok=True)  # the database file lives there
+        before, after = migrate(settings.db_url)
+    else:
+        before, after = migrate(settings.db_url)
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    say(f"data dir:  {settings.data_dir}")
+    state = "up to date" if before == after else f"migrated {before or 'empty'} -> {after}"
+    say(f"database:  {settings.db_kind} at {redact_url(settings.db_url)} (schema {after}, {state})")
+    say(f"port:      {settings.port}")
+    info = engine_info(settings.docker_host)
+    if info.reachable:
+        say(f"docker:    engine {info.version} at {info.host}")
+    else:
+        say(f"docker:    WARNING {info.error}. The console starts anyway and shows this on its pages.")
+
+
+def main() -> int:
+    try:
+        run(load_settings(), say=lambda line: print(f"cortex: {line}", flush=True))
+    except (SettingsError, PrestartError) as exc:
+        print(f"cortex: error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Every environment variable Cortex reads, read once into one frozen object.
+
+`load_settings()` validates as it reads: a bad value raises `SettingsError` whose message
+names the variable to change. Nothing here touches the disk or the network.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+DEFAULT_LLAMACPP_IMAGE = "ghcr.io/ggml-org/llama.cpp:server-cuda"
+DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:latest"
+
+
+class SettingsError(ValueError):
+    """A setting has a value Cortex cannot use; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    db_url: str
+    port: int
+    docker_host: str
+    models_dir: Path
+    llamacpp_image: str
+    vllm_image: str
+    keep_models_on_restart: bool
+
+    @property
+    def db_kind(self) -> str:
+        """'sqlite', 'postgresql', ...: the dialect part of the URL."""
+        return self.db_url.split(":", 1)[0].split("+", 1)[0]
+
+
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a port number; set {name} to 1-65535") from None
+    if not 1 <= value <= 65535:
+        raise SettingsError(f"{name}={value} is out of range; set {name} to 1-65535")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name}={raw!r} is not a boolean; set {name} to true or false")
+
+
+def sqlite_url(data_dir: Path) -> str:
+    return f"sqlite:///{data_dir / 'cortex.db'}"
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    data_dir = Path(env.get("CORTEX_DATA_DIR", "").strip() or "./data").expanduser().resolve()
+    db_url = env.get("CORTEX_DB_URL", "").strip() or sqlite_url(data_dir)
+    if "://" not in db_url:
+        raise SettingsError(
+            f"CORTEX_DB_URL={db_url!r} is not a database URL; use e.g. "
+            "sqlite:////path/cortex.db or postgresql+psycopg://user:pass@host/db"
+        )
+    if db_url.startswith(("postgresql://", "postgres://")):
+        # psycopg 3 is the driver we ship; SQLAlchemy's bare postgresql:// means psycopg2.
+        db_url = "postgresql+psycopg://" + db_url.split("://", 1)[1]
+    models_dir = Path(env.get("CORTEX_MODELS_DIR", "").strip() or data_dir / "models").expanduser().resolve()
+    return Settings(
+        data_dir=data_dir,
+        db_url=db_url,
+        port=_port(env, "CORTEX_PORT", 3000),
+        docker_host=env.get("DOCKER_HOST", "").strip() or DEFAULT_DOCKER_HOST,
+        models_dir=models_dir,
+        llamacpp_image=env.get("CORTEX_LLAMACPP_IMAGE", "").strip() or DEFAULT_LLAMACPP_IMAGE,
+        vllm_image=env.get("CORTEX_VLLM_IMAGE", "").strip() or DEFAULT_VLLM_IMAGE,
+        keep_models_on_restart=_bool(env, "CORTEX_KEEP_MODELS_ON_RESTART", False),
+    )
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced, for messages and logs."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in creds else url

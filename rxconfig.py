@@ -1,0 +1,19 @@
+"""Reflex configuration. The database URL comes from Cortex's settings (CORTEX_DB_URL, else
+the SQLite file in CORTEX_DATA_DIR); reading the environment is all this file does."""
+
+import reflex as rx
+from reflex.plugins.sitemap import SitemapPlugin
+
+# Reflex compares the tables it knows with the database before serving; importing the
+# models here lets it see ours (else it reports every table as a pending change).
+import cortex_app.models  # noqa: F401
+from cortex_app.settings import load_settings
+
+config = rx.Config(
+    app_name="cortex_app",
+    db_url=load_settings().db_url,
+    telemetry_enabled=False,
+    show_built_with_reflex=False,
+    disable_plugins=[SitemapPlugin],
+    plugins=[rx.plugins.RadixThemesPlugin(theme=rx.theme(accent_color="indigo", radius="medium"))],
+)

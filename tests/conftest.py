@@ -1,0 +1,238 @@
+"""Fixtures that start real things (the Docker Engine client, containers, PostgreSQL, the
+console, a browser) and clean up after themselves, pass or fail.
+
+Under `make test` (CORTEX_TEST_STRICT=1) a missing test bed is an error; a bare `pytest`
+on a machine without one skips those tests with the reason.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Callable, Iterator
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+STRICT = os.environ.get("CORTEX_TEST_STRICT") == "1"
+RUN_ID = uuid.uuid4().hex[:8]
+TEST_LABEL = "cortex.test-run"  # every container a test creates carries it
+
+LLAMA_IMAGE = "cortex-test/llama-server:latest"
+VLLM_STANDIN_IMAGE = "cortex-test/vllm-standin:latest"
+BUSYBOX_IMAGE = "cortex-test/busybox:latest"
+
+
+def missing(what: str) -> None:
+    """A part of the test bed is missing: fail under `make test`, skip otherwise."""
+    if STRICT:
+        pytest.fail(f"test bed incomplete: {what} (make test sets it up)", pytrace=False)
+    pytest.skip(f"{what}; run `make test` to set up the test bed")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float, ok=lambda r: r.status_code == 200, proc=None,
+              interval: float = 0.1) -> httpx.Response:
+    """Poll `url` until `ok(response)`; fail with the last error after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"process exited with {proc.returncode} while waiting for {url}")
+        try:
+            r = httpx.get(url, timeout=2)
+            if ok(r):
+                return r
+            last = f"HTTP {r.status_code}"
+        except httpx.HTTPError as exc:
+            last = exc
+        time.sleep(interval)
+    raise AssertionError(f"{url} not ready after {timeout} s (last: {last})")
+
+
+# --- Docker -----------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def docker_host() -> str:
+    host = os.environ.get("DOCKER_HOST")
+    if not host:
+        missing("DOCKER_HOST is not set")
+    from cortex_app.runtime.docker import engine_info
+
+    info = engine_info(host)
+    if not info.reachable:
+        missing(f"no Docker Engine answers: {info.error}")
+    return host
+
+
+@pytest.fixture(scope="session")
+def docker_client(docker_host: str):
+    import docker
+
+    client = docker.DockerClient(base_url=docker_host, timeout=60)
+    for image in (LLAMA_IMAGE, VLLM_STANDIN_IMAGE, BUSYBOX_IMAGE):
+        try:
+            client.images.get(image)
+        except docker.errors.ImageNotFound:
+            missing(f"image {image} is not built (scripts/build-test-images.sh)")
+    yield client
+    leftovers = client.containers.list(all=True, filters={"label": f"{TEST_LABEL}={RUN_ID}"})
+    for c in leftovers:
+        c.remove(force=True)
+    client.close()
+    assert not leftovers, f"tests left containers behind: {[c.name for c in leftovers]}"
+
+
+@pytest.fixture
+def test_labels(request, docker_client) -> Iterator[dict[str, str]]:
+    """Labels for the containers one test creates; they are all removed after it."""
+    labels = {TEST_LABEL: RUN_ID, "cortex.test": request.node.nodeid[-60:]}
+    yield labels
+    for c in docker_client.containers.list(all=True, filters={"label": f"cortex.test={labels['cortex.test']}"}):
+        c.remove(force=True)
+
+
+# --- PostgreSQL ------------------------------------------------------------------------
+
+def _pg_bin() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    return Path(found[-1]).parent if found else None
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A private PostgreSQL server on a free loopback port, for this session only."""
+    bindir = _pg_bin()
+    if bindir is None:
+        missing("PostgreSQL server binaries are not installed (Debian package postgresql)")
+    data = Path(f"/var/tmp/cortex-pg-{RUN_ID}")
+    port = free_port()
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        as_user = ["runuser", "-u", "postgres", "--"]
+    data.mkdir(parents=True)
+    if as_user:
+        shutil.chown(data, "postgres", "postgres")
+    try:
+        subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data / "db"), "-U", "cortex",
+                        "--auth=trust", "-E", "UTF8"], check=True, capture_output=True)
+        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data / "db"), "-w", "-l", str(data / "log"),
+                        "-o", f"-p {port} -k {data} -c listen_addresses=127.0.0.1", "start"],
+                       check=True, capture_output=True)
+        yield f"postgresql+psycopg://cortex@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data / "db"), "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture
+def fresh_postgres_db(postgres_url: str) -> Iterator[str]:
+    """An empty database of its own on the session's server."""
+    import sqlalchemy as sa
+
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    yield postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    with admin.connect() as c:
+        c.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+# --- the console ---------------------------------------------------------------------
+
+class Console:
+    def __init__(self, url: str, proc: subprocess.Popen, log: Path, data_dir: Path):
+        self.url, self.proc, self.log, self.data_dir = url, proc, log, data_dir
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    except ProcessLookupError:
+        pass
+
+
+@pytest.fixture(scope="module")
+def start_console(tmp_path_factory) -> Iterator[Callable[..., Console]]:
+    """Start the console as `make up` does (prestart, then the production build) with a fresh
+    data dir; every console a module starts is stopped at its end."""
+    if not (Path(os.environ.get("REFLEX_BUN_PATH", "")).is_file() or shutil.which("bun")):
+        missing("bun is not installed (scripts/bootstrap.sh)")
+    started: list[subprocess.Popen] = []
+
+    def start(**env_overrides: str) -> Console:
+        data_dir = tmp_path_factory.mktemp("console")
+        port = free_port()
+        # Only the settings given here: a CORTEX_DB_URL from the caller's shell must not leak in.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CORTEX_") or k == "CORTEX_TEST_STRICT"}
+        env.update(CORTEX_DATA_DIR=str(data_dir), CORTEX_PORT=str(port), **env_overrides)
+        pre = subprocess.run([sys.executable, "-m", "cortex_app.prestart"], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=120)
+        assert pre.returncode == 0, pre.stderr
+        log = data_dir / "console.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "reflex", "run", "--env", "prod", "--single-port",
+                 "--backend-port", str(port), "--loglevel", "warning"],
+                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True)
+        started.append(proc)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_http(f"{url}/api/health", timeout=300, proc=proc)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- console log ---\n{log.read_text()[-3000:]}") from None
+        return Console(url, proc, log, data_dir)
+
+    yield start
+    for proc in started:
+        _stop_group(proc)
+
+
+# --- the browser ---------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def browser():
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(chromium).exists():
+        missing("Debian's chromium is not installed")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=chromium, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    p = context.new_page()
+    p.set_default_timeout(15_000)
+    yield p
+    context.close()

@@ -1,0 +1,75 @@
+"""The schema exists only through Alembic: upgrade head on an empty database, the models and
+the migrated schema agree, downgrade base leaves nothing. On SQLite and on PostgreSQL."""
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlmodel import SQLModel
+
+import cortex_app.models  # noqa: F401
+from tests.conftest import ROOT
+
+
+def _config(conn) -> Config:
+    cfg = Config(str(ROOT / "alembic.ini"))
+    cfg.attributes["connection"] = conn
+    cfg.attributes["configure_logging"] = False
+    return cfg
+
+
+def _roundtrip(url: str) -> None:
+    engine = sa.create_engine(url)
+    head = ScriptDirectory.from_config(Config(str(ROOT / "alembic.ini"))).get_current_head()
+    with engine.connect() as conn:
+        command.upgrade(_config(conn), "head")
+        assert MigrationContext.configure(conn).get_current_revision() == head
+        tables = set(sa.inspect(conn).get_table_names())
+        assert {"model", "model_event", "alembic_version"} <= tables
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), SQLModel.metadata)
+        assert diff == [], f"models.py and the migrations disagree: {diff}"
+        command.downgrade(_config(conn), "base")
+        assert set(sa.inspect(conn).get_table_names()) <= {"alembic_version"}
+        command.upgrade(_config(conn), "head")  # and back up again, as a later upgrade would
+        assert MigrationContext.configure(conn).get_current_revision() == head
+    engine.dispose()
+
+
+def test_sqlite_upgrade_downgrade(tmp_path):
+    _roundtrip(f"sqlite:///{tmp_path}/cortex.db")
+
+
+def test_postgresql_upgrade_downgrade(fresh_postgres_db):
+    _roundtrip(fresh_postgres_db)
+
+
+def test_one_linear_history():
+    script = ScriptDirectory.from_config(Config(str(ROOT / "alembic.ini")))
+    assert len(script.get_heads()) == 1
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_times_are_aware_after_migration(kind, tmp_path, request):
+    from datetime import timezone
+
+    from sqlmodel import Session, select
+
+    from cortex_app.models import Engine, Model
+
+    url = f"sqlite:///{tmp_path}/c.db" if kind == "sqlite" else request.getfixturevalue("fresh_postgres_db")
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        command.upgrade(_config(conn), "head")
+    with Session(engine) as s:
+        s.add(Model(name="a", served_name="a", engine=Engine.VLLM, image="i", source="org/a",
+                    gpu_ids=[0, 1], extra_args=["--seed", "1"], extra_env={"A": "b"}))
+        s.commit()
+    with Session(engine) as s:
+        m = s.exec(select(Model)).one()
+        assert m.created_at.tzinfo is not None and m.created_at.utcoffset().total_seconds() == 0
+        assert m.created_at.astimezone(timezone.utc) == m.created_at
+        assert (m.gpu_ids, m.extra_args, m.extra_env, m.engine) == ([0, 1], ["--seed", "1"], {"A": "b"}, Engine.VLLM)
+    engine.dispose()

@@ -1,0 +1,87 @@
+"""The checks `make up` runs before serving: one clear line per fault, nothing half-made."""
+
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from cortex_app.prestart import PrestartError, check_data_dir, check_port, migrate
+from tests.conftest import ROOT, free_port
+
+
+def run_prestart(tmp_path, **env):
+    base = {k: v for k, v in os.environ.items() if not k.startswith("CORTEX_")}
+    base.update({"CORTEX_DATA_DIR": str(tmp_path / "data"), "CORTEX_PORT": str(free_port()),
+                 "DOCKER_HOST": "unix:///nonexistent/docker.sock"})
+    base.update(env)
+    return subprocess.run([sys.executable, "-m", "cortex_app.prestart"], cwd=ROOT, env=base,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_fresh_data_dir_is_created_and_migrated(tmp_path):
+    r = run_prestart(tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "data" / "cortex.db").is_file()
+    assert "migrated empty -> 0001" in r.stdout
+    # No engine is not fatal: the console starts and says so.
+    assert "WARNING no Docker Engine answers at unix:///nonexistent/docker.sock" in r.stdout
+    again = run_prestart(tmp_path)
+    assert again.returncode == 0 and "up to date" in again.stdout
+
+
+@pytest.mark.parametrize("case", ["under-a-file", "port-taken", "db-unreachable", "bad-port"])
+def test_faults_give_one_line_naming_the_setting_and_create_nothing(tmp_path, case):
+    blocker = None
+    env = {}
+    if case == "under-a-file":
+        (tmp_path / "afile").write_text("x")
+        env["CORTEX_DATA_DIR"] = str(tmp_path / "afile" / "data")
+        setting = "CORTEX_DATA_DIR"
+    elif case == "port-taken":
+        blocker = socket.socket()
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        env["CORTEX_PORT"] = str(blocker.getsockname()[1])
+        setting = "CORTEX_PORT"
+    elif case == "db-unreachable":
+        env["CORTEX_DB_URL"] = f"postgresql://cortex:hunter2@127.0.0.1:{free_port()}/cortex"
+        setting = "CORTEX_DB_URL"
+    else:
+        env["CORTEX_PORT"] = "http"
+        setting = "CORTEX_PORT"
+    try:
+        r = run_prestart(tmp_path, **env)
+    finally:
+        if blocker:
+            blocker.close()
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cortex: error: "), r.stderr
+    assert setting in lines[0]
+    assert "Traceback" not in r.stderr + r.stdout
+    assert "hunter2" not in r.stderr + r.stdout
+    assert not (tmp_path / "data").exists(), "a failed prestart must not create the data dir"
+
+
+def test_check_data_dir_refuses_an_unwritable_place(tmp_path):
+    (tmp_path / "f").write_text("")
+    with pytest.raises(PrestartError, match="not a folder"):
+        check_data_dir(tmp_path / "f" / "sub")
+    check_data_dir(tmp_path / "new" / "deeper")  # creatable: fine, and not created by the check
+    assert not (tmp_path / "new").exists()
+
+
+def test_check_port_sees_a_listener():
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", 0))
+        s.listen()
+        with pytest.raises(PrestartError, match="already in use"):
+            check_port(s.getsockname()[1])
+    check_port(free_port())
+
+
+def test_migrate_names_an_unopenable_sqlite_file(tmp_path):
+    with pytest.raises(PrestartError, match="CORTEX_DB_URL"):
+        migrate(f"sqlite:///{tmp_path}/missing-dir/cortex.db")
