@@ -1,5 +1,5 @@
 # Cortex: `make up` runs the console, `make test` runs every test. See README.md.
-.PHONY: up down test engine-up engine-down images bootstrap clean
+.PHONY: up down test engine-up engine-down images bootstrap bench clean
 
 up:
 	@scripts/up.sh
@@ -21,6 +21,10 @@ engine-down:
 
 images:
 	@eval "$$(scripts/engine.sh up)" && scripts/build-test-images.sh
+
+bench:
+	@scripts/bootstrap.sh dev && eval "$$(scripts/engine.sh up)" && scripts/build-test-images.sh \
+	  && .venv/bin/python bench/llama_start.py
 
 clean:
 	rm -rf .web .run

@@ -41,7 +41,8 @@ if [ ! -x "$VENV/bin/python" ]; then
   log "creating the venv in $VENV"
   "$PY" -m venv "$VENV"
 fi
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+# The dev install is a superset of the runtime one.
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] && [ "$(cat "$VENV/.installed-requirements-dev.txt" 2>/dev/null)" != "$want" ]; then
   log "pip install -r $(basename "$req") (a few minutes on a fresh machine)"
   "$VENV/bin/python" -m pip install -q --upgrade pip
   "$VENV/bin/python" -m pip install -q -r "$req"

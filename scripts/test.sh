@@ -12,4 +12,4 @@ echo "test: setup took $(( $(date +%s) - t0 )) s" >&2
 cd "$ROOT"
 # Strict: a missing engine, database server or browser fails the run instead of skipping.
 export CORTEX_TEST_STRICT=1
-exec python -m pytest "${@:-tests}"
+exec python -m pytest "$@"   # no args: testpaths in pytest.ini (unit, integration, e2e)
