@@ -112,7 +112,8 @@ class Model(SQLModel, table=True):
 
     extra_args: list[str] = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False))
     extra_env: dict[str, str] = Field(default_factory=dict, sa_column=sa.Column(sa.JSON, nullable=False))
-    hf_token: Optional[str] = Field(default=None, max_length=512)  # secret: never logged or shown in full
+    # A secret: repr=False keeps it out of reprs and so out of logs; the UI shows mask_secret().
+    hf_token: Optional[str] = Field(default=None, max_length=512, repr=False)
     startup_timeout_s: int = 600
     notes: str = ""
 
@@ -120,11 +121,13 @@ class Model(SQLModel, table=True):
     state: ModelState = Field(default=ModelState.STOPPED, sa_column=_enum_column(ModelState, ModelState.STOPPED))
     state_reason: str = ""
     container_id: Optional[str] = Field(default=None, max_length=80)
-    host_port: Optional[int] = None
+    # Unique: two models can never hold one host port, even when two Starts race.
+    host_port: Optional[int] = Field(default=None, sa_column=sa.Column(sa.Integer, nullable=True, unique=True))
     spec_hash: Optional[str] = Field(default=None, max_length=64)
     started_at: Optional[datetime] = _time()
     ready_at: Optional[datetime] = _time()
     stopped_at: Optional[datetime] = _time()
+    load_seconds: Optional[float] = None  # container start -> first healthy answer, last start
 
     created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
     updated_at: datetime = Field(
@@ -144,6 +147,8 @@ class ModelEvent(SQLModel, table=True):
     to_state: ModelState = Field(sa_column=_enum_column(ModelState))
     reason: str = ""
     actor: str = Field(max_length=64)  # "admin:<user>", "reconciler", "console"
+    # The container's last log lines when it failed: they outlive the container.
+    log_tail: Optional[str] = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False, index=True)
     )

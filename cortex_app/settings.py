@@ -32,6 +32,11 @@ class Settings:
     keep_models_on_restart: bool
 
     @property
+    def hf_cache_dir(self) -> Path:
+        """Hugging Face cache shared by vLLM containers (mounted read-write)."""
+        return self.data_dir / "hf-cache"
+
+    @property
     def db_kind(self) -> str:
         """'sqlite', 'postgresql', ...: the dialect part of the URL."""
         return self.db_url.split(":", 1)[0].split("+", 1)[0]

@@ -1,22 +1,22 @@
 """The one module that imports `docker`: Cortex's whole conversation with the Docker Engine.
 
-It returns plain dataclasses and raises `DockerRuntimeError` subclasses with messages an
-admin can act on. Every call here blocks; async code runs it with `asyncio.to_thread`.
+It takes ContainerSpecs, returns plain dataclasses and raises `DockerRuntimeError`
+subclasses with messages an admin can act on. Every call here blocks; async code runs it
+with `asyncio.to_thread`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
+import threading
+from dataclasses import dataclass, field
+from typing import Iterator, Optional
 
 import docker
 import docker.errors
+import docker.types
 import requests.exceptions
 
-# Labels on every container Cortex manages; containers are found by these, never by name.
-LABEL_MANAGED = "cortex.managed"
-LABEL_MODEL_ID = "cortex.model-id"
-LABEL_SPEC_HASH = "cortex.spec-hash"
+from cortex_app.engines.spec import LABEL_MANAGED, LABEL_MODEL_ID, LABEL_SPEC_HASH, PUBLISH_HOST, ContainerSpec
 
 
 class DockerRuntimeError(RuntimeError):
@@ -25,6 +25,22 @@ class DockerRuntimeError(RuntimeError):
 
 class EngineUnreachable(DockerRuntimeError):
     """No Docker Engine answers at the configured host."""
+
+
+class ImageMissing(DockerRuntimeError):
+    pass
+
+
+class PortTaken(DockerRuntimeError):
+    pass
+
+
+class GpuUnavailable(DockerRuntimeError):
+    pass
+
+
+class ContainerConflict(DockerRuntimeError):
+    pass
 
 
 @dataclass(frozen=True)
@@ -36,6 +52,45 @@ class EngineInfo:
     error: Optional[str] = None
 
 
+@dataclass(frozen=True)
+class ContainerInfo:
+    id: str
+    name: str
+    state: str  # created | running | exited | dead | paused | restarting | removing
+    labels: dict[str, str] = field(default_factory=dict)
+    exit_code: Optional[int] = None
+    oom_killed: bool = False
+    restart_policy: Optional[str] = None  # only from inspect
+
+    @property
+    def model_id(self) -> Optional[int]:
+        raw = self.labels.get(LABEL_MODEL_ID, "")
+        return int(raw) if raw.isdigit() else None
+
+    @property
+    def spec_hash(self) -> Optional[str]:
+        return self.labels.get(LABEL_SPEC_HASH)
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+
+def _why(exc: BaseException) -> str:
+    """The innermost useful reason, without the chain of wrapper exceptions."""
+    text = getattr(exc, "explanation", None) or str(exc)
+    for marker in ("No such file or directory", "Connection refused", "Permission denied", "timed out"):
+        if marker.lower() in str(text).lower():
+            return marker.lower()
+    text = str(text)
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def _unreachable(host: str, exc: BaseException) -> EngineUnreachable:
+    return EngineUnreachable(f"no Docker Engine answers at {host} ({_why(exc)}); "
+                             "start Docker or point DOCKER_HOST at a running engine")
+
+
 def client(docker_host: str, timeout: float = 10) -> docker.DockerClient:
     """A client bound to `docker_host`; raises EngineUnreachable if nothing answers there."""
     try:
@@ -43,10 +98,7 @@ def client(docker_host: str, timeout: float = 10) -> docker.DockerClient:
         c.ping()
         return c
     except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
-        raise EngineUnreachable(
-            f"no Docker Engine answers at {docker_host} ({_why(exc)}); "
-            "start Docker or point DOCKER_HOST at a running engine"
-        ) from None
+        raise _unreachable(docker_host, exc) from None
 
 
 def engine_info(docker_host: str, timeout: float = 3) -> EngineInfo:
@@ -65,10 +117,168 @@ def engine_info(docker_host: str, timeout: float = 3) -> EngineInfo:
         c.close()
 
 
-def _why(exc: BaseException) -> str:
-    """The innermost useful reason, without the chain of wrapper exceptions."""
-    text = str(exc)
-    for marker in ("No such file or directory", "Connection refused", "Permission denied", "timed out"):
-        if marker.lower() in text.lower():
-            return marker.lower()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
+class DockerRuntime:
+    """Model containers on one Docker Engine. Thread-safe; one HTTP client, made on first use."""
+
+    def __init__(self, docker_host: str, timeout: float = 30):
+        self.host = docker_host
+        self._timeout = timeout
+        self._client: Optional[docker.DockerClient] = None
+        self._lock = threading.Lock()
+
+    def _c(self) -> docker.DockerClient:
+        with self._lock:
+            if self._client is None:
+                self._client = client(self.host, timeout=self._timeout)
+            return self._client
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    def _map(self, exc: BaseException, image: str = "", port: Optional[int] = None) -> DockerRuntimeError:
+        if isinstance(exc, DockerRuntimeError):
+            return exc
+        if isinstance(exc, (requests.exceptions.ConnectionError, ConnectionError)):
+            return _unreachable(self.host, exc)
+        if isinstance(exc, docker.errors.ImageNotFound):
+            return ImageMissing(f"image {image} is not on the Docker Engine; pull or build it first "
+                                f"(docker pull {image}), or choose another image")
+        text = _why(exc)
+        low = text.lower()
+        if "could not select device driver" in low or "nvidia" in low and "runtime" in low:
+            return GpuUnavailable("no GPU runtime: the Docker Engine cannot give this container NVIDIA GPUs "
+                                  f"(install the NVIDIA Container Toolkit, or run the model on cpu) [{text}]")
+        if "port is already allocated" in low or "address already in use" in low:
+            return PortTaken(f"host port {port} is already in use [{text}]")
+        if isinstance(exc, docker.errors.APIError) and exc.status_code == 409:
+            return ContainerConflict(f"container conflict: {text}")
+        if isinstance(exc, docker.errors.NotFound) and "no such image" in low:
+            return ImageMissing(f"image {image} is not on the Docker Engine; pull or build it first")
+        return DockerRuntimeError(f"Docker Engine error: {text}")
+
+    # --- containers -----------------------------------------------------------------
+
+    def create(self, spec: ContainerSpec, host_port: int) -> ContainerInfo:
+        """Create (not start) the container for `spec`, its port published on loopback."""
+        kwargs = dict(
+            image=spec.image,
+            command=list(spec.args),
+            name=spec.name,
+            environment=dict(spec.env),
+            labels=spec.labels,
+            ports={f"{spec.container_port}/tcp": (PUBLISH_HOST, host_port)},
+            mounts=[docker.types.Mount(target=m.target, source=m.source, type="bind", read_only=m.read_only)
+                    for m in spec.mounts],
+            init=spec.init,
+            restart_policy={"Name": spec.restart_policy},
+            detach=True,
+        )
+        if spec.gpus is not None:
+            ids = list(spec.gpus.device_ids) if spec.gpus.device_ids is not None else None
+            kwargs["device_requests"] = [docker.types.DeviceRequest(
+                driver="nvidia", device_ids=ids, count=None if ids else -1, capabilities=[["gpu"]])]
+        if spec.shm_size:
+            kwargs["shm_size"] = spec.shm_size
+        if spec.ipc_mode:
+            kwargs["ipc_mode"] = spec.ipc_mode
+        try:
+            c = self._c().containers.create(**kwargs)
+        except Exception as exc:  # noqa: BLE001 - mapped to our own errors
+            raise self._map(exc, image=spec.image, port=host_port) from None
+        return ContainerInfo(id=c.id, name=spec.name, state="created", labels=spec.labels)
+
+    def start(self, container_id: str, port: Optional[int] = None) -> None:
+        try:
+            self._c().api.start(container_id)
+        except Exception as exc:  # noqa: BLE001
+            raise self._map(exc, port=port) from None
+
+    def create_and_start(self, spec: ContainerSpec, host_port: int) -> ContainerInfo:
+        """Create and start; a container that was created but would not start is removed, so a
+        failure leaves nothing behind."""
+        info = self.create(spec, host_port)
+        try:
+            self.start(info.id, port=host_port)
+        except DockerRuntimeError:
+            self.remove(info.id)
+            raise
+        return ContainerInfo(id=info.id, name=info.name, state="running", labels=info.labels)
+
+    def stop_and_remove(self, container_id: str, timeout: int = 10) -> Optional[int]:
+        """Graceful stop (SIGTERM, SIGKILL after `timeout` s), then remove. Returns the exit code,
+        or None if there was no such container."""
+        try:
+            c = self._c().containers.get(container_id)
+            if c.status in ("running", "restarting", "paused"):
+                c.stop(timeout=timeout)
+            c.reload()
+            code = c.attrs["State"].get("ExitCode")
+            c.remove(force=True)
+            return code
+        except docker.errors.NotFound:
+            return None
+        except Exception as exc:  # noqa: BLE001
+            raise self._map(exc) from None
+
+    def remove(self, container_id: str) -> None:
+        try:
+            self._c().api.remove_container(container_id, force=True)
+        except docker.errors.NotFound:
+            pass
+        except Exception as exc:  # noqa: BLE001
+            raise self._map(exc) from None
+
+    def list_managed(self, model_id: Optional[int] = None) -> list[ContainerInfo]:
+        """Every managed container (or one model's), running or not: one API call."""
+        labels = [f"{LABEL_MANAGED}=true"]
+        if model_id is not None:
+            labels.append(f"{LABEL_MODEL_ID}={model_id}")
+        try:
+            rows = self._c().api.containers(all=True, filters={"label": labels})
+        except Exception as exc:  # noqa: BLE001
+            raise self._map(exc) from None
+        return [ContainerInfo(id=r["Id"], name=(r.get("Names") or ["/?"])[0].lstrip("/"), state=r.get("State", ""),
+                              labels=r.get("Labels") or {}) for r in rows]
+
+    def inspect(self, container_id: str) -> Optional[ContainerInfo]:
+        try:
+            a = self._c().api.inspect_container(container_id)
+        except docker.errors.NotFound:
+            return None
+        except Exception as exc:  # noqa: BLE001
+            raise self._map(exc) from None
+        st = a.get("State", {})
+        return ContainerInfo(
+            id=a["Id"], name=a.get("Name", "").lstrip("/"), state=st.get("Status", ""),
+            labels=a.get("Config", {}).get("Labels") or {}, exit_code=st.get("ExitCode"),
+            oom_killed=bool(st.get("OOMKilled")),
+            restart_policy=(a.get("HostConfig", {}).get("RestartPolicy") or {}).get("Name"))
+
+    def inspect_raw(self, container_id: str) -> dict:
+        """The engine's full inspect document (for tests and the detail page)."""
+        try:
+            return self._c().api.inspect_container(container_id)
+        except Exception as exc:  # noqa: BLE001
+            raise self._map(exc) from None
+
+    def logs_tail(self, container_id: str, lines: int = 200) -> str:
+        try:
+            raw = self._c().api.logs(container_id, stdout=True, stderr=True, tail=lines)
+        except docker.errors.NotFound:
+            return ""
+        except Exception as exc:  # noqa: BLE001
+            raise self._map(exc) from None
+        return raw.decode("utf-8", errors="replace")
+
+    def events(self, since: Optional[int] = None) -> Iterator[dict]:
+        """Container events of managed containers, as decoded dicts; blocks until the stream
+        ends (engine gone: raises EngineUnreachable)."""
+        try:
+            stream = self._c().api.events(since=since, decode=True,
+                                          filters={"type": "container", "label": f"{LABEL_MANAGED}=true"})
+            yield from stream
+        except Exception as exc:  # noqa: BLE001
+            raise self._map(exc) from None

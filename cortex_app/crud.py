@@ -1,0 +1,71 @@
+"""Creating, reading and editing model configurations (not their runtime: see lifecycle.py).
+
+Every write goes through validation.validate_model; an invalid config raises ConfigInvalid
+and nothing is written.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+import sqlalchemy as sa
+from sqlmodel import Session, select
+
+from cortex_app.models import Model, utcnow
+from cortex_app.settings import Settings
+from cortex_app.validation import ConfigInvalid, validate_model
+
+
+def _validate(session: Session, settings: Settings, data: Mapping[str, Any], *, exclude_id: Optional[int]) -> dict:
+    others = session.exec(select(Model.name, Model.served_name).where(Model.id != exclude_id)
+                          if exclude_id is not None else select(Model.name, Model.served_name)).all()
+    return validate_model(
+        data, models_dir=settings.models_dir,
+        default_images={"llamacpp": settings.llamacpp_image, "vllm": settings.vllm_image},
+        others=[(n, s) for n, s in others])
+
+
+def _commit_unique(session: Session) -> None:
+    """Commit; a unique-constraint race (two admins saving one name) becomes a field error."""
+    try:
+        session.commit()
+    except sa.exc.IntegrityError as exc:
+        session.rollback()
+        text = str(exc.orig).lower()
+        field = "served_name" if "served_name" in text else "name"
+        raise ConfigInvalid({field: "is already taken by another model"}) from None
+
+
+def create_model(db: sa.Engine, settings: Settings, data: Mapping[str, Any]) -> Model:
+    with Session(db, expire_on_commit=False) as session:
+        clean = _validate(session, settings, data, exclude_id=None)
+        model = Model(**clean)
+        session.add(model)
+        _commit_unique(session)
+        return model
+
+
+def update_model(db: sa.Engine, settings: Settings, model_id: int, data: Mapping[str, Any]) -> Model:
+    """Replace the configuration. A running model keeps running on its old config until it is
+    applied (lifecycle.apply); `is_stale` then says so."""
+    with Session(db, expire_on_commit=False) as session:
+        model = session.get(Model, model_id)
+        if model is None:
+            raise LookupError(f"no model with id {model_id}")
+        clean = _validate(session, settings, data, exclude_id=model_id)
+        for key, value in clean.items():
+            setattr(model, key, value)
+        model.updated_at = utcnow()
+        session.add(model)
+        _commit_unique(session)
+        return model
+
+
+def get_model(db: sa.Engine, model_id: int) -> Optional[Model]:
+    with Session(db, expire_on_commit=False) as session:
+        return session.get(Model, model_id)
+
+
+def list_models(db: sa.Engine) -> list[Model]:
+    with Session(db, expire_on_commit=False) as session:
+        return list(session.exec(select(Model).order_by(Model.name)).all())

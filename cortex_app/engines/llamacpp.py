@@ -1,0 +1,46 @@
+"""llama.cpp (`llama-server`): a model row -> ContainerSpec. Pure.
+
+The image's ENTRYPOINT is llama-server, so the spec's args are only its flags.
+"""
+
+from __future__ import annotations
+
+from cortex_app.engines.spec import (MODELS_MOUNT, ContainerSpec, Mount, container_name, flag,
+                                     gpu_env_and_request, switch)
+from cortex_app.models import Model
+
+PORT = 8080
+# Flags the console sets itself; extra args may not override them (validation refuses them).
+CONTROLLED_FLAGS = frozenset({"-m", "--model", "--host", "--port", "-a", "--alias", "--api-key",
+                              "--api-key-file", "-hf", "--hf-repo", "-mu", "--model-url"})
+
+
+def build(model: Model, models_dir: str) -> ContainerSpec:
+    env, gpus = gpu_env_and_request(model)
+    args = ["-m", f"{MODELS_MOUNT}/{model.source}", "--host", "0.0.0.0", "--port", str(PORT),
+            "--alias", model.served_name]
+    flag(args, "-c", model.context_size)
+    # CPU-only models offload nothing; on CUDA the default is every layer.
+    gpu_layers = 0 if model.device == "cpu" else (model.gpu_layers if model.gpu_layers is not None else 999)
+    flag(args, "-ngl", gpu_layers)
+    flag(args, "--parallel", model.parallel_slots)
+    flag(args, "-t", model.threads)
+    if model.flash_attn is not None:
+        args += ["--flash-attn", "on" if model.flash_attn else "off"]
+    flag(args, "--cache-type-k", model.cache_type_k)
+    flag(args, "--cache-type-v", model.cache_type_v)
+    switch(args, "--embeddings", model.embeddings)
+    args.append("--metrics")
+    args += list(model.extra_args or [])
+    return ContainerSpec(
+        name=container_name(model),
+        image=model.image,
+        args=tuple(args),
+        env={**(model.extra_env or {}), **env},
+        container_port=PORT,
+        mounts=(Mount(models_dir, MODELS_MOUNT, read_only=True),),
+        gpus=gpus,
+        model_id=model.id or 0,
+        model_name=model.name,
+        engine="llamacpp",
+    )

@@ -1,0 +1,101 @@
+"""ContainerSpec: everything Cortex tells Docker about one model's container, as plain data.
+
+Built by the pure per-engine functions (llamacpp.py, vllm.py) from a model row; turned into
+SDK calls only by runtime/docker.py. `spec_hash` covers every field that changes the running
+container, so a config edit shows up as a different hash (the container is then stale).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+from cortex_app.models import Model
+
+LABEL_MANAGED = "cortex.managed"
+LABEL_MODEL_ID = "cortex.model-id"
+LABEL_MODEL_NAME = "cortex.model-name"
+LABEL_ENGINE = "cortex.engine"
+LABEL_SPEC_HASH = "cortex.spec-hash"
+
+# Where the models dir is mounted inside every engine container (read-only).
+MODELS_MOUNT = "/models"
+# Interface the model's port is published on. Loopback: models are reached through the
+# console (and later its gateway), never directly from the network.
+PUBLISH_HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: str  # host path
+    target: str  # path in the container
+    read_only: bool
+
+
+@dataclass(frozen=True)
+class GpuRequest:
+    """An NVIDIA device request: the listed GPU indices, or every GPU when `device_ids` is None."""
+
+    device_ids: Optional[tuple[str, ...]] = None
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    name: str
+    image: str
+    args: tuple[str, ...]
+    # Values may be secrets (HF token): repr=False keeps them out of any log of the spec.
+    env: dict[str, str] = field(repr=False)
+    container_port: int
+    mounts: tuple[Mount, ...] = ()
+    gpus: Optional[GpuRequest] = None
+    shm_size: Optional[str] = None
+    ipc_mode: Optional[str] = None
+    init: bool = True
+    restart_policy: str = "no"  # the whole point: Docker never brings a model back by itself
+    model_id: int = 0
+    model_name: str = ""
+    engine: str = ""
+
+    @property
+    def spec_hash(self) -> str:
+        body = asdict(self)
+        body["env"] = sorted(self.env.items())
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {
+            LABEL_MANAGED: "true",
+            LABEL_MODEL_ID: str(self.model_id),
+            LABEL_MODEL_NAME: self.model_name,
+            LABEL_ENGINE: self.engine,
+            LABEL_SPEC_HASH: self.spec_hash,
+        }
+
+
+def container_name(model: Model) -> str:
+    """Deterministic, and unique per model row (the id), readable (the name)."""
+    return f"cortex-model-{model.id}-{model.name}"
+
+
+def gpu_env_and_request(model: Model) -> tuple[dict[str, str], Optional[GpuRequest]]:
+    if model.device != "cuda":
+        return {}, None
+    if model.gpu_ids is None:
+        return {"NVIDIA_VISIBLE_DEVICES": "all"}, GpuRequest()
+    ids = tuple(str(i) for i in model.gpu_ids)
+    return {"NVIDIA_VISIBLE_DEVICES": ",".join(ids)}, GpuRequest(device_ids=ids)
+
+
+def flag(args: list[str], name: str, value: object) -> None:
+    """Append `name value` unless value is None."""
+    if value is not None:
+        args += [name, str(value)]
+
+
+def switch(args: list[str], name: str, on: Optional[bool]) -> None:
+    if on:
+        args.append(name)

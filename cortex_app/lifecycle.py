@@ -1,0 +1,266 @@
+"""Start / stop / apply / delete a model: compare-and-set on the row, then the runtime,
+then an event, always in that order.
+
+Every state change goes through `transition()`, which writes the new state, the reason and
+an event row in one transaction, and only if the row is still in the state the caller saw
+(so two concurrent Starts create exactly one container). Docker calls block: async callers
+run these methods with `asyncio.to_thread`.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from typing import Collection, Optional
+
+import httpx
+import sqlalchemy as sa
+from sqlmodel import Session, select
+
+from cortex_app.engines import build_spec
+from cortex_app.engines.spec import PUBLISH_HOST
+from cortex_app.models import Model, ModelEvent, ModelState, utcnow
+from cortex_app.runtime.docker import DockerRuntime, DockerRuntimeError
+from cortex_app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+S = ModelState
+STARTABLE = (S.STOPPED, S.FAILED)
+STOPPABLE = (S.LOADING, S.RUNNING, S.FAILED)
+LOG_LINES_KEPT = 100
+STOP_TIMEOUT_S = 10
+
+
+class Refused(Exception):
+    """The operation is not allowed in the model's current state; nothing was changed."""
+
+
+def free_host_port(held: Collection[int]) -> int:
+    """A port the OS says is free on loopback right now, and no model holds."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind((PUBLISH_HOST, 0))
+            port = s.getsockname()[1]
+        if port not in held:
+            return port
+    raise RuntimeError("no free host port found")
+
+
+class Lifecycle:
+    def __init__(self, db: sa.Engine, runtime: DockerRuntime, settings: Settings, *,
+                 poll_interval: float = 0.1):
+        self.db = db
+        self.runtime = runtime
+        self.settings = settings
+        self.poll_interval = poll_interval
+
+    # --- the one way a state changes --------------------------------------------------
+
+    def transition(self, model_id: int, to: ModelState, *, reason: str, actor: str,
+                   allowed_from: Collection[ModelState], log_tail: Optional[str] = None,
+                   **fields) -> ModelState:
+        """Move the model to `to` if its state is in `allowed_from`; write the event in the same
+        transaction. Returns the state it left; raises Refused if it was in no allowed state
+        (or another writer changed it between our read and our write)."""
+        with Session(self.db) as session:
+            row = session.exec(select(Model.state, Model.name).where(Model.id == model_id)).first()
+            if row is None:
+                raise LookupError(f"no model with id {model_id}")
+            current, name = row
+            if current not in allowed_from:
+                raise Refused(f"model {name} is {current.value}; cannot move it to {to.value}")
+            now = utcnow()
+            result = session.execute(
+                sa.update(Model).where(Model.id == model_id, Model.state == current)
+                .values(state=to, state_reason=reason, updated_at=now, **fields))
+            if result.rowcount != 1:  # lost the race: someone moved it after our read
+                session.rollback()
+                raise Refused(f"model {name} changed state meanwhile; try again")
+            session.add(ModelEvent(model_id=model_id, model_name=name, from_state=current, to_state=to,
+                                   reason=reason, actor=actor, log_tail=log_tail, created_at=now))
+            session.commit()
+        log.info("model %s: %s -> %s (%s) by %s", name, current.value, to.value, reason, actor)
+        return current
+
+    def _get(self, model_id: int) -> Model:
+        with Session(self.db, expire_on_commit=False) as session:
+            model = session.get(Model, model_id)
+        if model is None:
+            raise LookupError(f"no model with id {model_id}")
+        return model
+
+    # --- start --------------------------------------------------------------------------
+
+    def start(self, model_id: int, *, actor: str) -> Model:
+        """stopped|failed -> starting -> loading: the container exists and runs. Readiness
+        (loading -> running) is `wait_ready`'s job. A Docker failure ends `failed`, with
+        nothing left behind."""
+        model = self._get(model_id)
+        if model.state not in STARTABLE:
+            raise Refused(f"model {model.name} is {model.state.value}; only a stopped or failed model can start")
+        spec = build_spec(model, self.settings)
+        self.transition(model_id, S.STARTING, reason="start requested", actor=actor, allowed_from=STARTABLE,
+                        spec_hash=spec.spec_hash, container_id=None, started_at=utcnow(), ready_at=None,
+                        stopped_at=None, load_seconds=None)
+        try:
+            port = self._claim_port(model_id)
+            # Bind mounts need their host folders to exist.
+            self.settings.models_dir.mkdir(parents=True, exist_ok=True)
+            self.settings.hf_cache_dir.mkdir(parents=True, exist_ok=True)
+            info = self.runtime.create_and_start(spec, port)
+        except (DockerRuntimeError, RuntimeError, OSError) as exc:
+            # No container is left: create_and_start removes what it made when start fails.
+            self.transition(model_id, S.FAILED, reason=f"could not start: {exc}", actor=actor,
+                            allowed_from=(S.STARTING,), host_port=None, container_id=None, stopped_at=utcnow())
+            return self._get(model_id)
+        try:
+            self.transition(model_id, S.LOADING, reason="container started; waiting for /health", actor=actor,
+                            allowed_from=(S.STARTING,), container_id=info.id)
+        except Refused:
+            # Only a reconciler acting on a stuck row can get here; never leave its container.
+            self.runtime.remove(info.id)
+            raise
+        return self._get(model_id)
+
+    def _claim_port(self, model_id: int) -> int:
+        """Write a free host port on the row. The unique constraint on host_port settles a
+        race between two models picking the same port: the loser picks again."""
+        for _ in range(20):
+            with Session(self.db) as session:
+                held = set(session.exec(select(Model.host_port).where(Model.host_port.is_not(None))).all())
+                port = free_host_port(held)
+                try:
+                    session.execute(sa.update(Model).where(Model.id == model_id).values(host_port=port))
+                    session.commit()
+                    return port
+                except sa.exc.IntegrityError:
+                    session.rollback()
+        raise RuntimeError("could not claim a free host port")
+
+    def health_url(self, model: Model) -> str:
+        return f"http://{PUBLISH_HOST}:{model.host_port}/health"
+
+    def wait_ready(self, model_id: int, *, actor: str = "console") -> Model:
+        """While the model is `loading`: poll /health (llama.cpp answers 503 while it loads;
+        vLLM does not listen yet), and watch the container. 200 -> running, container exit
+        -> failed with its logs, startup timeout -> stopped and removed, failed."""
+        model = self._get(model_id)
+        with httpx.Client(timeout=2) as http:
+            while True:
+                model = self._get(model_id)
+                if model.state != S.LOADING:
+                    return model  # stopped by an admin, or already judged
+                try:
+                    if http.get(self.health_url(model)).status_code == 200:
+                        now = utcnow()
+                        took = (now - model.started_at).total_seconds() if model.started_at else None
+                        try:
+                            self.transition(model_id, S.RUNNING, reason=f"ready after {took:.1f} s", actor=actor,
+                                            allowed_from=(S.LOADING,), ready_at=now, load_seconds=took)
+                        except Refused:
+                            pass  # stopped meanwhile; the loop re-reads
+                        continue
+                except httpx.HTTPError:
+                    pass  # not listening yet, or 503-like slowness: still loading
+                outcome = self._judge_loading(model)
+                if outcome is not None:
+                    return outcome
+                time.sleep(self.poll_interval)
+
+    def _judge_loading(self, model: Model) -> Optional[Model]:
+        info = self.runtime.inspect(model.container_id) if model.container_id else None
+        if info is None or not info.running:
+            code = info.exit_code if info else None
+            logs = self.runtime.logs_tail(model.container_id, LOG_LINES_KEPT) if info else ""
+            why = "OOM-killed" if info and info.oom_killed else f"exited with code {code}"
+            return self._fail(model, f"container {why} while loading" if info else "container vanished while loading",
+                              logs)
+        elapsed = (utcnow() - model.started_at).total_seconds() if model.started_at else 0
+        if elapsed > model.startup_timeout_s:
+            logs = self.runtime.logs_tail(model.container_id, LOG_LINES_KEPT)
+            return self._fail(model, f"did not become ready in {model.startup_timeout_s} s", logs)
+        return None
+
+    def _fail(self, model: Model, reason: str, logs: str, actor: str = "console") -> Model:
+        """Capture first (the logs die with the container), then remove, then record."""
+        if model.container_id:
+            try:
+                self.runtime.stop_and_remove(model.container_id, timeout=STOP_TIMEOUT_S)
+            except DockerRuntimeError as exc:
+                reason += f" (its container could not be removed: {exc})"
+        try:
+            self.transition(model.id, S.FAILED, reason=reason, actor=actor, allowed_from=(S.LOADING, S.RUNNING),
+                            log_tail=logs or None, host_port=None, container_id=None, stopped_at=utcnow())
+        except Refused:
+            pass
+        return self._get(model.id)
+
+    def start_and_wait(self, model_id: int, *, actor: str) -> Model:
+        model = self.start(model_id, actor=actor)
+        return self.wait_ready(model_id, actor=actor) if model.state == S.LOADING else model
+
+    # --- stop / apply / delete ----------------------------------------------------------
+
+    def stop(self, model_id: int, *, actor: str, reason: str = "stop requested") -> Model:
+        """loading|running|failed -> stopping -> stopped; the container is stopped (SIGTERM, then
+        SIGKILL after the timeout) and removed. Already stopped: nothing happens."""
+        model = self._get(model_id)
+        if model.state == S.STOPPED:
+            return model
+        self.transition(model_id, S.STOPPING, reason=reason, actor=actor, allowed_from=STOPPABLE)
+        try:
+            ids = {c.id for c in self.runtime.list_managed(model_id=model_id)}
+            if model.container_id:
+                ids.add(model.container_id)
+            codes = [self.runtime.stop_and_remove(cid, timeout=STOP_TIMEOUT_S) for cid in ids]
+        except DockerRuntimeError as exc:
+            self.transition(model_id, S.FAILED, reason=f"could not stop: {exc}", actor=actor,
+                            allowed_from=(S.STOPPING,))
+            return self._get(model_id)
+        done = "stopped" + (f" (exit code {codes[0]})" if len(codes) == 1 and codes[0] is not None else "")
+        self.transition(model_id, S.STOPPED, reason=done, actor=actor, allowed_from=(S.STOPPING,),
+                        host_port=None, container_id=None, stopped_at=utcnow())
+        return self._get(model_id)
+
+    def is_stale(self, model: Model) -> bool:
+        """The running container was built from an older config than the row holds now."""
+        return model.state in (S.LOADING, S.RUNNING) and model.spec_hash != build_spec(model, self.settings).spec_hash
+
+    def apply(self, model_id: int, *, actor: str) -> Model:
+        """Restart a running model on its current config."""
+        model = self._get(model_id)
+        if model.state not in (S.LOADING, S.RUNNING):
+            raise Refused(f"model {model.name} is {model.state.value}; its config applies at the next start")
+        self.stop(model_id, actor=actor, reason="apply: restarting with the new config")
+        return self.start_and_wait(model_id, actor=actor)
+
+    def delete(self, model_id: int, *, actor: str) -> None:
+        """Remove the row of a stopped or failed model; model files are never touched."""
+        with Session(self.db) as session:
+            model = session.get(Model, model_id)
+            if model is None:
+                raise LookupError(f"no model with id {model_id}")
+            current = model.state
+            result = session.execute(sa.delete(Model).where(Model.id == model_id, Model.state.in_(STARTABLE)))
+            if result.rowcount != 1:
+                session.rollback()
+                raise Refused(f"model {model.name} is {current.value}; stop it before deleting it")
+            session.add(ModelEvent(model_id=model_id, model_name=model.name, from_state=current,
+                                   to_state=S.STOPPED, reason="model deleted", actor=actor))
+            session.commit()
+
+    # --- logs -----------------------------------------------------------------------------
+
+    def logs(self, model_id: int, lines: int = 200) -> str:
+        """The container's last lines; for a model without one, the lines kept when it failed."""
+        model = self._get(model_id)
+        if model.container_id:
+            return self.runtime.logs_tail(model.container_id, lines)
+        with Session(self.db) as session:
+            kept = session.exec(select(ModelEvent.log_tail).where(
+                ModelEvent.model_id == model_id, ModelEvent.log_tail.is_not(None))
+                .order_by(ModelEvent.id.desc()).limit(1)).first()
+        return "\n".join((kept or "").splitlines()[-lines:])
+
