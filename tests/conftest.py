@@ -106,6 +106,54 @@ def test_labels(request, docker_client) -> Iterator[dict[str, str]]:
         c.remove(force=True)
 
 
+# --- a database and settings for code under test ------------------------------------
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory) -> Path:
+    """The tiny test model, made by the same script that bakes it into the llama image."""
+    out = tmp_path_factory.mktemp("gguf") / "tiny.gguf"
+    subprocess.run([sys.executable, str(ROOT / "scripts/testimages/make_tiny_gguf.py"), str(out)], check=True)
+    return out
+
+
+@pytest.fixture
+def bed_settings(tmp_path, tiny_gguf, docker_host):
+    from cortex_app.settings import load_settings
+
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(tiny_gguf, models / "tiny.gguf")
+    return load_settings({"CORTEX_DATA_DIR": str(tmp_path / "data"), "CORTEX_MODELS_DIR": str(models),
+                          "DOCKER_HOST": docker_host, "CORTEX_LLAMACPP_IMAGE": LLAMA_IMAGE,
+                          "CORTEX_VLLM_IMAGE": VLLM_STANDIN_IMAGE})
+
+
+def migrate(url: str) -> None:
+    import sqlalchemy as sa
+    from alembic import command
+    from alembic.config import Config
+
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        cfg = Config(str(ROOT / "alembic.ini"))
+        cfg.attributes["connection"] = conn
+        cfg.attributes["configure_logging"] = False
+        command.upgrade(cfg, "head")
+    engine.dispose()
+
+
+@pytest.fixture
+def migrated_db(tmp_path):
+    """A fresh SQLite database, schema from the migrations (as in production)."""
+    from cortex_app.db import make_engine
+
+    url = f"sqlite:///{tmp_path}/cortex.db"
+    migrate(url)
+    engine = make_engine(url)
+    yield engine
+    engine.dispose()
+
+
 # --- PostgreSQL ------------------------------------------------------------------------
 
 def _pg_bin() -> Path | None:

@@ -120,8 +120,9 @@ def engine_info(docker_host: str, timeout: float = 3) -> EngineInfo:
 class DockerRuntime:
     """Model containers on one Docker Engine. Thread-safe; one HTTP client, made on first use."""
 
-    def __init__(self, docker_host: str, timeout: float = 30):
+    def __init__(self, docker_host: str, timeout: float = 30, extra_labels: Optional[dict[str, str]] = None):
         self.host = docker_host
+        self.extra_labels = dict(extra_labels or {})  # added to every container this runtime creates
         self._timeout = timeout
         self._client: Optional[docker.DockerClient] = None
         self._lock = threading.Lock()
@@ -168,7 +169,7 @@ class DockerRuntime:
             command=list(spec.args),
             name=spec.name,
             environment=dict(spec.env),
-            labels=spec.labels,
+            labels={**self.extra_labels, **spec.labels},
             ports={f"{spec.container_port}/tcp": (PUBLISH_HOST, host_port)},
             mounts=[docker.types.Mount(target=m.target, source=m.source, type="bind", read_only=m.read_only)
                     for m in spec.mounts],
@@ -188,7 +189,7 @@ class DockerRuntime:
             c = self._c().containers.create(**kwargs)
         except Exception as exc:  # noqa: BLE001 - mapped to our own errors
             raise self._map(exc, image=spec.image, port=host_port) from None
-        return ContainerInfo(id=c.id, name=spec.name, state="created", labels=spec.labels)
+        return ContainerInfo(id=c.id, name=spec.name, state="created", labels={**self.extra_labels, **spec.labels})
 
     def start(self, container_id: str, port: Optional[int] = None) -> None:
         try:
