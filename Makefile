@@ -24,7 +24,7 @@ images:
 
 bench:
 	@scripts/bootstrap.sh dev && eval "$$(scripts/engine.sh up)" && scripts/build-test-images.sh \
-	  && .venv/bin/python bench/llama_start.py
+	  && .venv/bin/python bench/llama_start.py && .venv/bin/python bench/lifecycle.py
 
 clean:
 	rm -rf .web .run
