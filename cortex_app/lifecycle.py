@@ -20,7 +20,7 @@ from sqlmodel import Session, select
 
 from cortex_app.engines import build_spec
 from cortex_app.engines.spec import PUBLISH_HOST
-from cortex_app.models import Model, ModelEvent, ModelState, utcnow
+from cortex_app.models import EventKind, Model, ModelEvent, ModelState, utcnow
 from cortex_app.runtime.docker import DockerRuntime, DockerRuntimeError
 from cortex_app.settings import Settings
 
@@ -31,6 +31,7 @@ STARTABLE = (S.STOPPED, S.FAILED)
 STOPPABLE = (S.LOADING, S.RUNNING, S.FAILED)
 LOG_LINES_KEPT = 100
 STOP_TIMEOUT_S = 10
+RESTART_ACTOR = "reconciler:restart-on-failure"
 
 
 class Refused(Exception):
@@ -74,7 +75,7 @@ class Lifecycle:
             now = utcnow()
             result = session.execute(
                 sa.update(Model).where(Model.id == model_id, Model.state == current)
-                .values(state=to, state_reason=reason, updated_at=now, **fields))
+                .values(state=to, state_reason=reason, updated_at=now, state_changed_at=now, **fields))
             if result.rowcount != 1:  # lost the race: someone moved it after our read
                 session.rollback()
                 raise Refused(f"model {name} changed state meanwhile; try again")
@@ -83,6 +84,18 @@ class Lifecycle:
             session.commit()
         log.info("model %s: %s -> %s (%s) by %s", name, current.value, to.value, reason, actor)
         return current
+
+    def record(self, model_id: int, model_name: str, state: ModelState, *, kind: EventKind, reason: str,
+               actor: str, log_tail: Optional[str] = None, **fields) -> None:
+        """An event that changes no state (health flips, a foreign container removed), with
+        optional column updates in the same transaction."""
+        with Session(self.db) as session:
+            if fields:
+                session.execute(sa.update(Model).where(Model.id == model_id).values(**fields))
+            session.add(ModelEvent(model_id=model_id, model_name=model_name, from_state=state, to_state=state,
+                                   kind=kind, reason=reason, actor=actor, log_tail=log_tail))
+            session.commit()
+        log.info("model %s: %s (%s) by %s", model_name, kind.value, reason, actor)
 
     def _get(self, model_id: int) -> Model:
         with Session(self.db, expire_on_commit=False) as session:
@@ -93,17 +106,20 @@ class Lifecycle:
 
     # --- start --------------------------------------------------------------------------
 
-    def start(self, model_id: int, *, actor: str) -> Model:
+    def start(self, model_id: int, *, actor: str, reason: str = "start requested") -> Model:
         """stopped|failed -> starting -> loading: the container exists and runs. Readiness
-        (loading -> running) is `wait_ready`'s job. A Docker failure ends `failed`, with
-        nothing left behind."""
+        (loading -> running) is `wait_ready`'s job (or the reconciler's). A Docker failure ends
+        `failed`, with nothing left behind. A start by anyone but the reconciler's restart
+        policy begins a fresh count of restart attempts."""
         model = self._get(model_id)
         if model.state not in STARTABLE:
             raise Refused(f"model {model.name} is {model.state.value}; only a stopped or failed model can start")
         spec = build_spec(model, self.settings)
-        self.transition(model_id, S.STARTING, reason="start requested", actor=actor, allowed_from=STARTABLE,
+        restarts = {} if actor == RESTART_ACTOR else {"restart_attempts": 0, "next_restart_at": None}
+        self.transition(model_id, S.STARTING, reason=reason, actor=actor, allowed_from=STARTABLE,
                         spec_hash=spec.spec_hash, container_id=None, started_at=utcnow(), ready_at=None,
-                        stopped_at=None, load_seconds=None)
+                        stopped_at=None, load_seconds=None, health="unknown", consecutive_failures=0,
+                        **restarts)
         try:
             port = self._claim_port(model_id)
             # Bind mounts need their host folders to exist.
@@ -184,7 +200,13 @@ class Lifecycle:
         return None
 
     def _fail(self, model: Model, reason: str, logs: str, actor: str = "console") -> Model:
-        """Capture first (the logs die with the container), then remove, then record."""
+        """Capture first (the logs die with the container), then remove, then record (with a
+        restart scheduled if the model opted in)."""
+        from cortex_app.reconcile.plan import restart_decision
+
+        suffix, next_restart_at = restart_decision(model.restart_on_failure, model.restart_attempts,
+                                                   model.restart_max_attempts, utcnow())
+        reason += suffix
         if model.container_id:
             try:
                 self.runtime.stop_and_remove(model.container_id, timeout=STOP_TIMEOUT_S)
@@ -192,7 +214,8 @@ class Lifecycle:
                 reason += f" (its container could not be removed: {exc})"
         try:
             self.transition(model.id, S.FAILED, reason=reason, actor=actor, allowed_from=(S.LOADING, S.RUNNING),
-                            log_tail=logs or None, host_port=None, container_id=None, stopped_at=utcnow())
+                            log_tail=logs or None, host_port=None, container_id=None, stopped_at=utcnow(),
+                            next_restart_at=next_restart_at)
         except Refused:
             pass
         return self._get(model.id)

@@ -74,6 +74,18 @@ def _time(nullable: bool = True, **kw: Any) -> Any:
     return Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=nullable, **kw))
 
 
+class Health(str, enum.Enum):
+    UNKNOWN = "unknown"
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+
+
+class EventKind(str, enum.Enum):
+    STATE = "state"          # the model's state changed
+    HEALTH = "health"        # healthy <-> unhealthy, state unchanged
+    CONTAINER = "container"  # the reconciler removed a container nobody asked for
+
+
 class Model(SQLModel, table=True):
     """One model an admin defined: its configuration (intent) and its runtime state."""
 
@@ -128,6 +140,22 @@ class Model(SQLModel, table=True):
     ready_at: Optional[datetime] = _time()
     stopped_at: Optional[datetime] = _time()
     load_seconds: Optional[float] = None  # container start -> first healthy answer, last start
+    state_changed_at: Optional[datetime] = _time()  # when `state` last changed: finds stuck rows
+
+    # health, written by the probes (reconcile/probes.py)
+    health: Health = Field(default=Health.UNKNOWN, sa_column=_enum_column(Health, Health.UNKNOWN))
+    last_probe_at: Optional[datetime] = _time()
+    probe_latency_ms: Optional[float] = None
+    consecutive_failures: int = 0
+    # The last probes, oldest first: [[unix time, latency ms or null], ...], bounded.
+    probe_history: list = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False))
+
+    # per-model opt-in policies, applied by the reconciler through the normal start path
+    start_on_boot: bool = False
+    restart_on_failure: bool = False
+    restart_max_attempts: int = 3
+    restart_attempts: int = 0
+    next_restart_at: Optional[datetime] = _time()
 
     created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
     updated_at: datetime = Field(
@@ -145,6 +173,7 @@ class ModelEvent(SQLModel, table=True):
     model_name: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
     from_state: Optional[ModelState] = Field(default=None, sa_column=_enum_column(ModelState, nullable=True))
     to_state: ModelState = Field(sa_column=_enum_column(ModelState))
+    kind: EventKind = Field(default=EventKind.STATE, sa_column=_enum_column(EventKind, EventKind.STATE))
     reason: str = ""
     actor: str = Field(max_length=64)  # "admin:<user>", "reconciler", "console"
     # The container's last log lines when it failed: they outlive the container.
@@ -152,3 +181,15 @@ class ModelEvent(SQLModel, table=True):
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False, index=True)
     )
+
+
+class LeaderLease(SQLModel, table=True):
+    """Who runs the reconciler when several console processes share a database (SQLite and
+    any backend without advisory locks): the holder renews `expires_at`; another process
+    takes over once it has passed."""
+
+    __tablename__ = "leader_lease"
+
+    name: str = Field(sa_column=sa.Column(sa.String(64), primary_key=True))
+    holder: str = Field(max_length=128)
+    expires_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))

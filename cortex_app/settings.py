@@ -30,6 +30,10 @@ class Settings:
     llamacpp_image: str
     vllm_image: str
     keep_models_on_restart: bool
+    reconcile_interval_s: float = 10.0
+    probe_interval_s: float = 5.0
+    unhealthy_after: int = 3
+    docker_events: bool = True
 
     @property
     def hf_cache_dir(self) -> Path:
@@ -66,6 +70,19 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise SettingsError(f"{name}={raw!r} is not a boolean; set {name} to true or false")
 
 
+def _number(env: Mapping[str, str], name: str, default: float, lo: float, hi: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number; set {name} to {lo:g}-{hi:g}") from None
+    if not lo <= value <= hi:
+        raise SettingsError(f"{name}={raw} is out of range; set {name} to {lo:g}-{hi:g}")
+    return value
+
+
 def sqlite_url(data_dir: Path) -> str:
     return f"sqlite:///{data_dir / 'cortex.db'}"
 
@@ -92,6 +109,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         llamacpp_image=env.get("CORTEX_LLAMACPP_IMAGE", "").strip() or DEFAULT_LLAMACPP_IMAGE,
         vllm_image=env.get("CORTEX_VLLM_IMAGE", "").strip() or DEFAULT_VLLM_IMAGE,
         keep_models_on_restart=_bool(env, "CORTEX_KEEP_MODELS_ON_RESTART", False),
+        reconcile_interval_s=_number(env, "CORTEX_RECONCILE_INTERVAL", 10.0, 0.2, 3600),
+        probe_interval_s=_number(env, "CORTEX_PROBE_INTERVAL", 5.0, 0.2, 3600),
+        unhealthy_after=int(_number(env, "CORTEX_UNHEALTHY_AFTER", 3, 1, 100)),
+        docker_events=_bool(env, "CORTEX_DOCKER_EVENTS", True),
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Iterator, Optional
+from typing import Optional
 
 import docker
 import docker.errors
@@ -115,6 +115,14 @@ def engine_info(docker_host: str, timeout: float = 3) -> EngineInfo:
         return EngineInfo(host=docker_host, reachable=False, error=f"engine at {docker_host} failed: {_why(exc)}")
     finally:
         c.close()
+
+
+def _exit_code(status: str) -> Optional[int]:
+    """The exit code in a list summary's status ("Exited (137) 2 seconds ago"), if any."""
+    if status.startswith("Exited (") and ")" in status:
+        code = status[len("Exited ("):status.index(")")]
+        return int(code) if code.lstrip("-").isdigit() else None
+    return None
 
 
 class DockerRuntime:
@@ -241,8 +249,20 @@ class DockerRuntime:
             rows = self._c().api.containers(all=True, filters={"label": labels})
         except Exception as exc:  # noqa: BLE001
             raise self._map(exc) from None
-        return [ContainerInfo(id=r["Id"], name=(r.get("Names") or ["/?"])[0].lstrip("/"), state=r.get("State", ""),
-                              labels=r.get("Labels") or {}) for r in rows]
+        return [self._summary(r) for r in rows]
+
+    def list_by_name(self, prefix: str) -> list[ContainerInfo]:
+        """Containers whose name contains `prefix` (Docker's name filter is a substring match)."""
+        try:
+            rows = self._c().api.containers(all=True, filters={"name": prefix})
+        except Exception as exc:  # noqa: BLE001
+            raise self._map(exc) from None
+        return [self._summary(r) for r in rows]
+
+    @staticmethod
+    def _summary(r: dict) -> ContainerInfo:
+        return ContainerInfo(id=r["Id"], name=(r.get("Names") or ["/?"])[0].lstrip("/"), state=r.get("State", ""),
+                             labels=r.get("Labels") or {}, exit_code=_exit_code(r.get("Status", "")))
 
     def inspect(self, container_id: str) -> Optional[ContainerInfo]:
         try:
@@ -274,12 +294,11 @@ class DockerRuntime:
             raise self._map(exc) from None
         return raw.decode("utf-8", errors="replace")
 
-    def events(self, since: Optional[int] = None) -> Iterator[dict]:
-        """Container events of managed containers, as decoded dicts; blocks until the stream
-        ends (engine gone: raises EngineUnreachable)."""
+    def events(self, since: Optional[int] = None):
+        """Container events of managed containers: an iterable of decoded dicts with a
+        `close()` that ends the stream (and the iteration) from another thread."""
         try:
-            stream = self._c().api.events(since=since, decode=True,
-                                          filters={"type": "container", "label": f"{LABEL_MANAGED}=true"})
-            yield from stream
+            return self._c().api.events(since=since, decode=True,
+                                        filters={"type": "container", "label": f"{LABEL_MANAGED}=true"})
         except Exception as exc:  # noqa: BLE001
             raise self._map(exc) from None

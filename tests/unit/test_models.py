@@ -72,11 +72,10 @@ def test_name_and_served_name_are_unique(session):
 
 
 def test_unknown_engine_value_is_refused(session):
-    session.execute(sa.text("INSERT INTO model (name, served_name, engine, image, source, device, "
-                            "embeddings, enforce_eager, trust_remote_code, extra_args, extra_env, "
-                            "startup_timeout_s, notes, state, state_reason, created_at, updated_at) VALUES "
-                            "('x','x','tgi','i','s','cpu',0,0,0,'[]','{}',1,'','stopped','',"
-                            "'2026-01-01','2026-01-01')"))
+    session.add(_model())
+    session.commit()
+    session.execute(sa.text("UPDATE model SET engine = 'tgi'"))
+    session.expire_all()
     with pytest.raises(LookupError):
         session.exec(select(Model)).one()
 

@@ -1,0 +1,109 @@
+"""One reconciler at a time when several console processes share a database.
+
+PostgreSQL: a session-level advisory lock on a connection this process keeps open; when
+the process dies its connection closes and another process gets the lock at its next try.
+Anything else (SQLite): a lease row that the holder renews; another process takes it over
+once `expires_at` has passed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from datetime import timedelta
+from typing import Optional
+
+import sqlalchemy as sa
+
+from cortex_app.models import LeaderLease as LeaseRow, utcnow
+
+log = logging.getLogger(__name__)
+LEASE_NAME = "reconciler"
+ADVISORY_KEY = 0x636F7274  # "cort"
+
+
+def holder_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class LeaderLease:
+    def __init__(self, db: sa.Engine, *, ttl_s: float = 30.0, holder: Optional[str] = None):
+        self.db = db
+        self.ttl_s = ttl_s
+        self.holder = holder or holder_id()
+        self._pg_conn: Optional[sa.Connection] = None
+        self.is_leader = False
+
+    @property
+    def _postgres(self) -> bool:
+        return self.db.dialect.name == "postgresql"
+
+    def acquire_or_renew(self) -> bool:
+        """Try to be (or stay) the leader; True if this process is it now."""
+        try:
+            self.is_leader = self._pg() if self._postgres else self._row()
+        except sa.exc.SQLAlchemyError as exc:
+            log.warning("leader lease: database error, not leading this round: %s", exc)
+            self._drop_pg()
+            self.is_leader = False
+        return self.is_leader
+
+    def _pg(self) -> bool:
+        if self._pg_conn is not None:
+            try:
+                self._pg_conn.execute(sa.text("SELECT 1"))
+                return True  # the lock lives as long as this connection
+            except sa.exc.SQLAlchemyError:
+                self._drop_pg()
+        conn = self.db.connect()
+        got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": ADVISORY_KEY}).scalar()
+        conn.commit()
+        if got:
+            self._pg_conn = conn
+            return True
+        conn.close()
+        return False
+
+    def _drop_pg(self) -> None:
+        if self._pg_conn is not None:
+            try:
+                self._pg_conn.invalidate()
+            finally:
+                self._pg_conn = None
+
+    def _row(self) -> bool:
+        now = utcnow()
+        until = now + timedelta(seconds=self.ttl_s)
+        table = LeaseRow.__table__
+        with self.db.begin() as conn:
+            taken = conn.execute(table.update().where(
+                table.c.name == LEASE_NAME,
+                sa.or_(table.c.holder == self.holder, table.c.expires_at < now),
+            ).values(holder=self.holder, expires_at=until)).rowcount
+            if taken:
+                return True
+            exists = conn.execute(sa.select(table.c.name).where(table.c.name == LEASE_NAME)).first()
+            if exists:
+                return False
+        try:
+            with self.db.begin() as conn:
+                conn.execute(table.insert().values(name=LEASE_NAME, holder=self.holder, expires_at=until))
+            return True
+        except sa.exc.IntegrityError:
+            return False  # another process inserted it first
+
+    def release(self) -> None:
+        if self._postgres:
+            if self._pg_conn is not None:
+                try:
+                    self._pg_conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_KEY})
+                    self._pg_conn.close()
+                finally:
+                    self._pg_conn = None
+        else:
+            table = LeaseRow.__table__
+            with self.db.begin() as conn:
+                conn.execute(table.delete().where(table.c.name == LEASE_NAME, table.c.holder == self.holder))
+        self.is_leader = False

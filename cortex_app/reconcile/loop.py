@@ -1,0 +1,223 @@
+"""reconcile_once(): read -> plan -> apply -> record. One bad model never stops the pass.
+
+The container list is read before the rows, on purpose: a Start that races the pass then
+shows up as a newer row (left alone while `starting`), never as a container the plan thinks
+nobody owns. Where the list is older than the row (a container the list missed), the
+action re-checks with the engine before failing anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+from sqlmodel import Session, select
+
+from cortex_app.lifecycle import LOG_LINES_KEPT, RESTART_ACTOR, STOP_TIMEOUT_S, Lifecycle, Refused
+from cortex_app.models import EventKind, Model, ModelState, utcnow
+from cortex_app.reconcile.plan import (Boot, FailModel, MarkRunning, MarkStopped, ModelView, RemoveContainer,
+                                       ResetRestarts, RestartModel, plan)
+from cortex_app.reconcile.probes import health_update, probe_many
+from cortex_app.runtime.docker import ContainerInfo, DockerRuntimeError, EngineUnreachable
+
+log = logging.getLogger(__name__)
+S = ModelState
+ACTOR = "reconciler"
+LEGACY_NAME_PREFIXES = ("llamacpp-model-", "vllm-model-")
+
+
+@dataclass
+class PassReport:
+    started_at: float
+    duration_s: float = 0.0
+    actions: list = field(default_factory=list)
+    engine_error: Optional[str] = None
+    failures: list = field(default_factory=list)
+
+
+def view(m: Model) -> ModelView:
+    return ModelView(id=m.id, name=m.name, state=m.state, container_id=m.container_id, spec_hash=m.spec_hash,
+                     state_changed_at=m.state_changed_at, started_at=m.started_at, ready_at=m.ready_at,
+                     startup_timeout_s=m.startup_timeout_s, restart_on_failure=m.restart_on_failure,
+                     restart_attempts=m.restart_attempts, restart_max_attempts=m.restart_max_attempts,
+                     next_restart_at=m.next_restart_at)
+
+
+class Reconciler:
+    def __init__(self, lifecycle: Lifecycle, *, probe_timeout: float = 2.0):
+        self.lc = lifecycle
+        self.probe_timeout = probe_timeout
+        self.last_report: Optional[PassReport] = None
+
+    @property
+    def runtime(self):
+        return self.lc.runtime
+
+    def _rows(self) -> list[Model]:
+        with Session(self.lc.db, expire_on_commit=False) as session:
+            return list(session.exec(select(Model)).all())
+
+    def _legacy(self) -> list[ContainerInfo]:
+        """Containers an older install left (its names, not our labels): boot only."""
+        found = []
+        for prefix in LEGACY_NAME_PREFIXES:
+            found += [c for c in self.runtime.list_by_name(prefix) if c.name.startswith(prefix)]
+        return found
+
+    async def reconcile_once(self, *, boot: bool = False) -> PassReport:
+        report = PassReport(started_at=time.time())
+        t0 = time.perf_counter()
+        try:
+            containers = await asyncio.to_thread(self.runtime.list_managed)
+            if boot:
+                seen = {c.id for c in containers}
+                containers += [c for c in await asyncio.to_thread(self._legacy) if c.id not in seen]
+        except EngineUnreachable as exc:
+            # Keep every state as it is: an engine outage is not a reason to flip models en
+            # masse. The next pass after the engine returns sees the truth.
+            report.engine_error = str(exc)
+            report.duration_s = time.perf_counter() - t0
+            self.last_report = report
+            return report
+        rows = await asyncio.to_thread(self._rows)
+        loading_or_adoptable = [m for m in rows if m.state in (S.LOADING, S.RUNNING if boot else S.LOADING)
+                                and m.host_port]
+        probes = await probe_many([(m.id, self.lc.health_url(m)) for m in loading_or_adoptable],
+                                  timeout=self.probe_timeout)
+        healthy = {mid for mid, r in probes.items() if r.ok}
+        boot_ctx = None
+        if boot:
+            policies = {}
+            for c in containers:
+                info = await asyncio.to_thread(self.runtime.inspect, c.id)
+                policies[c.id] = info.restart_policy if info else None
+            boot_ctx = Boot(keep_models=self.lc.settings.keep_models_on_restart, restart_policies=policies)
+        actions = plan([view(m) for m in rows], containers, healthy, utcnow(), boot=boot_ctx)
+        for action in actions:
+            try:
+                await asyncio.to_thread(self.apply, action)
+                report.actions.append(action)
+            except Refused:
+                pass  # the row moved on since we read it; the next pass looks again
+            except Exception as exc:  # noqa: BLE001 - one bad model never stops the pass
+                log.warning("reconcile: %s failed for model %s: %s", type(action).__name__,
+                            getattr(action, "model_id", "?"), exc)
+                report.failures.append((action, str(exc)))
+        report.duration_s = time.perf_counter() - t0
+        self.last_report = report
+        return report
+
+    # --- applying one action -----------------------------------------------------------
+
+    def apply(self, action) -> None:
+        lc = self.lc
+        if isinstance(action, MarkRunning):
+            m = lc._get(action.model_id)
+            now = utcnow()
+            took = (now - m.started_at).total_seconds() if m.started_at else None
+            lc.transition(m.id, S.RUNNING, reason=action.reason, actor=ACTOR, allowed_from=(S.LOADING,),
+                          ready_at=now, load_seconds=took if m.ready_at is None else m.load_seconds)
+        elif isinstance(action, FailModel):
+            self._fail(action)
+        elif isinstance(action, RemoveContainer):
+            self._remove(action)
+        elif isinstance(action, MarkStopped):
+            lc.transition(action.model_id, S.STOPPED, reason=action.reason, actor=ACTOR,
+                          allowed_from=(action.expect,), host_port=None, container_id=None, stopped_at=utcnow())
+        elif isinstance(action, RestartModel):
+            lc.start(action.model_id, actor=RESTART_ACTOR,
+                     reason=f"restart on failure, attempt {action.attempt}/{action.of}")
+            with Session(lc.db) as session:
+                m = session.get(Model, action.model_id)
+                m.restart_attempts = action.attempt
+                m.next_restart_at = None
+                session.add(m)
+                session.commit()
+        elif isinstance(action, ResetRestarts):
+            with Session(lc.db) as session:
+                m = session.get(Model, action.model_id)
+                m.restart_attempts = 0
+                session.add(m)
+                session.commit()
+
+    def _fail(self, a: FailModel) -> None:
+        rt = self.runtime
+        logs = ""
+        if a.container_missing:
+            m = self.lc._get(a.model_id)
+            info = rt.inspect(m.container_id) if m.container_id else None
+            if info is not None and info.running:
+                return  # the list was older than the row: the container is fine
+            if info is not None:
+                a = FailModel(a.model_id, a.reason.replace("its container is gone",
+                                                           f"its container exited with code {info.exit_code}"),
+                              a.expect, container_id=info.id, next_restart_at=a.next_restart_at)
+        if a.container_id:
+            logs = rt.logs_tail(a.container_id, LOG_LINES_KEPT)
+            rt.stop_and_remove(a.container_id, timeout=STOP_TIMEOUT_S)
+        self.lc.transition(a.model_id, S.FAILED, reason=a.reason, actor=ACTOR, allowed_from=(a.expect,),
+                           log_tail=logs or None, host_port=None, container_id=None, stopped_at=utcnow(),
+                           next_restart_at=a.next_restart_at)
+
+    def _remove(self, a: RemoveContainer) -> None:
+        if self.runtime.stop_and_remove(a.container_id, timeout=STOP_TIMEOUT_S) is None:
+            return  # already gone
+        if a.model_id is None:
+            log.warning("reconcile: %s (container %s, %s)", a.reason, a.container_id[:12], a.model_name)
+            return
+        try:
+            m = self.lc._get(a.model_id)
+            name, state = m.name, m.state
+        except LookupError:  # a deleted row: the history still gets the event
+            name, state = (a.model_name or "?")[:64], S.STOPPED
+        self.lc.record(a.model_id, name, state, kind=EventKind.CONTAINER, reason=a.reason, actor=ACTOR)
+
+    # --- health probes of running models ------------------------------------------------
+
+    async def probe_running(self) -> int:
+        """One round of probes over every running model; writes health, flips with events."""
+        rows = [m for m in await asyncio.to_thread(self._rows) if m.state == S.RUNNING and m.host_port]
+        results = await probe_many([(m.id, self.lc.health_url(m)) for m in rows], timeout=self.probe_timeout)
+        await asyncio.to_thread(self._write_health, rows, results)
+        return len(results)
+
+    def _write_health(self, rows: list[Model], results: dict) -> None:
+        now = utcnow()
+        for m in rows:
+            r = results.get(m.id)
+            if r is None:
+                continue
+            u = health_update(m.health, m.consecutive_failures, m.probe_history, r, now.timestamp(),
+                              self.lc.settings.unhealthy_after)
+            fields = dict(health=u.health, consecutive_failures=u.consecutive_failures,
+                          probe_latency_ms=u.latency_ms, probe_history=u.history, last_probe_at=now)
+            try:
+                if u.flipped:
+                    self.lc.record(m.id, m.name, m.state, kind=EventKind.HEALTH, reason=u.flipped, actor=ACTOR,
+                                   **fields)
+                else:
+                    with Session(self.lc.db) as session:
+                        session.execute(Model.__table__.update().where(Model.id == m.id).values(**fields))
+                        session.commit()
+            except Exception as exc:  # noqa: BLE001 - one model's write never stops the round
+                log.warning("probe: could not record health of model %s: %s", m.name, exc)
+
+    # --- console stop -------------------------------------------------------------------
+
+    def shutdown_models(self) -> int:
+        """Default policy on graceful shutdown: stop and remove every model container, so no
+        model outlives the console that an admin would have to find and stop by hand."""
+        stopped = 0
+        for m in self._rows():
+            if m.state in (S.LOADING, S.RUNNING):
+                try:
+                    self.lc.stop(m.id, actor="console", reason="console shutting down")
+                    stopped += 1
+                except (Refused, DockerRuntimeError) as exc:
+                    log.warning("shutdown: could not stop model %s: %s", m.name, exc)
+        for c in self.runtime.list_managed():  # anything else (a start cut short, a stray)
+            self.runtime.stop_and_remove(c.id, timeout=STOP_TIMEOUT_S)
+        return stopped

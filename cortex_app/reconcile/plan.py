@@ -1,0 +1,221 @@
+"""The reconciler's decisions, as a pure function: (rows, containers, probes, now) -> actions.
+
+Level-triggered: it looks only at what is true now, so running it twice in a row gives the
+same answer, and a converged system (every row matching its container) plans nothing.
+The rules, in the words of the design:
+- a row says running/loading but its container is gone or not running -> failed, with the
+  exit code (and, with restart_on_failure, a restart scheduled or "gave up after N");
+- a managed container for a stopped/failed model, for no model (deleted row), a second
+  container of a model, or one whose spec hash differs from the row's -> removed, with an
+  event ("no model runs unless an admin asked");
+- a row stuck in starting/stopping for longer than STUCK_AFTER_S (the console died mid-way)
+  -> its containers removed, row stopped;
+- loading + /health 200 -> running; loading past its startup timeout -> removed, failed;
+- at console start (boot): by default nothing keeps running; with keep_models a container
+  that matches its row, has restart policy `no` and answers /health is adopted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Optional, Sequence
+
+from cortex_app.models import ModelState
+from cortex_app.runtime.docker import ContainerInfo
+
+S = ModelState
+ACTIVE = (S.LOADING, S.RUNNING)
+STUCK_AFTER_S = 60.0
+RESTART_BACKOFF_BASE_S = 2.0
+RESTART_BACKOFF_CAP_S = 60.0
+RESTART_RESET_AFTER_S = 120.0  # running this long after a restart: the crash loop is over
+
+
+@dataclass(frozen=True)
+class ModelView:
+    """What the planner needs of a model row."""
+
+    id: int
+    name: str
+    state: ModelState
+    container_id: Optional[str] = None
+    spec_hash: Optional[str] = None
+    state_changed_at: Optional[datetime] = None
+    started_at: Optional[datetime] = None
+    ready_at: Optional[datetime] = None
+    startup_timeout_s: int = 600
+    restart_on_failure: bool = False
+    restart_attempts: int = 0
+    restart_max_attempts: int = 3
+    next_restart_at: Optional[datetime] = None
+
+
+@dataclass(frozen=True)
+class MarkRunning:
+    model_id: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class FailModel:
+    """Capture the container's logs, remove it, mark the row failed (if still `expect`)."""
+
+    model_id: int
+    reason: str
+    expect: ModelState
+    container_id: Optional[str] = None
+    container_missing: bool = False  # the list did not show it: re-check before failing
+    next_restart_at: Optional[datetime] = None
+
+
+@dataclass(frozen=True)
+class RemoveContainer:
+    container_id: str
+    reason: str
+    model_id: Optional[int] = None
+    model_name: str = ""
+
+
+@dataclass(frozen=True)
+class MarkStopped:
+    model_id: int
+    reason: str
+    expect: ModelState
+
+
+@dataclass(frozen=True)
+class RestartModel:
+    model_id: int
+    attempt: int
+    of: int
+
+
+@dataclass(frozen=True)
+class ResetRestarts:
+    model_id: int
+
+
+Action = MarkRunning | FailModel | RemoveContainer | MarkStopped | RestartModel | ResetRestarts
+
+
+@dataclass(frozen=True)
+class Boot:
+    """Console start. keep_models: CORTEX_KEEP_MODELS_ON_RESTART. restart_policies: container id
+    -> Docker restart policy (from inspect), needed to adopt only `no` containers."""
+
+    keep_models: bool = False
+    restart_policies: dict[str, Optional[str]] = field(default_factory=dict)
+
+
+def restart_backoff_s(attempts_so_far: int) -> float:
+    return min(RESTART_BACKOFF_BASE_S * (2 ** attempts_so_far), RESTART_BACKOFF_CAP_S)
+
+
+def _exit_reason(c: Optional[ContainerInfo]) -> str:
+    if c is None:
+        return "its container is gone"
+    if c.oom_killed:
+        return "its container was OOM-killed"
+    if c.exit_code is not None:
+        return f"its container exited with code {c.exit_code}"
+    return f"its container is {c.state}"
+
+
+def restart_decision(restart_on_failure: bool, attempts: int, max_attempts: int,
+                     now: datetime) -> tuple[str, Optional[datetime]]:
+    """For a model that just failed: the reason's suffix, and when to restart it (or None)."""
+    if not restart_on_failure:
+        return "", None
+    if attempts < max_attempts:
+        wait = restart_backoff_s(attempts)
+        return f"; restart {attempts + 1}/{max_attempts} in {wait:g} s", now + timedelta(seconds=wait)
+    return f"; gave up after {attempts} restart attempts", None
+
+
+def _fail(m: ModelView, reason: str, now: datetime, c: Optional[ContainerInfo]) -> FailModel:
+    suffix, nxt = restart_decision(m.restart_on_failure, m.restart_attempts, m.restart_max_attempts, now)
+    return FailModel(model_id=m.id, reason=reason + suffix, expect=m.state, container_id=c.id if c else None,
+                     container_missing=c is None, next_restart_at=nxt)
+
+
+def plan(models: Sequence[ModelView], containers: Sequence[ContainerInfo], healthy: set[int], now: datetime,
+         boot: Optional[Boot] = None) -> list[Action]:
+    """`healthy`: ids of loading/running models whose /health just answered 200."""
+    actions: list[Action] = []
+    rows = {m.id: m for m in models}
+    by_model: dict[Optional[int], list[ContainerInfo]] = {}
+    for c in containers:
+        mid = c.model_id if c.model_id in rows else None
+        by_model.setdefault(mid, []).append(c)
+
+    for c in by_model.pop(None, []):
+        why = ("no model owns it (its row was deleted)" if c.model_id is not None
+               else "a container of an older install (legacy name or labels)")
+        actions.append(RemoveContainer(c.id, f"removed: {why}", model_id=c.model_id,
+                                       model_name=c.labels.get("cortex.model-name", c.name)))
+
+    for m in models:
+        mine = by_model.get(m.id, [])
+        own = next((c for c in mine if c.id == m.container_id), None) if m.container_id else None
+        extra = [c for c in mine if c is not own]
+
+        if boot is not None and m.state in (S.STARTING, S.STOPPING):
+            stuck = True
+        else:
+            age = (now - m.state_changed_at).total_seconds() if m.state_changed_at else STUCK_AFTER_S + 1
+            stuck = age > STUCK_AFTER_S
+
+        if m.state in (S.STARTING, S.STOPPING):
+            if not stuck:
+                continue  # an operation is in flight: leave its container alone
+            for c in mine:
+                actions.append(RemoveContainer(c.id, f"removed: {m.state.value} was interrupted", m.id, m.name))
+            actions.append(MarkStopped(m.id, f"{m.state.value} was interrupted (console stopped mid-way); "
+                                             "resolved to stopped", expect=m.state))
+            continue
+
+        if m.state in (S.STOPPED, S.FAILED):
+            for c in mine:
+                actions.append(RemoveContainer(
+                    c.id, f"removed: a container for {m.state.value} model {m.name} "
+                          "(models run only when an admin starts them)", m.id, m.name))
+            if (boot is None and m.state == S.FAILED and m.restart_on_failure and m.next_restart_at is not None
+                    and m.next_restart_at <= now and m.restart_attempts < m.restart_max_attempts):
+                actions.append(RestartModel(m.id, m.restart_attempts + 1, m.restart_max_attempts))
+            continue
+
+        # loading / running
+        for c in extra:
+            actions.append(RemoveContainer(c.id, f"removed: not the container model {m.name} was started with",
+                                           m.id, m.name))
+        if boot is not None:
+            adopt = (boot.keep_models and own is not None and own.running and own.spec_hash == m.spec_hash
+                     and boot.restart_policies.get(own.id) == "no" and m.id in healthy)
+            if adopt:
+                if m.state == S.LOADING:
+                    actions.append(MarkRunning(m.id, "adopted after console restart (healthy)"))
+                continue
+            if own is not None:
+                actions.append(RemoveContainer(own.id, "removed: console restarted", m.id, m.name))
+            why = ("console restarted; models start only when an admin starts them" if not boot.keep_models
+                   else "console restarted; its container could not be adopted")
+            actions.append(MarkStopped(m.id, why, expect=m.state))
+            continue
+
+        if own is None or not own.running:
+            actions.append(_fail(m, _exit_reason(own), now, own))
+            continue
+        if own.spec_hash != m.spec_hash:
+            actions.append(_fail(m, "its container does not match the config it was started with", now, own))
+            continue
+        if m.state == S.LOADING:
+            if m.id in healthy:
+                took = (now - m.started_at).total_seconds() if m.started_at else 0.0
+                actions.append(MarkRunning(m.id, f"ready after {took:.1f} s"))
+            elif m.started_at and (now - m.started_at).total_seconds() > m.startup_timeout_s:
+                actions.append(_fail(m, f"did not become ready in {m.startup_timeout_s} s", now, own))
+        elif (m.restart_attempts and m.ready_at
+              and (now - m.ready_at).total_seconds() > RESTART_RESET_AFTER_S):
+            actions.append(ResetRestarts(m.id))
+    return actions

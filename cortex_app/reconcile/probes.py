@@ -1,0 +1,87 @@
+"""Health probes: many model endpoints at once, each with its own timeout (httpx, async).
+
+`probe_many` only measures; `health_update` decides, as a pure function, what a round of
+results means for one model (healthy <-> unhealthy after N consecutive failures). Probing
+never stops or restarts anything by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import httpx
+
+from cortex_app.models import Health
+
+HISTORY_LEN = 120
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    model_id: int
+    ok: bool
+    latency_ms: Optional[float]
+    status: Optional[int] = None
+    error: Optional[str] = None
+
+
+async def probe_one(client: httpx.AsyncClient, model_id: int, url: str, timeout: float) -> ProbeResult:
+    t0 = time.perf_counter()
+    try:
+        # wait_for bounds the whole exchange, not just each socket read: a server that
+        # trickles bytes cannot hold a probe past its timeout.
+        r = await asyncio.wait_for(client.get(url, timeout=timeout), timeout=timeout)
+    except (httpx.HTTPError, asyncio.TimeoutError, OSError) as exc:
+        return ProbeResult(model_id, False, None, error=type(exc).__name__)
+    latency = (time.perf_counter() - t0) * 1000
+    return ProbeResult(model_id, r.status_code == 200, latency, status=r.status_code)
+
+
+async def probe_many(targets: Sequence[tuple[int, str]], *, timeout: float = 1.0, concurrency: int = 100,
+                     client: Optional[httpx.AsyncClient] = None) -> dict[int, ProbeResult]:
+    """Probe every (model id, url) concurrently, at most `concurrency` at a time."""
+    if not targets:
+        return {}
+    gate = asyncio.Semaphore(concurrency)
+    own = client is None
+    # No keep-alive pool: llama-server closes streamed connections, and a probe per few
+    # seconds gains nothing from reuse.
+    client = client or httpx.AsyncClient(limits=httpx.Limits(max_keepalive_connections=0,
+                                                             max_connections=concurrency))
+
+    async def gated(mid: int, url: str) -> ProbeResult:
+        async with gate:
+            return await probe_one(client, mid, url, timeout)
+
+    try:
+        results = await asyncio.gather(*(gated(mid, url) for mid, url in targets))
+    finally:
+        if own:
+            await client.aclose()
+    return {r.model_id: r for r in results}
+
+
+@dataclass(frozen=True)
+class HealthUpdate:
+    health: Health
+    consecutive_failures: int
+    latency_ms: Optional[float]
+    history: list
+    flipped: Optional[str] = None  # the event's reason when health changed
+
+
+def health_update(current: Health, failures: int, history: list, result: ProbeResult, now_ts: float,
+                  unhealthy_after: int) -> HealthUpdate:
+    history = (list(history) + [[round(now_ts, 3), round(result.latency_ms, 2) if result.ok else None]])[-HISTORY_LEN:]
+    if result.ok:
+        flipped = "healthy again" if current == Health.UNHEALTHY else None
+        return HealthUpdate(Health.HEALTHY, 0, result.latency_ms, history, flipped)
+    failures += 1
+    if failures >= unhealthy_after and current != Health.UNHEALTHY:
+        why = f"HTTP {result.status}" if result.status else (result.error or "no answer")
+        return HealthUpdate(Health.UNHEALTHY, failures, None, history,
+                            f"unhealthy: {failures} failed health probes in a row ({why})")
+    return HealthUpdate(current, failures, None, history)

@@ -1,0 +1,175 @@
+"""The one module that imports apscheduler: the console's background jobs.
+
+Jobs (AsyncIOScheduler, on the app's event loop): the reconcile pass every
+CORTEX_RECONCILE_INTERVAL s, health probes every CORTEX_PROBE_INTERVAL s, and the leader
+lease. Each job runs only on the leader, never overlaps itself (max_instances=1,
+coalesce), and never raises out of the scheduler. A thread follows Docker's event stream
+and pulls the next reconcile pass forward when a managed container dies, so drift is seen
+in well under a second; the periodic pass repairs whatever an event missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Optional
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from cortex_app.reconcile.leader import LeaderLease
+from cortex_app.reconcile.loop import Reconciler
+from cortex_app.runtime.docker import DockerRuntimeError
+from cortex_app.settings import Settings
+
+log = logging.getLogger(__name__)
+TRIGGERING_ACTIONS = {"die", "oom", "destroy", "start", "stop", "kill"}
+
+
+class ConsoleScheduler:
+    def __init__(self, reconciler: Reconciler, lease: LeaderLease, settings: Settings):
+        self.reconciler = reconciler
+        self.lease = lease
+        self.settings = settings
+        self._scheduler: Optional[AsyncIOScheduler] = None
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._events_thread: Optional[threading.Thread] = None
+        self._stream = None
+        self._stopping = threading.Event()
+        self.booted = False
+        self._failed_once: set[str] = set()
+
+    # --- start / stop -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Take the lease if free, run the boot pass (before the console serves), start jobs."""
+        self._loop = asyncio.get_running_loop()
+        if await asyncio.to_thread(self.lease.acquire_or_renew):
+            await self._boot()
+        sched = AsyncIOScheduler(timezone=timezone.utc)
+        common = dict(max_instances=1, coalesce=True, misfire_grace_time=30)
+        sched.add_job(self._reconcile_job, "interval", seconds=self.settings.reconcile_interval_s,
+                      id="reconcile", **common)
+        sched.add_job(self._probe_job, "interval", seconds=self.settings.probe_interval_s, id="probes", **common)
+        sched.add_job(self._lease_job, "interval", seconds=max(1.0, self.lease.ttl_s / 3), id="lease", **common)
+        sched.start()
+        self._scheduler = sched
+        if self.settings.docker_events:
+            self._events_thread = threading.Thread(target=self._follow_events, name="docker-events", daemon=True)
+            self._events_thread.start()
+
+    async def _boot(self) -> None:
+        report = await self.reconciler.reconcile_once(boot=True)
+        self.booted = True
+        if report.engine_error:
+            log.warning("boot reconcile: %s; will reconcile when the engine answers", report.engine_error)
+            self.booted = False
+        else:
+            log.info("boot reconcile: %d actions in %.0f ms", len(report.actions), report.duration_s * 1000)
+            await self._start_on_boot()
+
+    async def _start_on_boot(self) -> None:
+        from cortex_app.models import ModelState
+
+        for m in await asyncio.to_thread(self.reconciler._rows):
+            if m.start_on_boot and m.state in (ModelState.STOPPED, ModelState.FAILED):
+                try:
+                    await asyncio.to_thread(self.reconciler.lc.start, m.id, actor="console:start-on-boot",
+                                            reason="start on boot")
+                except Exception as exc:  # noqa: BLE001
+                    log.warning("start on boot: model %s: %s", m.name, exc)
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._stream is not None:
+            try:
+                self._stream.close()
+            except Exception:  # noqa: BLE001 - closing a dead stream
+                pass
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+        if self.lease.is_leader and not self.settings.keep_models_on_restart:
+            try:
+                n = await asyncio.to_thread(self.reconciler.shutdown_models)
+                log.info("shutdown: stopped %d models", n)
+            except DockerRuntimeError as exc:
+                log.warning("shutdown: could not stop models: %s", exc)
+        if self.lease.is_leader:
+            await asyncio.to_thread(self.lease.release)
+
+    # --- jobs ---------------------------------------------------------------------------
+
+    def _once(self, job: str, exc: BaseException) -> None:
+        """Log a job's failure once per distinct message, not at every interval."""
+        key = f"{job}:{exc}"
+        if key not in self._failed_once:
+            self._failed_once.add(key)
+            log.warning("%s job failed: %s", job, exc)
+
+    async def _reconcile_job(self) -> None:
+        try:
+            if not self.lease.is_leader:
+                return
+            if not self.booted:
+                await self._boot()  # newly leader, or the engine was down at start
+                return
+            report = await self.reconciler.reconcile_once()
+            if report.engine_error:
+                self._once("reconcile", RuntimeError(report.engine_error))
+        except Exception as exc:  # noqa: BLE001 - jobs never raise out of the scheduler
+            self._once("reconcile", exc)
+
+    async def _probe_job(self) -> None:
+        try:
+            if self.lease.is_leader:
+                await self.reconciler.probe_running()
+        except Exception as exc:  # noqa: BLE001
+            self._once("probes", exc)
+
+    async def _lease_job(self) -> None:
+        try:
+            was = self.lease.is_leader
+            now = await asyncio.to_thread(self.lease.acquire_or_renew)
+            if now and not was:
+                log.info("leader lease taken over by %s", self.lease.holder)
+                # A follower never reconciled: its first pass as leader is a normal one (the
+                # models it finds were started by the old leader on an admin's request).
+                self.booted = True
+                self.run_reconcile_now()
+        except Exception as exc:  # noqa: BLE001
+            self._once("lease", exc)
+
+    def run_reconcile_now(self) -> None:
+        """Pull the next reconcile pass forward (thread-safe)."""
+        if self._scheduler is None or self._loop is None:
+            return
+
+        def bump():
+            job = self._scheduler.get_job("reconcile") if self._scheduler else None
+            if job is not None:
+                job.modify(next_run_time=datetime.now(timezone.utc))
+
+        self._loop.call_soon_threadsafe(bump)
+
+    # --- Docker events ------------------------------------------------------------------
+
+    def _follow_events(self) -> None:
+        backoff = 0.5
+        while not self._stopping.is_set():
+            try:
+                self._stream = self.reconciler.runtime.events(since=int(time.time()))
+                backoff = 0.5
+                self.run_reconcile_now()  # catch up on anything missed while disconnected
+                for event in self._stream:
+                    if self._stopping.is_set():
+                        return
+                    if event.get("Action", "").split(":")[0] in TRIGGERING_ACTIONS:
+                        self.run_reconcile_now()
+            except Exception as exc:  # noqa: BLE001 - the engine went away: retry
+                if self._stopping.is_set():
+                    return
+                self._once("docker-events", exc)
+            self._stopping.wait(backoff)
+            backoff = min(backoff * 2, 10.0)

@@ -1,0 +1,49 @@
+"""The console's long-lived objects (settings, database, runtime, lifecycle, reconciler,
+scheduler), made once on first use in this process — never at import time."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Optional
+
+import sqlalchemy as sa
+
+from cortex_app.db import engine_for
+from cortex_app.lifecycle import Lifecycle
+from cortex_app.reconcile.leader import LeaderLease
+from cortex_app.reconcile.loop import Reconciler
+from cortex_app.reconcile.scheduler import ConsoleScheduler
+from cortex_app.runtime.docker import DockerRuntime
+from cortex_app.settings import Settings, load_settings
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: sa.Engine
+    runtime: DockerRuntime
+    lifecycle: Lifecycle
+    reconciler: Reconciler
+    scheduler: ConsoleScheduler
+
+
+_services: Optional[Services] = None
+_lock = threading.Lock()
+
+
+def build(settings: Settings) -> Services:
+    db = engine_for(settings.db_url)
+    runtime = DockerRuntime(settings.docker_host)
+    lifecycle = Lifecycle(db, runtime, settings)
+    reconciler = Reconciler(lifecycle)
+    scheduler = ConsoleScheduler(reconciler, LeaderLease(db), settings)
+    return Services(settings, db, runtime, lifecycle, reconciler, scheduler)
+
+
+def get() -> Services:
+    global _services
+    with _lock:
+        if _services is None:
+            _services = build(load_settings())
+        return _services

@@ -1,0 +1,25 @@
+"""reconcile/leader.py on SQLite: one holder at a time, takeover once the lease expires.
+(The PostgreSQL advisory-lock path is in tests/integration/test_leader_pg.py.)"""
+
+import time
+
+import sqlalchemy as sa
+
+from cortex_app.reconcile.leader import LeaderLease
+from tests.conftest import migrate
+
+
+def test_one_leader_then_takeover_after_expiry(tmp_path):
+    url = f"sqlite:///{tmp_path}/c.db"
+    migrate(url)
+    db = sa.create_engine(url)
+    a = LeaderLease(db, ttl_s=0.5, holder="a")
+    b = LeaderLease(db, ttl_s=0.5, holder="b")
+    assert a.acquire_or_renew() is True
+    assert b.acquire_or_renew() is False
+    assert a.acquire_or_renew() is True  # renewing keeps it
+    time.sleep(0.7)  # a "died": it stopped renewing
+    assert b.acquire_or_renew() is True and b.is_leader
+    assert a.acquire_or_renew() is False
+    b.release()
+    assert a.acquire_or_renew() is True
