@@ -14,7 +14,7 @@ import asyncio
 import logging
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import timezone
 from typing import Optional
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -26,6 +26,7 @@ from cortex_app.settings import Settings
 
 log = logging.getLogger(__name__)
 TRIGGERING_ACTIONS = {"die", "oom", "destroy", "start", "stop", "kill"}
+EVENT_SETTLE_S = 0.3
 
 
 class ConsoleScheduler:
@@ -40,12 +41,18 @@ class ConsoleScheduler:
         self._stopping = threading.Event()
         self.booted = False
         self._failed_once: set[str] = set()
+        # Event-triggered passes: a trigger that arrives during a pass marks it dirty, and the
+        # drain task runs one more pass after it, so a `die` right after a `kill` is never lost.
+        self._pass_lock: Optional[asyncio.Lock] = None
+        self._dirty = False
+        self._drainer: Optional[asyncio.Task] = None
 
     # --- start / stop -------------------------------------------------------------------
 
     async def start(self) -> None:
         """Take the lease if free, run the boot pass (before the console serves), start jobs."""
         self._loop = asyncio.get_running_loop()
+        self._pass_lock = asyncio.Lock()
         if await asyncio.to_thread(self.lease.acquire_or_renew):
             await self._boot()
         sched = AsyncIOScheduler(timezone=timezone.utc)
@@ -112,14 +119,26 @@ class ConsoleScheduler:
         try:
             if not self.lease.is_leader:
                 return
-            if not self.booted:
-                await self._boot()  # newly leader, or the engine was down at start
-                return
-            report = await self.reconciler.reconcile_once()
+            async with self._pass_lock:
+                if not self.booted:
+                    await self._boot()  # the engine was down when the console started
+                    return
+                report = await self.reconciler.reconcile_once()
             if report.engine_error:
                 self._once("reconcile", RuntimeError(report.engine_error))
         except Exception as exc:  # noqa: BLE001 - jobs never raise out of the scheduler
             self._once("reconcile", exc)
+
+    def _kick(self) -> None:
+        """On the loop: note that a pass is wanted; start the drain task if none runs."""
+        self._dirty = True
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        while self._dirty:
+            self._dirty = False
+            await self._reconcile_job()
 
     async def _probe_job(self) -> None:
         try:
@@ -141,17 +160,14 @@ class ConsoleScheduler:
         except Exception as exc:  # noqa: BLE001
             self._once("lease", exc)
 
-    def run_reconcile_now(self) -> None:
-        """Pull the next reconcile pass forward (thread-safe)."""
-        if self._scheduler is None or self._loop is None:
+    def run_reconcile_now(self, again_after: Optional[float] = None) -> None:
+        """Run a reconcile pass as soon as possible (thread-safe); with `again_after`, one more
+        that many seconds later."""
+        if self._loop is None or self._loop.is_closed():
             return
-
-        def bump():
-            job = self._scheduler.get_job("reconcile") if self._scheduler else None
-            if job is not None:
-                job.modify(next_run_time=datetime.now(timezone.utc))
-
-        self._loop.call_soon_threadsafe(bump)
+        self._loop.call_soon_threadsafe(self._kick)
+        if again_after is not None:
+            self._loop.call_soon_threadsafe(self._loop.call_later, again_after, self._kick)
 
     # --- Docker events ------------------------------------------------------------------
 
@@ -166,7 +182,9 @@ class ConsoleScheduler:
                     if self._stopping.is_set():
                         return
                     if event.get("Action", "").split(":")[0] in TRIGGERING_ACTIONS:
-                        self.run_reconcile_now()
+                        # Docker publishes `die` a moment before its container list says
+                        # "exited": a second pass shortly after sees the settled state.
+                        self.run_reconcile_now(again_after=EVENT_SETTLE_S)
             except Exception as exc:  # noqa: BLE001 - the engine went away: retry
                 if self._stopping.is_set():
                     return

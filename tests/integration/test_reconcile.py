@@ -1,0 +1,275 @@
+"""The reconciler against the real engine and the real llama-server: every test ends with
+"rows == containers", checked from both sides."""
+
+import asyncio
+import dataclasses
+import threading
+import time
+
+import pytest
+from sqlmodel import Session, select
+
+from cortex_app import crud
+from cortex_app.engines import build_spec
+from cortex_app.engines.spec import LABEL_MANAGED
+from cortex_app.lifecycle import Lifecycle
+from cortex_app.models import EventKind, Model, ModelEvent, ModelState
+from cortex_app.reconcile.leader import LeaderLease
+from cortex_app.reconcile.loop import Reconciler
+from cortex_app.reconcile.scheduler import ConsoleScheduler
+from cortex_app.runtime.docker import DockerRuntime
+from tests.conftest import BUSYBOX_IMAGE, LLAMA_IMAGE, VLLM_STANDIN_IMAGE
+
+S = ModelState
+FAST_LLAMA = ["-t", "1", "--poll", "0"]
+
+
+class SchedulerThread:
+    """Runs a ConsoleScheduler on its own event loop, as the app's lifespan does."""
+
+    def __init__(self, scheduler: ConsoleScheduler):
+        self.scheduler = scheduler
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def start(self):
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.scheduler.start(), self.loop).result(60)
+        return self
+
+    def stop(self):
+        asyncio.run_coroutine_threadsafe(self.scheduler.stop(), self.loop).result(120)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture
+def bed(migrated_db, bed_settings, docker_host, test_labels):
+    """Lifecycle + reconciler on the test engine; `bed.scheduler(**settings)` starts the jobs."""
+    runtime = DockerRuntime(docker_host, extra_labels=test_labels)
+    running: list[SchedulerThread] = []
+
+    class Bed:
+        db = migrated_db
+        settings = bed_settings
+        lc = Lifecycle(migrated_db, runtime, bed_settings, poll_interval=0.05)
+        rec = Reconciler(lc)
+
+        def scheduler(self, **overrides):
+            settings = dataclasses.replace(bed_settings, **overrides)
+            self.lc.settings = settings
+            st = SchedulerThread(ConsoleScheduler(self.rec, LeaderLease(migrated_db, ttl_s=5), settings)).start()
+            running.append(st)
+            return st
+
+        def llama(self, name="tiny", **kw):
+            return crud.create_model(migrated_db, bed_settings, {
+                "name": name, "engine": "llamacpp", "image": LLAMA_IMAGE, "source": "tiny.gguf",
+                "extra_args": FAST_LLAMA, **kw})
+
+        def row(self, model_id) -> Model:
+            return crud.get_model(migrated_db, model_id)
+
+        def events(self, model_id, kind=None):
+            with Session(migrated_db) as s:
+                q = select(ModelEvent).where(ModelEvent.model_id == model_id)
+                if kind:
+                    q = q.where(ModelEvent.kind == kind)
+                return s.exec(q.order_by(ModelEvent.id)).all()
+
+        def reconcile(self, boot=False):
+            return asyncio.run(self.rec.reconcile_once(boot=boot))
+
+    yield Bed()
+    for st in running:
+        if st.thread.is_alive():
+            st.stop()
+    runtime.close()
+
+
+def assert_rows_match_containers(bed, docker_client):
+    """Both sides: every active row has exactly its container running; no other managed
+    container exists."""
+    containers = docker_client.containers.list(all=True, filters={"label": f"{LABEL_MANAGED}=true"})
+    mine = [c for c in containers if c.labels.get("cortex.test-run")]
+    by_id = {c.id: c for c in mine}
+    rows = crud.list_models(bed.db)
+    for m in rows:
+        if m.state in (S.LOADING, S.RUNNING):
+            assert m.container_id in by_id and by_id[m.container_id].status == "running", m
+        else:
+            assert m.container_id is None
+    wanted = {m.container_id for m in rows if m.container_id}
+    assert set(by_id) == wanted, f"containers without a row: {set(by_id) - wanted}"
+
+
+def wait_for(predicate, timeout, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met in {timeout} s")
+
+
+def test_docker_kill_is_seen_within_2s_through_events(bed, docker_client):
+    bed.scheduler(reconcile_interval_s=60, docker_events=True)  # the periodic pass is far away
+    m = bed.lc.start_and_wait(bed.llama().id, actor="admin:test")
+    assert m.state is S.RUNNING
+    t0 = time.monotonic()
+    docker_client.containers.get(m.container_id).kill()
+    failed = wait_for(lambda: (r := bed.row(m.id)).state is S.FAILED and r, timeout=2)
+    took = time.monotonic() - t0
+    assert "exited with code 137" in failed.state_reason, failed.state_reason
+    assert took < 2
+    assert_rows_match_containers(bed, docker_client)
+
+
+def test_without_events_the_periodic_pass_catches_it(bed, docker_client):
+    bed.scheduler(reconcile_interval_s=1, docker_events=False)
+    m = bed.lc.start_and_wait(bed.llama().id, actor="admin:test")
+    docker_client.containers.get(m.container_id).kill()
+    failed = wait_for(lambda: (r := bed.row(m.id)).state is S.FAILED and r, timeout=3)
+    assert "exited with code 137" in failed.state_reason
+    assert_rows_match_containers(bed, docker_client)
+
+
+def test_converged_pass_plans_nothing(bed, docker_client):
+    a = bed.lc.start_and_wait(bed.llama("a").id, actor="t")
+    bed.llama("b")
+    assert a.state is S.RUNNING
+    report = bed.reconcile()
+    assert report.actions == [] and report.failures == [] and report.engine_error is None
+    assert_rows_match_containers(bed, docker_client)
+    bed.lc.stop(a.id, actor="t")
+
+
+def test_hand_started_container_of_a_stopped_model_is_removed(bed, docker_client, test_labels):
+    m = bed.lc.start_and_wait(bed.llama().id, actor="t")
+    cid = m.container_id
+    # Simulate an admin (or an old restart policy) bringing the container back by hand:
+    # stop the model through Docker only, mark the row stopped as the console would.
+    docker_client.containers.get(cid).stop(timeout=5)
+    bed.lc.transition(m.id, S.STOPPED, reason="test", actor="t", allowed_from=(S.RUNNING,),
+                      container_id=None, host_port=None)
+    docker_client.containers.get(cid).start()  # `docker start` by hand
+    report = bed.reconcile()
+    assert [type(a).__name__ for a in report.actions] == ["RemoveContainer"]
+    assert docker_client.containers.list(all=True, filters={"id": cid}) == []
+    [ev] = bed.events(m.id, kind=EventKind.CONTAINER)
+    assert "models run only when an admin starts them" in ev.reason and ev.actor == "reconciler"
+    assert bed.row(m.id).state is S.STOPPED
+    assert_rows_match_containers(bed, docker_client)
+
+
+def test_leftover_of_a_start_cut_short_is_removed_on_boot(bed, docker_client):
+    """The state a SIGKILL between 'container created' and 'row updated' leaves: the row says
+    `starting`, a labelled container runs. The next console start resolves it."""
+    m = bed.llama()
+    spec = build_spec(m, bed.settings)
+    bed.lc.transition(m.id, S.STARTING, reason="start requested", actor="admin:test", allowed_from=(S.STOPPED,),
+                      spec_hash=spec.spec_hash)
+    port = bed.lc._claim_port(m.id)
+    info = bed.lc.runtime.create_and_start(spec, port)
+    # ... console killed here: a fresh process boots on the same database and engine.
+    fresh = Reconciler(Lifecycle(bed.db, bed.lc.runtime, bed.settings))
+    report = asyncio.run(fresh.reconcile_once(boot=True))
+    assert {type(a).__name__ for a in report.actions} == {"RemoveContainer", "MarkStopped"}
+    assert docker_client.containers.list(all=True, filters={"id": info.id}) == []
+    row = bed.row(m.id)
+    assert row.state is S.STOPPED and "interrupted" in row.state_reason and row.host_port is None
+    assert_rows_match_containers(bed, docker_client)
+
+
+def test_legacy_container_with_a_restart_policy_is_removed_on_boot(bed, docker_client, test_labels):
+    legacy = docker_client.containers.run(BUSYBOX_IMAGE, ["sleep", "600"], name="llamacpp-model-legacy-test",
+                                          detach=True, labels=test_labels,
+                                          restart_policy={"Name": "unless-stopped"})
+    report = bed.reconcile(boot=True)
+    assert any(getattr(a, "container_id", None) == legacy.id for a in report.actions)
+    assert docker_client.containers.list(all=True, filters={"id": legacy.id}) == []
+
+
+def test_boot_stops_models_by_default_and_adopts_with_keep_models(bed, docker_client):
+    a = bed.lc.start_and_wait(bed.llama("a").id, actor="t")
+    b = bed.lc.start_and_wait(bed.llama("b").id, actor="t")
+    keep = dataclasses.replace(bed.settings, keep_models_on_restart=True)
+    adopted = asyncio.run(Reconciler(Lifecycle(bed.db, bed.lc.runtime, keep)).reconcile_once(boot=True))
+    assert adopted.actions == []
+    assert (bed.row(a.id).state, bed.row(a.id).container_id) == (S.RUNNING, a.container_id)
+    assert (bed.row(b.id).state, bed.row(b.id).container_id) == (S.RUNNING, b.container_id)
+    assert_rows_match_containers(bed, docker_client)
+
+    report = bed.reconcile(boot=True)  # default policy
+    assert [type(x).__name__ for x in report.actions].count("MarkStopped") == 2
+    assert bed.row(a.id).state is S.STOPPED and bed.row(b.id).state is S.STOPPED
+    assert "models start only when an admin starts them" in bed.row(a.id).state_reason
+    assert_rows_match_containers(bed, docker_client)
+
+
+def test_restart_on_failure_retries_then_gives_up(bed, docker_client):
+    m = crud.create_model(bed.db, bed.settings, {
+        "name": "crashy", "engine": "vllm", "image": VLLM_STANDIN_IMAGE, "source": "org/crashy",
+        "extra_env": {"STANDIN_EXIT_CODE": "3"}})
+    with Session(bed.db) as s:
+        row = s.get(Model, m.id)
+        row.restart_on_failure, row.restart_max_attempts = True, 2
+        s.add(row)
+        s.commit()
+    first = bed.lc.start_and_wait(m.id, actor="admin:test")
+    assert first.state is S.FAILED and "restart 1/2 in 2 s" in first.state_reason
+    bed.scheduler(reconcile_interval_s=0.5, docker_events=True)
+    gave_up = wait_for(lambda: "gave up" in (r := bed.row(m.id)).state_reason and r, timeout=30, interval=0.2)
+    assert gave_up.state is S.FAILED and gave_up.restart_attempts == 2
+    assert "gave up after 2 restart attempts" in gave_up.state_reason
+    starts = [e for e in bed.events(m.id) if e.to_state is S.STARTING]
+    assert [e.actor for e in starts] == ["admin:test", "reconciler:restart-on-failure",
+                                         "reconciler:restart-on-failure"]
+    assert_rows_match_containers(bed, docker_client)
+
+
+def test_start_on_boot_starts_through_the_normal_path(bed, docker_client):
+    m = bed.llama()
+    with Session(bed.db) as s:
+        row = s.get(Model, m.id)
+        row.start_on_boot = True
+        s.add(row)
+        s.commit()
+    bed.scheduler(reconcile_interval_s=0.3, docker_events=True)
+    running = wait_for(lambda: (r := bed.row(m.id)).state is S.RUNNING and r, timeout=30)
+    assert [e.actor for e in bed.events(m.id) if e.to_state is S.STARTING] == ["console:start-on-boot"]
+    assert running.ready_at is not None
+    assert_rows_match_containers(bed, docker_client)
+
+
+def test_health_probes_flip_unhealthy_and_back(bed, docker_client):
+    m = bed.lc.start_and_wait(bed.llama().id, actor="t")
+    bed.lc.settings = dataclasses.replace(bed.settings, unhealthy_after=2)
+    asyncio.run(bed.rec.probe_running())
+    assert bed.row(m.id).health.value == "healthy" and bed.row(m.id).probe_latency_ms > 0
+    container = docker_client.containers.get(m.container_id)
+    container.pause()  # alive, but not answering
+    try:
+        bed.rec.probe_timeout = 0.3
+        asyncio.run(bed.rec.probe_running())
+        asyncio.run(bed.rec.probe_running())
+        row = bed.row(m.id)
+        assert row.health.value == "unhealthy" and row.consecutive_failures == 2 and row.state is S.RUNNING
+    finally:
+        container.unpause()
+    asyncio.run(bed.rec.probe_running())
+    assert bed.row(m.id).health.value == "healthy"
+    assert [e.reason for e in bed.events(m.id, kind=EventKind.HEALTH)] == [
+        "unhealthy: 2 failed health probes in a row (TimeoutError)", "healthy again"]
+    assert len(bed.row(m.id).probe_history) == 4
+    bed.lc.stop(m.id, actor="t")
+
+
+def test_engine_outage_changes_no_state(bed, docker_client):
+    m = bed.lc.start_and_wait(bed.llama().id, actor="t")
+    gone = Reconciler(Lifecycle(bed.db, DockerRuntime("unix:///nonexistent/docker.sock"), bed.settings))
+    report = asyncio.run(gone.reconcile_once())
+    assert report.engine_error and "no Docker Engine answers" in report.engine_error and report.actions == []
+    assert bed.row(m.id).state is S.RUNNING
+    bed.lc.stop(m.id, actor="t")
