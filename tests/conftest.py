@@ -206,19 +206,46 @@ def fresh_postgres_db(postgres_url: str) -> Iterator[str]:
 # --- the console ---------------------------------------------------------------------
 
 class Console:
-    def __init__(self, url: str, proc: subprocess.Popen, log: Path, data_dir: Path):
-        self.url, self.proc, self.log, self.data_dir = url, proc, log, data_dir
+    """A console process started as `make up` starts it; `stop()` is a graceful shutdown
+    (SIGTERM to its process group), `kill()` a crash (SIGKILL)."""
+
+    def __init__(self, url: str, proc: subprocess.Popen, log: Path, data_dir: Path, env: dict):
+        self.url, self.proc, self.log, self.data_dir, self.env = url, proc, log, data_dir, env
+
+    def stop(self, timeout: float = 60) -> None:
+        _stop_group(self.proc, timeout)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    @property
+    def db_url(self) -> str:
+        return self.env.get("CORTEX_DB_URL") or f"sqlite:///{self.data_dir}/cortex.db"
 
 
-def _stop_group(proc: subprocess.Popen) -> None:
+def _stop_group(proc: subprocess.Popen, timeout: float = 20) -> None:
     if proc.poll() is not None:
         return
     try:
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=20)
+        proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
+    except ProcessLookupError:
+        pass
+    # The group may outlive its leader (workers finishing shutdown): wait for all of it.
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
 
@@ -226,13 +253,14 @@ def _stop_group(proc: subprocess.Popen) -> None:
 @pytest.fixture(scope="module")
 def start_console(tmp_path_factory) -> Iterator[Callable[..., Console]]:
     """Start the console as `make up` does (prestart, then the production build) with a fresh
-    data dir; every console a module starts is stopped at its end."""
+    data dir (or `data_dir=` to restart on an existing one); every console a module starts
+    is stopped at its end."""
     if not (Path(os.environ.get("REFLEX_BUN_PATH", "")).is_file() or shutil.which("bun")):
         missing("bun is not installed (scripts/bootstrap.sh)")
     started: list[subprocess.Popen] = []
 
-    def start(**env_overrides: str) -> Console:
-        data_dir = tmp_path_factory.mktemp("console")
+    def start(data_dir: Path | None = None, **env_overrides: str) -> Console:
+        data_dir = data_dir or tmp_path_factory.mktemp("console")
         port = free_port()
         # Only the settings given here: a CORTEX_DB_URL from the caller's shell must not leak in.
         env = {k: v for k, v in os.environ.items() if not k.startswith("CORTEX_") or k == "CORTEX_TEST_STRICT"}
@@ -240,7 +268,7 @@ def start_console(tmp_path_factory) -> Iterator[Callable[..., Console]]:
         pre = subprocess.run([sys.executable, "-m", "cortex_app.prestart"], cwd=ROOT, env=env,
                              capture_output=True, text=True, timeout=120)
         assert pre.returncode == 0, pre.stderr
-        log = data_dir / "console.log"
+        log = data_dir / f"console-{port}.log"
         with open(log, "wb") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "reflex", "run", "--env", "prod", "--single-port",
@@ -253,7 +281,7 @@ def start_console(tmp_path_factory) -> Iterator[Callable[..., Console]]:
             wait_http(f"{url}/api/health", timeout=300, proc=proc)
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n--- console log ---\n{log.read_text()[-3000:]}") from None
-        return Console(url, proc, log, data_dir)
+        return Console(url, proc, log, data_dir, env)
 
     yield start
     for proc in started:

@@ -28,6 +28,25 @@ def holder_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
+def holder_is_dead(holder: str, me: str) -> bool:
+    """A lease written by a process of this host that no longer exists (a crashed console
+    restarting on the same machine): no need to wait for the lease to expire."""
+    host, _, rest = holder.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit() or holder == me:
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return True  # our own pid, another holder id: a previous life of this process slot
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 class LeaderLease:
     def __init__(self, db: sa.Engine, *, ttl_s: float = 30.0, holder: Optional[str] = None):
         self.db = db
@@ -78,9 +97,12 @@ class LeaderLease:
         until = now + timedelta(seconds=self.ttl_s)
         table = LeaseRow.__table__
         with self.db.begin() as conn:
+            current = conn.execute(sa.select(table.c.holder).where(table.c.name == LEASE_NAME)).scalar()
+            takeable = [table.c.holder == self.holder, table.c.expires_at < now]
+            if current is not None and holder_is_dead(current, self.holder):
+                takeable.append(table.c.holder == current)
             taken = conn.execute(table.update().where(
-                table.c.name == LEASE_NAME,
-                sa.or_(table.c.holder == self.holder, table.c.expires_at < now),
+                table.c.name == LEASE_NAME, sa.or_(*takeable),
             ).values(holder=self.holder, expires_at=until)).rowcount
             if taken:
                 return True

@@ -23,3 +23,22 @@ def test_one_leader_then_takeover_after_expiry(tmp_path):
     assert a.acquire_or_renew() is False
     b.release()
     assert a.acquire_or_renew() is True
+
+
+def test_a_dead_holder_on_this_host_is_taken_over_at_once(tmp_path):
+    import socket
+    import subprocess
+
+    url = f"sqlite:///{tmp_path}/c.db"
+    migrate(url)
+    db = sa.create_engine(url)
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid that no longer runs
+    crashed = LeaderLease(db, ttl_s=300, holder=f"{socket.gethostname()}:{gone.pid}:abc123")
+    assert crashed.acquire_or_renew() is True
+    fresh = LeaderLease(db, ttl_s=300)
+    assert fresh.acquire_or_renew() is True
+    fresh.release()
+    elsewhere = LeaderLease(db, ttl_s=300, holder="other-host:1:x")
+    assert elsewhere.acquire_or_renew() is True
+    assert LeaderLease(db, ttl_s=300).acquire_or_renew() is False  # not ours to judge: wait for expiry
