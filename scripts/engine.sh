@@ -8,6 +8,8 @@
 #   scripts/engine.sh down  stop the private dockerd (by its PID file) and undo the host
 #                           changes it made: docker0, its iptables chains, the FORWARD policy
 #                           and ip_forward, restored to what they were before `up`.
+#   scripts/engine.sh restart  stop and start the private dockerd on the same roots: a real
+#                           "Docker daemon restart" (tests use it); host changes stay.
 #   scripts/engine.sh host  print the DOCKER_HOST of the private engine.
 #
 # Progress goes to stderr; only the export line goes to stdout, so `eval "$(... up)"` works.
@@ -54,7 +56,24 @@ start_private() {
   exit 1
 }
 
+stop_private() {
+  [ -f "$E/dockerd.pid" ] || return 0
+  local pid
+  pid=$(cat "$E/dockerd.pid")
+  if kill -0 "$pid" 2>/dev/null; then
+    log "stopping private dockerd (pid $pid)"
+    kill -TERM "$pid"
+    for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
+  fi
+  rm -f "$E/dockerd.pid"
+}
+
 case "${1:-}" in
+  restart)
+    stop_private
+    start_private
+    ;;
   up)
     if [ -n "${DOCKER_HOST:-}" ] && [ "$DOCKER_HOST" != "$SOCK" ] && answers "$DOCKER_HOST"; then
       log "using the engine at DOCKER_HOST=$DOCKER_HOST"; echo "export DOCKER_HOST=$DOCKER_HOST"; exit 0
@@ -69,16 +88,7 @@ case "${1:-}" in
     echo "$SOCK"
     ;;
   down)
-    if [ -f "$E/dockerd.pid" ]; then
-      pid=$(cat "$E/dockerd.pid")
-      if kill -0 "$pid" 2>/dev/null; then
-        log "stopping private dockerd (pid $pid)"
-        kill -TERM "$pid"
-        for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-        kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
-      fi
-      rm -f "$E/dockerd.pid"
-    fi
+    stop_private
     # Undo what dockerd changed on the host (it leaves all of this behind).
     ip link del docker0 2>/dev/null || true
     for table in filter nat; do
@@ -103,5 +113,5 @@ case "${1:-}" in
     log "private engine stopped; images kept in $E/data (rm -rf $E to drop them)"
     ;;
   *)
-    echo "usage: $0 up|down|host" >&2; exit 2 ;;
+    echo "usage: $0 up|down|restart|host" >&2; exit 2 ;;
 esac

@@ -9,6 +9,7 @@ action re-checks with the engine before failing anything.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -51,6 +52,9 @@ class Reconciler:
         self.lc = lifecycle
         self.probe_timeout = probe_timeout
         self.last_report: Optional[PassReport] = None
+        # Set when the engine went away (event stream broken, a pass could not list): the
+        # failures the next good pass finds are then named as the engine's doing.
+        self.engine_interrupted = False
 
     @property
     def runtime(self):
@@ -76,6 +80,7 @@ class Reconciler:
                 seen = {c.id for c in containers}
                 containers += [c for c in await asyncio.to_thread(self._legacy) if c.id not in seen]
         except EngineUnreachable as exc:
+            self.engine_interrupted = True
             # Keep every state as it is: an engine outage is not a reason to flip models en
             # masse. The next pass after the engine returns sees the truth.
             report.engine_error = str(exc)
@@ -106,6 +111,7 @@ class Reconciler:
                 log.warning("reconcile: %s failed for model %s: %s", type(action).__name__,
                             getattr(action, "model_id", "?"), exc)
                 report.failures.append((action, str(exc)))
+        self.engine_interrupted = False
         report.duration_s = time.perf_counter() - t0
         self.last_report = report
         return report
@@ -155,6 +161,9 @@ class Reconciler:
                 a = FailModel(a.model_id, a.reason.replace("its container is gone",
                                                            f"its container exited with code {info.exit_code}"),
                               a.expect, container_id=info.id, next_restart_at=a.next_restart_at)
+        if self.engine_interrupted:
+            a = dataclasses.replace(a, reason=a.reason.replace("its container", "the Docker Engine restarted; "
+                                                                                 "its container", 1))
         if a.container_id:
             logs = rt.logs_tail(a.container_id, LOG_LINES_KEPT)
             rt.stop_and_remove(a.container_id, timeout=STOP_TIMEOUT_S)

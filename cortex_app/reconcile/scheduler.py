@@ -185,9 +185,12 @@ class ConsoleScheduler:
                         # Docker publishes `die` a moment before its container list says
                         # "exited": a second pass shortly after sees the settled state.
                         self.run_reconcile_now(again_after=EVENT_SETTLE_S)
+                if not self._stopping.is_set():
+                    self.reconciler.engine_interrupted = True  # the stream ended: engine stopped
             except Exception as exc:  # noqa: BLE001 - the engine went away: retry
                 if self._stopping.is_set():
                     return
+                self.reconciler.engine_interrupted = True
                 self._once("docker-events", exc)
             self._stopping.wait(backoff)
             backoff = min(backoff * 2, 10.0)

@@ -273,3 +273,24 @@ def test_engine_outage_changes_no_state(bed, docker_client):
     assert report.engine_error and "no Docker Engine answers" in report.engine_error and report.actions == []
     assert bed.row(m.id).state is S.RUNNING
     bed.lc.stop(m.id, actor="t")
+
+
+def test_dockerd_restart_brings_no_model_back(bed, docker_client, docker_host):
+    """A real Docker daemon restart (the private test engine only: never someone's own)."""
+    import subprocess
+
+    from tests.conftest import ROOT
+
+    private = subprocess.run([str(ROOT / "scripts/engine.sh"), "host"], capture_output=True, text=True).stdout.strip()
+    if docker_host != private:
+        pytest.skip("restarts only the private test engine")
+    bed.scheduler(reconcile_interval_s=1, docker_events=True)
+    ids = [bed.lc.start_and_wait(bed.llama(n).id, actor="t").id for n in ("a", "b")]
+    subprocess.run([str(ROOT / "scripts/engine.sh"), "restart"], check=True, capture_output=True, timeout=120)
+    rows = wait_for(lambda: (rs := [bed.row(i) for i in ids]) and all(r.state is S.FAILED for r in rs) and rs,
+                    timeout=30, interval=0.2)
+    for r in rows:
+        assert "Docker Engine restarted" in r.state_reason, r.state_reason
+    time.sleep(1.5)  # a few more passes: nothing comes back
+    assert all(bed.row(i).state is S.FAILED for i in ids)
+    assert docker_client.containers.list(all=True, filters={"label": f"{LABEL_MANAGED}=true"}) == []
