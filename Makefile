@@ -24,7 +24,8 @@ images:
 
 bench:
 	@scripts/bootstrap.sh dev && eval "$$(scripts/engine.sh up)" && scripts/build-test-images.sh \
-	  && .venv/bin/python bench/llama_start.py && .venv/bin/python bench/lifecycle.py
+	  && .venv/bin/python bench/llama_start.py && .venv/bin/python bench/lifecycle.py \
+	  && .venv/bin/python bench/reconcile.py
 
 clean:
 	rm -rf .web .run

@@ -26,7 +26,7 @@ from cortex_app.settings import Settings
 
 log = logging.getLogger(__name__)
 TRIGGERING_ACTIONS = {"die", "oom", "destroy", "start", "stop", "kill"}
-EVENT_SETTLE_S = 0.3
+EVENT_SETTLE_S = (0.05, 0.15, 0.4)
 
 
 class ConsoleScheduler:
@@ -160,14 +160,14 @@ class ConsoleScheduler:
         except Exception as exc:  # noqa: BLE001
             self._once("lease", exc)
 
-    def run_reconcile_now(self, again_after: Optional[float] = None) -> None:
-        """Run a reconcile pass as soon as possible (thread-safe); with `again_after`, one more
-        that many seconds later."""
+    def run_reconcile_now(self, again_after: tuple[float, ...] = ()) -> None:
+        """Run a reconcile pass as soon as possible (thread-safe), and again after each of
+        `again_after` seconds."""
         if self._loop is None or self._loop.is_closed():
             return
         self._loop.call_soon_threadsafe(self._kick)
-        if again_after is not None:
-            self._loop.call_soon_threadsafe(self._loop.call_later, again_after, self._kick)
+        for delay in again_after:
+            self._loop.call_soon_threadsafe(self._loop.call_later, delay, self._kick)
 
     # --- Docker events ------------------------------------------------------------------
 
@@ -183,7 +183,7 @@ class ConsoleScheduler:
                         return
                     if event.get("Action", "").split(":")[0] in TRIGGERING_ACTIONS:
                         # Docker publishes `die` a moment before its container list says
-                        # "exited": a second pass shortly after sees the settled state.
+                        # "exited": a few cheap passes shortly after see the settled state.
                         self.run_reconcile_now(again_after=EVENT_SETTLE_S)
                 if not self._stopping.is_set():
                     self.reconciler.engine_interrupted = True  # the stream ended: engine stopped
