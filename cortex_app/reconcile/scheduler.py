@@ -27,6 +27,7 @@ from cortex_app.settings import Settings
 log = logging.getLogger(__name__)
 TRIGGERING_ACTIONS = {"die", "oom", "destroy", "start", "stop", "kill"}
 EVENT_SETTLE_S = (0.05, 0.15, 0.4)
+LOADING_PROBE_S = 1.0  # while a model loads, its /health is checked this often
 
 
 class ConsoleScheduler:
@@ -60,6 +61,7 @@ class ConsoleScheduler:
         sched.add_job(self._reconcile_job, "interval", seconds=self.settings.reconcile_interval_s,
                       id="reconcile", **common)
         sched.add_job(self._probe_job, "interval", seconds=self.settings.probe_interval_s, id="probes", **common)
+        sched.add_job(self._loading_job, "interval", seconds=LOADING_PROBE_S, id="loading", **common)
         sched.add_job(self._lease_job, "interval", seconds=max(1.0, self.lease.ttl_s / 3), id="lease", **common)
         sched.start()
         self._scheduler = sched
@@ -146,6 +148,19 @@ class ConsoleScheduler:
                 await self.reconciler.probe_running()
         except Exception as exc:  # noqa: BLE001
             self._once("probes", exc)
+
+    async def _loading_job(self) -> None:
+        """While any model is loading, run a pass every second: it probes the loading models
+        and moves the ready ones to running (or fails them past their timeout)."""
+        try:
+            if self.lease.is_leader and self.booted:
+                from cortex_app.models import ModelState
+
+                rows = await asyncio.to_thread(self.reconciler._rows)
+                if any(m.state == ModelState.LOADING for m in rows):
+                    self._kick()
+        except Exception as exc:  # noqa: BLE001
+            self._once("loading", exc)
 
     async def _lease_job(self) -> None:
         try:
