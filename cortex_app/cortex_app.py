@@ -8,13 +8,19 @@ import logging
 import reflex as rx
 from fastapi import FastAPI
 
+from cortex_app import pages
 from cortex_app.api.health import router as health_router
-from cortex_app.pages import overview
+from cortex_app.api.models import router as models_router
+from cortex_app.states.auth import AuthState
+from cortex_app.states.gpus import GpuState
+from cortex_app.states.model_detail import ModelDetailState
+from cortex_app.states.model_form import ModelFormState
+from cortex_app.states.models import ModelsState
 from cortex_app.states.system import SystemState
 
 api = FastAPI(title="Cortex API")
 api.include_router(health_router)
-
+api.include_router(models_router)
 
 
 @contextlib.asynccontextmanager
@@ -24,6 +30,7 @@ async def console_lifespan():
     from cortex_app import services
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per job run is noise
     svc = services.get()
     await svc.scheduler.start()
     try:
@@ -34,4 +41,17 @@ async def console_lifespan():
 
 app = rx.App(api_transformer=api)
 app.register_lifespan_task(console_lifespan)
-app.add_page(overview, route="/", title="Cortex", on_load=SystemState.refresh)
+
+guard = AuthState.require_admin  # every signed-in page checks the session first
+app.add_page(pages.login, route="/login", title="Sign in · Cortex", on_load=AuthState.open_login)
+app.add_page(pages.setup, route="/setup", title="Set up · Cortex", on_load=AuthState.open_setup)
+app.add_page(pages.models, route="/", title="Cortex", on_load=[guard, ModelsState.load])
+app.add_page(pages.models, route="/models", title="Models · Cortex", on_load=[guard, ModelsState.load])
+app.add_page(pages.model_form, route="/models/new", title="New model · Cortex",
+             on_load=[guard, ModelFormState.open_new])
+app.add_page(pages.model_detail, route="/models/[model_id]", title="Model · Cortex",
+             on_load=[guard, ModelDetailState.load])
+app.add_page(pages.model_form, route="/models/[model_id]/edit", title="Edit model · Cortex",
+             on_load=[guard, ModelFormState.open_edit])
+app.add_page(pages.gpus, route="/gpus", title="GPUs · Cortex", on_load=[guard, GpuState.load])
+app.add_page(pages.system, route="/system", title="System · Cortex", on_load=[guard, SystemState.refresh])

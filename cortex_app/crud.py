@@ -69,3 +69,4 @@ def get_model(db: sa.Engine, model_id: int) -> Optional[Model]:
 def list_models(db: sa.Engine) -> list[Model]:
     with Session(db, expire_on_commit=False) as session:
         return list(session.exec(select(Model).order_by(Model.name)).all())
+

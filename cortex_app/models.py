@@ -193,3 +193,30 @@ class LeaderLease(SQLModel, table=True):
     name: str = Field(sa_column=sa.Column(sa.String(64), primary_key=True))
     holder: str = Field(max_length=128)
     expires_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
+
+
+class AdminUser(SQLModel, table=True):
+    """An admin who may sign in. Only the argon2 hash of the password is stored."""
+
+    __tablename__ = "admin_user"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    username: str = Field(sa_column=sa.Column(sa.String(64), nullable=False, unique=True))
+    password_hash: str = Field(max_length=255, repr=False)
+    failed_attempts: int = 0
+    locked_until: Optional[datetime] = _time()  # wrong passwords slow the next try down
+    created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
+    last_login_at: Optional[datetime] = _time()
+
+
+class AdminSession(SQLModel, table=True):
+    """A signed-in browser. The cookie holds a random token; only its SHA-256 is stored, so a
+    database leak gives no usable session. Sign-out deletes the row."""
+
+    __tablename__ = "admin_session"
+
+    token_hash: str = Field(sa_column=sa.Column(sa.String(64), primary_key=True))
+    user_id: int = Field(sa_column=sa.Column(sa.Integer, sa.ForeignKey("admin_user.id", ondelete="CASCADE"),
+                                             nullable=False, index=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
+    expires_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))

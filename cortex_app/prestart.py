@@ -87,6 +87,32 @@ def check_port(port: int) -> None:
             raise PrestartError(f"cannot listen on port {port} ({exc.strerror}); set CORTEX_PORT") from None
 
 
+def seed_admin(settings: Settings, env=None) -> str:
+    """First run: the admin account from CORTEX_ADMIN_USER / CORTEX_ADMIN_PASSWORD, taken once
+    (ignored as soon as any admin exists). Without them, the console asks in the browser."""
+    import os
+
+    from cortex_app import auth
+    from cortex_app.db import make_engine
+
+    env = os.environ if env is None else env
+    user, password = env.get("CORTEX_ADMIN_USER", "").strip(), env.get("CORTEX_ADMIN_PASSWORD", "")
+    db = make_engine(settings.db_url)
+    try:
+        if auth.admin_exists(db):
+            return "account exists" + (" (CORTEX_ADMIN_USER/PASSWORD ignored)" if user else "")
+        if not user and not password:
+            return "none yet: the console asks for one on first visit"
+        try:
+            auth.create_admin(db, user, password)
+        except auth.AuthError as exc:
+            raise PrestartError(f"cannot create the first admin ({exc}); fix CORTEX_ADMIN_USER / "
+                                "CORTEX_ADMIN_PASSWORD") from None
+        return f"created {user!r} from CORTEX_ADMIN_USER"
+    finally:
+        db.dispose()
+
+
 def run(settings: Settings, *, say=print) -> None:
     # Every check that can fail runs before anything is created on disk or in the database.
     check_data_dir(settings.data_dir)
@@ -101,6 +127,7 @@ def run(settings: Settings, *, say=print) -> None:
     state = "up to date" if before == after else f"migrated {before or 'empty'} -> {after}"
     say(f"database:  {settings.db_kind} at {redact_url(settings.db_url)} (schema {after}, {state})")
     say(f"port:      {settings.port}")
+    say(f"admin:     {seed_admin(settings)}")
     info = engine_info(settings.docker_host)
     if info.reachable:
         say(f"docker:    engine {info.version} at {info.host}")

@@ -36,7 +36,8 @@ INT_RANGES: dict[str, tuple[int, int]] = {
     "max_num_seqs": (1, 65_536),
     "startup_timeout_s": (5, 7_200),
 }
-BOOLS = ("flash_attn", "embeddings", "enforce_eager", "trust_remote_code", "enable_prefix_caching")
+BOOLS = ("flash_attn", "embeddings", "enforce_eager", "trust_remote_code", "enable_prefix_caching",
+         "start_on_boot", "restart_on_failure")
 OPTIONAL_BOOLS = ("flash_attn", "enable_prefix_caching")  # None = the engine's default
 
 
@@ -189,6 +190,8 @@ def validate_model(
 
     def served_name() -> str:
         value = str(data.get("served_name") or out.get("name") or "").strip()
+        if not value and "name" in errors:
+            return ""  # defaults to the name, which already has its own error
         if not SERVED_NAME.match(value):
             raise ValueError("must be 1-128 letters, digits or . _ : / -, starting with a letter or digit")
         if value in taken_served:

@@ -1,10 +1,12 @@
-"""The page frame every page shares: a sidebar with navigation and a content column."""
+"""The page frame every signed-in page shares: a sidebar with navigation and a content column."""
 
 from __future__ import annotations
 
 import reflex as rx
 
-NAV = [("Overview", "/", "layout-dashboard")]
+from cortex_app.states.auth import AuthState
+
+NAV = [("Models", "/models", "boxes"), ("GPUs", "/gpus", "cpu"), ("System", "/system", "server")]
 
 
 def _nav_item(label: str, href: str, icon: str) -> rx.Component:
@@ -20,14 +22,20 @@ def _nav_item(label: str, href: str, icon: str) -> rx.Component:
 
 def sidebar() -> rx.Component:
     return rx.vstack(
-        rx.hstack(rx.icon("cpu", size=22), rx.heading("Cortex", size="5"), align="center", spacing="2"),
+        rx.hstack(rx.icon("brain-circuit", size=22), rx.heading("Cortex", size="5"), align="center", spacing="2"),
         rx.text("LLM engines on this host", size="1", color_scheme="gray"),
         rx.divider(),
         *[_nav_item(*item) for item in NAV],
         rx.spacer(),
-        rx.color_mode.button(size="1", variant="ghost"),
-        width="220px",
-        min_width="220px",
+        rx.hstack(rx.icon("user", size=14), rx.text(AuthState.username, size="1"), spacing="1", align="center"),
+        rx.hstack(
+            rx.button(rx.icon("log-out", size=14), "Sign out", size="1", variant="soft", color_scheme="gray",
+                      on_click=AuthState.sign_out, id="sign-out"),
+            rx.color_mode.button(size="1", variant="ghost"),
+            spacing="2",
+        ),
+        width="200px",
+        min_width="200px",
         height="100vh",
         padding="16px",
         spacing="2",
@@ -37,12 +45,48 @@ def sidebar() -> rx.Component:
     )
 
 
-def page(title: str, *children: rx.Component) -> rx.Component:
+def page(title: rx.Var | str, *children: rx.Component, actions: rx.Component | None = None) -> rx.Component:
     return rx.hstack(
         sidebar(),
-        rx.vstack(rx.heading(title, size="6"), *children, padding="24px", spacing="4", width="100%",
-                  max_width="1100px"),
+        rx.vstack(
+            rx.hstack(rx.heading(title, size="6"), rx.spacer(), actions or rx.fragment(), width="100%",
+                      align="center"),
+            *children,
+            padding="24px", spacing="4", width="100%", max_width="1200px",
+        ),
         spacing="0",
         align="start",
         width="100%",
+    )
+
+
+STATE_COLORS = {"running": "green", "loading": "blue", "starting": "blue", "stopping": "orange",
+                "stopped": "gray", "failed": "red"}
+
+
+def state_badge(state: rx.Var) -> rx.Component:
+    return rx.match(
+        state,
+        *[(s, rx.badge(s, color_scheme=c, variant="soft", class_name="state-badge")) for s, c in STATE_COLORS.items()],
+        rx.badge(state, class_name="state-badge"),
+    )
+
+
+def health_badge(health: rx.Var) -> rx.Component:
+    return rx.match(
+        health,
+        ("healthy", rx.badge("healthy", color_scheme="green", variant="outline")),
+        ("unhealthy", rx.badge("unhealthy", color_scheme="red", variant="outline")),
+        ("unknown", rx.badge("unknown", color_scheme="gray", variant="outline")),
+        rx.text("—", size="1", color_scheme="gray"),
+    )
+
+
+def centered_card(*children: rx.Component) -> rx.Component:
+    """The frame of the sign-in and first-run pages."""
+    return rx.center(
+        rx.card(rx.vstack(rx.hstack(rx.icon("brain-circuit", size=24), rx.heading("Cortex", size="6"),
+                                    align="center", spacing="2"), *children, spacing="3", width="100%"),
+                width="380px"),
+        height="100vh",
     )

@@ -1,5 +1,10 @@
 """The console's pages; cortex_app.py registers each one."""
 
-from .overview import overview
+from .auth import login, setup
+from .gpus import gpus
+from .model_detail import model_detail
+from .model_form import model_form
+from .models import models
+from .system import system
 
-__all__ = ["overview"]
+__all__ = ["gpus", "login", "model_detail", "model_form", "models", "setup", "system"]

@@ -264,6 +264,14 @@ class DockerRuntime:
         return ContainerInfo(id=r["Id"], name=(r.get("Names") or ["/?"])[0].lstrip("/"), state=r.get("State", ""),
                              labels=r.get("Labels") or {}, exit_code=_exit_code(r.get("Status", "")))
 
+    def image_tags(self) -> list[str]:
+        """Every tagged image on the engine."""
+        try:
+            images = self._c().api.images()
+        except Exception as exc:  # noqa: BLE001
+            raise self._map(exc) from None
+        return sorted(t for i in images for t in (i.get("RepoTags") or []) if t != "<none>:<none>")
+
     def inspect(self, container_id: str) -> Optional[ContainerInfo]:
         try:
             a = self._c().api.inspect_container(container_id)

@@ -1,13 +1,15 @@
-"""State of the console's own health: is the Docker Engine there, which database, which version."""
+"""System page: the Docker Engine, the engine images present, the database, the scheduler."""
 
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime, timezone
 
 import reflex as rx
 
-from cortex_app import __version__
-from cortex_app.runtime.docker import engine_info
+from cortex_app import __version__, crud
+from cortex_app.runtime.docker import DockerRuntimeError, engine_info
+from cortex_app.services import get as services
 from cortex_app.settings import load_settings
 
 
@@ -19,15 +21,44 @@ class SystemState(rx.State):
     engine_error: str = ""
     db_kind: str = ""
     version: str = __version__
+    images: list[dict] = []
+    leader: str = ""
+    last_pass: str = ""
+
+    def _read(self):
+        settings = load_settings()
+        info = engine_info(settings.docker_host)
+        images: list[dict] = []
+        leader, last_pass = "", ""
+        try:
+            svc = services()
+            tags = set(svc.runtime.image_tags()) if info.reachable else set()
+            wanted: dict[str, list[str]] = {}
+            for m in crud.list_models(svc.db):
+                wanted.setdefault(m.image, []).append(m.name)
+            for image in sorted(set(wanted) | {settings.llamacpp_image, settings.vllm_image}):
+                present = image in tags or (":" not in image.rsplit("/", 1)[-1] and f"{image}:latest" in tags)
+                images.append({"image": image, "present": "present" if present else "missing",
+                               "models": ", ".join(wanted.get(image, [])) or "—"})
+            lease = svc.scheduler.lease
+            leader = f"this console ({lease.holder})" if lease.is_leader else "another console process"
+            report = svc.reconciler.last_report
+            if report is not None:
+                at = datetime.fromtimestamp(report.started_at, timezone.utc).strftime("%H:%M:%S UTC")
+                last_pass = f"{at}, {report.duration_s * 1000:.0f} ms, {len(report.actions)} actions" + (
+                    f" (engine: {report.engine_error})" if report.engine_error else "")
+        except DockerRuntimeError:
+            pass
+        return settings, info, images, leader, last_pass
 
     @rx.event
     async def refresh(self):
-        settings = load_settings()
         # The SDK blocks (up to its timeout when the engine is gone): keep it off the event loop.
-        info = await asyncio.to_thread(engine_info, settings.docker_host)
+        settings, info, images, leader, last_pass = await asyncio.to_thread(self._read)
         self.engine_host = info.host
         self.engine_reachable = info.reachable
         self.engine_version = info.version or ""
         self.engine_error = info.error or ""
         self.db_kind = settings.db_kind
+        self.images, self.leader, self.last_pass = images, leader, last_pass or "not yet"
         self.checked = True

@@ -3,21 +3,30 @@
 import httpx
 import pytest
 
+from tests.e2e.conftest import ADMIN, PASSWORD, sign_in
+
 
 @pytest.fixture(scope="module")
 def console(start_console, tmp_path_factory):
     gone = tmp_path_factory.mktemp("no-engine") / "docker.sock"
-    return start_console(DOCKER_HOST=f"unix://{gone}")
+    return start_console(DOCKER_HOST=f"unix://{gone}", CORTEX_ADMIN_USER=ADMIN, CORTEX_ADMIN_PASSWORD=PASSWORD)
 
 
-def test_page_reports_the_engine_unreachable(console, page):
-    page.goto(console.url + "/")
+def test_system_page_reports_the_engine_unreachable(console, page):
+    sign_in(page, console.url)
+    page.goto(console.url + "/system")
     status = page.locator("#engine-status")
     status.wait_for()
     assert status.inner_text() == "unreachable"
-    callout = page.get_by_text("no Docker Engine answers at unix://")
-    assert callout.is_visible()
+    callout = page.locator("#engine-error")
+    assert callout.is_visible() and callout.inner_text().startswith("no Docker Engine answers at unix://")
     assert "DOCKER_HOST" in callout.inner_text()
+    assert page.title() == "System · Cortex"
+
+
+def test_models_page_still_works(console, page):
+    sign_in(page, console.url)
+    page.locator("#no-models").wait_for()
 
 
 def test_health_route_reports_it_too(console):

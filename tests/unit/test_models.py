@@ -87,3 +87,11 @@ def test_event_records_a_transition(session):
     session.commit()
     got = session.exec(select(ModelEvent)).one()
     assert (got.from_state, got.to_state, got.actor) == (ModelState.STOPPED, ModelState.STARTING, "admin:root")
+
+
+@pytest.mark.parametrize("path, expected", [("/models/5", 5), ("/models/12/edit", 12), ("/models/new", 0),
+                                            ("/models", 0), ("/models/5x", 0), ("", 0)])
+def test_model_id_in_page_paths(path, expected):
+    from cortex_app.states.models import model_id_in
+
+    assert model_id_in(path) == expected

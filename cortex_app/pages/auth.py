@@ -1,0 +1,49 @@
+"""Sign-in and first-run admin creation."""
+
+from __future__ import annotations
+
+import reflex as rx
+
+from cortex_app.components.layout import centered_card
+from cortex_app.states.auth import AuthState
+
+
+def _error() -> rx.Component:
+    return rx.cond(AuthState.error != "",
+                   rx.callout(AuthState.error, icon="triangle_alert", color_scheme="red", size="1", id="auth-error"))
+
+
+def _field(name: str, label: str, kind: str = "text") -> rx.Component:
+    return rx.vstack(
+        rx.text(label, size="2", weight="medium"),
+        rx.input(name=name, type=kind, id=f"field-{name}", width="100%", required=True),
+        rx.cond(AuthState.field_errors.contains(name),
+                rx.text(AuthState.field_errors.get(name, ""), size="1", color_scheme="red")),
+        spacing="1", width="100%",
+    )
+
+
+def login() -> rx.Component:
+    return centered_card(
+        rx.text("Sign in to manage this host's models.", size="2", color_scheme="gray"),
+        rx.form(
+            rx.vstack(_field("username", "Username"), _field("password", "Password", "password"), _error(),
+                      rx.button("Sign in", type="submit", width="100%", loading=AuthState.busy, id="sign-in"),
+                      spacing="3", width="100%"),
+            on_submit=AuthState.sign_in, reset_on_submit=False, width="100%",
+        ),
+    )
+
+
+def setup() -> rx.Component:
+    return centered_card(
+        rx.text("First run: create the admin account. There is no default password.", size="2",
+                color_scheme="gray"),
+        rx.form(
+            rx.vstack(_field("username", "Username"), _field("password", "Password (10+ characters)", "password"),
+                      _field("confirm", "Password again", "password"), _error(),
+                      rx.button("Create admin and sign in", type="submit", width="100%", id="create-admin"),
+                      spacing="3", width="100%"),
+            on_submit=AuthState.create_first_admin, reset_on_submit=False, width="100%",
+        ),
+    )

@@ -1,0 +1,32 @@
+"""GPUs page: per-GPU figures from NVML, or a plain notice on hosts without one."""
+
+from __future__ import annotations
+
+import reflex as rx
+
+from cortex_app.components.layout import page
+from cortex_app.states.gpus import GpuState
+
+
+def _gpu(g: rx.Var) -> rx.Component:
+    return rx.card(rx.vstack(
+        rx.hstack(rx.badge("GPU ", g["index"]), rx.text(g["name"], weight="bold"), spacing="2"),
+        rx.text("Memory ", g["memory"], size="2"), rx.progress(value=g["memory_pct"].to(int), width="100%"),
+        rx.text("Utilisation ", g["util"], "%", size="2"), rx.progress(value=g["util"].to(int), width="100%"),
+        rx.text("Temperature ", g["temp"], " · Power ", g["power"], size="2"),
+        rx.text("Models: ", g["models"], size="2", color_scheme="gray"),
+        spacing="2", width="100%"), width="100%", class_name="gpu-card")
+
+
+def gpus() -> rx.Component:
+    return page(
+        "GPUs",
+        rx.cond(~GpuState.checked, rx.hstack(rx.spinner(), rx.text("Reading the GPUs…")),
+                rx.cond(GpuState.available,
+                        rx.vstack(rx.text("NVIDIA driver ", GpuState.driver, size="2", color_scheme="gray"),
+                                  rx.grid(rx.foreach(GpuState.gpus, _gpu), columns="2", spacing="4", width="100%"),
+                                  width="100%"),
+                        rx.callout(GpuState.notice, icon="info", id="gpu-notice"))),
+        actions=rx.button(rx.icon("refresh-cw", size=14), "Refresh", size="1", variant="soft",
+                          on_click=GpuState.load),
+    )

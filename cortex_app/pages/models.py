@@ -1,0 +1,87 @@
+"""Models page: every model, its state and health, live, with the row actions."""
+
+from __future__ import annotations
+
+import reflex as rx
+
+from cortex_app.components.layout import health_badge, page, state_badge
+from cortex_app.states.models import ModelsState
+
+TICK_MS = 500  # the table follows the database at this pace (goal: a change shows within 1 s)
+
+
+def _actions(row: rx.Var) -> rx.Component:
+    mid = row["id"]
+    return rx.hstack(
+        rx.cond(row["can_start"], rx.button("Start", size="1", on_click=ModelsState.start(mid), class_name="act-start")),
+        rx.cond(row["can_stop"], rx.button("Stop", size="1", color_scheme="orange", variant="soft",
+                                           on_click=ModelsState.stop(mid), class_name="act-stop")),
+        rx.cond(row["stale"], rx.button("Apply", size="1", color_scheme="blue", variant="outline",
+                                        on_click=ModelsState.apply(mid), class_name="act-apply")),
+        rx.link(rx.button("Edit", size="1", variant="ghost"), href=f"/models/{mid}/edit"),
+        rx.cond(row["can_delete"], rx.alert_dialog.root(
+            rx.alert_dialog.trigger(rx.button("Delete", size="1", color_scheme="red", variant="ghost",
+                                              class_name="act-delete")),
+            rx.alert_dialog.content(
+                rx.alert_dialog.title("Delete ", row["name"], "?"),
+                rx.alert_dialog.description("The configuration and its history go; model files stay on disk."),
+                rx.hstack(rx.alert_dialog.cancel(rx.button("Cancel", variant="soft", color_scheme="gray")),
+                          rx.alert_dialog.action(rx.button("Delete", color_scheme="red",
+                                                           on_click=ModelsState.delete(mid), class_name="confirm-delete")),
+                          spacing="3", justify="end"),
+            ),
+        )),
+        spacing="2",
+    )
+
+
+def _row(row: rx.Var) -> rx.Component:
+    return rx.table.row(
+        rx.table.cell(rx.link(row["name"], href=f"/models/{row['id']}", weight="medium")),
+        rx.table.cell(rx.code(row["served_name"], size="1")),
+        rx.table.cell(row["engine"]),
+        rx.table.cell(row["devices"]),
+        rx.table.cell(rx.vstack(state_badge(row["state"]),
+                                rx.cond(row["stale"], rx.text("config changed — Apply to restart", size="1",
+                                                              color_scheme="blue")),
+                                spacing="1")),
+        rx.table.cell(health_badge(row["health"])),
+        rx.table.cell(rx.cond(row["endpoint"] != "", rx.code(row["endpoint"], size="1"), rx.text("—"))),
+        rx.table.cell(rx.cond(row["uptime"] != "", row["uptime"], "—")),
+        rx.table.cell(_actions(row)),
+        id=f"model-row-{row['name']}",
+        class_name="model-row",
+        title=row["reason"],
+    )
+
+
+def models() -> rx.Component:
+    return page(
+        "Models",
+        rx.moment(interval=TICK_MS, on_change=ModelsState.tick, display="none"),
+        rx.hstack(
+            rx.input(placeholder="Filter by name", value=ModelsState.query, on_change=ModelsState.set_query,
+                     width="260px", id="filter"),
+            rx.select(["all", "running", "loading", "starting", "stopping", "stopped", "failed"],
+                      value=ModelsState.state_filter, on_change=ModelsState.set_state_filter),
+            spacing="3",
+        ),
+        rx.cond(ModelsState.message != "",
+                rx.callout(ModelsState.message, icon="info", color_scheme="orange", size="1", id="models-message")),
+        rx.cond(
+            ~ModelsState.loaded,
+            rx.hstack(rx.spinner(), rx.text("Loading models…")),
+            rx.cond(
+                ModelsState.rows.length() == 0,
+                rx.callout("No models yet. Add one: pick an engine, a model file or repo, and Start it.",
+                           icon="info", id="no-models"),
+                rx.table.root(
+                    rx.table.header(rx.table.row(*[rx.table.column_header_cell(h) for h in (
+                        "Name", "Served name", "Engine", "Device", "State", "Health", "Endpoint", "Uptime", "")])),
+                    rx.table.body(rx.foreach(ModelsState.visible, _row)),
+                    width="100%", variant="surface", size="1",
+                ),
+            ),
+        ),
+        actions=rx.link(rx.button(rx.icon("plus", size=14), "Add model", id="add-model"), href="/models/new"),
+    )

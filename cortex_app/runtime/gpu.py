@@ -1,0 +1,98 @@
+"""The one module that imports `pynvml` (nvidia-ml-py): what the host's NVIDIA GPUs are doing.
+
+`read_gpus()` never raises: without the NVIDIA driver (no NVML) or without a GPU it returns
+no readings and a notice saying why, and everything else in the console works as before.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class GpuReading:
+    index: int
+    name: str
+    memory_used_mib: int
+    memory_total_mib: int
+    utilization_pct: int
+    temperature_c: Optional[int]
+    power_w: Optional[float]
+    power_limit_w: Optional[float]
+
+    @property
+    def memory_pct(self) -> float:
+        return round(100 * self.memory_used_mib / self.memory_total_mib, 1) if self.memory_total_mib else 0.0
+
+
+@dataclass(frozen=True)
+class GpuStatus:
+    available: bool
+    notice: str = ""
+    gpus: list[GpuReading] = field(default_factory=list)
+    driver_version: str = ""
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def reading(index: int, name: Any, memory: Any, utilization: Any, temperature: Optional[int],
+            power_mw: Optional[int], limit_mw: Optional[int]) -> GpuReading:
+    """NVML's raw figures (bytes, percent, milliwatts) -> the page's units (MiB, %, W)."""
+    return GpuReading(
+        index=index,
+        name=_text(name),
+        memory_used_mib=int(memory.used // MIB),
+        memory_total_mib=int(memory.total // MIB),
+        utilization_pct=int(utilization.gpu),
+        temperature_c=temperature,
+        power_w=round(power_mw / 1000, 1) if power_mw is not None else None,
+        power_limit_w=round(limit_mw / 1000, 1) if limit_mw is not None else None,
+    )
+
+
+def read_gpus(nvml: Any = None) -> GpuStatus:
+    """Readings of every GPU. `nvml` is the pynvml module (tests pass a stand-in)."""
+    if nvml is None:
+        try:
+            import pynvml as nvml
+        except ImportError:
+            return GpuStatus(False, "nvidia-ml-py is not installed; GPU figures are not available.")
+    try:
+        nvml.nvmlInit()
+    except nvml.NVMLError as exc:
+        return GpuStatus(False, f"No NVIDIA driver found on this host (NVML: {exc}). GPU figures are not shown; "
+                                "models can still run on the CPU.")
+    try:
+        driver = _text(nvml.nvmlSystemGetDriverVersion())
+        count = nvml.nvmlDeviceGetCount()
+        if count == 0:
+            return GpuStatus(False, "The NVIDIA driver reports no GPU on this host.", driver_version=driver)
+        gpus = []
+        for i in range(count):
+            h = nvml.nvmlDeviceGetHandleByIndex(i)
+            gpus.append(reading(
+                i, nvml.nvmlDeviceGetName(h), nvml.nvmlDeviceGetMemoryInfo(h),
+                nvml.nvmlDeviceGetUtilizationRates(h),
+                _guard(nvml, nvml.nvmlDeviceGetTemperature, h, nvml.NVML_TEMPERATURE_GPU),
+                _guard(nvml, nvml.nvmlDeviceGetPowerUsage, h),
+                _guard(nvml, nvml.nvmlDeviceGetEnforcedPowerLimit, h)))
+        return GpuStatus(True, gpus=gpus, driver_version=driver)
+    except nvml.NVMLError as exc:
+        return GpuStatus(False, f"NVML failed while reading the GPUs: {exc}")
+    finally:
+        try:
+            nvml.nvmlShutdown()
+        except nvml.NVMLError:
+            pass
+
+
+def _guard(nvml: Any, fn, *args):
+    try:
+        return fn(*args)
+    except nvml.NVMLError:
+        return None

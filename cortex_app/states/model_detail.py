@@ -1,0 +1,108 @@
+"""One model: state and reason, health history, endpoint and a curl example, the event
+timeline, and its logs (live container, or the lines kept when it failed)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+
+import reflex as rx
+from sqlmodel import Session, select
+
+from cortex_app import crud
+from cortex_app.models import ModelEvent, ModelState, utcnow
+from cortex_app.runtime.docker import DockerRuntimeError
+from cortex_app.services import get as services
+from cortex_app.states.models import model_id_in, model_row
+
+LOG_LINES = 300
+
+
+class ModelDetailState(rx.State):
+    found: bool = True
+    row: dict = {}
+    image: str = ""
+    source: str = ""
+    startup_timeout_s: int = 0
+    loading_elapsed_s: int = 0
+    events: list[dict] = []
+    health_points: list[dict] = []
+    logs: list[str] = []
+    log_query: str = ""
+    follow: bool = True
+    logs_note: str = ""
+
+    @rx.var
+    def shown_logs(self) -> str:
+        q = self.log_query.strip().lower()
+        return "\n".join(line for line in self.logs if not q or q in line.lower())
+
+    @rx.var
+    def curl_example(self) -> str:
+        endpoint = self.row.get("endpoint", "")
+        if not endpoint:
+            return ""
+        return (f"curl {endpoint}/chat/completions -H 'Content-Type: application/json' -d "
+                f"'{{\"model\": \"{self.row.get('served_name', '')}\", \"messages\": [{{\"role\": \"user\", "
+                f"\"content\": \"Hello\"}}], \"max_tokens\": 32}}'")
+
+    def _model_id(self) -> int:
+        return model_id_in(self.router.url.path)
+
+    def _read(self, model_id: int, with_logs: bool):
+        svc = services()
+        m = crud.get_model(svc.db, model_id)
+        if m is None:
+            return None
+        with Session(svc.db) as s:
+            events = s.exec(select(ModelEvent).where(ModelEvent.model_id == model_id)
+                            .order_by(ModelEvent.id.desc()).limit(100)).all()
+        logs, note = None, ""
+        if with_logs:
+            try:
+                logs = svc.lifecycle.logs(model_id, LOG_LINES).splitlines()
+                note = "" if m.container_id else ("lines kept when it failed" if logs else "no container")
+            except DockerRuntimeError as exc:
+                logs, note = [], str(exc)
+        return m, events, logs, note, svc.lifecycle.is_stale(m)
+
+    async def _refresh(self, with_logs: bool):
+        got = await asyncio.to_thread(self._read, self._model_id(), with_logs)
+        if got is None:
+            self.found = False
+            return
+        m, events, logs, note, stale = got
+        now = utcnow()
+        self.found = True
+        self.row = model_row(m, stale, now)
+        self.image, self.source, self.startup_timeout_s = m.image, m.source, m.startup_timeout_s
+        self.loading_elapsed_s = int((now - m.started_at).total_seconds()) if (
+            m.state == ModelState.LOADING and m.started_at) else 0
+        self.events = [{"at": _time(e.created_at), "from": e.from_state.value if e.from_state else "",
+                        "to": e.to_state.value, "kind": e.kind.value, "reason": e.reason, "actor": e.actor}
+                       for e in events]
+        self.health_points = [{"t": datetime.fromtimestamp(t).strftime("%H:%M:%S"), "ms": ms}
+                              for t, ms in (m.probe_history or [])[-60:]]
+        if logs is not None:
+            self.logs, self.logs_note = logs, note
+
+    @rx.event
+    async def load(self):
+        self.log_query = ""
+        await self._refresh(with_logs=True)
+
+    @rx.event
+    async def tick(self, _=None):
+        await self._refresh(with_logs=self.follow and self.row.get("state") in ("loading", "running"))
+
+    @rx.event
+    def set_log_query(self, value: str):
+        self.log_query = value
+
+    @rx.event
+    def set_follow(self, value: bool):
+        self.follow = value
+
+
+def _time(t: datetime) -> str:
+    return t.strftime("%Y-%m-%d %H:%M:%S")

@@ -1,0 +1,135 @@
+"""Create / edit a model: the fields as text, checked by validation.validate_model (through
+crud), errors shown beside each field; nothing is saved until the whole form is valid."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import shlex
+
+import reflex as rx
+
+from cortex_app import crud
+from cortex_app.services import get as services
+from cortex_app.states.auth import AuthState
+from cortex_app.states.models import model_id_in
+from cortex_app.validation import ConfigInvalid, mask_secret
+
+TEXT_FIELDS = ["name", "served_name", "engine", "image", "source", "device", "gpu_ids", "context_size", "gpu_layers",
+               "parallel_slots", "threads", "cache_type_k", "cache_type_v", "tensor_parallel_size",
+               "gpu_memory_utilization", "dtype", "quantization", "max_model_len", "max_num_seqs",
+               "startup_timeout_s", "notes", "extra_args", "extra_env", "hf_token",
+               "flash_attn", "enable_prefix_caching"]  # the last two: "" (engine default), true, false
+FLAGS = ["embeddings", "enforce_eager", "trust_remote_code", "start_on_boot", "restart_on_failure"]
+SPECIAL = ("extra_args", "extra_env", "hf_token", "gpu_ids")  # not shown as stored
+EMPTY = {f: "" for f in TEXT_FIELDS} | {"engine": "llamacpp", "device": "cpu", "startup_timeout_s": "600"}
+
+
+def env_text(env: dict[str, str]) -> str:
+    return "\n".join(f"{k}={v}" for k, v in env.items())
+
+
+def parse_env_text(text: str) -> dict[str, str] | str:
+    env: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        if "=" not in line:
+            return f"line {line.strip()!r} is not NAME=value"
+        key, value = line.split("=", 1)
+        env[key.strip()] = value
+    return env
+
+
+class ModelFormState(rx.State):
+    model_id: int = 0
+    values: dict[str, str] = dict(EMPTY)
+    flags: dict[str, bool] = {f: False for f in FLAGS}
+    errors: dict[str, str] = {}
+    token_hint: str = ""  # what may be shown of a stored HF token
+    gguf_files: list[str] = []
+    running_note: str = ""
+    show_advanced: bool = False
+
+    @rx.var
+    def is_llamacpp(self) -> bool:
+        return self.values.get("engine", "llamacpp") == "llamacpp"
+
+    @rx.var
+    def title(self) -> str:
+        return f"Edit {self.values.get('name', '')}" if self.model_id else "New model"
+
+    def _gguf(self) -> list[str]:
+        root = services().settings.models_dir
+        if not root.is_dir():
+            return []
+        return sorted(str(p.relative_to(root)) for p in root.rglob("*.gguf") if p.is_file())[:500]
+
+    @rx.event
+    async def open_new(self):
+        self.model_id, self.values, self.errors, self.token_hint, self.running_note = 0, dict(EMPTY), {}, "", ""
+        self.flags = {f: False for f in FLAGS}
+        self.gguf_files = await asyncio.to_thread(self._gguf)
+
+    @rx.event
+    async def open_edit(self):
+        model_id = model_id_in(self.router.url.path)
+        m = await asyncio.to_thread(crud.get_model, services().db, model_id)
+        if m is None:
+            return rx.redirect("/models")
+        self.model_id, self.errors, self.running_note = m.id, {}, ""
+        self.values = {f: _text(getattr(m, f)) for f in TEXT_FIELDS if f not in SPECIAL}
+        self.values |= {"extra_args": " ".join(_quote(a) for a in m.extra_args), "extra_env": env_text(m.extra_env),
+                        "hf_token": "", "gpu_ids": ",".join(map(str, m.gpu_ids)) if m.gpu_ids else ""}
+        self.flags = {f: bool(getattr(m, f)) for f in FLAGS}
+        self.token_hint = mask_secret(m.hf_token)
+        self.gguf_files = await asyncio.to_thread(self._gguf)
+
+    @rx.event
+    def set_value(self, field: str, value: str):
+        self.values[field] = value
+        self.errors.pop(field, None)
+
+    @rx.event
+    def set_flag(self, field: str, value: bool):
+        self.flags[field] = value
+
+    @rx.event
+    def toggle_advanced(self):
+        self.show_advanced = not self.show_advanced
+
+    @rx.event
+    async def save(self):
+        if await (await self.get_state(AuthState)).verified() is None:
+            return rx.redirect("/login")
+        data: dict = {k: v for k, v in self.values.items() if k not in ("hf_token", "extra_env")}
+        env = parse_env_text(self.values.get("extra_env", ""))
+        if isinstance(env, str):
+            self.errors = {"extra_env": env}
+            return
+        data["extra_env"] = env
+        data |= self.flags
+        if self.values.get("hf_token"):  # empty = keep the stored token
+            data["hf_token"] = self.values["hf_token"]
+        svc = services()
+        try:
+            if self.model_id:
+                m = await asyncio.to_thread(crud.update_model, svc.db, svc.settings, self.model_id, data)
+            else:
+                m = await asyncio.to_thread(crud.create_model, svc.db, svc.settings, data)
+        except ConfigInvalid as exc:
+            self.errors = exc.errors
+            return
+        return rx.redirect(f"/models/{m.id}")
+
+
+def _quote(arg: str) -> str:
+    return shlex.quote(arg)
+
+
+def _text(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value.value if isinstance(value, enum.Enum) else value)

@@ -1,0 +1,138 @@
+"""The models table: rows refreshed by a 0.5 s client tick (only re-sent when something
+changed), filters, and the row actions (Start, Stop, Apply, Delete) as background events
+so Docker's work never blocks the page."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import datetime
+
+import reflex as rx
+
+from cortex_app import crud
+from cortex_app.lifecycle import Refused
+from cortex_app.models import Model, ModelState, utcnow
+from cortex_app.services import get as services
+from cortex_app.states.auth import AuthState
+
+S = ModelState
+
+
+def model_id_in(path: str) -> int:
+    """The model id in a page path such as /models/5 or /models/5/edit (0 if none)."""
+    m = re.match(r"^/models/(\d+)(?:/|$)", path or "")
+    return int(m.group(1)) if m else 0
+
+
+def human_duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m {seconds % 60}s"
+    if seconds < 86400:
+        return f"{seconds // 3600}h {seconds % 3600 // 60}m"
+    return f"{seconds // 86400}d {seconds % 86400 // 3600}h"
+
+
+def model_row(m: Model, stale: bool, now: datetime) -> dict:
+    """What the table shows of a model: plain strings and flags, decided here, not in the page."""
+    devices = "cpu" if m.device.value == "cpu" else "cuda: " + (",".join(map(str, m.gpu_ids)) if m.gpu_ids else "all")
+    active = m.state in (S.LOADING, S.RUNNING)
+    return {
+        "id": m.id, "name": m.name, "served_name": m.served_name, "engine": m.engine.value, "devices": devices,
+        "state": m.state.value, "reason": m.state_reason, "health": m.health.value if m.state == S.RUNNING else "",
+        "endpoint": f"http://127.0.0.1:{m.host_port}/v1" if active and m.host_port else "",
+        "uptime": human_duration((now - m.ready_at).total_seconds()) if m.state == S.RUNNING and m.ready_at else "",
+        "stale": stale,
+        "can_start": m.state in (S.STOPPED, S.FAILED),
+        "can_stop": m.state in (S.LOADING, S.RUNNING, S.FAILED),
+        "can_delete": m.state in (S.STOPPED, S.FAILED),
+    }
+
+
+class ModelsState(rx.State):
+    rows: list[dict] = []
+    query: str = ""
+    state_filter: str = "all"
+    message: str = ""
+    loaded: bool = False
+    _signature: str = ""
+
+    @rx.var
+    def visible(self) -> list[dict]:
+        q = self.query.strip().lower()
+        return [r for r in self.rows
+                if (not q or q in r["name"].lower() or q in r["served_name"].lower())
+                and (self.state_filter == "all" or r["state"] == self.state_filter)]
+
+    def _read(self) -> tuple[str, list[dict]]:
+        svc = services()
+        models = crud.list_models(svc.db)  # ordered by name: rows never jump on state changes
+        signature = f"{len(models)}#" + "|".join(
+            f"{m.id}:{m.state.value}:{m.health.value}:{m.updated_at.isoformat()}" for m in models)
+        now = utcnow()
+        return signature, [model_row(m, svc.lifecycle.is_stale(m), now) for m in models]
+
+    @rx.event
+    async def load(self):
+        signature, rows = await asyncio.to_thread(self._read)
+        self._signature, self.rows, self.loaded = signature, rows, True
+
+    @rx.event
+    async def tick(self, _=None):
+        signature, rows = await asyncio.to_thread(self._read)
+        if signature != self._signature or any(r["uptime"] for r in rows):
+            self._signature, self.rows = signature, rows
+
+    @rx.event
+    def set_query(self, value: str):
+        self.query = value
+
+    @rx.event
+    def set_state_filter(self, value: str):
+        self.state_filter = value
+
+    async def _act(self, verb: str, model_id: int):
+        async with self:
+            user = await (await self.get_state(AuthState)).verified()
+        if user is None:
+            async with self:
+                self.message = "your session ended; sign in again"
+            yield rx.redirect("/login")
+            return
+        lc = services().lifecycle
+        actor = f"admin:{user}"
+        calls = {"start": lambda: lc.start_and_wait(model_id, actor=actor),
+                 "stop": lambda: lc.stop(model_id, actor=actor),
+                 "apply": lambda: lc.apply(model_id, actor=actor),
+                 "delete": lambda: lc.delete(model_id, actor=actor)}
+        try:
+            await asyncio.to_thread(calls[verb])
+            text = ""
+        except (Refused, LookupError) as exc:
+            text = str(exc)
+        async with self:
+            self.message = text
+            self._signature = "stale"  # force the next tick to send the rows
+
+    @rx.event(background=True)
+    async def start(self, model_id: int):
+        async for out in self._act("start", model_id):
+            yield out
+
+    @rx.event(background=True)
+    async def stop(self, model_id: int):
+        async for out in self._act("stop", model_id):
+            yield out
+
+    @rx.event(background=True)
+    async def apply(self, model_id: int):
+        async for out in self._act("apply", model_id):
+            yield out
+
+    @rx.event(background=True)
+    async def delete(self, model_id: int):
+        async for out in self._act("delete", model_id):
+            yield out

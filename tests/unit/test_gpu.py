@@ -1,0 +1,94 @@
+"""runtime/gpu.py: NVML readings -> the page's figures, and the hosts without NVML.
+
+No GPU runs here, so `FakeNvml` is a small STAND-IN for the pynvml module, with NVML's own
+units (bytes, percent, milliwatts) and its error type; the real module is exercised by the
+"no NVML" test (this machine has no NVIDIA driver).
+"""
+
+from types import SimpleNamespace
+
+import pytest
+
+from cortex_app.runtime.gpu import GpuReading, read_gpus, reading
+
+
+class FakeNvml:
+    """Stand-in for pynvml on a host with two GPUs; GPU 1 reports no power figures."""
+
+    NVML_TEMPERATURE_GPU = 0
+
+    class NVMLError(Exception):
+        pass
+
+    def __init__(self, count=2, init_error=None):
+        self.count, self.init_error, self.shut = count, init_error, False
+
+    def nvmlInit(self):
+        if self.init_error:
+            raise self.NVMLError(self.init_error)
+
+    def nvmlShutdown(self):
+        self.shut = True
+
+    def nvmlSystemGetDriverVersion(self):
+        return b"550.54.15"
+
+    def nvmlDeviceGetCount(self):
+        return self.count
+
+    def nvmlDeviceGetHandleByIndex(self, i):
+        return i
+
+    def nvmlDeviceGetName(self, h):
+        return ["NVIDIA H100 80GB HBM3", "NVIDIA L4"][h]
+
+    def nvmlDeviceGetMemoryInfo(self, h):
+        return SimpleNamespace(total=[85520809984, 24146608128][h], used=[42760404992, 0][h])
+
+    def nvmlDeviceGetUtilizationRates(self, h):
+        return SimpleNamespace(gpu=[87, 0][h], memory=[40, 0][h])
+
+    def nvmlDeviceGetTemperature(self, h, sensor):
+        return [71, 34][h]
+
+    def nvmlDeviceGetPowerUsage(self, h):
+        if h == 1:
+            raise self.NVMLError("Not Supported")
+        return 612345
+
+    def nvmlDeviceGetEnforcedPowerLimit(self, h):
+        if h == 1:
+            raise self.NVMLError("Not Supported")
+        return 700000
+
+
+def test_readings_are_mapped_to_page_units():
+    nvml = FakeNvml()
+    status = read_gpus(nvml)
+    assert status.available and status.driver_version == "550.54.15" and nvml.shut
+    h100, l4 = status.gpus
+    assert h100 == GpuReading(index=0, name="NVIDIA H100 80GB HBM3", memory_used_mib=40779, memory_total_mib=81559,
+                              utilization_pct=87, temperature_c=71, power_w=612.3, power_limit_w=700.0)
+    assert h100.memory_pct == 50.0
+    assert (l4.power_w, l4.power_limit_w, l4.memory_pct) == (None, None, 0.0)
+
+
+def test_reading_converts_bytes_and_milliwatts():
+    r = reading(3, b"GPU", SimpleNamespace(total=2 * 1024**3, used=512 * 1024**2), SimpleNamespace(gpu=5),
+                40, 1500, None)
+    assert (r.name, r.memory_used_mib, r.memory_total_mib, r.power_w, r.power_limit_w) == ("GPU", 512, 2048, 1.5, None)
+
+
+@pytest.mark.parametrize("nvml, words", [
+    (FakeNvml(init_error="NVML Shared Library Not Found"), "No NVIDIA driver found"),
+    (FakeNvml(count=0), "reports no GPU"),
+])
+def test_no_driver_or_no_gpu_gives_a_notice(nvml, words):
+    status = read_gpus(nvml)
+    assert not status.available and status.gpus == [] and words in status.notice
+
+
+def test_the_real_module_on_this_gpu_less_host():
+    status = read_gpus()  # the real pynvml: no driver here
+    assert status.available is False and status.gpus == []
+    assert "No NVIDIA driver found" in status.notice or "no GPU" in status.notice
