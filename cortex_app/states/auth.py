@@ -87,3 +87,11 @@ class AuthState(rx.State):
         self.token = ""
         self.username = ""
         return rx.redirect("/login")
+
+
+class AdminState(rx.State):
+    """Base of every page state that reads or changes anything: its handlers call `admin()`
+    first, because a websocket event can be sent without ever loading the page."""
+
+    async def admin(self) -> Optional[str]:
+        return await (await self.get_state(AuthState)).verified()

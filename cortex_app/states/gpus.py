@@ -10,9 +10,10 @@ from cortex_app import crud
 from cortex_app.models import ModelState
 from cortex_app.runtime.gpu import read_gpus
 from cortex_app.services import get as services
+from cortex_app.states.auth import AdminState
 
 
-class GpuState(rx.State):
+class GpuState(AdminState):
     available: bool = False
     checked: bool = False
     notice: str = ""
@@ -31,6 +32,8 @@ class GpuState(rx.State):
 
     @rx.event
     async def load(self):
+        if await self.admin() is None:
+            return
         status, holders = await asyncio.to_thread(self._read)
         self.checked, self.available, self.notice, self.driver = True, status.available, status.notice, \
             status.driver_version

@@ -13,12 +13,13 @@ from cortex_app import crud
 from cortex_app.models import ModelEvent, ModelState, utcnow
 from cortex_app.runtime.docker import DockerRuntimeError
 from cortex_app.services import get as services
+from cortex_app.states.auth import AdminState
 from cortex_app.states.models import model_id_in, model_row
 
 LOG_LINES = 300
 
 
-class ModelDetailState(rx.State):
+class ModelDetailState(AdminState):
     found: bool = True
     row: dict = {}
     image: str = ""
@@ -67,6 +68,8 @@ class ModelDetailState(rx.State):
         return m, events, logs, note, svc.lifecycle.is_stale(m)
 
     async def _refresh(self, with_logs: bool):
+        if await self.admin() is None:
+            return
         got = await asyncio.to_thread(self._read, self._model_id(), with_logs)
         if got is None:
             self.found = False

@@ -11,7 +11,7 @@ import reflex as rx
 
 from cortex_app import crud
 from cortex_app.services import get as services
-from cortex_app.states.auth import AuthState
+from cortex_app.states.auth import AdminState
 from cortex_app.states.models import model_id_in
 from cortex_app.validation import ConfigInvalid, mask_secret
 
@@ -41,7 +41,7 @@ def parse_env_text(text: str) -> dict[str, str] | str:
     return env
 
 
-class ModelFormState(rx.State):
+class ModelFormState(AdminState):
     model_id: int = 0
     values: dict[str, str] = dict(EMPTY)
     flags: dict[str, bool] = {f: False for f in FLAGS}
@@ -67,12 +67,16 @@ class ModelFormState(rx.State):
 
     @rx.event
     async def open_new(self):
+        if await self.admin() is None:
+            return
         self.model_id, self.values, self.errors, self.token_hint, self.running_note = 0, dict(EMPTY), {}, "", ""
         self.flags = {f: False for f in FLAGS}
         self.gguf_files = await asyncio.to_thread(self._gguf)
 
     @rx.event
     async def open_edit(self):
+        if await self.admin() is None:
+            return
         model_id = model_id_in(self.router.url.path)
         m = await asyncio.to_thread(crud.get_model, services().db, model_id)
         if m is None:
@@ -100,7 +104,7 @@ class ModelFormState(rx.State):
 
     @rx.event
     async def save(self):
-        if await (await self.get_state(AuthState)).verified() is None:
+        if await self.admin() is None:
             return rx.redirect("/login")
         data: dict = {k: v for k, v in self.values.items() if k not in ("hf_token", "extra_env")}
         env = parse_env_text(self.values.get("extra_env", ""))

@@ -14,7 +14,7 @@ from cortex_app import crud
 from cortex_app.lifecycle import Refused
 from cortex_app.models import Model, ModelState, utcnow
 from cortex_app.services import get as services
-from cortex_app.states.auth import AuthState
+from cortex_app.states.auth import AdminState
 
 S = ModelState
 
@@ -52,7 +52,7 @@ def model_row(m: Model, stale: bool, now: datetime) -> dict:
     }
 
 
-class ModelsState(rx.State):
+class ModelsState(AdminState):
     rows: list[dict] = []
     query: str = ""
     state_filter: str = "all"
@@ -77,11 +77,15 @@ class ModelsState(rx.State):
 
     @rx.event
     async def load(self):
+        if await self.admin() is None:
+            return
         signature, rows = await asyncio.to_thread(self._read)
         self._signature, self.rows, self.loaded = signature, rows, True
 
     @rx.event
     async def tick(self, _=None):
+        if await self.admin() is None:
+            return
         signature, rows = await asyncio.to_thread(self._read)
         if signature != self._signature or any(r["uptime"] for r in rows):
             self._signature, self.rows = signature, rows
@@ -96,7 +100,7 @@ class ModelsState(rx.State):
 
     async def _act(self, verb: str, model_id: int):
         async with self:
-            user = await (await self.get_state(AuthState)).verified()
+            user = await self.admin()
         if user is None:
             async with self:
                 self.message = "your session ended; sign in again"

@@ -10,10 +10,11 @@ import reflex as rx
 from cortex_app import __version__, crud
 from cortex_app.runtime.docker import DockerRuntimeError, engine_info
 from cortex_app.services import get as services
+from cortex_app.states.auth import AdminState
 from cortex_app.settings import load_settings
 
 
-class SystemState(rx.State):
+class SystemState(AdminState):
     checked: bool = False
     engine_reachable: bool = False
     engine_host: str = ""
@@ -53,6 +54,8 @@ class SystemState(rx.State):
 
     @rx.event
     async def refresh(self):
+        if await self.admin() is None:
+            return
         # The SDK blocks (up to its timeout when the engine is gone): keep it off the event loop.
         settings, info, images, leader, last_pass = await asyncio.to_thread(self._read)
         self.engine_host = info.host

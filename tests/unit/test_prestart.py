@@ -89,3 +89,16 @@ def test_check_port_sees_a_listener():
 def test_migrate_names_an_unopenable_sqlite_file(tmp_path):
     with pytest.raises(PrestartError, match="CORTEX_DB_URL"):
         migrate(f"sqlite:///{tmp_path}/missing-dir/cortex.db")
+
+
+def test_first_admin_from_the_environment_once(tmp_path):
+    r = run_prestart(tmp_path, CORTEX_ADMIN_USER="ops", CORTEX_ADMIN_PASSWORD="a-long-password")
+    assert r.returncode == 0 and "admin:     created 'ops' from CORTEX_ADMIN_USER" in r.stdout
+    again = run_prestart(tmp_path, CORTEX_ADMIN_USER="other", CORTEX_ADMIN_PASSWORD="another-password")
+    assert again.returncode == 0 and "ignored" in again.stdout
+    assert "a-long-password" not in r.stdout + r.stderr
+
+
+def test_too_short_admin_password_names_the_setting(tmp_path):
+    r = run_prestart(tmp_path, CORTEX_ADMIN_USER="ops", CORTEX_ADMIN_PASSWORD="short")
+    assert r.returncode == 2 and "CORTEX_ADMIN_PASSWORD" in r.stderr and "Traceback" not in r.stderr
