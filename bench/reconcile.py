@@ -13,7 +13,6 @@ Usage: DOCKER_HOST=... python bench/reconcile.py [kills]   (`make bench` sets th
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import statistics
 import subprocess

@@ -18,7 +18,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import VerificationError, VerifyMismatchError
 from sqlmodel import Session, select
 
-from cortex_app.models import AdminSession, AdminUser, utcnow
+from cortex_app.models import AdminSession, AdminUser, ApiToken, utcnow
 
 SESSION_TTL = timedelta(hours=12)
 USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
@@ -123,4 +123,35 @@ def sign_out(db: sa.Engine, token: Optional[str]) -> None:
         return
     with Session(db) as s:
         s.execute(sa.delete(AdminSession).where(AdminSession.token_hash == _token_hash(token)))
+        s.commit()
+
+
+# --- API tokens (scripts, monitoring) ---------------------------------------------------
+
+def create_api_token(db: sa.Engine, name: str) -> str:
+    """A new token: returned once, stored only as its SHA-256."""
+    name = (name or "").strip()[:64] or "token"
+    token = "ctx_" + secrets.token_urlsafe(32)
+    with Session(db) as s:
+        s.add(ApiToken(name=name, token_hash=_token_hash(token)))
+        s.commit()
+    return token
+
+
+def api_token_name(db: sa.Engine, token: Optional[str]) -> Optional[str]:
+    if not token:
+        return None
+    with Session(db) as s:
+        row = s.exec(select(ApiToken).where(ApiToken.token_hash == _token_hash(token))).first()
+        if row is None:
+            return None
+        row.last_used_at = utcnow()
+        s.add(row)
+        s.commit()
+        return row.name
+
+
+def revoke_api_token(db: sa.Engine, token_id: int) -> None:
+    with Session(db) as s:
+        s.execute(sa.delete(ApiToken).where(ApiToken.id == token_id))
         s.commit()

@@ -11,16 +11,19 @@ from fastapi import FastAPI
 from cortex_app import pages
 from cortex_app.api.health import router as health_router
 from cortex_app.api.models import router as models_router
+from cortex_app.api.monitoring import router as monitoring_router
 from cortex_app.states.auth import AuthState
 from cortex_app.states.gpus import GpuState
 from cortex_app.states.model_detail import ModelDetailState
 from cortex_app.states.model_form import ModelFormState
 from cortex_app.states.models import ModelsState
+from cortex_app.states.settings import SettingsState
 from cortex_app.states.system import SystemState
 
 api = FastAPI(title="Cortex API")
 api.include_router(health_router)
 api.include_router(models_router)
+api.include_router(monitoring_router)
 
 
 @contextlib.asynccontextmanager
@@ -55,3 +58,4 @@ app.add_page(pages.model_form, route="/models/[model_id]/edit", title="Edit mode
              on_load=[guard, ModelFormState.open_edit])
 app.add_page(pages.gpus, route="/gpus", title="GPUs · Cortex", on_load=[guard, GpuState.load])
 app.add_page(pages.system, route="/system", title="System · Cortex", on_load=[guard, SystemState.refresh])
+app.add_page(pages.settings, route="/settings", title="Settings · Cortex", on_load=[guard, SettingsState.load])

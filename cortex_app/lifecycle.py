@@ -18,6 +18,7 @@ import httpx
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
+from cortex_app import webhooks
 from cortex_app.engines import build_spec
 from cortex_app.engines.spec import PUBLISH_HOST
 from cortex_app.models import EventKind, Model, ModelEvent, ModelState, utcnow
@@ -66,10 +67,11 @@ class Lifecycle:
         transaction. Returns the state it left; raises Refused if it was in no allowed state
         (or another writer changed it between our read and our write)."""
         with Session(self.db) as session:
-            row = session.exec(select(Model.state, Model.name).where(Model.id == model_id)).first()
+            row = session.exec(select(Model.state, Model.name, Model.served_name, Model.engine)
+                               .where(Model.id == model_id)).first()
             if row is None:
                 raise LookupError(f"no model with id {model_id}")
-            current, name = row
+            current, name, served_name, engine = row
             if current not in allowed_from:
                 raise Refused(f"model {name} is {current.value}; cannot move it to {to.value}")
             now = utcnow()
@@ -81,6 +83,7 @@ class Lifecycle:
                 raise Refused(f"model {name} changed state meanwhile; try again")
             session.add(ModelEvent(model_id=model_id, model_name=name, from_state=current, to_state=to,
                                    reason=reason, actor=actor, log_tail=log_tail, created_at=now))
+            self._outbox(session, EventKind.STATE, model_id, name, served_name, engine, current, to, reason, now)
             session.commit()
         log.info("model %s: %s -> %s (%s) by %s", name, current.value, to.value, reason, actor)
         return current
@@ -94,8 +97,22 @@ class Lifecycle:
                 session.execute(sa.update(Model).where(Model.id == model_id).values(**fields))
             session.add(ModelEvent(model_id=model_id, model_name=model_name, from_state=state, to_state=state,
                                    kind=kind, reason=reason, actor=actor, log_tail=log_tail))
+            row = session.exec(select(Model.served_name, Model.engine).where(Model.id == model_id)).first()
+            if row is not None:
+                self._outbox(session, kind, model_id, model_name, row[0], row[1], state, state, reason, utcnow())
             session.commit()
         log.info("model %s: %s (%s) by %s", model_name, kind.value, reason, actor)
+
+    def _outbox(self, session: Session, kind: EventKind, model_id: int, name: str, served_name: str, engine,
+                previous: ModelState, state: ModelState, reason: str, at) -> None:
+        """The webhook deliveries this event causes, in the same transaction as the event."""
+        event_type = webhooks.event_type_for(kind, state, reason)
+        if event_type is None:
+            return
+        data = webhooks.model_event_data(model_id=model_id, name=name, served_name=served_name,
+                                         engine=getattr(engine, "value", engine), previous=previous, state=state,
+                                         reason=reason, public_url=self.settings.public_url)
+        webhooks.enqueue(session, event_type, data, model_id=model_id, at=at)
 
     def _get(self, model_id: int) -> Model:
         with Session(self.db, expire_on_commit=False) as session:

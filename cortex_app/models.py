@@ -220,3 +220,70 @@ class AdminSession(SQLModel, table=True):
                                              nullable=False, index=True))
     created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
     expires_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
+
+
+class WebhookEndpoint(SQLModel, table=True):
+    """Where to tell other systems about events. The secret signs every delivery (Standard
+    Webhooks); it is shown once when made or rotated, never again."""
+
+    __tablename__ = "webhook_endpoint"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    url: str = Field(sa_column=sa.Column(sa.String(2048), nullable=False))
+    secret: str = Field(max_length=128, repr=False)
+    event_types: list[str] = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False))
+    model_ids: Optional[list[int]] = Field(default=None, sa_column=sa.Column(sa.JSON, nullable=True))  # None = all
+    payload_format: str = Field(default="standard", max_length=16)  # standard | slack
+    enabled: bool = True
+    created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """The outbox: one event for one endpoint, written in the transaction that caused it."""
+
+    __tablename__ = "webhook_delivery"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    endpoint_id: int = Field(sa_column=sa.Column(sa.Integer, sa.ForeignKey("webhook_endpoint.id",
+                                                                            ondelete="CASCADE"),
+                                                 nullable=False, index=True))
+    message_id: str = Field(max_length=64)  # webhook-id: the same on every retry, so receivers dedupe
+    event_type: str = Field(max_length=64)
+    model_id: Optional[int] = None
+    payload: dict = Field(default_factory=dict, sa_column=sa.Column(sa.JSON, nullable=False))
+    status: str = Field(default="pending", max_length=16)  # pending | delivered | failed (gave up)
+    attempts: int = 0
+    next_attempt_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False,
+                                                                                  index=True))
+    last_status_code: Optional[int] = None
+    last_error: Optional[str] = Field(default=None, max_length=500)
+    last_latency_ms: Optional[float] = None
+    created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
+    delivered_at: Optional[datetime] = _time()
+
+
+class WebhookAttempt(SQLModel, table=True):
+    """Every delivery attempt, kept for the delivery log."""
+
+    __tablename__ = "webhook_attempt"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    delivery_id: int = Field(sa_column=sa.Column(sa.Integer, sa.ForeignKey("webhook_delivery.id",
+                                                                            ondelete="CASCADE"),
+                                                 nullable=False, index=True))
+    at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
+    status_code: Optional[int] = None
+    latency_ms: Optional[float] = None
+    error: Optional[str] = Field(default=None, max_length=500)
+
+
+class ApiToken(SQLModel, table=True):
+    """A token for scripts and monitoring (GET /api/models, /metrics); only its SHA-256 is kept."""
+
+    __tablename__ = "api_token"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    name: str = Field(max_length=64)
+    token_hash: str = Field(sa_column=sa.Column(sa.String(64), nullable=False, unique=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
+    last_used_at: Optional[datetime] = _time()

@@ -34,6 +34,8 @@ class Settings:
     probe_interval_s: float = 5.0
     unhealthy_after: int = 3
     docker_events: bool = True
+    public_url: str = "http://localhost:3000"  # links in webhooks point here
+    metrics_public: bool = False  # /metrics without a token
 
     @property
     def hf_cache_dir(self) -> Path:
@@ -113,6 +115,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         probe_interval_s=_number(env, "CORTEX_PROBE_INTERVAL", 5.0, 0.2, 3600),
         unhealthy_after=int(_number(env, "CORTEX_UNHEALTHY_AFTER", 3, 1, 100)),
         docker_events=_bool(env, "CORTEX_DOCKER_EVENTS", True),
+        public_url=(env.get("CORTEX_PUBLIC_URL", "").strip()
+                    or f"http://localhost:{_port(env, 'CORTEX_PORT', 3000)}").rstrip("/"),
+        metrics_public=_bool(env, "CORTEX_METRICS_PUBLIC", False),
     )
 
 

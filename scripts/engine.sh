@@ -10,6 +10,7 @@
 #                           and ip_forward, restored to what they were before `up`.
 #   scripts/engine.sh restart  stop and start the private dockerd on the same roots: a real
 #                           "Docker daemon restart" (tests use it); host changes stay.
+#   scripts/engine.sh stop  stop the private dockerd only (start it again with `up`).
 #   scripts/engine.sh host  print the DOCKER_HOST of the private engine.
 #
 # Progress goes to stderr; only the export line goes to stdout, so `eval "$(... up)"` works.
@@ -74,6 +75,9 @@ case "${1:-}" in
     stop_private
     start_private
     ;;
+  stop)  # the daemon only; host changes and data stay (tests: "the engine went away")
+    stop_private
+    ;;
   up)
     if [ -n "${DOCKER_HOST:-}" ] && [ "$DOCKER_HOST" != "$SOCK" ] && answers "$DOCKER_HOST"; then
       log "using the engine at DOCKER_HOST=$DOCKER_HOST"; echo "export DOCKER_HOST=$DOCKER_HOST"; exit 0
@@ -113,5 +117,5 @@ case "${1:-}" in
     log "private engine stopped; images kept in $E/data (rm -rf $E to drop them)"
     ;;
   *)
-    echo "usage: $0 up|down|restart|host" >&2; exit 2 ;;
+    echo "usage: $0 up|down|restart|stop|host" >&2; exit 2 ;;
 esac

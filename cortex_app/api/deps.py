@@ -1,8 +1,10 @@
-"""Who is calling an admin HTTP route: the browser's session cookie, or nobody (401)."""
+"""Who is calling an admin HTTP route: a signed-in browser (session cookie) or a script with
+an API token (`Authorization: Bearer ctx_...`); anyone else gets 401."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Optional
 
 from fastapi import HTTPException, Request
 
@@ -12,9 +14,19 @@ from cortex_app.services import get as services
 SESSION_COOKIE = "cortex_session"
 
 
+def _caller(request: Request) -> Optional[str]:
+    db = services().db
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        name = auth.api_token_name(db, header[7:].strip())
+        return f"token:{name}" if name else None
+    user = auth.session_user(db, request.cookies.get(SESSION_COOKIE) or "")
+    return f"admin:{user}" if user else None
+
+
 async def require_admin(request: Request) -> str:
-    token = request.cookies.get(SESSION_COOKIE) or ""
-    user = await asyncio.to_thread(auth.session_user, services().db, token)
-    if user is None:
-        raise HTTPException(status_code=401, detail="sign in first", headers={"WWW-Authenticate": "Session"})
-    return user
+    caller = await asyncio.to_thread(_caller, request)
+    if caller is None:
+        raise HTTPException(status_code=401, detail="sign in, or send an API token as a Bearer token",
+                            headers={"WWW-Authenticate": "Bearer"})
+    return caller

@@ -6,7 +6,8 @@ import reflex as rx
 
 from cortex_app.states.auth import AuthState
 
-NAV = [("Models", "/models", "boxes"), ("GPUs", "/gpus", "cpu"), ("System", "/system", "server")]
+NAV = [("Models", "/models", "boxes"), ("GPUs", "/gpus", "cpu"), ("System", "/system", "server"),
+       ("Settings", "/settings", "settings")]
 
 
 def _nav_item(label: str, href: str, icon: str) -> rx.Component:

@@ -17,6 +17,7 @@ from typing import Optional
 
 from sqlmodel import Session, select
 
+from cortex_app import webhooks
 from cortex_app.lifecycle import LOG_LINES_KEPT, RESTART_ACTOR, STOP_TIMEOUT_S, Lifecycle, Refused
 from cortex_app.models import EventKind, Model, ModelState, utcnow
 from cortex_app.reconcile.plan import (Boot, FailModel, MarkRunning, MarkStopped, ModelView, RemoveContainer,
@@ -55,6 +56,8 @@ class Reconciler:
         # Set when the engine went away (event stream broken, a pass could not list): the
         # failures the next good pass finds are then named as the engine's doing.
         self.engine_interrupted = False
+        self.engine_up: Optional[bool] = None  # as of the last pass: for engine.* webhooks
+        self.passes = 0
 
     @property
     def runtime(self):
@@ -81,12 +84,14 @@ class Reconciler:
                 containers += [c for c in await asyncio.to_thread(self._legacy) if c.id not in seen]
         except EngineUnreachable as exc:
             self.engine_interrupted = True
+            await asyncio.to_thread(self._engine_flip, False, str(exc))
             # Keep every state as it is: an engine outage is not a reason to flip models en
             # masse. The next pass after the engine returns sees the truth.
             report.engine_error = str(exc)
             report.duration_s = time.perf_counter() - t0
             self.last_report = report
             return report
+        await asyncio.to_thread(self._engine_flip, True, "the Docker Engine answers again")
         rows = await asyncio.to_thread(self._rows)
         loading_or_adoptable = [m for m in rows if m.state in (S.LOADING, S.RUNNING if boot else S.LOADING)
                                 and m.host_port]
@@ -112,9 +117,19 @@ class Reconciler:
                             getattr(action, "model_id", "?"), exc)
                 report.failures.append((action, str(exc)))
         self.engine_interrupted = False
+        self.passes += 1
         report.duration_s = time.perf_counter() - t0
         self.last_report = report
         return report
+
+    def _engine_flip(self, up: bool, reason: str) -> None:
+        """engine.unreachable / engine.reachable webhooks, once per change (not at the first pass
+        of a healthy engine)."""
+        was, self.engine_up = self.engine_up, up
+        if was is None and up or was == up:
+            return
+        webhooks.enqueue_system(self.lc.db, "engine.reachable" if up else "engine.unreachable", reason,
+                                self.lc.settings.public_url)
 
     # --- applying one action -----------------------------------------------------------
 

@@ -19,20 +19,26 @@ from typing import Optional
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from cortex_app import __version__, webhooks
 from cortex_app.reconcile.leader import LeaderLease
 from cortex_app.reconcile.loop import Reconciler
 from cortex_app.runtime.docker import DockerRuntimeError
 from cortex_app.settings import Settings
+from cortex_app.webhooks import Deliverer
 
 log = logging.getLogger(__name__)
 TRIGGERING_ACTIONS = {"die", "oom", "destroy", "start", "stop", "kill"}
 EVENT_SETTLE_S = (0.05, 0.15, 0.4)
-LOADING_PROBE_S = 1.0  # while a model loads, its /health is checked this often
+LOADING_PROBE_S = 1.0
+WEBHOOK_POLL_S = 0.25  # the outbox is read this often (a query; sends only when something is due)  # while a model loads, its /health is checked this often
 
 
 class ConsoleScheduler:
-    def __init__(self, reconciler: Reconciler, lease: LeaderLease, settings: Settings):
+    def __init__(self, reconciler: Reconciler, lease: LeaderLease, settings: Settings,
+                 deliverer: Optional[Deliverer] = None):
         self.reconciler = reconciler
+        self.deliverer = deliverer or Deliverer(reconciler.lc.db)
+        self.docker_events_seen = 0
         self.lease = lease
         self.settings = settings
         self._scheduler: Optional[AsyncIOScheduler] = None
@@ -56,18 +62,25 @@ class ConsoleScheduler:
         self._pass_lock = asyncio.Lock()
         if await asyncio.to_thread(self.lease.acquire_or_renew):
             await self._boot()
+            await asyncio.to_thread(webhooks.enqueue_system, self.reconciler.lc.db, "console.started",
+                                    f"Cortex {__version__} started", self.settings.public_url)
         sched = AsyncIOScheduler(timezone=timezone.utc)
         common = dict(max_instances=1, coalesce=True, misfire_grace_time=30)
         sched.add_job(self._reconcile_job, "interval", seconds=self.settings.reconcile_interval_s,
                       id="reconcile", **common)
         sched.add_job(self._probe_job, "interval", seconds=self.settings.probe_interval_s, id="probes", **common)
         sched.add_job(self._loading_job, "interval", seconds=LOADING_PROBE_S, id="loading", **common)
+        sched.add_job(self._webhook_job, "interval", seconds=WEBHOOK_POLL_S, id="webhooks", **common)
         sched.add_job(self._lease_job, "interval", seconds=max(1.0, self.lease.ttl_s / 3), id="lease", **common)
         sched.start()
         self._scheduler = sched
         if self.settings.docker_events:
             self._events_thread = threading.Thread(target=self._follow_events, name="docker-events", daemon=True)
             self._events_thread.start()
+
+    @property
+    def running(self) -> bool:
+        return self._scheduler is not None and self._scheduler.running
 
     async def _boot(self) -> None:
         report = await self.reconciler.reconcile_once(boot=True)
@@ -162,6 +175,14 @@ class ConsoleScheduler:
         except Exception as exc:  # noqa: BLE001
             self._once("loading", exc)
 
+    async def _webhook_job(self) -> None:
+        """Deliver due webhooks. Its own job, with timeouts: a slow receiver delays only itself."""
+        try:
+            if self.lease.is_leader:
+                await self.deliverer.deliver_due()
+        except Exception as exc:  # noqa: BLE001
+            self._once("webhooks", exc)
+
     async def _lease_job(self) -> None:
         try:
             was = self.lease.is_leader
@@ -196,6 +217,7 @@ class ConsoleScheduler:
                 for event in self._stream:
                     if self._stopping.is_set():
                         return
+                    self.docker_events_seen += 1
                     if event.get("Action", "").split(":")[0] in TRIGGERING_ACTIONS:
                         # Docker publishes `die` a moment before its container list says
                         # "exited": a few cheap passes shortly after see the settled state.

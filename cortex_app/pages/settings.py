@@ -1,0 +1,80 @@
+"""Settings: webhook endpoints with their delivery log, and API tokens."""
+
+from __future__ import annotations
+
+import reflex as rx
+
+from cortex_app.components.layout import page
+from cortex_app.states.settings import SettingsState as St
+from cortex_app.webhooks import EVENT_TYPES
+
+
+def _once(value, what: str, id_: str) -> rx.Component:
+    return rx.cond(value != "", rx.callout(
+        rx.vstack(rx.text(f"The {what} — copy it now; it is not shown again:", size="2"),
+                  rx.code(value, id=id_, size="2")),
+        icon="key-round", color_scheme="green"))
+
+
+def _endpoint(ep: rx.Var) -> rx.Component:
+    return rx.table.row(
+        rx.table.cell(rx.code(ep["url"], size="1")),
+        rx.table.cell(rx.text(ep["events"], size="1")),
+        rx.table.cell(ep["format"]),
+        rx.table.cell(rx.switch(checked=ep["enabled"].to(bool), on_change=lambda _: St.toggle_enabled(ep["id"]))),
+        rx.table.cell(rx.text(ep["counts"], size="1")),
+        rx.table.cell(rx.hstack(
+            rx.button("Send test", size="1", variant="soft", on_click=St.ping(ep["id"]), class_name="ping"),
+            rx.button("Rotate secret", size="1", variant="ghost", on_click=St.rotate(ep["id"])),
+            rx.button("Delete", size="1", variant="ghost", color_scheme="red", on_click=St.remove(ep["id"])),
+            spacing="2")),
+    )
+
+
+def _delivery(d: rx.Var) -> rx.Component:
+    return rx.table.row(
+        rx.table.cell(rx.text(d["at"], size="1")), rx.table.cell(rx.code(d["event"], size="1")),
+        rx.table.cell(rx.text(d["url"], size="1")), rx.table.cell(d["status"]),
+        rx.table.cell(d["attempts"]), rx.table.cell(rx.text(d["result"], " ", d["latency"], size="1")),
+        rx.table.cell(rx.button("Redeliver", size="1", variant="ghost", on_click=St.redeliver(d["id"]))),
+        class_name="delivery-row",
+    )
+
+
+def settings() -> rx.Component:
+    return page(
+        "Settings",
+        rx.moment(interval=2000, on_change=St.tick, display="none"),
+        rx.card(rx.vstack(
+            rx.heading("Webhooks", size="4"),
+            rx.text("Signed per Standard Webhooks (webhook-id, webhook-timestamp, webhook-signature).", size="2",
+                    color_scheme="gray"),
+            rx.hstack(rx.input(placeholder="https://receiver.example/hook", value=St.new_url,
+                               on_change=St.set_new_url, width="420px", id="webhook-url"),
+                      rx.select(["standard", "slack"], value=St.new_format, on_change=St.set_new_format),
+                      rx.button("Add endpoint", on_click=St.add_endpoint, id="add-endpoint"), spacing="3"),
+            rx.flex(*[rx.checkbox(e, checked=St.new_events[e], on_change=lambda v, e=e: St.toggle_event(e, v),
+                                  size="1") for e in EVENT_TYPES], wrap="wrap", spacing="3"),
+            rx.cond(St.error != "", rx.callout(St.error, icon="triangle_alert", color_scheme="red", size="1",
+                                               id="settings-error")),
+            _once(St.shown_secret, "endpoint's signing secret", "shown-secret"),
+            rx.cond(St.ping_result != "", rx.text(St.ping_result, size="2", id="ping-result")),
+            rx.table.root(rx.table.body(rx.foreach(St.endpoints, _endpoint)), size="1", width="100%"),
+            rx.text("Recent deliveries", weight="bold", size="2"),
+            rx.table.root(rx.table.body(rx.foreach(St.deliveries, _delivery)), size="1", width="100%"),
+            spacing="3", width="100%"), width="100%"),
+        rx.card(rx.vstack(
+            rx.heading("API tokens", size="4"),
+            rx.text("For scripts and monitoring: GET /api/models and /metrics with "
+                    "`Authorization: Bearer <token>`. Stored hashed.", size="2", color_scheme="gray"),
+            rx.hstack(rx.input(placeholder="name, e.g. prometheus", value=St.token_name,
+                               on_change=St.set_token_name, id="token-name"),
+                      rx.button("Create token", on_click=St.create_token, id="create-token"), spacing="3"),
+            _once(St.shown_token, "API token", "shown-token"),
+            rx.table.root(rx.table.body(rx.foreach(St.tokens, lambda t: rx.table.row(
+                rx.table.cell(t["name"]), rx.table.cell(rx.text("created ", t["created"], size="1")),
+                rx.table.cell(rx.text("last used ", t["used"], size="1")),
+                rx.table.cell(rx.button("Revoke", size="1", variant="ghost", color_scheme="red",
+                                        on_click=St.revoke_token(t["id"])))))), size="1", width="100%"),
+            spacing="3", width="100%"), width="100%"),
+    )

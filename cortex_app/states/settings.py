@@ -1,0 +1,167 @@
+"""Settings page: webhook endpoints (secret shown once, rotate, enable, test, delivery log
+with Redeliver) and API tokens (shown once)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import reflex as rx
+import sqlalchemy as sa
+from sqlmodel import Session, func, select
+
+from cortex_app import auth, webhooks
+from cortex_app.models import ApiToken, WebhookDelivery, WebhookEndpoint
+from cortex_app.services import get as services
+from cortex_app.states.auth import AdminState
+
+
+class SettingsState(AdminState):
+    endpoints: list[dict] = []
+    deliveries: list[dict] = []
+    tokens: list[dict] = []
+    new_url: str = ""
+    new_events: dict[str, bool] = {e: e not in ("console.started",) for e in webhooks.EVENT_TYPES}
+    new_format: str = "standard"
+    error: str = ""
+    shown_secret: str = ""  # once, right after it was made
+    shown_token: str = ""
+    ping_result: str = ""
+    token_name: str = ""
+
+    def _read(self):
+        db = services().db
+        with Session(db) as s:
+            eps = s.exec(select(WebhookEndpoint).order_by(WebhookEndpoint.id)).all()
+            counts = s.exec(select(WebhookDelivery.endpoint_id, WebhookDelivery.status, func.count())
+                            .group_by(WebhookDelivery.endpoint_id, WebhookDelivery.status)).all()
+            recent = s.exec(select(WebhookDelivery, WebhookEndpoint.url)
+                            .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
+                            .order_by(WebhookDelivery.id.desc()).limit(50)).all()
+            tokens = s.exec(select(ApiToken).order_by(ApiToken.id)).all()
+        per = {}
+        for ep_id, status, n in counts:
+            per.setdefault(ep_id, {})[status] = n
+        endpoints = [{"id": e.id, "url": e.url, "events": ", ".join(e.event_types), "format": e.payload_format,
+                      "enabled": e.enabled, "counts": " · ".join(f"{k} {v}" for k, v in sorted(per.get(e.id, {}).items()))
+                      or "no deliveries yet"} for e in eps]
+        deliveries = [{"id": d.id, "url": url, "event": d.event_type, "status": d.status, "attempts": d.attempts,
+                       "result": (f"HTTP {d.last_status_code}" if d.last_status_code else (d.last_error or "—")),
+                       "latency": f"{d.last_latency_ms:.0f} ms" if d.last_latency_ms is not None else "",
+                       "at": d.created_at.strftime("%H:%M:%S")} for d, url in recent]
+        toks = [{"id": t.id, "name": t.name, "created": t.created_at.strftime("%Y-%m-%d %H:%M"),
+                 "used": t.last_used_at.strftime("%Y-%m-%d %H:%M") if t.last_used_at else "never"} for t in tokens]
+        return endpoints, deliveries, toks
+
+    async def _refresh(self):
+        self.endpoints, self.deliveries, self.tokens = await asyncio.to_thread(self._read)
+
+    @rx.event
+    async def load(self):
+        if await self.admin() is None:
+            return
+        self.error = self.shown_secret = self.shown_token = self.ping_result = ""
+        await self._refresh()
+
+    @rx.event
+    async def tick(self, _=None):
+        if await self.admin() is not None:
+            await self._refresh()
+
+    @rx.event
+    def set_new_url(self, v: str):
+        self.new_url = v
+
+    @rx.event
+    def set_new_format(self, v: str):
+        self.new_format = v
+
+    @rx.event
+    def set_token_name(self, v: str):
+        self.token_name = v
+
+    @rx.event
+    def toggle_event(self, name: str, on: bool):
+        self.new_events[name] = on
+
+    @rx.event
+    async def add_endpoint(self):
+        if await self.admin() is None:
+            return rx.redirect("/login")
+        try:
+            ep = await asyncio.to_thread(webhooks.create_endpoint, services().db, url=self.new_url,
+                                         event_types=[e for e, on in self.new_events.items() if on],
+                                         payload_format=self.new_format)
+        except webhooks.EndpointInvalid as exc:
+            self.error = str(exc)
+            return
+        self.error, self.new_url, self.shown_secret = "", "", ep.secret
+        await self._refresh()
+
+    @rx.event
+    async def rotate(self, endpoint_id: int):
+        if await self.admin() is None:
+            return rx.redirect("/login")
+        self.shown_secret = await asyncio.to_thread(webhooks.rotate_secret, services().db, endpoint_id)
+
+    @rx.event
+    async def toggle_enabled(self, endpoint_id: int):
+        if await self.admin() is None:
+            return rx.redirect("/login")
+
+        def flip():
+            with Session(services().db) as s:
+                s.execute(sa.update(WebhookEndpoint).where(WebhookEndpoint.id == endpoint_id)
+                          .values(enabled=~WebhookEndpoint.enabled))
+                s.commit()
+        await asyncio.to_thread(flip)
+        await self._refresh()
+
+    @rx.event
+    async def remove(self, endpoint_id: int):
+        if await self.admin() is None:
+            return rx.redirect("/login")
+
+        def delete():
+            with Session(services().db) as s:
+                s.execute(sa.delete(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint_id))
+                s.execute(sa.delete(WebhookEndpoint).where(WebhookEndpoint.id == endpoint_id))
+                s.commit()
+        await asyncio.to_thread(delete)
+        await self._refresh()
+
+    @rx.event
+    async def ping(self, endpoint_id: int):
+        if await self.admin() is None:
+            yield rx.redirect("/login")
+            return
+        with Session(services().db, expire_on_commit=False) as s:
+            ep = s.get(WebhookEndpoint, endpoint_id)
+        if ep is None:
+            return
+        self.ping_result = f"Sending a test to {ep.url}…"
+        yield
+        out = await webhooks.send_ping(ep)
+        self.ping_result = (f"Test to {ep.url}: " + (f"delivered (HTTP {out.status_code}, {out.latency_ms:.0f} ms)"
+                                                      if out.ok else f"failed — {out.error}"))
+
+    @rx.event
+    async def redeliver(self, delivery_id: int):
+        if await self.admin() is None:
+            return rx.redirect("/login")
+        await asyncio.to_thread(webhooks.redeliver, services().db, delivery_id)
+        await self._refresh()
+
+    @rx.event
+    async def create_token(self):
+        if await self.admin() is None:
+            return rx.redirect("/login")
+        self.shown_token = await asyncio.to_thread(auth.create_api_token, services().db, self.token_name)
+        self.token_name = ""
+        await self._refresh()
+
+    @rx.event
+    async def revoke_token(self, token_id: int):
+        if await self.admin() is None:
+            return rx.redirect("/login")
+        await asyncio.to_thread(auth.revoke_api_token, services().db, token_id)
+        await self._refresh()

@@ -1,0 +1,264 @@
+"""Webhooks: the outbox of events for other systems, signed per Standard Webhooks.
+
+- `enqueue_*` write delivery rows inside the caller's transaction (the one that records the
+  state change), so a crash can never lose a delivery.
+- `Deliverer.deliver_due()` (a scheduler job, leader only) sends what is due: endpoints and
+  models concurrently, and for one (endpoint, model) strictly in order, stopping at the first
+  failure so a later event never overtakes an earlier one. Every attempt is recorded;
+  failures are retried with capped backoff over about an hour, then given up.
+- Signatures: `webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64 HMAC-SHA256
+  of "id.timestamp.body">` with the endpoint's `whsec_` secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import re
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Optional
+from urllib.parse import urlsplit
+
+import httpx
+import sqlalchemy as sa
+from sqlmodel import Session, select
+
+from cortex_app.models import (EventKind, ModelState, WebhookAttempt, WebhookDelivery, WebhookEndpoint, utcnow)
+
+log = logging.getLogger(__name__)
+
+EVENT_TYPES = ("model.running", "model.stopped", "model.failed", "model.unhealthy", "model.healthy",
+               "engine.unreachable", "engine.reachable", "console.started")
+FORMATS = ("standard", "slack")
+# Retry delays after attempt 1, 2, ...: about 54 minutes in all, then the delivery is given up.
+BACKOFF_S = (1, 2, 5, 10, 30, 60, 120, 300, 600, 900, 1200)
+MAX_ATTEMPTS = len(BACKOFF_S) + 1
+TIMEOUT_S = 5.0
+MAX_RESPONSE_BYTES = 64 * 1024  # read no more of a receiver's answer than this
+STATE_EVENTS = {ModelState.RUNNING: "model.running", ModelState.STOPPED: "model.stopped",
+                ModelState.FAILED: "model.failed"}
+
+
+class EndpointInvalid(ValueError):
+    pass
+
+
+def new_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def check_url(url: str) -> str:
+    url = (url or "").strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise EndpointInvalid("the URL must start with http:// or https:// and name a host")
+    if len(url) > 2048:
+        raise EndpointInvalid("the URL is longer than 2048 characters")
+    return url
+
+
+def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    digest = hmac.new(key, f"{message_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def event_type_for(kind: EventKind, to_state: ModelState, reason: str) -> Optional[str]:
+    if kind == EventKind.STATE:
+        return STATE_EVENTS.get(to_state)
+    if kind == EventKind.HEALTH:
+        return "model.unhealthy" if reason.startswith("unhealthy") else "model.healthy"
+    return None
+
+
+def _exit_code(reason: str) -> Optional[int]:
+    m = re.search(r"exited with code (-?\d+)", reason)
+    return int(m.group(1)) if m else None
+
+
+def payload(fmt: str, event_type: str, at: datetime, data: dict[str, Any]) -> dict[str, Any]:
+    if fmt == "slack":
+        who = f"model *{data['name']}*" if data.get("name") else "Cortex"
+        icon = {"model.failed": ":red_circle:", "model.unhealthy": ":warning:", "engine.unreachable": ":red_circle:",
+                "model.running": ":large_green_circle:", "model.healthy": ":large_green_circle:"}.get(event_type,
+                                                                                                      ":information_source:")
+        line = f"{icon} {who}: {event_type.split('.', 1)[1]}"
+        if data.get("reason"):
+            line += f" — {data['reason']}"
+        if data.get("url"):
+            line += f" (<{data['url']}|open>)"
+        return {"text": line}
+    return {"type": event_type, "timestamp": at.isoformat(), "data": data}
+
+
+def enqueue(session: Session, event_type: str, data: dict[str, Any], *, model_id: Optional[int] = None,
+            at: Optional[datetime] = None) -> int:
+    """Add a delivery for every enabled endpoint that wants this event (in `session`'s
+    transaction; the caller commits). Returns how many."""
+    at = at or utcnow()
+    n = 0
+    for ep in session.exec(select(WebhookEndpoint).where(WebhookEndpoint.enabled == True)).all():  # noqa: E712
+        if event_type not in (ep.event_types or []):
+            continue
+        if ep.model_ids is not None and model_id not in ep.model_ids:
+            continue
+        session.add(WebhookDelivery(endpoint_id=ep.id, message_id=f"msg_{uuid.uuid4().hex}", event_type=event_type,
+                                    model_id=model_id, payload=payload(ep.payload_format, event_type, at, data),
+                                    next_attempt_at=at, created_at=at))
+        n += 1
+    return n
+
+
+def model_event_data(*, model_id: int, name: str, served_name: str, engine: str, previous: Optional[ModelState],
+                     state: ModelState, reason: str, public_url: str) -> dict[str, Any]:
+    return {"model_id": model_id, "name": name, "served_name": served_name, "engine": engine,
+            "previous_state": previous.value if previous else None, "state": state.value, "reason": reason,
+            "exit_code": _exit_code(reason), "url": f"{public_url.rstrip('/')}/models/{model_id}"}
+
+
+def enqueue_system(db: sa.Engine, event_type: str, reason: str, public_url: str) -> int:
+    """engine.* and console.* events: no model, their own transaction."""
+    with Session(db) as session:
+        n = enqueue(session, event_type, {"reason": reason, "url": public_url})
+        session.commit()
+    return n
+
+
+# --- delivery ---------------------------------------------------------------------------
+
+@dataclass
+class Outcome:
+    ok: bool
+    status_code: Optional[int]
+    latency_ms: float
+    error: Optional[str]
+
+
+async def send(client: httpx.AsyncClient, url: str, secret: str, message_id: str, body: dict) -> Outcome:
+    raw = json.dumps(body, separators=(",", ":")).encode()
+    ts = int(time.time())
+    headers = {"content-type": "application/json", "webhook-id": message_id, "webhook-timestamp": str(ts),
+               "webhook-signature": sign(secret, message_id, ts, raw), "user-agent": "Cortex-Webhooks"}
+    t0 = time.perf_counter()
+    try:
+        async with asyncio.timeout(TIMEOUT_S):
+            async with client.stream("POST", url, content=raw, headers=headers) as r:
+                seen = 0
+                async for chunk in r.aiter_raw():
+                    seen += len(chunk)
+                    if seen >= MAX_RESPONSE_BYTES:
+                        break  # a huge answer is not our business; the status code is
+                code = r.status_code
+    except (httpx.HTTPError, TimeoutError, OSError) as exc:
+        kind = "timed out" if isinstance(exc, (TimeoutError, httpx.TimeoutException)) else type(exc).__name__
+        return Outcome(False, None, (time.perf_counter() - t0) * 1000, f"{kind}: {exc}"[:300] if str(exc) else kind)
+    latency = (time.perf_counter() - t0) * 1000
+    ok = 200 <= code < 300
+    return Outcome(ok, code, latency, None if ok else f"HTTP {code}")
+
+
+class Deliverer:
+    def __init__(self, db: sa.Engine, *, concurrency: int = 32):
+        self.db = db
+        self.gate = asyncio.Semaphore(concurrency)
+        self.counts = {"delivered": 0, "retry": 0, "failed": 0}
+
+    def _due_groups(self, now: datetime) -> list[list[tuple[WebhookDelivery, WebhookEndpoint]]]:
+        """Pending deliveries by (endpoint, model), oldest first; a group whose oldest is not due
+        waits whole (order within a model is kept)."""
+        with Session(self.db, expire_on_commit=False) as s:
+            rows = s.exec(select(WebhookDelivery, WebhookEndpoint)
+                          .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
+                          .where(WebhookDelivery.status == "pending").order_by(WebhookDelivery.id).limit(5000)).all()
+        groups: dict[tuple, list] = {}
+        for d, ep in rows:
+            groups.setdefault((d.endpoint_id, d.model_id), []).append((d, ep))
+        return [g for g in groups.values() if g[0][0].next_attempt_at <= now]
+
+    def _record(self, d: WebhookDelivery, out: Outcome) -> str:
+        now = utcnow()
+        attempts = d.attempts + 1
+        if out.ok:
+            status, nxt = "delivered", d.next_attempt_at
+        elif attempts >= MAX_ATTEMPTS:
+            status, nxt = "failed", d.next_attempt_at
+        else:
+            status, nxt = "pending", now + timedelta(seconds=BACKOFF_S[attempts - 1])
+        with Session(self.db) as s:
+            s.add(WebhookAttempt(delivery_id=d.id, at=now, status_code=out.status_code, latency_ms=out.latency_ms,
+                                 error=out.error))
+            s.execute(sa.update(WebhookDelivery).where(WebhookDelivery.id == d.id).values(
+                status=status, attempts=attempts, next_attempt_at=nxt, last_status_code=out.status_code,
+                last_error=out.error, last_latency_ms=out.latency_ms,
+                delivered_at=now if out.ok else None))
+            s.commit()
+        outcome = "delivered" if out.ok else ("failed" if status == "failed" else "retry")
+        self.counts[outcome] += 1
+        return outcome
+
+    async def _group(self, client: httpx.AsyncClient, group: list) -> None:
+        async with self.gate:
+            for d, ep in group:
+                if d.next_attempt_at > utcnow():
+                    return
+                out = await send(client, ep.url, ep.secret, d.message_id, d.payload)
+                outcome = await asyncio.to_thread(self._record, d, out)
+                if outcome != "delivered":
+                    if outcome == "retry":
+                        log.info("webhook %s to %s: %s; retrying", d.event_type, ep.url, out.error)
+                    return  # later events of this model wait for this one
+
+    async def deliver_due(self) -> int:
+        groups = await asyncio.to_thread(self._due_groups, utcnow())
+        if not groups:
+            return 0
+        async with httpx.AsyncClient(follow_redirects=False) as client:
+            await asyncio.gather(*(self._group(client, g) for g in groups))
+        return sum(len(g) for g in groups)
+
+
+def redeliver(db: sa.Engine, delivery_id: int) -> None:
+    """Send a delivery again (same message id, so receivers can still drop a duplicate)."""
+    with Session(db) as s:
+        s.execute(sa.update(WebhookDelivery).where(WebhookDelivery.id == delivery_id).values(
+            status="pending", attempts=0, next_attempt_at=utcnow()))
+        s.commit()
+
+
+def create_endpoint(db: sa.Engine, *, url: str, event_types: list[str], payload_format: str = "standard",
+                    model_ids: Optional[list[int]] = None) -> WebhookEndpoint:
+    """Returns the endpoint with its secret: the one time the secret is shown."""
+    url = check_url(url)
+    bad = [e for e in event_types if e not in EVENT_TYPES]
+    if bad or not event_types:
+        raise EndpointInvalid(f"unknown event types: {', '.join(bad)}" if bad else "subscribe to at least one event")
+    if payload_format not in FORMATS:
+        raise EndpointInvalid(f"payload format must be one of: {', '.join(FORMATS)}")
+    with Session(db, expire_on_commit=False) as s:
+        ep = WebhookEndpoint(url=url, secret=new_secret(), event_types=list(event_types), model_ids=model_ids,
+                             payload_format=payload_format)
+        s.add(ep)
+        s.commit()
+        return ep
+
+
+def rotate_secret(db: sa.Engine, endpoint_id: int) -> str:
+    secret = new_secret()
+    with Session(db) as s:
+        s.execute(sa.update(WebhookEndpoint).where(WebhookEndpoint.id == endpoint_id).values(secret=secret))
+        s.commit()
+    return secret
+
+
+async def send_ping(endpoint: WebhookEndpoint) -> Outcome:
+    body = payload(endpoint.payload_format, "ping", utcnow(), {"reason": "test delivery from Cortex"})
+    async with httpx.AsyncClient() as client:
+        return await send(client, endpoint.url, endpoint.secret, f"msg_{uuid.uuid4().hex}", body)

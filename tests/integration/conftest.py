@@ -1,0 +1,113 @@
+"""Fixtures for tests that run the reconciler and its scheduler in-process against the
+real engine: `bed` (lifecycle + reconciler on a fresh database; `bed.scheduler()` starts the
+jobs on their own event loop, as the app's lifespan does)."""
+
+import asyncio
+import dataclasses
+import threading
+import time
+
+import pytest
+from sqlmodel import Session, select
+
+from cortex_app import crud
+from cortex_app.engines.spec import LABEL_MANAGED
+from cortex_app.lifecycle import Lifecycle
+from cortex_app.models import Model, ModelEvent, ModelState
+from cortex_app.reconcile.leader import LeaderLease
+from cortex_app.reconcile.loop import Reconciler
+from cortex_app.reconcile.scheduler import ConsoleScheduler
+from cortex_app.runtime.docker import DockerRuntime
+from tests.conftest import LLAMA_IMAGE
+
+S = ModelState
+FAST_LLAMA = ["-t", "1", "--poll", "0"]
+
+
+class SchedulerThread:
+    """Runs a ConsoleScheduler on its own event loop, as the app's lifespan does."""
+
+    def __init__(self, scheduler: ConsoleScheduler):
+        self.scheduler = scheduler
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def start(self):
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.scheduler.start(), self.loop).result(60)
+        return self
+
+    def stop(self):
+        asyncio.run_coroutine_threadsafe(self.scheduler.stop(), self.loop).result(120)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture
+def bed(migrated_db, bed_settings, docker_host, test_labels):
+    """Lifecycle + reconciler on the test engine; `bed.scheduler(**settings)` starts the jobs."""
+    runtime = DockerRuntime(docker_host, extra_labels=test_labels)
+    running: list[SchedulerThread] = []
+
+    class Bed:
+        db = migrated_db
+        settings = bed_settings
+        lc = Lifecycle(migrated_db, runtime, bed_settings, poll_interval=0.05)
+        rec = Reconciler(lc)
+
+        def scheduler(self, **overrides):
+            settings = dataclasses.replace(bed_settings, **overrides)
+            self.lc.settings = settings
+            st = SchedulerThread(ConsoleScheduler(self.rec, LeaderLease(migrated_db, ttl_s=5), settings)).start()
+            running.append(st)
+            return st
+
+        def llama(self, name="tiny", **kw):
+            return crud.create_model(migrated_db, bed_settings, {
+                "name": name, "engine": "llamacpp", "image": LLAMA_IMAGE, "source": "tiny.gguf",
+                "extra_args": FAST_LLAMA, **kw})
+
+        def row(self, model_id) -> Model:
+            return crud.get_model(migrated_db, model_id)
+
+        def events(self, model_id, kind=None):
+            with Session(migrated_db) as s:
+                q = select(ModelEvent).where(ModelEvent.model_id == model_id)
+                if kind:
+                    q = q.where(ModelEvent.kind == kind)
+                return s.exec(q.order_by(ModelEvent.id)).all()
+
+        def reconcile(self, boot=False):
+            return asyncio.run(self.rec.reconcile_once(boot=boot))
+
+    yield Bed()
+    for st in running:
+        if st.thread.is_alive():
+            st.stop()
+    runtime.close()
+
+
+def assert_rows_match_containers(bed, docker_client):
+    """Both sides: every active row has exactly its container running; no other managed
+    container exists."""
+    containers = docker_client.containers.list(all=True, filters={"label": f"{LABEL_MANAGED}=true"})
+    mine = [c for c in containers if c.labels.get("cortex.test-run")]
+    by_id = {c.id: c for c in mine}
+    rows = crud.list_models(bed.db)
+    for m in rows:
+        if m.state in (S.LOADING, S.RUNNING):
+            assert m.container_id in by_id and by_id[m.container_id].status == "running", m
+        else:
+            assert m.container_id is None
+    wanted = {m.container_id for m in rows if m.container_id}
+    assert set(by_id) == wanted, f"containers without a row: {set(by_id) - wanted}"
+
+
+def wait_for(predicate, timeout, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met in {timeout} s")
