@@ -25,7 +25,8 @@ images:
 bench:
 	@scripts/bootstrap.sh dev && eval "$$(scripts/engine.sh up)" && scripts/build-test-images.sh \
 	  && .venv/bin/python bench/llama_start.py && .venv/bin/python bench/lifecycle.py \
-	  && .venv/bin/python bench/reconcile.py && . scripts/env.sh && .venv/bin/python bench/ui.py
+	  && .venv/bin/python bench/reconcile.py && .venv/bin/python bench/webhooks.py \
+	  && . scripts/env.sh && .venv/bin/python bench/ui.py
 
 clean:
 	rm -rf .web .run
