@@ -10,7 +10,7 @@ from functools import lru_cache
 from typing import Iterator
 
 import sqlalchemy as sa
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from .settings import load_settings
 
@@ -43,3 +43,14 @@ def session_scope() -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+def installation_id(db: sa.Engine) -> str:
+    """This install's id (see models.Installation), made by the migration."""
+    from cortex_app.models import Installation
+
+    with Session(db) as session:
+        row = session.exec(select(Installation.id)).first()
+    if row is None:
+        raise RuntimeError("the database has no installation id; run the migrations (make up does)")
+    return row

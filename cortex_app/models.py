@@ -287,3 +287,15 @@ class ApiToken(SQLModel, table=True):
     token_hash: str = Field(sa_column=sa.Column(sa.String(64), nullable=False, unique=True))
     created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
     last_used_at: Optional[datetime] = _time()
+
+
+class Installation(SQLModel, table=True):
+    """This install's identity (one row, made by the migration). Every container the console
+    creates carries it as a label, and the console only ever sees containers with its own:
+    two installs (or a dev console and the tests) on one Docker Engine never touch each
+    other's models. Console processes sharing a database share the id."""
+
+    __tablename__ = "installation"
+
+    id: str = Field(sa_column=sa.Column(sa.String(32), primary_key=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))

@@ -9,7 +9,7 @@ from typing import Optional
 
 import sqlalchemy as sa
 
-from cortex_app.db import engine_for
+from cortex_app.db import engine_for, installation_id
 from cortex_app.lifecycle import Lifecycle
 from cortex_app.reconcile.leader import LeaderLease
 from cortex_app.reconcile.loop import Reconciler
@@ -34,7 +34,7 @@ _lock = threading.Lock()
 
 def build(settings: Settings) -> Services:
     db = engine_for(settings.db_url)
-    runtime = DockerRuntime(settings.docker_host)
+    runtime = DockerRuntime(settings.docker_host, instance=installation_id(db))
     lifecycle = Lifecycle(db, runtime, settings)
     reconciler = Reconciler(lifecycle)
     scheduler = ConsoleScheduler(reconciler, LeaderLease(db), settings)

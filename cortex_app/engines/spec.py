@@ -19,6 +19,7 @@ LABEL_MODEL_ID = "cortex.model-id"
 LABEL_MODEL_NAME = "cortex.model-name"
 LABEL_ENGINE = "cortex.engine"
 LABEL_SPEC_HASH = "cortex.spec-hash"
+LABEL_INSTANCE = "cortex.instance"  # set by the runtime: which install a container belongs to
 
 # Where the models dir is mounted inside every engine container (read-only).
 MODELS_MOUNT = "/models"

@@ -16,7 +16,8 @@ import docker.errors
 import docker.types
 import requests.exceptions
 
-from cortex_app.engines.spec import LABEL_MANAGED, LABEL_MODEL_ID, LABEL_SPEC_HASH, PUBLISH_HOST, ContainerSpec
+from cortex_app.engines.spec import (LABEL_INSTANCE, LABEL_MANAGED, LABEL_MODEL_ID, LABEL_SPEC_HASH, PUBLISH_HOST,
+                                     ContainerSpec)
 
 
 class DockerRuntimeError(RuntimeError):
@@ -128,9 +129,14 @@ def _exit_code(status: str) -> Optional[int]:
 class DockerRuntime:
     """Model containers on one Docker Engine. Thread-safe; one HTTP client, made on first use."""
 
-    def __init__(self, docker_host: str, timeout: float = 30, extra_labels: Optional[dict[str, str]] = None):
+    def __init__(self, docker_host: str, timeout: float = 30, extra_labels: Optional[dict[str, str]] = None,
+                 instance: Optional[str] = None):
         self.host = docker_host
+        self.instance = instance
         self.extra_labels = dict(extra_labels or {})  # added to every container this runtime creates
+        if instance:
+            # This install's containers carry its id, and it lists only those (see Installation).
+            self.extra_labels[LABEL_INSTANCE] = instance
         self._timeout = timeout
         self._client: Optional[docker.DockerClient] = None
         self._lock = threading.Lock()
@@ -167,6 +173,13 @@ class DockerRuntime:
         if isinstance(exc, docker.errors.NotFound) and "no such image" in low:
             return ImageMissing(f"image {image} is not on the Docker Engine; pull or build it first")
         return DockerRuntimeError(f"Docker Engine error: {text}")
+
+    def _scope(self) -> list[str]:
+        """The label filter for 'our' containers."""
+        labels = [f"{LABEL_MANAGED}=true"]
+        if self.instance:
+            labels.append(f"{LABEL_INSTANCE}={self.instance}")
+        return labels
 
     # --- containers -----------------------------------------------------------------
 
@@ -242,7 +255,7 @@ class DockerRuntime:
 
     def list_managed(self, model_id: Optional[int] = None) -> list[ContainerInfo]:
         """Every managed container (or one model's), running or not: one API call."""
-        labels = [f"{LABEL_MANAGED}=true"]
+        labels = self._scope()
         if model_id is not None:
             labels.append(f"{LABEL_MODEL_ID}={model_id}")
         try:
@@ -307,6 +320,6 @@ class DockerRuntime:
         `close()` that ends the stream (and the iteration) from another thread."""
         try:
             return self._c().api.events(since=since, decode=True,
-                                        filters={"type": "container", "label": f"{LABEL_MANAGED}=true"})
+                                        filters={"type": "container", "label": self._scope()})
         except Exception as exc:  # noqa: BLE001
             raise self._map(exc) from None

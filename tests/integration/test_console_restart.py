@@ -5,7 +5,7 @@ and the table says so; with CORTEX_KEEP_MODELS_ON_RESTART=true models are adopte
 import pytest
 
 from cortex_app import crud
-from cortex_app.db import make_engine
+from cortex_app.db import installation_id, make_engine
 from cortex_app.engines.spec import LABEL_MANAGED
 from cortex_app.lifecycle import Lifecycle
 from cortex_app.models import ModelState
@@ -31,7 +31,8 @@ def admin(console, test_labels):
     """What an admin's clicks do, from this test process, on the console's own database."""
     settings = load_settings(console.env)
     db = make_engine(console.db_url)
-    return Lifecycle(db, DockerRuntime(settings.docker_host, extra_labels=test_labels), settings), settings
+    runtime = DockerRuntime(settings.docker_host, extra_labels=test_labels, instance=installation_id(db))
+    return Lifecycle(db, runtime, settings), settings
 
 
 def managed(docker_client):

@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from standardwebhooks import Webhook
 
 from cortex_app import auth, crud, webhooks
-from cortex_app.db import make_engine
+from cortex_app.db import installation_id, make_engine
 from cortex_app.lifecycle import Lifecycle
 from cortex_app.runtime.docker import DockerRuntime
 from cortex_app.settings import load_settings
@@ -60,7 +60,8 @@ def test_metrics_need_a_token_parse_and_match_the_table(console, test_labels):
     settings = load_settings(console.env)
     assert httpx.get(console.url + "/metrics").status_code == 401
     token = auth.create_api_token(db, "prometheus")
-    lc = Lifecycle(db, DockerRuntime(settings.docker_host, extra_labels=test_labels), settings)
+    lc = Lifecycle(db, DockerRuntime(settings.docker_host, extra_labels=test_labels, instance=installation_id(db)),
+                   settings)
     running = crud.create_model(db, settings, {"name": "up", "engine": "llamacpp", "source": "tiny.gguf",
                                                "extra_args": ["-t", "1", "--poll", "0"]})
     crud.create_model(db, settings, {"name": "idle", "engine": "llamacpp", "source": "tiny.gguf"})

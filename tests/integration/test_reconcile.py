@@ -202,3 +202,28 @@ def test_dockerd_restart_brings_no_model_back(bed, docker_client, docker_host):
     time.sleep(1.5)  # a few more passes: nothing comes back
     assert all(bed.row(i).state is S.FAILED for i in ids)
     assert docker_client.containers.list(all=True, filters={"label": f"{LABEL_MANAGED}=true"}) == []
+
+
+def test_two_installs_on_one_engine_leave_each_other_alone(bed, docker_client, test_labels, tmp_path):
+    """Containers carry their install's id; a console sees (and removes) only its own."""
+    from cortex_app.db import installation_id, make_engine
+    from tests.conftest import migrate
+
+    mine = DockerRuntime(bed.lc.runtime.host, extra_labels=test_labels, instance=installation_id(bed.db))
+    ours = Lifecycle(bed.db, mine, bed.settings)
+    m = ours.start_and_wait(bed.llama().id, actor="t")
+    other = DockerRuntime(mine.host, extra_labels=test_labels, instance="another-install")
+    assert [c.id for c in mine.list_managed()] == [m.container_id]
+    assert other.list_managed() == []
+    # The other install (its own database) boots: default policy, remove everything it owns.
+    migrate(f"sqlite:///{tmp_path}/other.db")
+    other_db = make_engine(f"sqlite:///{tmp_path}/other.db")
+    assert installation_id(other_db) != installation_id(bed.db)
+    elsewhere = Reconciler(Lifecycle(other_db, other, bed.settings))
+    report = asyncio.run(elsewhere.reconcile_once(boot=True))
+    assert not any(getattr(a, "container_id", None) == m.container_id for a in report.actions)
+    assert docker_client.containers.get(m.container_id).status == "running"
+    assert docker_client.containers.get(m.container_id).labels["cortex.instance"] == installation_id(bed.db)
+    assert bed.row(m.id).state is S.RUNNING
+    ours.stop(m.id, actor="t")
+    other_db.dispose()
