@@ -17,7 +17,6 @@ import sys
 import tempfile
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,30 +34,9 @@ from cortex_app.reconcile.scheduler import ConsoleScheduler  # noqa: E402
 from cortex_app.runtime.docker import DockerRuntime  # noqa: E402
 from cortex_app.settings import load_settings  # noqa: E402
 from tests.conftest import migrate  # noqa: E402
+from tests.unit.test_webhooks import Receiver  # noqa: E402
 
 S = ModelState
-
-
-class Receiver:
-    def __init__(self):
-        self.arrivals: list[float] = []
-        outer = self
-
-        class H(BaseHTTPRequestHandler):
-            def do_POST(self):
-                self.rfile.read(int(self.headers["content-length"]))
-                outer.arrivals.append(time.perf_counter())
-                self.send_response(204)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *a):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
 def pct(values, p):
@@ -110,7 +88,7 @@ def main(n: int) -> None:
         while len(receiver.arrivals) - before < 1000:
             asyncio.run(deliverer.deliver_due())
         drain = time.perf_counter() - t0
-        receiver.server.shutdown()
+        receiver.close()
     ms = [x * 1000 for x in latencies]
     print(f"webhooks: transition -> receiver      median {statistics.median(ms):7.1f} ms   p95 {pct(ms, 95):7.1f} ms"
           f"   max {max(ms):7.1f} ms   (n={n})")

@@ -83,8 +83,11 @@ class Lifecycle:
                 raise Refused(f"model {name} changed state meanwhile; try again")
             session.add(ModelEvent(model_id=model_id, model_name=name, from_state=current, to_state=to,
                                    reason=reason, actor=actor, log_tail=log_tail, created_at=now))
-            self._outbox(session, EventKind.STATE, model_id, name, served_name, engine, current, to, reason, now)
+            queued = self._outbox(session, EventKind.STATE, model_id, name, served_name, engine, current, to,
+                                  reason, now)
             session.commit()
+        if queued:
+            webhooks.wake()
         log.info("model %s: %s -> %s (%s) by %s", name, current.value, to.value, reason, actor)
         return current
 
@@ -98,21 +101,23 @@ class Lifecycle:
             session.add(ModelEvent(model_id=model_id, model_name=model_name, from_state=state, to_state=state,
                                    kind=kind, reason=reason, actor=actor, log_tail=log_tail))
             row = session.exec(select(Model.served_name, Model.engine).where(Model.id == model_id)).first()
-            if row is not None:
-                self._outbox(session, kind, model_id, model_name, row[0], row[1], state, state, reason, utcnow())
+            queued = row is not None and self._outbox(session, kind, model_id, model_name, row[0], row[1], state,
+                                                      state, reason, utcnow())
             session.commit()
+        if queued:
+            webhooks.wake()
         log.info("model %s: %s (%s) by %s", model_name, kind.value, reason, actor)
 
     def _outbox(self, session: Session, kind: EventKind, model_id: int, name: str, served_name: str, engine,
-                previous: ModelState, state: ModelState, reason: str, at) -> None:
+                previous: ModelState, state: ModelState, reason: str, at) -> int:
         """The webhook deliveries this event causes, in the same transaction as the event."""
         event_type = webhooks.event_type_for(kind, state, reason)
         if event_type is None:
-            return
+            return 0
         data = webhooks.model_event_data(model_id=model_id, name=name, served_name=served_name,
                                          engine=getattr(engine, "value", engine), previous=previous, state=state,
                                          reason=reason, public_url=self.settings.public_url)
-        webhooks.enqueue(session, event_type, data, model_id=model_id, at=at)
+        return webhooks.enqueue(session, event_type, data, model_id=model_id, at=at)
 
     def _get(self, model_id: int) -> Model:
         with Session(self.db, expire_on_commit=False) as session:

@@ -24,7 +24,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 from urllib.parse import urlsplit
 
 import httpx
@@ -49,6 +49,22 @@ STATE_EVENTS = {ModelState.RUNNING: "model.running", ModelState.STOPPED: "model.
 
 class EndpointInvalid(ValueError):
     pass
+
+
+# Set by the scheduler in the process that delivers: called (from any thread) after a
+# transaction that added deliveries has committed, so they go out at once instead of at the
+# next poll. Other processes' deliveries are found by the poll.
+_wake: Optional[Callable[[], None]] = None
+
+
+def set_waker(fn: Optional[Callable[[], None]]) -> None:
+    global _wake
+    _wake = fn
+
+
+def wake() -> None:
+    if _wake is not None:
+        _wake()
 
 
 def new_secret() -> str:
@@ -129,6 +145,8 @@ def enqueue_system(db: sa.Engine, event_type: str, reason: str, public_url: str)
     with Session(db) as session:
         n = enqueue(session, event_type, {"reason": reason, "url": public_url})
         session.commit()
+    if n:
+        wake()
     return n
 
 

@@ -53,6 +53,9 @@ class ConsoleScheduler:
         self._pass_lock: Optional[asyncio.Lock] = None
         self._dirty = False
         self._drainer: Optional[asyncio.Task] = None
+        self._webhook_lock: Optional[asyncio.Lock] = None
+        self._webhooks_dirty = False
+        self._webhook_drainer: Optional[asyncio.Task] = None
 
     # --- start / stop -------------------------------------------------------------------
 
@@ -60,6 +63,7 @@ class ConsoleScheduler:
         """Take the lease if free, run the boot pass (before the console serves), start jobs."""
         self._loop = asyncio.get_running_loop()
         self._pass_lock = asyncio.Lock()
+        self._webhook_lock = asyncio.Lock()
         if await asyncio.to_thread(self.lease.acquire_or_renew):
             await self._boot()
             await asyncio.to_thread(webhooks.enqueue_system, self.reconciler.lc.db, "console.started",
@@ -70,10 +74,11 @@ class ConsoleScheduler:
                       id="reconcile", **common)
         sched.add_job(self._probe_job, "interval", seconds=self.settings.probe_interval_s, id="probes", **common)
         sched.add_job(self._loading_job, "interval", seconds=LOADING_PROBE_S, id="loading", **common)
-        sched.add_job(self._webhook_job, "interval", seconds=WEBHOOK_POLL_S, id="webhooks", **common)
+        sched.add_job(self._webhook_poll, "interval", seconds=WEBHOOK_POLL_S, id="webhooks", **common)
         sched.add_job(self._lease_job, "interval", seconds=max(1.0, self.lease.ttl_s / 3), id="lease", **common)
         sched.start()
         self._scheduler = sched
+        webhooks.set_waker(self.deliver_now)
         if self.settings.docker_events:
             self._events_thread = threading.Thread(target=self._follow_events, name="docker-events", daemon=True)
             self._events_thread.start()
@@ -105,6 +110,7 @@ class ConsoleScheduler:
 
     async def stop(self) -> None:
         self._stopping.set()
+        webhooks.set_waker(None)
         if self._stream is not None:
             try:
                 self._stream.close()
@@ -182,6 +188,27 @@ class ConsoleScheduler:
                 await self.deliverer.deliver_due()
         except Exception as exc:  # noqa: BLE001
             self._once("webhooks", exc)
+
+    async def _webhook_poll(self) -> None:
+        async with self._webhook_lock:  # never two delivery rounds at once (order per model)
+            await self._webhook_job()
+
+    def deliver_now(self) -> None:
+        """Deliver webhooks as soon as possible (thread-safe): a drain task, like the reconcile
+        kick, that runs the delivery job again if more arrived meanwhile."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._kick_webhooks)
+
+    def _kick_webhooks(self) -> None:
+        self._webhooks_dirty = True
+        if self._webhook_drainer is None or self._webhook_drainer.done():
+            self._webhook_drainer = asyncio.create_task(self._drain_webhooks())
+
+    async def _drain_webhooks(self) -> None:
+        while self._webhooks_dirty:
+            self._webhooks_dirty = False
+            async with self._webhook_lock:
+                await self._webhook_job()
 
     async def _lease_job(self) -> None:
         try:

@@ -33,6 +33,16 @@ def db(console):
     engine.dispose()
 
 
+def create_through_form(page, url: str, name: str, extra_args: str) -> None:
+    page.goto(url + "/models/new")
+    page.locator("#field-name").fill(name)
+    page.locator("#field-source").fill("tiny.gguf")
+    page.locator("#toggle-advanced").click()
+    page.locator("#field-extra_args").fill(extra_args)
+    page.locator("#save").click()
+    page.wait_for_url("**/models/*")
+
+
 def test_1_first_run_creates_the_admin_and_signs_in(console, page):
     page.goto(console.url + "/models")
     page.wait_for_url("**/setup")
@@ -100,13 +110,7 @@ def test_4_bad_form_shows_field_errors_and_saves_nothing(console, page, db):
 
 def test_5_create_start_watch_logs_stop_delete(console, page, db, docker_client):
     sign_in(page, console.url)
-    page.goto(console.url + "/models/new")
-    page.locator("#field-name").fill("tiny")
-    page.locator("#field-source").fill("tiny.gguf")
-    page.locator("#toggle-advanced").click()
-    page.locator("#field-extra_args").fill(SLOW_LOAD_ARGS)
-    page.locator("#save").click()
-    page.wait_for_url("**/models/*")
+    create_through_form(page, console.url, "tiny", SLOW_LOAD_ARGS)
     [model] = crud.list_models(db)
     assert model.extra_args == SLOW_LOAD_ARGS.split()
 
@@ -138,13 +142,7 @@ def test_5_create_start_watch_logs_stop_delete(console, page, db, docker_client)
 
 def test_6_a_container_killed_outside_turns_failed_in_the_open_page(console, page, db, docker_client):
     sign_in(page, console.url)
-    page.goto(console.url + "/models/new")
-    page.locator("#field-name").fill("victim")
-    page.locator("#field-source").fill("tiny.gguf")
-    page.locator("#toggle-advanced").click()
-    page.locator("#field-extra_args").fill("-t 1 --poll 0")
-    page.locator("#save").click()
-    page.wait_for_url("**/models/*")
+    create_through_form(page, console.url, "victim", "-t 1 --poll 0")
     page.goto(console.url + "/models")
     row = page.locator("#model-row-victim")
     row.locator(".act-start").click()

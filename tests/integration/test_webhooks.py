@@ -1,7 +1,6 @@
 """Webhooks end to end: the real llama-server, the reconciler's scheduler, and a real HTTP
 receiver that verifies every signature with the standardwebhooks package."""
 
-import json
 import time
 
 from standardwebhooks import Webhook

@@ -7,16 +7,11 @@ from sqlmodel import Session, select
 
 from cortex_app import auth
 from cortex_app.models import AdminSession, AdminUser
-from tests.conftest import migrate
 
 
 @pytest.fixture
-def db(tmp_path):
-    url = f"sqlite:///{tmp_path}/c.db"
-    migrate(url)
-    engine = sa.create_engine(url)
-    yield engine
-    engine.dispose()
+def db(migrated_db):
+    return migrated_db
 
 
 def test_first_admin_then_sign_in_and_out(db):

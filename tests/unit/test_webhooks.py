@@ -8,7 +8,6 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import httpx
 import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, select
@@ -16,7 +15,7 @@ from standardwebhooks import Webhook, WebhookVerificationError
 
 from cortex_app import webhooks
 from cortex_app.models import ModelState, WebhookAttempt, WebhookDelivery
-from tests.conftest import free_port, migrate
+from tests.conftest import free_port
 
 
 def signed(secret, body: bytes, msg_id="msg_1", ts=None):
@@ -70,12 +69,13 @@ class Receiver:
     """A real HTTP receiver on loopback whose behaviour a test sets."""
 
     def __init__(self, mode="ok"):
-        self.mode, self.got = mode, []
+        self.mode, self.got, self.arrivals = mode, [], []
         outer = self
 
         class H(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["content-length"]))
+                outer.arrivals.append(time.perf_counter())
                 outer.got.append((dict(self.headers), body))
                 if outer.mode == "hang":
                     time.sleep(8)
@@ -106,12 +106,8 @@ class Receiver:
 
 
 @pytest.fixture
-def db(tmp_path):
-    url = f"sqlite:///{tmp_path}/c.db"
-    migrate(url)
-    engine = sa.create_engine(url)
-    yield engine
-    engine.dispose()
+def db(migrated_db):
+    return migrated_db
 
 
 def _queue(db, url, n=1):
