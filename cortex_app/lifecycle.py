@@ -22,6 +22,7 @@ from cortex_app import webhooks
 from cortex_app.engines import build_spec
 from cortex_app.engines.spec import PUBLISH_HOST
 from cortex_app.models import EventKind, Model, ModelEvent, ModelState, utcnow
+from cortex_app.reconcile.plan import restart_decision
 from cortex_app.runtime.docker import DockerRuntime, DockerRuntimeError
 from cortex_app.settings import Settings
 
@@ -224,8 +225,6 @@ class Lifecycle:
     def _fail(self, model: Model, reason: str, logs: str, actor: str = "console") -> Model:
         """Capture first (the logs die with the container), then remove, then record (with a
         restart scheduled if the model opted in)."""
-        from cortex_app.reconcile.plan import restart_decision
-
         suffix, next_restart_at = restart_decision(model.restart_on_failure, model.restart_attempts,
                                                    model.restart_max_attempts, utcnow())
         reason += suffix

@@ -18,6 +18,18 @@ def _gpu(g: rx.Var) -> rx.Component:
         spacing="2", width="100%"), width="100%", class_name="gpu-card")
 
 
+def _history() -> rx.Component:
+    return rx.card(rx.vstack(
+        rx.text("Utilisation, last 10 minutes (%)", weight="bold", size="2"),
+        rx.recharts.line_chart(
+            rx.foreach(GpuState.series, lambda key: rx.recharts.line(data_key=key, dot=False,
+                                                                      is_animation_active=False)),
+            rx.recharts.x_axis(data_key="t"), rx.recharts.y_axis(domain=[0, 100]),
+            rx.recharts.legend(), rx.recharts.graphing_tooltip(),
+            data=GpuState.history, height=200, width="100%"),
+        width="100%"), width="100%")
+
+
 def gpus() -> rx.Component:
     return page(
         "GPUs",
@@ -25,7 +37,7 @@ def gpus() -> rx.Component:
                 rx.cond(GpuState.available,
                         rx.vstack(rx.text("NVIDIA driver ", GpuState.driver, size="2", color_scheme="gray"),
                                   rx.grid(rx.foreach(GpuState.gpus, _gpu), columns="2", spacing="4", width="100%"),
-                                  width="100%"),
+                                  _history(), width="100%"),
                         rx.callout(GpuState.notice, icon="info", id="gpu-notice"))),
         actions=rx.button(rx.icon("refresh-cw", size=14), "Refresh", size="1", variant="soft",
                           on_click=GpuState.load),

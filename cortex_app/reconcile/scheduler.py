@@ -23,6 +23,7 @@ from cortex_app import __version__, webhooks
 from cortex_app.reconcile.leader import LeaderLease
 from cortex_app.reconcile.loop import Reconciler
 from cortex_app.runtime.docker import DockerRuntimeError
+from cortex_app.runtime.gpu import GpuHistory
 from cortex_app.settings import Settings
 from cortex_app.webhooks import Deliverer
 
@@ -30,7 +31,8 @@ log = logging.getLogger(__name__)
 TRIGGERING_ACTIONS = {"die", "oom", "destroy", "start", "stop", "kill"}
 EVENT_SETTLE_S = (0.05, 0.15, 0.4)
 LOADING_PROBE_S = 1.0
-WEBHOOK_POLL_S = 0.25  # the outbox is read this often (a query; sends only when something is due)  # while a model loads, its /health is checked this often
+WEBHOOK_POLL_S = 0.25
+GPU_SAMPLE_S = 5.0  # the outbox is read this often (a query; sends only when something is due)  # while a model loads, its /health is checked this often
 
 
 class ConsoleScheduler:
@@ -38,6 +40,7 @@ class ConsoleScheduler:
                  deliverer: Optional[Deliverer] = None):
         self.reconciler = reconciler
         self.deliverer = deliverer or Deliverer(reconciler.lc.db)
+        self.gpu_history = GpuHistory()
         self.docker_events_seen = 0
         self.lease = lease
         self.settings = settings
@@ -75,6 +78,7 @@ class ConsoleScheduler:
         sched.add_job(self._probe_job, "interval", seconds=self.settings.probe_interval_s, id="probes", **common)
         sched.add_job(self._loading_job, "interval", seconds=LOADING_PROBE_S, id="loading", **common)
         sched.add_job(self._webhook_poll, "interval", seconds=WEBHOOK_POLL_S, id="webhooks", **common)
+        sched.add_job(self._gpu_job, "interval", seconds=GPU_SAMPLE_S, id="gpus", **common)
         sched.add_job(self._lease_job, "interval", seconds=max(1.0, self.lease.ttl_s / 3), id="lease", **common)
         sched.start()
         self._scheduler = sched
@@ -188,6 +192,13 @@ class ConsoleScheduler:
                 await self.deliverer.deliver_due()
         except Exception as exc:  # noqa: BLE001
             self._once("webhooks", exc)
+
+    async def _gpu_job(self) -> None:
+        """Sample the GPUs for the history chart (every process: the UI of each reads its own)."""
+        try:
+            await asyncio.to_thread(self.gpu_history.sample)
+        except Exception as exc:  # noqa: BLE001
+            self._once("gpus", exc)
 
     async def _webhook_poll(self) -> None:
         async with self._webhook_lock:  # never two delivery rounds at once (order per model)

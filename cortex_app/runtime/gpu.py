@@ -96,3 +96,25 @@ def _guard(nvml: Any, fn, *args):
         return fn(*args)
     except nvml.NVMLError:
         return None
+
+
+class GpuHistory:
+    """The last readings per GPU, sampled by the scheduler, for the GPUs page's chart.
+    In memory: a short look back, not a record (it starts empty with each console)."""
+
+    def __init__(self, keep: int = 120):
+        self.keep = keep
+        self.samples: dict[int, list[dict]] = {}
+        self.status: Optional[GpuStatus] = None
+
+    def sample(self, nvml: Any = None, at: Optional[float] = None) -> GpuStatus:
+        import time
+
+        status = read_gpus(nvml)
+        self.status = status
+        stamp = time.time() if at is None else at
+        for g in status.gpus:
+            series = self.samples.setdefault(g.index, [])
+            series.append({"t": stamp, "util": g.utilization_pct, "mem": g.memory_pct})
+            del series[:-self.keep]
+        return status

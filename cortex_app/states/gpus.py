@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 
 import reflex as rx
 
@@ -19,6 +20,8 @@ class GpuState(AdminState):
     notice: str = ""
     driver: str = ""
     gpus: list[dict] = []
+    history: list[dict] = []  # [{"t": "12:00:05", "gpu0": 87, "gpu1": 3}, ...] utilisation %
+    series: list[str] = []
 
     def _read(self):
         status = read_gpus()
@@ -28,13 +31,21 @@ class GpuState(AdminState):
                 for g in status.gpus:
                     if m.gpu_ids is None or g.index in m.gpu_ids:
                         holders.setdefault(g.index, []).append(m.name)
-        return status, holders
+        samples = services().scheduler.gpu_history.samples
+        return status, holders, samples
 
     @rx.event
     async def load(self):
         if await self.admin() is None:
             return
-        status, holders = await asyncio.to_thread(self._read)
+        status, holders, samples = await asyncio.to_thread(self._read)
+        self.series = [f"gpu{i}" for i in sorted(samples)]
+        points: dict[float, dict] = {}
+        for index, series in samples.items():
+            for p in series:
+                points.setdefault(p["t"], {"t": datetime.fromtimestamp(p["t"]).strftime("%H:%M:%S")})[
+                    f"gpu{index}"] = p["util"]
+        self.history = [points[t] for t in sorted(points)]
         self.checked, self.available, self.notice, self.driver = True, status.available, status.notice, \
             status.driver_version
         self.gpus = [{"index": g.index, "name": g.name, "memory": f"{g.memory_used_mib} / {g.memory_total_mib} MiB",

@@ -92,3 +92,17 @@ def test_the_real_module_on_this_gpu_less_host():
     status = read_gpus()  # the real pynvml: no driver here
     assert status.available is False and status.gpus == []
     assert "No NVIDIA driver found" in status.notice or "no GPU" in status.notice
+
+
+def test_history_keeps_the_last_samples_per_gpu():
+    from cortex_app.runtime.gpu import GpuHistory
+
+    history = GpuHistory(keep=3)
+    for t in range(5):
+        history.sample(FakeNvml(), at=float(t))
+    assert [p["t"] for p in history.samples[0]] == [2.0, 3.0, 4.0]
+    assert history.samples[0][-1] == {"t": 4.0, "util": 87, "mem": 50.0}
+    assert history.samples[1][-1]["util"] == 0
+    empty = GpuHistory()
+    empty.sample(FakeNvml(init_error="NVML Shared Library Not Found"))
+    assert empty.samples == {} and not empty.status.available
