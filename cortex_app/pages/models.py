@@ -66,6 +66,10 @@ def models() -> rx.Component:
                       value=ModelsState.state_filter, on_change=ModelsState.set_state_filter),
             spacing="3",
         ),
+        rx.cond(ModelsState.engine_error != "",
+                rx.callout(ModelsState.engine_error + " — states shown are the last known; nothing can start "
+                           "or stop until it answers.", icon="triangle_alert", color_scheme="red", size="1",
+                           id="engine-down")),
         rx.cond(ModelsState.message != "",
                 rx.callout(ModelsState.message, icon="info", color_scheme="orange", size="1", id="models-message")),
         rx.cond(

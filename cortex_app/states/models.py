@@ -57,6 +57,7 @@ class ModelsState(AdminState):
     query: str = ""
     state_filter: str = "all"
     message: str = ""
+    engine_error: str = ""  # the reconciler's last word on the Docker Engine, if it is gone
     loaded: bool = False
     _signature: str = ""
 
@@ -67,26 +68,31 @@ class ModelsState(AdminState):
                 if (not q or q in r["name"].lower() or q in r["served_name"].lower())
                 and (self.state_filter == "all" or r["state"] == self.state_filter)]
 
-    def _read(self) -> tuple[str, list[dict]]:
+    def _read(self) -> tuple[str, list[dict], str]:
+        """Runs in a worker thread: reads only, the handler sets the vars."""
         svc = services()
+        report = svc.reconciler.last_report
+        engine_error = (report.engine_error or "") if report else ""
         models = crud.list_models(svc.db)  # ordered by name: rows never jump on state changes
         signature = f"{len(models)}#" + "|".join(
             f"{m.id}:{m.state.value}:{m.health.value}:{m.updated_at.isoformat()}" for m in models)
         now = utcnow()
-        return signature, [model_row(m, svc.lifecycle.is_stale(m), now) for m in models]
+        return signature, [model_row(m, svc.lifecycle.is_stale(m), now) for m in models], engine_error
 
     @rx.event
     async def load(self):
         if await self.admin() is None:
             return
-        signature, rows = await asyncio.to_thread(self._read)
+        signature, rows, self.engine_error = await asyncio.to_thread(self._read)
         self._signature, self.rows, self.loaded = signature, rows, True
 
     @rx.event
     async def tick(self, _=None):
         if await self.admin() is None:
             return
-        signature, rows = await asyncio.to_thread(self._read)
+        signature, rows, engine_error = await asyncio.to_thread(self._read)
+        if engine_error != self.engine_error:
+            self.engine_error = engine_error
         if signature != self._signature or any(r["uptime"] for r in rows):
             self._signature, self.rows = signature, rows
 

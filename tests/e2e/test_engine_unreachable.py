@@ -24,9 +24,12 @@ def test_system_page_reports_the_engine_unreachable(console, page):
     assert page.title() == "System · Cortex"
 
 
-def test_models_page_still_works(console, page):
+def test_models_page_still_works_and_says_so(console, page):
     sign_in(page, console.url)
     page.locator("#no-models").wait_for()
+    banner = page.locator("#engine-down")
+    banner.wait_for()
+    assert "no Docker Engine answers" in banner.inner_text() and "DOCKER_HOST" in banner.inner_text()
 
 
 def test_health_route_reports_it_too(console):
