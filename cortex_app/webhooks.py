@@ -73,6 +73,10 @@ def new_secret() -> str:
 
 def check_url(url: str) -> str:
     url = (url or "").strip()
+    try:
+        httpx.URL(url)  # what the sender will use must accept it too
+    except (httpx.InvalidURL, TypeError, ValueError):
+        raise EndpointInvalid("the URL is not valid") from None
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise EndpointInvalid("the URL must start with http:// or https:// and name a host")
@@ -175,7 +179,7 @@ async def send(client: httpx.AsyncClient, url: str, secret: str, message_id: str
                     if seen >= MAX_RESPONSE_BYTES:
                         break  # a huge answer is not our business; the status code is
                 code = r.status_code
-    except (httpx.HTTPError, TimeoutError, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever goes wrong is this attempt's recorded error
         kind = "timed out" if isinstance(exc, (TimeoutError, httpx.TimeoutException)) else type(exc).__name__
         return Outcome(False, None, (time.perf_counter() - t0) * 1000, f"{kind}: {exc}"[:300] if str(exc) else kind)
     latency = (time.perf_counter() - t0) * 1000
@@ -195,7 +199,8 @@ class Deliverer:
         with Session(self.db, expire_on_commit=False) as s:
             rows = s.exec(select(WebhookDelivery, WebhookEndpoint)
                           .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
-                          .where(WebhookDelivery.status == "pending").order_by(WebhookDelivery.id).limit(5000)).all()
+                          .where(WebhookDelivery.status == "pending", WebhookEndpoint.enabled == True)  # noqa: E712
+                          .order_by(WebhookDelivery.id).limit(5000)).all()
         groups: dict[tuple, list] = {}
         for d, ep in rows:
             groups.setdefault((d.endpoint_id, d.model_id), []).append((d, ep))
@@ -228,10 +233,16 @@ class Deliverer:
                 if d.next_attempt_at > utcnow():
                     return
                 out = await send(client, ep.url, ep.secret, d.message_id, d.payload)
-                outcome = await asyncio.to_thread(self._record, d, out)
+                try:
+                    outcome = await asyncio.to_thread(self._record, d, out)
+                except Exception as exc:  # noqa: BLE001 - e.g. the endpoint was deleted meanwhile
+                    log.warning("webhook %s: could not record delivery %s: %s", d.event_type, d.id, exc)
+                    return
                 if outcome != "delivered":
                     if outcome == "retry":
-                        log.info("webhook %s to %s: %s; retrying", d.event_type, ep.url, out.error)
+                        # The host only: a Slack-style URL is itself a credential.
+                        log.info("webhook %s to endpoint %s (%s): %s; retrying", d.event_type, ep.id,
+                                 urlsplit(ep.url).hostname, out.error)
                     return  # later events of this model wait for this one
 
     async def deliver_due(self) -> int:
@@ -239,7 +250,11 @@ class Deliverer:
         if not groups:
             return 0
         async with httpx.AsyncClient(follow_redirects=False) as client:
-            await asyncio.gather(*(self._group(client, g) for g in groups))
+            # Every group ends before the client closes; one group's error is not the others'.
+            results = await asyncio.gather(*(self._group(client, g) for g in groups), return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException):
+                log.warning("webhook delivery round: %s", r)
         return sum(len(g) for g in groups)
 
 

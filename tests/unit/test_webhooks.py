@@ -194,3 +194,27 @@ def test_disabled_or_unsubscribed_endpoints_get_nothing(db):
         assert webhooks.enqueue(s, "model.failed", {}, model_id=7) == 1
         s.commit()
     assert ep.secret.startswith("whsec_") and filtered.id
+
+
+def test_a_url_httpx_refuses_is_refused_at_once():
+    with pytest.raises(webhooks.EndpointInvalid):
+        webhooks.check_url("http://exa\x00mple.com/")
+
+
+def test_one_bad_row_does_not_stop_the_others(db):
+    good = Receiver()
+    _queue(db, good.url)
+    with Session(db) as s:  # a row whose URL got past older checks
+        bad = webhooks.create_endpoint(db, url="http://127.0.0.1:9/x", event_types=["model.failed"])
+        s.execute(sa.update(webhooks.WebhookEndpoint).where(webhooks.WebhookEndpoint.id == bad.id)
+                  .values(url="http://exa\x00mple.com/"))
+        s.commit()
+        webhooks.enqueue(s, "model.failed", {"name": "m"}, model_id=2)
+        s.commit()
+    asyncio.run(webhooks.Deliverer(db).deliver_due())
+    with Session(db) as s:
+        rows = {d.endpoint_id: d for d in s.exec(select(WebhookDelivery)).all()}
+    assert len(good.got) == 2  # both events reached the good endpoint
+    assert rows[bad.id].status == "pending" and rows[bad.id].attempts == 1
+    assert "InvalidURL" in rows[bad.id].last_error
+    good.close()
