@@ -86,11 +86,14 @@ def sign_in(db: sa.Engine, username: str, password: str) -> str:
             ok = False
         if not ok:
             if user is not None:
-                user.failed_attempts += 1
-                over = user.failed_attempts - FREE_FAILURES
+                # Atomic increment: parallel wrong guesses each count (none is lost to a race).
+                s.execute(sa.update(AdminUser).where(AdminUser.id == user.id)
+                          .values(failed_attempts=AdminUser.failed_attempts + 1))
+                fails = s.exec(select(AdminUser.failed_attempts).where(AdminUser.id == user.id)).one()
+                over = fails - FREE_FAILURES
                 if over >= 0:
-                    user.locked_until = now + timedelta(seconds=min(2 ** over, MAX_LOCK_S))
-                s.add(user)
+                    s.execute(sa.update(AdminUser).where(AdminUser.id == user.id).values(
+                        locked_until=now + timedelta(seconds=min(2 ** over, MAX_LOCK_S))))
                 s.commit()
             raise AuthError("wrong username or password")
         user.failed_attempts = 0

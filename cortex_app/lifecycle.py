@@ -34,6 +34,7 @@ STOPPABLE = (S.LOADING, S.RUNNING, S.FAILED)
 LOG_LINES_KEPT = 100
 STOP_TIMEOUT_S = 10
 RESTART_ACTOR = "reconciler:restart-on-failure"
+ANY = object()  # transition(): no expectation about the row's container
 
 
 class Refused(Exception):
@@ -63,10 +64,12 @@ class Lifecycle:
 
     def transition(self, model_id: int, to: ModelState, *, reason: str, actor: str,
                    allowed_from: Collection[ModelState], log_tail: Optional[str] = None,
-                   **fields) -> ModelState:
+                   expect_container: object = ANY, **fields) -> ModelState:
         """Move the model to `to` if its state is in `allowed_from`; write the event in the same
         transaction. Returns the state it left; raises Refused if it was in no allowed state
-        (or another writer changed it between our read and our write)."""
+        (or another writer changed it between our read and our write). With `expect_container`,
+        the row must also still name that container: a decision about one container never
+        lands on the row of the next one."""
         with Session(self.db) as session:
             row = session.exec(select(Model.state, Model.name, Model.served_name, Model.engine)
                                .where(Model.id == model_id)).first()
@@ -76,8 +79,12 @@ class Lifecycle:
             if current not in allowed_from:
                 raise Refused(f"model {name} is {current.value}; cannot move it to {to.value}")
             now = utcnow()
+            where = [Model.id == model_id, Model.state == current]
+            if expect_container is not ANY:
+                where.append(Model.container_id.is_(None) if expect_container is None
+                             else Model.container_id == expect_container)
             result = session.execute(
-                sa.update(Model).where(Model.id == model_id, Model.state == current)
+                sa.update(Model).where(*where)
                 .values(state=to, state_reason=reason, updated_at=now, state_changed_at=now, **fields))
             if result.rowcount != 1:  # lost the race: someone moved it after our read
                 session.rollback()
@@ -129,17 +136,19 @@ class Lifecycle:
 
     # --- start --------------------------------------------------------------------------
 
-    def start(self, model_id: int, *, actor: str, reason: str = "start requested") -> Model:
+    def start(self, model_id: int, *, actor: str, reason: str = "start requested",
+              allowed_from: Collection[ModelState] = STARTABLE, restart_attempt: Optional[int] = None) -> Model:
         """stopped|failed -> starting -> loading: the container exists and runs. Readiness
         (loading -> running) is `wait_ready`'s job (or the reconciler's). A Docker failure ends
         `failed`, with nothing left behind. A start by anyone but the reconciler's restart
         policy begins a fresh count of restart attempts."""
         model = self._get(model_id)
-        if model.state not in STARTABLE:
+        if model.state not in allowed_from:
             raise Refused(f"model {model.name} is {model.state.value}; only a stopped or failed model can start")
         spec = build_spec(model, self.settings)
-        restarts = {} if actor == RESTART_ACTOR else {"restart_attempts": 0, "next_restart_at": None}
-        self.transition(model_id, S.STARTING, reason=reason, actor=actor, allowed_from=STARTABLE,
+        # An admin's start begins a fresh count; the restart policy's counts this attempt.
+        restarts = {"restart_attempts": restart_attempt or 0, "next_restart_at": None}
+        self.transition(model_id, S.STARTING, reason=reason, actor=actor, allowed_from=allowed_from,
                         spec_hash=spec.spec_hash, container_id=None, started_at=utcnow(), ready_at=None,
                         stopped_at=None, load_seconds=None, health="unknown", consecutive_failures=0,
                         **restarts)
@@ -151,8 +160,12 @@ class Lifecycle:
             info = self.runtime.create_and_start(spec, port)
         except (DockerRuntimeError, RuntimeError, OSError) as exc:
             # No container is left: create_and_start removes what it made when start fails.
-            self.transition(model_id, S.FAILED, reason=f"could not start: {exc}", actor=actor,
-                            allowed_from=(S.STARTING,), host_port=None, container_id=None, stopped_at=utcnow())
+            suffix, next_restart_at = (restart_decision(model.restart_on_failure, restart_attempt,
+                                                        model.restart_max_attempts, utcnow())
+                                       if restart_attempt is not None else ("", None))
+            self.transition(model_id, S.FAILED, reason=f"could not start: {exc}{suffix}", actor=actor,
+                            allowed_from=(S.STARTING,), host_port=None, container_id=None, stopped_at=utcnow(),
+                            next_restart_at=next_restart_at)
             return self._get(model_id)
         try:
             self.transition(model_id, S.LOADING, reason="container started; waiting for /health", actor=actor,
@@ -272,13 +285,16 @@ class Lifecycle:
         """The running container was built from an older config than the row holds now."""
         return model.state in (S.LOADING, S.RUNNING) and model.spec_hash != build_spec(model, self.settings).spec_hash
 
-    def apply(self, model_id: int, *, actor: str) -> Model:
-        """Restart a running model on its current config."""
+    def apply(self, model_id: int, *, actor: str, wait: bool = True) -> Model:
+        """Restart a running model on its current config (without `wait`, readiness is the
+        reconciler's to see)."""
         model = self._get(model_id)
         if model.state not in (S.LOADING, S.RUNNING):
             raise Refused(f"model {model.name} is {model.state.value}; its config applies at the next start")
-        self.stop(model_id, actor=actor, reason="apply: restarting with the new config")
-        return self.start_and_wait(model_id, actor=actor)
+        stopped = self.stop(model_id, actor=actor, reason="apply: restarting with the new config")
+        if stopped.state != S.STOPPED:
+            return stopped  # the old container could not be stopped: do not start a second one
+        return self.start_and_wait(model_id, actor=actor) if wait else self.start(model_id, actor=actor)
 
     def delete(self, model_id: int, *, actor: str) -> None:
         """Remove the row of a stopped or failed model; model files are never touched."""

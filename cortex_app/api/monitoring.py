@@ -7,7 +7,7 @@ import asyncio
 import time
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -48,11 +48,18 @@ def _checks() -> dict[str, str]:
 
 
 @router.get("/api/ready")
-async def ready() -> JSONResponse:
+async def ready(request: Request) -> JSONResponse:
+    """Anyone may ask (load balancers do) and learns which check failed; the details (hosts,
+    error texts) only go to a signed-in admin or an API token."""
     checks = await asyncio.to_thread(_checks)
     failed = [name for name, result in checks.items() if result != "ok"]
-    return JSONResponse({"status": "ready" if not failed else "unready", "failed": failed, "checks": checks},
-                        status_code=200 if not failed else 503)
+    body = {"status": "ready" if not failed else "unready", "failed": failed}
+    try:
+        await require_admin(request)
+        body["checks"] = checks
+    except HTTPException:
+        pass
+    return JSONResponse(body, status_code=200 if not failed else 503)
 
 
 class ConsoleCollector:

@@ -24,20 +24,34 @@ LEASE_NAME = "reconciler"
 ADVISORY_KEY = 0x636F7274  # "cort"
 
 
+def _pid_namespace() -> str:
+    """Which pid namespace (and boot) this process lives in: pids are only comparable within one."""
+    try:
+        ns = os.readlink("/proc/self/ns/pid").split("[")[-1].rstrip("]")
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()[:8]
+        return f"{ns}.{boot}"
+    except OSError:
+        return "unknown"
+
+
 def holder_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    return f"{socket.gethostname()}:{os.getpid()}:{_pid_namespace()}:{uuid.uuid4().hex[:6]}"
 
 
 def holder_is_dead(holder: str, me: str) -> bool:
-    """A lease written by a process of this host that no longer exists (a crashed console
-    restarting on the same machine): no need to wait for the lease to expire."""
-    host, _, rest = holder.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid_text.isdigit() or holder == me:
+    """A lease written by a process that no longer exists, in this very pid namespace and
+    boot (a crashed console restarting on the same machine): no need to wait for the lease to
+    expire. Anywhere else (another container, another host) only the expiry tells."""
+    parts = holder.split(":")
+    if holder == me or len(parts) != 4 or not parts[1].isdigit():
+        return False
+    host, pid_text, namespace, _ = parts
+    if host != socket.gethostname() or namespace != _pid_namespace() or namespace == "unknown":
         return False
     pid = int(pid_text)
     if pid == os.getpid():
-        return True  # our own pid, another holder id: a previous life of this process slot
+        return True  # our pid in our namespace under another holder id: that process is gone
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -73,17 +87,21 @@ class LeaderLease:
         if self._pg_conn is not None:
             try:
                 self._pg_conn.execute(sa.text("SELECT 1"))
+                self._pg_conn.commit()  # never sit "idle in transaction" (servers may kill that)
                 return True  # the lock lives as long as this connection
             except sa.exc.SQLAlchemyError:
                 self._drop_pg()
         conn = self.db.connect()
-        got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": ADVISORY_KEY}).scalar()
-        conn.commit()
-        if got:
-            self._pg_conn = conn
-            return True
-        conn.close()
-        return False
+        got = False
+        try:
+            got = bool(conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": ADVISORY_KEY}).scalar())
+            conn.commit()
+        finally:
+            if got:
+                self._pg_conn = conn
+            else:
+                conn.close()
+        return got
 
     def _drop_pg(self) -> None:
         if self._pg_conn is not None:

@@ -102,7 +102,10 @@ class Reconciler:
         if boot:
             policies = {}
             for c in containers:
-                info = await asyncio.to_thread(self.runtime.inspect, c.id)
+                try:
+                    info = await asyncio.to_thread(self.runtime.inspect, c.id)
+                except DockerRuntimeError:
+                    info = None  # unknown policy: never adopted
                 policies[c.id] = info.restart_policy if info else None
             boot_ctx = Boot(keep_models=self.lc.settings.keep_models_on_restart, restart_policies=policies)
         actions = plan([view(m) for m in rows], containers, healthy, utcnow(), boot=boot_ctx)
@@ -140,6 +143,7 @@ class Reconciler:
             now = utcnow()
             took = (now - m.started_at).total_seconds() if m.started_at else None
             lc.transition(m.id, S.RUNNING, reason=action.reason, actor=ACTOR, allowed_from=(S.LOADING,),
+                          expect_container=action.container_id,
                           ready_at=now, load_seconds=took if m.ready_at is None else m.load_seconds)
         elif isinstance(action, FailModel):
             self._fail(action)
@@ -149,14 +153,10 @@ class Reconciler:
             lc.transition(action.model_id, S.STOPPED, reason=action.reason, actor=ACTOR,
                           allowed_from=(action.expect,), host_port=None, container_id=None, stopped_at=utcnow())
         elif isinstance(action, RestartModel):
-            lc.start(action.model_id, actor=RESTART_ACTOR,
+            # Only from `failed`: an admin who stopped it meanwhile has the last word.
+            lc.start(action.model_id, actor=RESTART_ACTOR, allowed_from=(S.FAILED,),
+                     restart_attempt=action.attempt,
                      reason=f"restart on failure, attempt {action.attempt}/{action.of}")
-            with Session(lc.db) as session:
-                m = session.get(Model, action.model_id)
-                m.restart_attempts = action.attempt
-                m.next_restart_at = None
-                session.add(m)
-                session.commit()
         elif isinstance(action, ResetRestarts):
             with Session(lc.db) as session:
                 m = session.get(Model, action.model_id)
@@ -167,15 +167,18 @@ class Reconciler:
     def _fail(self, a: FailModel) -> None:
         rt = self.runtime
         logs = ""
+        m = self.lc._get(a.model_id)
+        if m.state != a.expect or m.container_id != a.row_container:
+            return  # the row moved on since the plan (ready, stopped, restarted): not ours to fail
         if a.container_missing:
-            m = self.lc._get(a.model_id)
             info = rt.inspect(m.container_id) if m.container_id else None
             if info is not None and info.running:
                 return  # the list was older than the row: the container is fine
             if info is not None:
                 a = FailModel(a.model_id, a.reason.replace("its container is gone",
                                                            f"its container exited with code {info.exit_code}"),
-                              a.expect, container_id=info.id, next_restart_at=a.next_restart_at)
+                              a.expect, container_id=info.id, next_restart_at=a.next_restart_at,
+                              row_container=a.row_container)
         if self.engine_interrupted:
             a = dataclasses.replace(a, reason=a.reason.replace("its container", "the Docker Engine restarted; "
                                                                                  "its container", 1))
@@ -183,6 +186,7 @@ class Reconciler:
             logs = rt.logs_tail(a.container_id, LOG_LINES_KEPT)
             rt.stop_and_remove(a.container_id, timeout=STOP_TIMEOUT_S)
         self.lc.transition(a.model_id, S.FAILED, reason=a.reason, actor=ACTOR, allowed_from=(a.expect,),
+                           expect_container=a.row_container,
                            log_tail=logs or None, host_port=None, container_id=None, stopped_at=utcnow(),
                            next_restart_at=a.next_restart_at)
 
@@ -219,13 +223,15 @@ class Reconciler:
             fields = dict(health=u.health, consecutive_failures=u.consecutive_failures,
                           probe_latency_ms=u.latency_ms, probe_history=u.history, last_probe_at=now)
             try:
-                if u.flipped:
-                    self.lc.record(m.id, m.name, m.state, kind=EventKind.HEALTH, reason=u.flipped, actor=ACTOR,
-                                   **fields)
-                else:
-                    with Session(self.lc.db) as session:
-                        session.execute(Model.__table__.update().where(Model.id == m.id).values(**fields))
-                        session.commit()
+                with Session(self.lc.db) as session:
+                    # Only if it is still the same running container: a model stopped or
+                    # restarted during the round gets no stale health, and no false alert.
+                    written = session.execute(Model.__table__.update().where(
+                        Model.id == m.id, Model.state == S.RUNNING, Model.container_id == m.container_id,
+                    ).values(**fields)).rowcount
+                    session.commit()
+                if written and u.flipped:
+                    self.lc.record(m.id, m.name, S.RUNNING, kind=EventKind.HEALTH, reason=u.flipped, actor=ACTOR)
             except Exception as exc:  # noqa: BLE001 - one model's write never stops the round
                 log.warning("probe: could not record health of model %s: %s", m.name, exc)
 

@@ -55,6 +55,7 @@ class ModelView:
 class MarkRunning:
     model_id: int
     reason: str
+    container_id: Optional[str] = None  # the row's container when planned
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class FailModel:
     container_id: Optional[str] = None
     container_missing: bool = False  # the list did not show it: re-check before failing
     next_restart_at: Optional[datetime] = None
+    row_container: Optional[str] = None  # the row's container when planned: acted on only if unchanged
 
 
 @dataclass(frozen=True)
@@ -136,7 +138,7 @@ def restart_decision(restart_on_failure: bool, attempts: int, max_attempts: int,
 def _fail(m: ModelView, reason: str, now: datetime, c: Optional[ContainerInfo]) -> FailModel:
     suffix, nxt = restart_decision(m.restart_on_failure, m.restart_attempts, m.restart_max_attempts, now)
     return FailModel(model_id=m.id, reason=reason + suffix, expect=m.state, container_id=c.id if c else None,
-                     container_missing=c is None, next_restart_at=nxt)
+                     container_missing=c is None, next_restart_at=nxt, row_container=m.container_id)
 
 
 def plan(models: Sequence[ModelView], containers: Sequence[ContainerInfo], healthy: set[int], now: datetime,
@@ -194,7 +196,7 @@ def plan(models: Sequence[ModelView], containers: Sequence[ContainerInfo], healt
                      and boot.restart_policies.get(own.id) == "no" and m.id in healthy)
             if adopt:
                 if m.state == S.LOADING:
-                    actions.append(MarkRunning(m.id, "adopted after console restart (healthy)"))
+                    actions.append(MarkRunning(m.id, "adopted after console restart (healthy)", m.container_id))
                 continue
             if own is not None:
                 actions.append(RemoveContainer(own.id, "removed: console restarted", m.id, m.name))
@@ -212,7 +214,7 @@ def plan(models: Sequence[ModelView], containers: Sequence[ContainerInfo], healt
         if m.state == S.LOADING:
             if m.id in healthy:
                 took = (now - m.started_at).total_seconds() if m.started_at else 0.0
-                actions.append(MarkRunning(m.id, f"ready after {took:.1f} s"))
+                actions.append(MarkRunning(m.id, f"ready after {took:.1f} s", m.container_id))
             elif m.started_at and (now - m.started_at).total_seconds() > m.startup_timeout_s:
                 actions.append(_fail(m, f"did not become ready in {m.startup_timeout_s} s", now, own))
         elif (m.restart_attempts and m.ready_at

@@ -22,7 +22,6 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from cortex_app import __version__, webhooks
 from cortex_app.reconcile.leader import LeaderLease
 from cortex_app.reconcile.loop import Reconciler
-from cortex_app.runtime.docker import DockerRuntimeError
 from cortex_app.runtime.gpu import GpuHistory
 from cortex_app.settings import Settings
 from cortex_app.webhooks import Deliverer
@@ -68,9 +67,13 @@ class ConsoleScheduler:
         self._pass_lock = asyncio.Lock()
         self._webhook_lock = asyncio.Lock()
         if await asyncio.to_thread(self.lease.acquire_or_renew):
-            await self._boot()
-            await asyncio.to_thread(webhooks.enqueue_system, self.reconciler.lc.db, "console.started",
-                                    f"Cortex {__version__} started", self.settings.public_url)
+            try:
+                await self._boot()
+                await asyncio.to_thread(webhooks.enqueue_system, self.reconciler.lc.db, "console.started",
+                                        f"Cortex {__version__} started", self.settings.public_url)
+            except Exception as exc:  # noqa: BLE001 - the console must start; the job retries the boot
+                self.booted = False
+                log.warning("boot reconcile failed (%s); retrying at the next pass", exc)
         sched = AsyncIOScheduler(timezone=timezone.utc)
         common = dict(max_instances=1, coalesce=True, misfire_grace_time=30)
         sched.add_job(self._reconcile_job, "interval", seconds=self.settings.reconcile_interval_s,
@@ -122,14 +125,28 @@ class ConsoleScheduler:
                 pass
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
-        if self.lease.is_leader and not self.settings.keep_models_on_restart:
-            try:
-                n = await asyncio.to_thread(self.reconciler.shutdown_models)
+        for task in (self._drainer, self._webhook_drainer):
+            if task is not None and not task.done():
+                task.cancel()
+                try:
+                    await task
+                except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                    pass
+        was_leader = self.lease.is_leader
+        try:
+            if was_leader and not self.settings.keep_models_on_restart and self._pass_lock is not None:
+                # Under the pass lock: no pass can start a model behind the shutdown's back.
+                async with self._pass_lock:
+                    n = await asyncio.to_thread(self.reconciler.shutdown_models)
                 log.info("shutdown: stopped %d models", n)
-            except DockerRuntimeError as exc:
-                log.warning("shutdown: could not stop models: %s", exc)
-        if self.lease.is_leader:
-            await asyncio.to_thread(self.lease.release)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("shutdown: could not stop models: %s", exc)
+        finally:
+            if was_leader:
+                try:
+                    await asyncio.to_thread(self.lease.release)
+                except Exception as exc:  # noqa: BLE001
+                    log.warning("shutdown: could not release the leader lease: %s", exc)
 
     # --- jobs ---------------------------------------------------------------------------
 
@@ -142,7 +159,7 @@ class ConsoleScheduler:
 
     async def _reconcile_job(self) -> None:
         try:
-            if not self.lease.is_leader:
+            if not self.lease.is_leader or self._stopping.is_set():
                 return
             async with self._pass_lock:
                 if not self.booted:

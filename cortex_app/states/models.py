@@ -12,6 +12,7 @@ import reflex as rx
 
 from cortex_app import crud
 from cortex_app.lifecycle import Refused
+from cortex_app.runtime.docker import DockerRuntimeError
 from cortex_app.models import Model, ModelState, utcnow
 from cortex_app.services import get as services
 from cortex_app.states.auth import AdminState
@@ -114,14 +115,16 @@ class ModelsState(AdminState):
             return
         lc = services().lifecycle
         actor = f"admin:{user}"
-        calls = {"start": lambda: lc.start_and_wait(model_id, actor=actor),
+        # No waiting for readiness here: the reconciler moves loading -> running (a pass a
+        # second while anything loads), so no worker thread is held for a model's whole load.
+        calls = {"start": lambda: lc.start(model_id, actor=actor),
                  "stop": lambda: lc.stop(model_id, actor=actor),
-                 "apply": lambda: lc.apply(model_id, actor=actor),
+                 "apply": lambda: lc.apply(model_id, actor=actor, wait=False),
                  "delete": lambda: lc.delete(model_id, actor=actor)}
         try:
             await asyncio.to_thread(calls[verb])
             text = ""
-        except (Refused, LookupError) as exc:
+        except (Refused, LookupError, DockerRuntimeError) as exc:
             text = str(exc)
         async with self:
             self.message = text

@@ -227,3 +227,32 @@ def test_two_installs_on_one_engine_leave_each_other_alone(bed, docker_client, t
     assert bed.row(m.id).state is S.RUNNING
     ours.stop(m.id, actor="t")
     other_db.dispose()
+
+
+def test_stale_decisions_never_land_on_a_changed_row(bed):
+    """Found in review: a plan made about one container must not fail the row of the next one,
+    a restart must not start a model an admin stopped meanwhile, and a probe round must not
+    write health onto a model stopped during it."""
+    from cortex_app.lifecycle import Refused
+    from cortex_app.models import Health
+    from cortex_app.reconcile.plan import FailModel, RestartModel
+    from cortex_app.reconcile.probes import ProbeResult
+
+    m = bed.llama()
+    # 1. planned against container "old"; the row now runs "new" (an Apply happened).
+    bed.lc.transition(m.id, S.RUNNING, reason="t", actor="t", allowed_from=(S.STOPPED,), container_id="new")
+    bed.rec.apply(FailModel(m.id, "did not become ready", S.RUNNING, container_id="old", row_container="old"))
+    assert bed.row(m.id).state is S.RUNNING and bed.row(m.id).container_id == "new"
+    # 2. a due restart, but an admin stopped the failed model first.
+    bed.lc.transition(m.id, S.STOPPED, reason="admin stop", actor="admin:t", allowed_from=(S.RUNNING,),
+                      container_id=None)
+    with pytest.raises(Refused):
+        bed.rec.apply(RestartModel(m.id, 1, 3))
+    assert bed.row(m.id).state is S.STOPPED
+    # 3. a probe round that read the row as running, written after it was stopped.
+    stale = bed.row(m.id).model_copy(update={"state": S.RUNNING, "health": Health.HEALTHY})
+    bed.lc.settings = dataclasses.replace(bed.settings, unhealthy_after=1)
+    bed.rec._write_health([stale], {m.id: ProbeResult(m.id, False, None, status=503)})
+    row = bed.row(m.id)
+    assert row.health is Health.UNKNOWN and row.last_probe_at is None
+    assert bed.events(m.id, kind=EventKind.HEALTH) == []

@@ -34,11 +34,15 @@ def test_a_dead_holder_on_this_host_is_taken_over_at_once(tmp_path):
     db = sa.create_engine(url)
     gone = subprocess.Popen(["true"])
     gone.wait()  # a pid that no longer runs
-    crashed = LeaderLease(db, ttl_s=300, holder=f"{socket.gethostname()}:{gone.pid}:abc123")
+    from cortex_app.reconcile.leader import _pid_namespace
+
+    crashed = LeaderLease(db, ttl_s=300, holder=f"{socket.gethostname()}:{gone.pid}:{_pid_namespace()}:abc123")
     assert crashed.acquire_or_renew() is True
     fresh = LeaderLease(db, ttl_s=300)
     assert fresh.acquire_or_renew() is True
     fresh.release()
-    elsewhere = LeaderLease(db, ttl_s=300, holder="other-host:1:x")
+    elsewhere = LeaderLease(db, ttl_s=300, holder=f"{socket.gethostname()}:{gone.pid}:othernamespace:x")
     assert elsewhere.acquire_or_renew() is True
-    assert LeaderLease(db, ttl_s=300).acquire_or_renew() is False  # not ours to judge: wait for expiry
+    # Same host name and a dead-looking pid, but another pid namespace (another container):
+    # not ours to judge, wait for the expiry.
+    assert LeaderLease(db, ttl_s=300).acquire_or_renew() is False
