@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import re
 import shlex
 
 import reflex as rx
@@ -25,8 +26,18 @@ SPECIAL = ("extra_args", "extra_env", "hf_token", "gpu_ids")  # not shown as sto
 EMPTY = {f: "" for f in TEXT_FIELDS} | {"engine": "llamacpp", "device": "cpu", "startup_timeout_s": "600"}
 
 
+SECRET_NAME = re.compile(r"TOKEN|KEY|SECRET|PASSW", re.IGNORECASE)
+MASK = "••••••"  # shown instead of a secret-looking value; saving it unchanged keeps the stored one
+
+
 def env_text(env: dict[str, str]) -> str:
-    return "\n".join(f"{k}={v}" for k, v in env.items())
+    """The env as NAME=value lines, secret-looking values masked: the browser never gets them."""
+    return "\n".join(f"{k}={MASK if SECRET_NAME.search(k) else v}" for k, v in env.items())
+
+
+def unmask_env(edited: dict[str, str], stored: dict[str, str]) -> dict[str, str]:
+    """A value still equal to the mask means "unchanged": keep the stored value."""
+    return {k: (stored.get(k, "") if v == MASK else v) for k, v in edited.items()}
 
 
 def parse_env_text(text: str) -> dict[str, str] | str:
@@ -111,11 +122,14 @@ class ModelFormState(AdminState):
         if isinstance(env, str):
             self.errors = {"extra_env": env}
             return
+        svc = services()
+        if self.model_id:
+            stored = await asyncio.to_thread(crud.get_model, svc.db, self.model_id)
+            env = unmask_env(env, stored.extra_env if stored else {})
         data["extra_env"] = env
         data |= self.flags
         if self.values.get("hf_token"):  # empty = keep the stored token
             data["hf_token"] = self.values["hf_token"]
-        svc = services()
         try:
             if self.model_id:
                 m = await asyncio.to_thread(crud.update_model, svc.db, svc.settings, self.model_id, data)

@@ -95,3 +95,15 @@ def test_model_id_in_page_paths(path, expected):
     from cortex_app.states.models import model_id_in
 
     assert model_id_in(path) == expected
+
+
+def test_secret_looking_env_values_never_reach_the_form():
+    from cortex_app.states.model_form import MASK, env_text, parse_env_text, unmask_env
+
+    stored = {"API_KEY": "sk-live-123", "HF_HUB_TOKEN_X": "hf_abc", "LOG_LEVEL": "debug"}
+    shown = env_text(stored)
+    assert "sk-live-123" not in shown and "hf_abc" not in shown and "LOG_LEVEL=debug" in shown
+    edited = parse_env_text(shown.replace("LOG_LEVEL=debug", "LOG_LEVEL=info") + "\nDB_PASSWORD=new")
+    assert unmask_env(edited, stored) == {"API_KEY": "sk-live-123", "HF_HUB_TOKEN_X": "hf_abc",
+                                          "LOG_LEVEL": "info", "DB_PASSWORD": "new"}
+    assert MASK not in unmask_env(edited, stored).values()
