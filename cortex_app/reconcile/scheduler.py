@@ -34,6 +34,34 @@ WEBHOOK_POLL_S = 0.25
 GPU_SAMPLE_S = 5.0  # the outbox is read this often (a query; sends only when something is due)  # while a model loads, its /health is checked this often
 
 
+class Coalesced:
+    """Runs an async job as soon as asked (on the loop). Asks that arrive while it runs make
+    exactly one more run after it, so a trigger is never lost and never piles up."""
+
+    def __init__(self, job):
+        self.job = job
+        self.dirty = False
+        self.task: Optional[asyncio.Task] = None
+
+    def kick(self) -> None:
+        self.dirty = True
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        while self.dirty:
+            self.dirty = False
+            await self.job()
+
+    async def cancel(self) -> None:
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+            try:
+                await self.task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+
+
 class ConsoleScheduler:
     def __init__(self, reconciler: Reconciler, lease: LeaderLease, settings: Settings,
                  deliverer: Optional[Deliverer] = None):
@@ -50,14 +78,12 @@ class ConsoleScheduler:
         self._stopping = threading.Event()
         self.booted = False
         self._failed_once: set[str] = set()
-        # Event-triggered passes: a trigger that arrives during a pass marks it dirty, and the
-        # drain task runs one more pass after it, so a `die` right after a `kill` is never lost.
+        # Event-triggered passes and post-commit deliveries: a `die` right after a `kill`, or
+        # a delivery queued during a round, is never lost.
         self._pass_lock: Optional[asyncio.Lock] = None
-        self._dirty = False
-        self._drainer: Optional[asyncio.Task] = None
         self._webhook_lock: Optional[asyncio.Lock] = None
-        self._webhooks_dirty = False
-        self._webhook_drainer: Optional[asyncio.Task] = None
+        self._reconcile_soon = Coalesced(self._reconcile_job)
+        self._deliver_soon = Coalesced(self._webhook_poll)
 
     # --- start / stop -------------------------------------------------------------------
 
@@ -125,13 +151,8 @@ class ConsoleScheduler:
                 pass
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
-        for task in (self._drainer, self._webhook_drainer):
-            if task is not None and not task.done():
-                task.cancel()
-                try:
-                    await task
-                except (asyncio.CancelledError, Exception):  # noqa: BLE001
-                    pass
+        await self._reconcile_soon.cancel()
+        await self._deliver_soon.cancel()
         was_leader = self.lease.is_leader
         try:
             if was_leader and not self.settings.keep_models_on_restart and self._pass_lock is not None:
@@ -171,17 +192,6 @@ class ConsoleScheduler:
         except Exception as exc:  # noqa: BLE001 - jobs never raise out of the scheduler
             self._once("reconcile", exc)
 
-    def _kick(self) -> None:
-        """On the loop: note that a pass is wanted; start the drain task if none runs."""
-        self._dirty = True
-        if self._drainer is None or self._drainer.done():
-            self._drainer = asyncio.create_task(self._drain())
-
-    async def _drain(self) -> None:
-        while self._dirty:
-            self._dirty = False
-            await self._reconcile_job()
-
     async def _probe_job(self) -> None:
         try:
             if self.lease.is_leader:
@@ -198,7 +208,7 @@ class ConsoleScheduler:
 
                 rows = await asyncio.to_thread(self.reconciler._rows)
                 if any(m.state == ModelState.LOADING for m in rows):
-                    self._kick()
+                    self._reconcile_soon.kick()
         except Exception as exc:  # noqa: BLE001
             self._once("loading", exc)
 
@@ -222,21 +232,9 @@ class ConsoleScheduler:
             await self._webhook_job()
 
     def deliver_now(self) -> None:
-        """Deliver webhooks as soon as possible (thread-safe): a drain task, like the reconcile
-        kick, that runs the delivery job again if more arrived meanwhile."""
+        """Deliver webhooks as soon as possible (thread-safe)."""
         if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._kick_webhooks)
-
-    def _kick_webhooks(self) -> None:
-        self._webhooks_dirty = True
-        if self._webhook_drainer is None or self._webhook_drainer.done():
-            self._webhook_drainer = asyncio.create_task(self._drain_webhooks())
-
-    async def _drain_webhooks(self) -> None:
-        while self._webhooks_dirty:
-            self._webhooks_dirty = False
-            async with self._webhook_lock:
-                await self._webhook_job()
+            self._loop.call_soon_threadsafe(self._deliver_soon.kick)
 
     async def _lease_job(self) -> None:
         try:
@@ -256,9 +254,9 @@ class ConsoleScheduler:
         `again_after` seconds."""
         if self._loop is None or self._loop.is_closed():
             return
-        self._loop.call_soon_threadsafe(self._kick)
+        self._loop.call_soon_threadsafe(self._reconcile_soon.kick)
         for delay in again_after:
-            self._loop.call_soon_threadsafe(self._loop.call_later, delay, self._kick)
+            self._loop.call_soon_threadsafe(self._loop.call_later, delay, self._reconcile_soon.kick)
 
     # --- Docker events ------------------------------------------------------------------
 
