@@ -1,18 +1,13 @@
-"""The SQLAlchemy engine, sessions, and the schema check that runs before serving.
-
-The engine is created on first use, never at import time.
-"""
+"""The SQLAlchemy engine (made on first use, never at import time) and the install's id."""
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from functools import lru_cache
-from typing import Iterator
 
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
-from .settings import load_settings
+from cortex_app.models import Installation
 
 
 def make_engine(db_url: str) -> sa.Engine:
@@ -29,26 +24,8 @@ def engine_for(db_url: str) -> sa.Engine:
     return make_engine(db_url)
 
 
-def get_engine() -> sa.Engine:
-    return engine_for(load_settings().db_url)
-
-
-@contextmanager
-def session_scope() -> Iterator[Session]:
-    """A session that commits on success and rolls back on error."""
-    with Session(get_engine(), expire_on_commit=False) as session:
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
-
-
 def installation_id(db: sa.Engine) -> str:
     """This install's id (see models.Installation), made by the migration."""
-    from cortex_app.models import Installation
-
     with Session(db) as session:
         row = session.exec(select(Installation.id)).first()
     if row is None:

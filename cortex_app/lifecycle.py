@@ -18,7 +18,7 @@ import httpx
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
-from cortex_app import webhooks
+from cortex_app import crud, webhooks
 from cortex_app.engines import build_spec
 from cortex_app.engines.spec import PUBLISH_HOST
 from cortex_app.models import EventKind, Model, ModelEvent, ModelState, utcnow
@@ -127,9 +127,9 @@ class Lifecycle:
                                          reason=reason, public_url=self.settings.public_url)
         return webhooks.enqueue(session, event_type, data, model_id=model_id, at=at)
 
-    def _get(self, model_id: int) -> Model:
-        with Session(self.db, expire_on_commit=False) as session:
-            model = session.get(Model, model_id)
+    def get(self, model_id: int) -> Model:
+        """The row as it is now (LookupError if deleted): re-read before acting on it."""
+        model = crud.get_model(self.db, model_id)
         if model is None:
             raise LookupError(f"no model with id {model_id}")
         return model
@@ -142,7 +142,7 @@ class Lifecycle:
         (loading -> running) is `wait_ready`'s job (or the reconciler's). A Docker failure ends
         `failed`, with nothing left behind. A start by anyone but the reconciler's restart
         policy begins a fresh count of restart attempts."""
-        model = self._get(model_id)
+        model = self.get(model_id)
         if model.state not in allowed_from:
             raise Refused(f"model {model.name} is {model.state.value}; only a stopped or failed model can start")
         spec = build_spec(model, self.settings)
@@ -166,7 +166,7 @@ class Lifecycle:
             self.transition(model_id, S.FAILED, reason=f"could not start: {exc}{suffix}", actor=actor,
                             allowed_from=(S.STARTING,), host_port=None, container_id=None, stopped_at=utcnow(),
                             next_restart_at=next_restart_at)
-            return self._get(model_id)
+            return self.get(model_id)
         try:
             self.transition(model_id, S.LOADING, reason="container started; waiting for /health", actor=actor,
                             allowed_from=(S.STARTING,), container_id=info.id)
@@ -174,7 +174,7 @@ class Lifecycle:
             # Only a reconciler acting on a stuck row can get here; never leave its container.
             self.runtime.remove(info.id)
             raise
-        return self._get(model_id)
+        return self.get(model_id)
 
     def _claim_port(self, model_id: int) -> int:
         """Write a free host port on the row. The unique constraint on host_port settles a
@@ -198,10 +198,10 @@ class Lifecycle:
         """While the model is `loading`: poll /health (llama.cpp answers 503 while it loads;
         vLLM does not listen yet), and watch the container. 200 -> running, container exit
         -> failed with its logs, startup timeout -> stopped and removed, failed."""
-        model = self._get(model_id)
+        model = self.get(model_id)
         with httpx.Client(timeout=2) as http:
             while True:
-                model = self._get(model_id)
+                model = self.get(model_id)
                 if model.state != S.LOADING:
                     return model  # stopped by an admin, or already judged
                 try:
@@ -252,7 +252,7 @@ class Lifecycle:
                             next_restart_at=next_restart_at)
         except Refused:
             pass
-        return self._get(model.id)
+        return self.get(model.id)
 
     def start_and_wait(self, model_id: int, *, actor: str) -> Model:
         model = self.start(model_id, actor=actor)
@@ -263,7 +263,7 @@ class Lifecycle:
     def stop(self, model_id: int, *, actor: str, reason: str = "stop requested") -> Model:
         """loading|running|failed -> stopping -> stopped; the container is stopped (SIGTERM, then
         SIGKILL after the timeout) and removed. Already stopped: nothing happens."""
-        model = self._get(model_id)
+        model = self.get(model_id)
         if model.state == S.STOPPED:
             return model
         self.transition(model_id, S.STOPPING, reason=reason, actor=actor, allowed_from=STOPPABLE)
@@ -275,11 +275,11 @@ class Lifecycle:
         except DockerRuntimeError as exc:
             self.transition(model_id, S.FAILED, reason=f"could not stop: {exc}", actor=actor,
                             allowed_from=(S.STOPPING,))
-            return self._get(model_id)
+            return self.get(model_id)
         done = "stopped" + (f" (exit code {codes[0]})" if len(codes) == 1 and codes[0] is not None else "")
         self.transition(model_id, S.STOPPED, reason=done, actor=actor, allowed_from=(S.STOPPING,),
                         host_port=None, container_id=None, stopped_at=utcnow())
-        return self._get(model_id)
+        return self.get(model_id)
 
     def is_stale(self, model: Model) -> bool:
         """The running container was built from an older config than the row holds now."""
@@ -288,7 +288,7 @@ class Lifecycle:
     def apply(self, model_id: int, *, actor: str, wait: bool = True) -> Model:
         """Restart a running model on its current config (without `wait`, readiness is the
         reconciler's to see)."""
-        model = self._get(model_id)
+        model = self.get(model_id)
         if model.state not in (S.LOADING, S.RUNNING):
             raise Refused(f"model {model.name} is {model.state.value}; its config applies at the next start")
         stopped = self.stop(model_id, actor=actor, reason="apply: restarting with the new config")
@@ -315,7 +315,7 @@ class Lifecycle:
 
     def logs(self, model_id: int, lines: int = 200) -> str:
         """The container's last lines; for a model without one, the lines kept when it failed."""
-        model = self._get(model_id)
+        model = self.get(model_id)
         if model.container_id:
             return self.runtime.logs_tail(model.container_id, lines)
         with Session(self.db) as session:

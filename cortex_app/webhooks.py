@@ -291,6 +291,29 @@ def rotate_secret(db: sa.Engine, endpoint_id: int) -> str:
     return secret
 
 
+def get_endpoint(db: sa.Engine, endpoint_id: int) -> Optional[WebhookEndpoint]:
+    with Session(db, expire_on_commit=False) as s:
+        return s.get(WebhookEndpoint, endpoint_id)
+
+
+def toggle_endpoint(db: sa.Engine, endpoint_id: int) -> None:
+    """Enable or disable; a disabled endpoint's pending deliveries wait (see _due_groups)."""
+    with Session(db) as s:
+        s.execute(sa.update(WebhookEndpoint).where(WebhookEndpoint.id == endpoint_id)
+                  .values(enabled=~WebhookEndpoint.enabled))
+        s.commit()
+
+
+def delete_endpoint(db: sa.Engine, endpoint_id: int) -> None:
+    """The endpoint with its deliveries and their attempts (cascading foreign keys)."""
+    with Session(db) as s:
+        s.execute(sa.delete(WebhookAttempt).where(WebhookAttempt.delivery_id.in_(
+            select(WebhookDelivery.id).where(WebhookDelivery.endpoint_id == endpoint_id))))
+        s.execute(sa.delete(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint_id))
+        s.execute(sa.delete(WebhookEndpoint).where(WebhookEndpoint.id == endpoint_id))
+        s.commit()
+
+
 async def send_ping(endpoint: WebhookEndpoint) -> Outcome:
     body = payload(endpoint.payload_format, "ping", utcnow(), {"reason": "test delivery from Cortex"})
     async with httpx.AsyncClient() as client:

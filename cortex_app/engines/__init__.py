@@ -15,6 +15,3 @@ def build_spec(model: Model, settings: Settings) -> ContainerSpec:
         return vllm.build(model, str(settings.models_dir), str(settings.hf_cache_dir))
     raise ValueError(f"unknown engine {model.engine!r}")
 
-
-def engine_port(engine: Engine | str) -> int:
-    return llamacpp.PORT if engine == Engine.LLAMACPP else vllm.PORT

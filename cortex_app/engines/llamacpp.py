@@ -5,8 +5,7 @@ The image's ENTRYPOINT is llama-server, so the spec's args are only its flags.
 
 from __future__ import annotations
 
-from cortex_app.engines.spec import (MODELS_MOUNT, ContainerSpec, Mount, container_name, flag,
-                                     gpu_env_and_request, switch)
+from cortex_app.engines.spec import MODELS_MOUNT, ContainerSpec, Mount, flag, gpu_env_and_request, model_spec, switch
 from cortex_app.models import Model
 
 PORT = 8080
@@ -31,16 +30,5 @@ def build(model: Model, models_dir: str) -> ContainerSpec:
     flag(args, "--cache-type-v", model.cache_type_v)
     switch(args, "--embeddings", model.embeddings)
     args.append("--metrics")
-    args += list(model.extra_args or [])
-    return ContainerSpec(
-        name=container_name(model),
-        image=model.image,
-        args=tuple(args),
-        env={**(model.extra_env or {}), **env},
-        container_port=PORT,
-        mounts=(Mount(models_dir, MODELS_MOUNT, read_only=True),),
-        gpus=gpus,
-        model_id=model.id or 0,
-        model_name=model.name,
-        engine="llamacpp",
-    )
+    return model_spec(model, engine="llamacpp", args=args, env=env, port=PORT, gpus=gpus,
+                      mounts=(Mount(models_dir, MODELS_MOUNT, read_only=True),))

@@ -82,6 +82,25 @@ def container_name(model: Model) -> str:
     return f"cortex-model-{model.id}-{model.name}"
 
 
+def model_spec(model: Model, *, engine: str, args: list[str], env: dict[str, str], port: int,
+               mounts: tuple[Mount, ...], gpus: Optional[GpuRequest], **extra) -> ContainerSpec:
+    """What every engine's spec shares: name, image, the admin's extra flags after the
+    console's, the admin's extra env under the console's (which wins), the model's identity."""
+    return ContainerSpec(
+        name=container_name(model),
+        image=model.image,
+        args=tuple(args + list(model.extra_args or [])),
+        env={**(model.extra_env or {}), **env},
+        container_port=port,
+        mounts=mounts,
+        gpus=gpus,
+        model_id=model.id or 0,
+        model_name=model.name,
+        engine=engine,
+        **extra,
+    )
+
+
 def gpu_env_and_request(model: Model) -> tuple[dict[str, str], Optional[GpuRequest]]:
     if model.device != "cuda":
         return {}, None

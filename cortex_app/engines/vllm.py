@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import re
 
-from cortex_app.engines.spec import (MODELS_MOUNT, ContainerSpec, Mount, container_name, flag,
-                                     gpu_env_and_request, switch)
+from cortex_app.engines.spec import MODELS_MOUNT, ContainerSpec, Mount, flag, gpu_env_and_request, model_spec, switch
 from cortex_app.models import Model
 
 PORT = 8000
@@ -49,18 +48,6 @@ def build(model: Model, models_dir: str, hf_cache_dir: str) -> ContainerSpec:
     switch(args, "--trust-remote-code", model.trust_remote_code)
     if model.enable_prefix_caching is not None:
         args.append("--enable-prefix-caching" if model.enable_prefix_caching else "--no-enable-prefix-caching")
-    args += list(model.extra_args or [])
-    return ContainerSpec(
-        name=container_name(model),
-        image=model.image,
-        args=tuple(args),
-        env={**(model.extra_env or {}), **env},
-        container_port=PORT,
-        mounts=(Mount(models_dir, MODELS_MOUNT, read_only=True),
-                Mount(hf_cache_dir, HF_CACHE_MOUNT, read_only=False)),
-        gpus=gpus,
-        shm_size=SHM_SIZE,
-        model_id=model.id or 0,
-        model_name=model.name,
-        engine="vllm",
-    )
+    return model_spec(model, engine="vllm", args=args, env=env, port=PORT, gpus=gpus, shm_size=SHM_SIZE,
+                      mounts=(Mount(models_dir, MODELS_MOUNT, read_only=True),
+                              Mount(hf_cache_dir, HF_CACHE_MOUNT, read_only=False)))

@@ -15,9 +15,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
-from sqlmodel import Session, select
+from sqlmodel import Session
 
-from cortex_app import webhooks
+from cortex_app import crud, webhooks
 from cortex_app.lifecycle import LOG_LINES_KEPT, RESTART_ACTOR, STOP_TIMEOUT_S, Lifecycle, Refused
 from cortex_app.models import EventKind, Model, ModelState, utcnow
 from cortex_app.reconcile.plan import (Boot, FailModel, MarkRunning, MarkStopped, ModelView, RemoveContainer,
@@ -63,9 +63,8 @@ class Reconciler:
     def runtime(self):
         return self.lc.runtime
 
-    def _rows(self) -> list[Model]:
-        with Session(self.lc.db, expire_on_commit=False) as session:
-            return list(session.exec(select(Model)).all())
+    def rows(self) -> list[Model]:
+        return crud.list_models(self.lc.db)
 
     def _legacy(self) -> list[ContainerInfo]:
         """Containers an older install left (its names, not our labels): boot only."""
@@ -92,7 +91,7 @@ class Reconciler:
             self.last_report = report
             return report
         await asyncio.to_thread(self._engine_flip, True, "the Docker Engine answers again")
-        rows = await asyncio.to_thread(self._rows)
+        rows = await asyncio.to_thread(self.rows)
         loading_or_adoptable = [m for m in rows if m.state in (S.LOADING, S.RUNNING if boot else S.LOADING)
                                 and m.host_port]
         probes = await probe_many([(m.id, self.lc.health_url(m)) for m in loading_or_adoptable],
@@ -139,7 +138,7 @@ class Reconciler:
     def apply(self, action) -> None:
         lc = self.lc
         if isinstance(action, MarkRunning):
-            m = lc._get(action.model_id)
+            m = lc.get(action.model_id)
             now = utcnow()
             took = (now - m.started_at).total_seconds() if m.started_at else None
             lc.transition(m.id, S.RUNNING, reason=action.reason, actor=ACTOR, allowed_from=(S.LOADING,),
@@ -167,7 +166,7 @@ class Reconciler:
     def _fail(self, a: FailModel) -> None:
         rt = self.runtime
         logs = ""
-        m = self.lc._get(a.model_id)
+        m = self.lc.get(a.model_id)
         if m.state != a.expect or m.container_id != a.row_container:
             return  # the row moved on since the plan (ready, stopped, restarted): not ours to fail
         if a.container_missing:
@@ -197,7 +196,7 @@ class Reconciler:
             log.warning("reconcile: %s (container %s, %s)", a.reason, a.container_id[:12], a.model_name)
             return
         try:
-            m = self.lc._get(a.model_id)
+            m = self.lc.get(a.model_id)
             name, state = m.name, m.state
         except LookupError:  # a deleted row: the history still gets the event
             name, state = (a.model_name or "?")[:64], S.STOPPED
@@ -207,7 +206,7 @@ class Reconciler:
 
     async def probe_running(self) -> int:
         """One round of probes over every running model; writes health, flips with events."""
-        rows = [m for m in await asyncio.to_thread(self._rows) if m.state == S.RUNNING and m.host_port]
+        rows = [m for m in await asyncio.to_thread(self.rows) if m.state == S.RUNNING and m.host_port]
         results = await probe_many([(m.id, self.lc.health_url(m)) for m in rows], timeout=self.probe_timeout)
         await asyncio.to_thread(self._write_health, rows, results)
         return len(results)
@@ -241,7 +240,7 @@ class Reconciler:
         """Default policy on graceful shutdown: stop and remove every model container, so no
         model outlives the console that an admin would have to find and stop by hand."""
         stopped = 0
-        for m in self._rows():
+        for m in self.rows():
             if m.state in (S.LOADING, S.RUNNING):
                 try:
                     self.lc.stop(m.id, actor="console", reason="console shutting down")

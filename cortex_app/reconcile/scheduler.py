@@ -20,6 +20,7 @@ from typing import Optional
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from cortex_app import __version__, webhooks
+from cortex_app.models import ModelState
 from cortex_app.reconcile.leader import LeaderLease
 from cortex_app.reconcile.loop import Reconciler
 from cortex_app.runtime.gpu import GpuHistory
@@ -131,9 +132,7 @@ class ConsoleScheduler:
             await self._start_on_boot()
 
     async def _start_on_boot(self) -> None:
-        from cortex_app.models import ModelState
-
-        for m in await asyncio.to_thread(self.reconciler._rows):
+        for m in await asyncio.to_thread(self.reconciler.rows):
             if m.start_on_boot and m.state in (ModelState.STOPPED, ModelState.FAILED):
                 try:
                     await asyncio.to_thread(self.reconciler.lc.start, m.id, actor="console:start-on-boot",
@@ -204,9 +203,7 @@ class ConsoleScheduler:
         and moves the ready ones to running (or fails them past their timeout)."""
         try:
             if self.lease.is_leader and self.booted:
-                from cortex_app.models import ModelState
-
-                rows = await asyncio.to_thread(self.reconciler._rows)
+                rows = await asyncio.to_thread(self.reconciler.rows)
                 if any(m.state == ModelState.LOADING for m in rows):
                     self._reconcile_soon.kick()
         except Exception as exc:  # noqa: BLE001

@@ -299,13 +299,6 @@ class DockerRuntime:
             oom_killed=bool(st.get("OOMKilled")),
             restart_policy=(a.get("HostConfig", {}).get("RestartPolicy") or {}).get("Name"))
 
-    def inspect_raw(self, container_id: str) -> dict:
-        """The engine's full inspect document (for tests and the detail page)."""
-        try:
-            return self._c().api.inspect_container(container_id)
-        except Exception as exc:  # noqa: BLE001
-            raise self._map(exc) from None
-
     def logs_tail(self, container_id: str, lines: int = 200) -> str:
         try:
             raw = self._c().api.logs(container_id, stdout=True, stderr=True, tail=lines)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 
 import reflex as rx
-import sqlalchemy as sa
 from sqlmodel import Session, func, select
 
 from cortex_app import auth, webhooks
@@ -107,26 +106,14 @@ class SettingsState(AdminState):
     async def toggle_enabled(self, endpoint_id: int):
         if await self.admin() is None:
             return rx.redirect("/login")
-
-        def flip():
-            with Session(services().db) as s:
-                s.execute(sa.update(WebhookEndpoint).where(WebhookEndpoint.id == endpoint_id)
-                          .values(enabled=~WebhookEndpoint.enabled))
-                s.commit()
-        await asyncio.to_thread(flip)
+        await asyncio.to_thread(webhooks.toggle_endpoint, services().db, endpoint_id)
         await self._refresh()
 
     @rx.event
     async def remove(self, endpoint_id: int):
         if await self.admin() is None:
             return rx.redirect("/login")
-
-        def delete():
-            with Session(services().db) as s:
-                s.execute(sa.delete(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint_id))
-                s.execute(sa.delete(WebhookEndpoint).where(WebhookEndpoint.id == endpoint_id))
-                s.commit()
-        await asyncio.to_thread(delete)
+        await asyncio.to_thread(webhooks.delete_endpoint, services().db, endpoint_id)
         await self._refresh()
 
     @rx.event
@@ -134,8 +121,7 @@ class SettingsState(AdminState):
         if await self.admin() is None:
             yield rx.redirect("/login")
             return
-        with Session(services().db, expire_on_commit=False) as s:
-            ep = s.get(WebhookEndpoint, endpoint_id)
+        ep = await asyncio.to_thread(webhooks.get_endpoint, services().db, endpoint_id)
         if ep is None:
             return
         self.ping_result = f"Sending a test to {ep.url}…"

@@ -218,3 +218,19 @@ def test_one_bad_row_does_not_stop_the_others(db):
     assert rows[bad.id].status == "pending" and rows[bad.id].attempts == 1
     assert "InvalidURL" in rows[bad.id].last_error
     good.close()
+
+
+def test_a_disabled_endpoint_waits_and_a_deleted_one_takes_its_rows(db):
+    receiver = Receiver()
+    ep = _queue(db, receiver.url)
+    webhooks.toggle_endpoint(db, ep.id)
+    asyncio.run(webhooks.Deliverer(db).deliver_due())
+    assert receiver.got == [] and webhooks.get_endpoint(db, ep.id).enabled is False
+    webhooks.toggle_endpoint(db, ep.id)
+    asyncio.run(webhooks.Deliverer(db).deliver_due())
+    assert len(receiver.got) == 1
+    webhooks.delete_endpoint(db, ep.id)
+    with Session(db) as s:
+        assert s.exec(select(WebhookDelivery)).all() == [] and s.exec(select(WebhookAttempt)).all() == []
+    assert webhooks.get_endpoint(db, ep.id) is None
+    receiver.close()
