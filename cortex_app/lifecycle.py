@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 import time
 from typing import Collection, Optional
 
@@ -18,9 +19,10 @@ import httpx
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
-from cortex_app import crud, webhooks
-from cortex_app.engines import build_spec
-from cortex_app.engines.spec import PUBLISH_HOST
+from cortex_app import crud, hosting, webhooks
+from cortex_app.engines import CONTAINER_PORTS, build_spec
+from cortex_app.engines.spec import PUBLISH_HOST, container_name
+from cortex_app.hosting import Placement, PlacementError
 from cortex_app.models import EventKind, Model, ModelEvent, ModelState, utcnow
 from cortex_app.reconcile.plan import restart_decision
 from cortex_app.runtime.docker import DockerRuntime, DockerRuntimeError
@@ -41,11 +43,11 @@ class Refused(Exception):
     """The operation is not allowed in the model's current state; nothing was changed."""
 
 
-def free_host_port(held: Collection[int]) -> int:
-    """A port the OS says is free on loopback right now, and no model holds."""
+def free_host_port(held: Collection[int], interface: str = PUBLISH_HOST) -> int:
+    """A port the OS says is free on `interface` right now, and no model holds."""
     for _ in range(50):
-        with socket.socket() as s:
-            s.bind((PUBLISH_HOST, 0))
+        with socket.socket(socket.AF_INET6 if ":" in interface else socket.AF_INET) as s:
+            s.bind((interface, 0))
             port = s.getsockname()[1]
         if port not in held:
             return port
@@ -59,6 +61,31 @@ class Lifecycle:
         self.runtime = runtime
         self.settings = settings
         self.poll_interval = poll_interval
+        self._placement: Optional[Placement] = None
+        self._placement_lock = threading.Lock()
+        self._placement_error: Optional[str] = None
+
+    # --- how model containers are wired to this console (hosting.py) -----------------------
+
+    def placement(self) -> Placement:
+        """Worked out on first need (it asks the engine), then kept. Raises PlacementError or
+        DockerRuntimeError, keeping nothing, so the next call tries again."""
+        with self._placement_lock:
+            if self._placement is None:
+                self._placement = hosting.resolve(self.settings, self.runtime)
+                self._placement_error = None
+                log.info("placement: %s", self._placement.describe())
+            return self._placement
+
+    def try_placement(self) -> Optional[Placement]:
+        """The placement, or None (logged once per distinct reason) when it cannot be had now."""
+        try:
+            return self.placement()
+        except (PlacementError, DockerRuntimeError) as exc:
+            if str(exc) != self._placement_error:
+                self._placement_error = str(exc)
+                log.warning("cannot wire model containers to this console: %s", exc)
+            return None
 
     # --- the one way a state changes --------------------------------------------------
 
@@ -145,20 +172,28 @@ class Lifecycle:
         model = self.get(model_id)
         if model.state not in allowed_from:
             raise Refused(f"model {model.name} is {model.state.value}; only a stopped or failed model can start")
-        spec = build_spec(model, self.settings)
         # An admin's start begins a fresh count; the restart policy's counts this attempt.
         restarts = {"restart_attempts": restart_attempt or 0, "next_restart_at": None}
         self.transition(model_id, S.STARTING, reason=reason, actor=actor, allowed_from=allowed_from,
-                        spec_hash=spec.spec_hash, container_id=None, started_at=utcnow(), ready_at=None,
+                        spec_hash=None, container_id=None, started_at=utcnow(), ready_at=None,
                         stopped_at=None, load_seconds=None, health="unknown", consecutive_failures=0,
                         **restarts)
         try:
-            port = self._claim_port(model_id)
-            # Bind mounts need their host folders to exist.
+            placement = self.placement()
+            spec = build_spec(model, self.settings, placement)
+            # Bind mounts need their folders to exist (the console sees them at its own paths).
             self.settings.models_dir.mkdir(parents=True, exist_ok=True)
             self.settings.hf_cache_dir.mkdir(parents=True, exist_ok=True)
-            info = self.runtime.create_and_start(spec, port)
-        except (DockerRuntimeError, RuntimeError, OSError) as exc:
+            if placement.publish_host is None:
+                port = None
+            elif placement.in_container:
+                port = None  # the engine picks a free port on the host; read back below
+            else:
+                port = self._claim_port(model_id, placement.publish_host)
+            info = self.runtime.create_and_start(spec, port, placement.publish_host)
+            if placement.publish_host is not None and port is None:
+                port = self.runtime.published_port(info.id, spec.container_port)
+        except (DockerRuntimeError, PlacementError, RuntimeError, OSError) as exc:
             # No container is left: create_and_start removes what it made when start fails.
             suffix, next_restart_at = (restart_decision(model.restart_on_failure, restart_attempt,
                                                         model.restart_max_attempts, utcnow())
@@ -169,20 +204,21 @@ class Lifecycle:
             return self.get(model_id)
         try:
             self.transition(model_id, S.LOADING, reason="container started; waiting for /health", actor=actor,
-                            allowed_from=(S.STARTING,), container_id=info.id)
+                            allowed_from=(S.STARTING,), container_id=info.id, spec_hash=spec.spec_hash,
+                            host_port=port)
         except Refused:
             # Only a reconciler acting on a stuck row can get here; never leave its container.
             self.runtime.remove(info.id)
             raise
         return self.get(model_id)
 
-    def _claim_port(self, model_id: int) -> int:
+    def _claim_port(self, model_id: int, interface: str = PUBLISH_HOST) -> int:
         """Write a free host port on the row. The unique constraint on host_port settles a
         race between two models picking the same port: the loser picks again."""
         for _ in range(20):
             with Session(self.db) as session:
                 held = set(session.exec(select(Model.host_port).where(Model.host_port.is_not(None))).all())
-                port = free_host_port(held)
+                port = free_host_port(held, interface)
                 try:
                     session.execute(sa.update(Model).where(Model.id == model_id).values(host_port=port))
                     session.commit()
@@ -191,8 +227,18 @@ class Lifecycle:
                     session.rollback()
         raise RuntimeError("could not claim a free host port")
 
-    def health_url(self, model: Model) -> str:
-        return f"http://{PUBLISH_HOST}:{model.host_port}/health"
+    def health_url(self, model: Model) -> Optional[str]:
+        """Where the console reaches the model's /health: by container name on the shared
+        network when it runs in a container, else on its published port (None: no address).
+        Uses the placement only once known (never asks the engine from here)."""
+        placement = self._placement
+        if placement is not None and placement.probe_by_name:
+            return f"http://{container_name(model)}:{CONTAINER_PORTS[model.engine]}/health"
+        if not model.host_port:
+            return None
+        host = placement.publish_host if placement and placement.publish_host else PUBLISH_HOST
+        host = PUBLISH_HOST if host in ("0.0.0.0", "::") else host
+        return f"http://{'[' + host + ']' if ':' in host else host}:{model.host_port}/health"
 
     def wait_ready(self, model_id: int, *, actor: str = "console") -> Model:
         """While the model is `loading`: poll /health (llama.cpp answers 503 while it loads;
@@ -204,8 +250,9 @@ class Lifecycle:
                 model = self.get(model_id)
                 if model.state != S.LOADING:
                     return model  # stopped by an admin, or already judged
+                url = self.health_url(model)
                 try:
-                    if http.get(self.health_url(model)).status_code == 200:
+                    if url and http.get(url).status_code == 200:
                         now = utcnow()
                         took = (now - model.started_at).total_seconds() if model.started_at else None
                         try:
@@ -283,7 +330,9 @@ class Lifecycle:
 
     def is_stale(self, model: Model) -> bool:
         """The running container was built from an older config than the row holds now."""
-        return model.state in (S.LOADING, S.RUNNING) and model.spec_hash != build_spec(model, self.settings).spec_hash
+        if model.state not in (S.LOADING, S.RUNNING):
+            return False
+        return model.spec_hash != build_spec(model, self.settings, self.try_placement()).spec_hash
 
     def apply(self, model_id: int, *, actor: str, wait: bool = True) -> Model:
         """Restart a running model on its current config (without `wait`, readiness is the

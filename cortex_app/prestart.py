@@ -6,6 +6,9 @@ change, exit status 2, nothing half-created:
   database  answers, then migrated to head with Alembic      (CORTEX_DB_URL)
   port      free to bind                                     (CORTEX_PORT)
   engine    reported, never fatal: the console starts without Docker and says so
+  placement how model containers reach their files and the console reaches them (hosting.py):
+            a wiring that cannot work (models dir not mounted from the host, mismatched
+            CORTEX_MODELS_HOST_DIR, no network for a console in a container) is fatal
 """
 
 from __future__ import annotations
@@ -117,6 +120,8 @@ def run(settings: Settings, *, say=print) -> None:
     # Every check that can fail runs before anything is created on disk or in the database.
     check_data_dir(settings.data_dir)
     check_port(settings.port)
+    info = engine_info(settings.docker_host)
+    placement = check_placement(settings) if info.reachable else None
     if settings.db_kind == "sqlite":
         settings.data_dir.mkdir(parents=True, exist_ok=True)  # the database file lives there
         before, after = migrate(settings.db_url)
@@ -128,11 +133,26 @@ def run(settings: Settings, *, say=print) -> None:
     say(f"database:  {settings.db_kind} at {redact_url(settings.db_url)} (schema {after}, {state})")
     say(f"port:      {settings.port}")
     say(f"admin:     {seed_admin(settings)}")
-    info = engine_info(settings.docker_host)
     if info.reachable:
         say(f"docker:    engine {info.version} at {info.host}")
+        say(f"models:    {placement.describe()}")
     else:
         say(f"docker:    WARNING {info.error}. The console starts anyway and shows this on its pages.")
+
+
+def check_placement(settings: Settings):
+    """Work out (and set up: the shared network) how model containers are wired to this
+    console; PrestartError naming the setting when that cannot work."""
+    from cortex_app.hosting import PlacementError, resolve
+    from cortex_app.runtime.docker import DockerRuntime, DockerRuntimeError
+
+    runtime = DockerRuntime(settings.docker_host)
+    try:
+        return resolve(settings, runtime)
+    except (PlacementError, DockerRuntimeError) as exc:
+        raise PrestartError(str(exc)) from None
+    finally:
+        runtime.close()
 
 
 def main() -> int:

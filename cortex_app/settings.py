@@ -6,10 +6,12 @@ names the variable to change. Nothing here touches the disk or the network.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Optional
 
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 DEFAULT_LLAMACPP_IMAGE = "ghcr.io/ggml-org/llama.cpp:server-cuda"
@@ -36,6 +38,12 @@ class Settings:
     docker_events: bool = True
     public_url: str = "http://localhost:3000"  # links in webhooks point here
     metrics_public: bool = False  # /metrics without a token
+    # Self-hosting (see hosting.py): the network the console shares with its models, the
+    # host's path of the models dir, and the interface model ports are published on
+    # (None: not published; only possible on a shared network).
+    docker_network: Optional[str] = None
+    models_host_dir: Optional[Path] = None
+    publish_host: Optional[str] = "127.0.0.1"
 
     @property
     def hf_cache_dir(self) -> Path:
@@ -85,6 +93,42 @@ def _number(env: Mapping[str, str], name: str, default: float, lo: float, hi: fl
     return value
 
 
+NETWORK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+def _network(env: Mapping[str, str]) -> Optional[str]:
+    raw = env.get("CORTEX_DOCKER_NETWORK", "").strip()
+    if not raw:
+        return None
+    if not NETWORK_NAME.match(raw) or raw in ("host", "none", "bridge", "default"):
+        raise SettingsError(f"CORTEX_DOCKER_NETWORK={raw!r} cannot be the console's model network; use a name "
+                            "of letters, digits, _ . - such as cortex (not host, none, bridge or default)")
+    return raw
+
+
+def _host_dir(env: Mapping[str, str]) -> Optional[Path]:
+    raw = env.get("CORTEX_MODELS_HOST_DIR", "").strip()
+    if not raw:
+        return None
+    if not raw.startswith("/"):
+        raise SettingsError(f"CORTEX_MODELS_HOST_DIR={raw!r} is not an absolute path; set it to the models "
+                            "folder's path on the Docker host, e.g. /srv/models")
+    return Path(os.path.normpath(raw))
+
+
+def _publish_host(env: Mapping[str, str]) -> Optional[str]:
+    raw = env.get("CORTEX_PUBLISH_HOST", "").strip()
+    if not raw:
+        return "127.0.0.1"
+    if raw.lower() == "none":
+        return None
+    try:
+        return str(ipaddress.ip_address(raw))
+    except ValueError:
+        raise SettingsError(f"CORTEX_PUBLISH_HOST={raw!r} is not an IP address; use 127.0.0.1 (the default), "
+                            "0.0.0.0 (every interface) or none (no host ports)") from None
+
+
 def sqlite_url(data_dir: Path) -> str:
     return f"sqlite:///{data_dir / 'cortex.db'}"
 
@@ -118,6 +162,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         public_url=(env.get("CORTEX_PUBLIC_URL", "").strip()
                     or f"http://localhost:{_port(env, 'CORTEX_PORT', 3000)}").rstrip("/"),
         metrics_public=_bool(env, "CORTEX_METRICS_PUBLIC", False),
+        docker_network=_network(env),
+        models_host_dir=_host_dir(env),
+        publish_host=_publish_host(env),
     )
 
 

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Optional
+
 from cortex_app.engines import llamacpp, vllm
 from cortex_app.engines.spec import ContainerSpec
+from cortex_app.hosting import Placement
 from cortex_app.models import Engine, Model
 from cortex_app.settings import Settings
 
+CONTAINER_PORTS = {Engine.LLAMACPP: llamacpp.PORT, Engine.VLLM: vllm.PORT}
 
-def build_spec(model: Model, settings: Settings) -> ContainerSpec:
+
+def build_spec(model: Model, settings: Settings, placement: Optional[Placement] = None) -> ContainerSpec:
+    """The container for `model`. Mount sources are host paths: the placement's when the
+    console runs in a container, else the console's own paths."""
+    models_dir = placement.models_source if placement else str(settings.models_dir)
+    hf_cache_dir = placement.hf_cache_source if placement else str(settings.hf_cache_dir)
     if model.engine == Engine.LLAMACPP:
-        return llamacpp.build(model, str(settings.models_dir))
-    if model.engine == Engine.VLLM:
-        return vllm.build(model, str(settings.models_dir), str(settings.hf_cache_dir))
-    raise ValueError(f"unknown engine {model.engine!r}")
-
+        spec = llamacpp.build(model, models_dir)
+    elif model.engine == Engine.VLLM:
+        spec = vllm.build(model, models_dir, hf_cache_dir)
+    else:
+        raise ValueError(f"unknown engine {model.engine!r}")
+    return dataclasses.replace(spec, network=placement.network) if placement and placement.network else spec

@@ -59,11 +59,14 @@ class ContainerSpec:
     model_id: int = 0
     model_name: str = ""
     engine: str = ""
+    network: Optional[str] = None  # a Docker network shared with the console (hosting.py)
 
     @property
     def spec_hash(self) -> str:
         body = asdict(self)
         body["env"] = sorted(self.env.items())
+        if body["network"] is None:
+            del body["network"]  # containers made before networks existed keep their hash
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
     @property

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import uuid
 from datetime import timedelta
@@ -17,11 +18,13 @@ from typing import Optional
 
 import sqlalchemy as sa
 
+from cortex_app.hosting import container_id_from_mountinfo
 from cortex_app.models import LeaderLease as LeaseRow, utcnow
 
 log = logging.getLogger(__name__)
 LEASE_NAME = "reconciler"
 ADVISORY_KEY = 0x636F7274  # "cort"
+_CONTAINER_ID = re.compile(r"^[0-9a-f]{64}$")
 
 
 def _pid_namespace() -> str:
@@ -35,19 +38,37 @@ def _pid_namespace() -> str:
         return "unknown"
 
 
+def _host() -> str:
+    """This console's container id when it runs in one, else the hostname."""
+    try:
+        with open("/proc/self/mountinfo") as f:
+            cid = container_id_from_mountinfo(f.read())
+    except OSError:
+        cid = None
+    return cid or socket.gethostname()
+
+
 def holder_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{_pid_namespace()}:{uuid.uuid4().hex[:6]}"
+    return f"{_host()}:{os.getpid()}:{_pid_namespace()}:{uuid.uuid4().hex[:6]}"
 
 
 def holder_is_dead(holder: str, me: str) -> bool:
-    """A lease written by a process that no longer exists, in this very pid namespace and
-    boot (a crashed console restarting on the same machine): no need to wait for the lease to
-    expire. Anywhere else (another container, another host) only the expiry tells."""
+    """A lease written by a process that no longer exists: in this very pid namespace and boot
+    (a crashed console restarting on the same machine), or in an earlier run of this very
+    container (a restarted container gets a new pid namespace, and runs one console). No need
+    to wait for the lease to expire then. Anywhere else (another container, another host)
+    only the expiry tells."""
     parts = holder.split(":")
     if holder == me or len(parts) != 4 or not parts[1].isdigit():
         return False
     host, pid_text, namespace, _ = parts
-    if host != socket.gethostname() or namespace != _pid_namespace() or namespace == "unknown":
+    my_host, _, my_namespace, _ = (me.split(":") + ["", "", "", ""])[:4]
+    if host != my_host:
+        return False
+    if namespace != my_namespace:
+        # Same host name, another pid namespace: only a container id proves it is our container.
+        return bool(_CONTAINER_ID.match(host)) and my_namespace != "unknown"
+    if namespace == "unknown":
         return False
     pid = int(pid_text)
     if pid == os.getpid():

@@ -91,11 +91,11 @@ class Reconciler:
             self.last_report = report
             return report
         await asyncio.to_thread(self._engine_flip, True, "the Docker Engine answers again")
+        await asyncio.to_thread(self.lc.try_placement)  # probes need to know how to reach models
         rows = await asyncio.to_thread(self.rows)
-        loading_or_adoptable = [m for m in rows if m.state in (S.LOADING, S.RUNNING if boot else S.LOADING)
-                                and m.host_port]
-        probes = await probe_many([(m.id, self.lc.health_url(m)) for m in loading_or_adoptable],
-                                  timeout=self.probe_timeout)
+        loading_or_adoptable = [(m.id, url) for m in rows if m.state in (S.LOADING, S.RUNNING if boot else S.LOADING)
+                                and (url := self.lc.health_url(m))]
+        probes = await probe_many(loading_or_adoptable, timeout=self.probe_timeout)
         healthy = {mid for mid, r in probes.items() if r.ok}
         boot_ctx = None
         if boot:
@@ -206,7 +206,7 @@ class Reconciler:
 
     async def probe_running(self) -> int:
         """One round of probes over every running model; writes health, flips with events."""
-        rows = [m for m in await asyncio.to_thread(self.rows) if m.state == S.RUNNING and m.host_port]
+        rows = [m for m in await asyncio.to_thread(self.rows) if m.state == S.RUNNING and self.lc.health_url(m)]
         results = await probe_many([(m.id, self.lc.health_url(m)) for m in rows], timeout=self.probe_timeout)
         await asyncio.to_thread(self._write_health, rows, results)
         return len(results)

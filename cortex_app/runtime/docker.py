@@ -18,6 +18,7 @@ import requests.exceptions
 
 from cortex_app.engines.spec import (LABEL_INSTANCE, LABEL_MANAGED, LABEL_MODEL_ID, LABEL_SPEC_HASH, PUBLISH_HOST,
                                      ContainerSpec)
+from cortex_app.hosting import SelfContainer, SelfMount
 
 
 class DockerRuntimeError(RuntimeError):
@@ -183,15 +184,19 @@ class DockerRuntime:
 
     # --- containers -----------------------------------------------------------------
 
-    def create(self, spec: ContainerSpec, host_port: int) -> ContainerInfo:
-        """Create (not start) the container for `spec`, its port published on loopback."""
+    def create(self, spec: ContainerSpec, host_port: Optional[int],
+               publish_host: Optional[str] = PUBLISH_HOST) -> ContainerInfo:
+        """Create (not start) the container for `spec`, on `spec.network` if it names one. Its port
+        is published on `publish_host` at `host_port` (None: a port the engine picks, see
+        `published_port`), or not at all when `publish_host` is None."""
+        ports = {f"{spec.container_port}/tcp": (publish_host, host_port)} if publish_host else {}
         kwargs = dict(
             image=spec.image,
             command=list(spec.args),
             name=spec.name,
             environment=dict(spec.env),
             labels={**self.extra_labels, **spec.labels},
-            ports={f"{spec.container_port}/tcp": (PUBLISH_HOST, host_port)},
+            ports=ports,
             mounts=[docker.types.Mount(target=m.target, source=m.source, type="bind", read_only=m.read_only)
                     for m in spec.mounts],
             init=spec.init,
@@ -206,6 +211,8 @@ class DockerRuntime:
             kwargs["shm_size"] = spec.shm_size
         if spec.ipc_mode:
             kwargs["ipc_mode"] = spec.ipc_mode
+        if spec.network:
+            kwargs["network"] = spec.network
         try:
             c = self._c().containers.create(**kwargs)
         except Exception as exc:  # noqa: BLE001 - mapped to our own errors
@@ -218,16 +225,67 @@ class DockerRuntime:
         except Exception as exc:  # noqa: BLE001
             raise self._map(exc, port=port) from None
 
-    def create_and_start(self, spec: ContainerSpec, host_port: int) -> ContainerInfo:
+    def create_and_start(self, spec: ContainerSpec, host_port: Optional[int],
+                         publish_host: Optional[str] = PUBLISH_HOST) -> ContainerInfo:
         """Create and start; a container that was created but would not start is removed, so a
         failure leaves nothing behind."""
-        info = self.create(spec, host_port)
+        info = self.create(spec, host_port, publish_host)
         try:
             self.start(info.id, port=host_port)
         except DockerRuntimeError:
             self.remove(info.id)
             raise
         return ContainerInfo(id=info.id, name=info.name, state="running", labels=info.labels)
+
+    def published_port(self, container_id: str, container_port: int) -> Optional[int]:
+        """The host port the engine gave `container_port` (None if it is not published)."""
+        try:
+            a = self._c().api.inspect_container(container_id)
+        except Exception as exc:  # noqa: BLE001
+            raise self._map(exc) from None
+        bindings = ((a.get("NetworkSettings") or {}).get("Ports") or {}).get(f"{container_port}/tcp") or []
+        ports = [int(b["HostPort"]) for b in bindings if str(b.get("HostPort", "")).isdigit()]
+        return ports[0] if ports else None
+
+    # --- the console's own container and the network it shares with its models ------------
+
+    def self_container(self, container_id: str) -> Optional[SelfContainer]:
+        """The container with this id (or name), if it exists on this engine."""
+        try:
+            a = self._c().api.inspect_container(container_id)
+        except docker.errors.NotFound:
+            return None
+        except docker.errors.APIError:
+            return None  # e.g. an ambiguous short id: not provably ours
+        except Exception as exc:  # noqa: BLE001
+            raise self._map(exc) from None
+        mounts = tuple(SelfMount(source=m.get("Source", ""), destination=m.get("Destination", ""))
+                       for m in a.get("Mounts") or [] if m.get("Source") and m.get("Destination"))
+        networks = tuple(((a.get("NetworkSettings") or {}).get("Networks") or {}).keys())
+        return SelfContainer(id=a["Id"], name=a.get("Name", "").lstrip("/"), mounts=mounts, networks=networks)
+
+    def ensure_network(self, name: str) -> None:
+        """A user-defined bridge network called `name` (where containers find each other by
+        name); created if missing."""
+        try:
+            if not self._c().api.networks(names=[name]):
+                self._c().api.create_network(name, driver="bridge", labels={LABEL_MANAGED: "true"})
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409:
+                return  # created meanwhile by someone else
+            raise self._map(exc) from None
+        except Exception as exc:  # noqa: BLE001
+            raise self._map(exc) from None
+
+    def connect_network(self, name: str, container_id: str) -> None:
+        try:
+            self._c().api.connect_container_to_network(container_id, name)
+        except docker.errors.APIError as exc:
+            if "already exists" in str(exc).lower():
+                return
+            raise self._map(exc) from None
+        except Exception as exc:  # noqa: BLE001
+            raise self._map(exc) from None
 
     def stop_and_remove(self, container_id: str, timeout: int = 10) -> Optional[int]:
         """Graceful stop (SIGTERM, SIGKILL after `timeout` s), then remove. Returns the exit code,

@@ -46,3 +46,16 @@ def test_a_dead_holder_on_this_host_is_taken_over_at_once(tmp_path):
     # Same host name and a dead-looking pid, but another pid namespace (another container):
     # not ours to judge, wait for the expiry.
     assert LeaderLease(db, ttl_s=300).acquire_or_renew() is False
+
+
+def test_an_earlier_run_of_this_very_container_is_taken_over_at_once(tmp_path):
+    """A restarted container keeps its id and gets a new pid namespace: a lease held under
+    that id from another namespace is the console it replaces (it runs one console)."""
+    from cortex_app.reconcile.leader import holder_is_dead
+
+    cid = "ab" * 32
+    me = f"{cid}:7:ns-new.boot:aaaaaa"
+    assert holder_is_dead(f"{cid}:7:ns-old.boot:bbbbbb", me) is True
+    # Another container, or a plain host name in another namespace: only the expiry tells.
+    assert holder_is_dead(f"{'cd' * 32}:7:ns-old.boot:bbbbbb", me) is False
+    assert holder_is_dead("vmhost:7:ns-old.boot:bbbbbb", "vmhost:7:ns-new.boot:aaaaaa") is False

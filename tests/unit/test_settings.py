@@ -58,3 +58,23 @@ def test_docker_host_and_images_from_env():
 ])
 def test_redact_url_hides_the_password(url, shown):
     assert redact_url(url) == shown
+
+
+def test_self_hosting_settings():
+    s = load_settings({"CORTEX_DOCKER_NETWORK": "cortex", "CORTEX_MODELS_HOST_DIR": "/srv/models/",
+                       "CORTEX_PUBLISH_HOST": "0.0.0.0"})
+    assert (s.docker_network, s.models_host_dir, s.publish_host) == ("cortex", Path("/srv/models"), "0.0.0.0")
+    d = load_settings({})
+    assert (d.docker_network, d.models_host_dir, d.publish_host) == (None, None, "127.0.0.1")
+    assert load_settings({"CORTEX_PUBLISH_HOST": "none"}).publish_host is None
+
+
+@pytest.mark.parametrize("env, name", [
+    ({"CORTEX_DOCKER_NETWORK": "host"}, "CORTEX_DOCKER_NETWORK"),
+    ({"CORTEX_DOCKER_NETWORK": "bad name"}, "CORTEX_DOCKER_NETWORK"),
+    ({"CORTEX_MODELS_HOST_DIR": "relative/models"}, "CORTEX_MODELS_HOST_DIR"),
+    ({"CORTEX_PUBLISH_HOST": "localhost:80"}, "CORTEX_PUBLISH_HOST"),
+])
+def test_bad_self_hosting_settings_name_the_variable(env, name):
+    with pytest.raises(SettingsError, match=name):
+        load_settings(env)
