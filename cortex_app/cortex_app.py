@@ -12,6 +12,7 @@ from cortex_app import pages
 from cortex_app.api.health import router as health_router
 from cortex_app.api.models import router as models_router
 from cortex_app.api.monitoring import router as monitoring_router
+from cortex_app.api.session import router as session_router
 from cortex_app.states.auth import AuthState
 from cortex_app.states.gpus import GpuState
 from cortex_app.states.model_detail import ModelDetailState
@@ -24,6 +25,7 @@ api = FastAPI(title="Cortex API")
 api.include_router(health_router)
 api.include_router(models_router)
 api.include_router(monitoring_router)
+api.include_router(session_router)
 
 
 @contextlib.asynccontextmanager
@@ -34,6 +36,7 @@ async def console_lifespan():
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per job run is noise
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per health probe, likewise
     svc = services.get()
     await svc.scheduler.start()
     try:

@@ -1,5 +1,6 @@
-"""Who is calling an admin HTTP route: a signed-in browser (session cookie) or a script with
-an API token (`Authorization: Bearer ctx_...`); anyone else gets 401."""
+"""Who is calling an admin HTTP route: a signed-in browser (session cookie), a script with an
+API token (`Authorization: Bearer ctx_...`) or with a session token from POST /api/session
+(as the cookie or the Bearer value); anyone else gets 401."""
 
 from __future__ import annotations
 
@@ -17,10 +18,12 @@ SESSION_COOKIE = "cortex_session"
 def _caller(request: Request) -> Optional[str]:
     db = services().db
     header = request.headers.get("authorization", "")
-    if header.lower().startswith("bearer "):
-        name = auth.api_token_name(db, header[7:].strip())
+    bearer = header[7:].strip() if header.lower().startswith("bearer ") else ""
+    if bearer.startswith("ctx_"):
+        name = auth.api_token_name(db, bearer)
         return f"token:{name}" if name else None
-    user = auth.session_user(db, request.cookies.get(SESSION_COOKIE) or "")
+    # A session token (POST /api/session) as the Bearer value, or in the cookie.
+    user = auth.session_user(db, bearer or request.cookies.get(SESSION_COOKIE) or "")
     return f"admin:{user}" if user else None
 
 

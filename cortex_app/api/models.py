@@ -1,21 +1,87 @@
-"""GET /api/models: every model with its state and health, for scripts (admins only)."""
+"""The models over HTTP, for scripts (admins only: session or API token).
+
+  GET    /api/models              every model with its state and health
+  GET    /api/models/{id}         one model
+  POST   /api/models              create (the form's fields as JSON; 422 names each bad field)
+  POST   /api/models/{id}/start   202: the container runs; `loading` -> `running` is the
+                                  reconciler's to see (poll GET, as the Models page does)
+  POST   /api/models/{id}/stop    stopped and its container removed
+
+The same checks and the same lifecycle as the pages (crud.py, lifecycle.py): a refused
+action (wrong state) is 409 and changes nothing.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Body, Depends
+from fastapi.responses import JSONResponse
 
 from cortex_app import crud
 from cortex_app.api.deps import require_admin
+from cortex_app.lifecycle import Refused
+from cortex_app.models import Model
+from cortex_app.runtime.docker import DockerRuntimeError
 from cortex_app.services import get as services
+from cortex_app.validation import ConfigInvalid
 
 router = APIRouter()
+
+
+def model_json(m: Model) -> dict:
+    """What a script needs; never the HF token."""
+    return {"id": m.id, "name": m.name, "served_name": m.served_name, "engine": m.engine.value,
+            "image": m.image, "source": m.source, "state": m.state.value, "state_reason": m.state_reason,
+            "health": m.health.value, "host_port": m.host_port, "container_id": m.container_id}
+
+
+def _not_found(model_id: int) -> JSONResponse:
+    return JSONResponse({"detail": f"no model with id {model_id}"}, status_code=404)
 
 
 @router.get("/api/models")
 async def list_models(user: str = Depends(require_admin)) -> dict:
     rows = await asyncio.to_thread(crud.list_models, services().db)
-    return {"models": [{"id": m.id, "name": m.name, "served_name": m.served_name, "engine": m.engine.value,
-                        "state": m.state.value, "state_reason": m.state_reason, "health": m.health.value,
-                        "host_port": m.host_port} for m in rows]}
+    return {"models": [model_json(m) for m in rows]}
+
+
+@router.get("/api/models/{model_id}")
+async def get_model(model_id: int, user: str = Depends(require_admin)):
+    m = await asyncio.to_thread(crud.get_model, services().db, model_id)
+    return model_json(m) if m else _not_found(model_id)
+
+
+@router.post("/api/models", status_code=201)
+async def create_model(data: dict[str, Any] = Body(...), user: str = Depends(require_admin)):
+    svc = services()
+    try:
+        m = await asyncio.to_thread(crud.create_model, svc.db, svc.settings, data)
+    except ConfigInvalid as exc:
+        return JSONResponse({"detail": "invalid model configuration", "errors": exc.errors}, status_code=422)
+    return model_json(m)
+
+
+async def _act(verb: str, model_id: int, user: str, status: int) -> JSONResponse:
+    lc = services().lifecycle
+    call = {"start": lc.start, "stop": lc.stop}[verb]
+    try:
+        m = await asyncio.to_thread(call, model_id, actor=user.replace("token:", "api:"))
+    except LookupError:
+        return _not_found(model_id)
+    except Refused as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+    except DockerRuntimeError as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=503)
+    return JSONResponse(model_json(m), status_code=status)
+
+
+@router.post("/api/models/{model_id}/start")
+async def start_model(model_id: int, user: str = Depends(require_admin)) -> JSONResponse:
+    return await _act("start", model_id, user, 202)
+
+
+@router.post("/api/models/{model_id}/stop")
+async def stop_model(model_id: int, user: str = Depends(require_admin)) -> JSONResponse:
+    return await _act("stop", model_id, user, 200)
