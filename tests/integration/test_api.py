@@ -1,0 +1,77 @@
+"""The HTTP API against a real console on the host (`make up`'s way): sign-in, the model
+routes' answers for each case, and that a script drives the same lifecycle as the pages."""
+
+import shutil
+import time
+
+import httpx
+import pytest
+
+from cortex_app import auth
+from cortex_app.db import make_engine
+from tests.conftest import LLAMA_IMAGE
+
+ADMIN, PASSWORD = "admin", "api-test-pass-1"
+
+
+@pytest.fixture
+def console(start_console, tmp_path, tiny_gguf, docker_host):
+    (tmp_path / "models").mkdir()
+    shutil.copy(tiny_gguf, tmp_path / "models" / "tiny.gguf")
+    c = start_console(DOCKER_HOST=docker_host, CORTEX_MODELS_DIR=str(tmp_path / "models"),
+                      CORTEX_LLAMACPP_IMAGE=LLAMA_IMAGE, CORTEX_ADMIN_USER=ADMIN, CORTEX_ADMIN_PASSWORD=PASSWORD)
+    yield c
+    c.stop()  # stops its models (shutdown policy) before the next test's console starts
+
+
+def test_sign_in_then_create_start_stop_over_http(console, docker_client):
+    api = httpx.Client(base_url=console.url, timeout=30)
+    assert api.get("/api/models").status_code == 401
+    assert api.post("/api/session", json={"username": ADMIN, "password": "nope-nope-nope"}).status_code == 401
+    signed = api.post("/api/session", json={"username": ADMIN, "password": PASSWORD})
+    assert signed.status_code == 200 and signed.cookies.get("cortex_session") == signed.json()["token"]
+    token = signed.json()["token"]
+    bearer = {"Authorization": f"Bearer {token}"}
+    # The cookie alone works too (the client kept it), as for the browser pages.
+    assert api.get("/api/models").status_code == 200
+
+    body = {"name": "tiny", "engine": "llamacpp", "source": "tiny.gguf", "threads": 1, "extra_args": ["--poll", "0"],
+            "hf_token": "hf_secret_value_123"}
+    created = api.post("/api/models", json=body, headers=bearer)
+    assert created.status_code == 201, created.text
+    model = created.json()
+    assert model["image"] == LLAMA_IMAGE and "hf_token" not in model and "hf_secret" not in created.text
+    again = api.post("/api/models", json=body, headers=bearer)
+    assert again.status_code == 422 and "already named" in again.json()["errors"]["name"]
+
+    mid = model["id"]
+    assert api.post("/api/models/999/start", headers=bearer).status_code == 404
+    started = api.post(f"/api/models/{mid}/start", headers=bearer)
+    assert started.status_code == 202 and started.json()["state"] == "loading"
+    assert api.post(f"/api/models/{mid}/start", headers=bearer).status_code == 409  # refused, nothing changed
+    # An API token (Settings page) drives it as well.
+    db = make_engine(console.db_url)
+    api_token = auth.create_api_token(db, "script")
+    db.dispose()
+    tok = {"Authorization": f"Bearer {api_token}"}
+    for _ in range(100):
+        row = api.get(f"/api/models/{mid}", headers=tok).json()
+        if row["state"] == "running":
+            break
+        time.sleep(0.1)
+    assert row["state"] == "running" and row["host_port"], row
+    assert httpx.get(f"http://127.0.0.1:{row['host_port']}/health").status_code == 200  # loopback, bare metal
+    stopped = api.post(f"/api/models/{mid}/stop", headers=tok)
+    assert stopped.status_code == 200 and stopped.json()["state"] == "stopped"
+    assert docker_client.containers.list(all=True, filters={"id": row["container_id"]}) == []
+
+    assert api.delete("/api/session", headers=bearer).status_code == 200
+    assert httpx.get(f"{console.url}/api/models", headers=bearer).status_code == 401  # signed out
+
+
+def test_wrong_passwords_are_slowed_down_with_retry_after(console):
+    for _ in range(auth.FREE_FAILURES):
+        r = httpx.post(f"{console.url}/api/session", json={"username": ADMIN, "password": "wrong-wrong"})
+        assert r.status_code == 401
+    r = httpx.post(f"{console.url}/api/session", json={"username": ADMIN, "password": PASSWORD})
+    assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
