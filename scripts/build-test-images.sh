@@ -7,6 +7,9 @@
 #                              with the llama.cpp version it carries
 #   cortex-test/vllm-standin   Debian bookworm minbase + python3 + scripts/testimages/vllm_standin.py:
 #                              a STAND-IN for vLLM (which needs a GPU), not vLLM
+#   cortex-test/python-base    Debian bookworm minbase + python3, python3-venv, ca-certificates:
+#                              stands in for python:3.11-slim as the BASE of the project's own
+#                              Dockerfile (tests/integration/test_selfhost.py, bench/image.py)
 #
 # An image already present is kept (rebuild with FORCE=1). Needs DOCKER_HOST set to an
 # engine that answers (scripts/engine.sh up) and the dev venv (for the gguf package).
@@ -105,12 +108,31 @@ build_vllm_standin() {
   rm -rf "$root"
 }
 
+build_python_base() {
+  have cortex-test/python-base:bookworm && return
+  log "building cortex-test/python-base (debootstrap bookworm + python3-venv, ~1 min)"
+  local root="$WORK/python-base"
+  fresh_dir "$root"
+  debootstrap_into bookworm "$root" --include=python3,python3-venv,ca-certificates
+  slim_rootfs "$root"
+  # python:3.11-slim answers to `python`; so does this stand-in.
+  ln -sf python3 "$root/usr/bin/python"
+  tar -C "$root" -c . | docker import \
+    -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8' \
+    -c 'CMD ["python3"]' \
+    -c 'LABEL cortex.test-image=python-base cortex.stand-in-for=python:3.11-slim' \
+    - cortex-test/python-base:bookworm >/dev/null
+  rm -rf "$root"
+}
+
 docker version >/dev/null 2>&1 || { log "no Docker Engine answers at DOCKER_HOST=${DOCKER_HOST:-unset}; run scripts/engine.sh up"; exit 1; }
 mkdir -p "$WORK"
-if ! have cortex-test/busybox:latest || ! have cortex-test/llama-server:latest || ! have cortex-test/vllm-standin:latest; then
+if ! have cortex-test/busybox:latest || ! have cortex-test/llama-server:latest || ! have cortex-test/vllm-standin:latest \
+   || ! have cortex-test/python-base:bookworm; then
   need_host_tools
 fi
 build_busybox
 build_llama
 build_vllm_standin
+build_python_base
 log "ready: $(docker image ls --format '{{.Repository}}:{{.Tag}}' 'cortex-test/*' | sort | tr '\n' ' ')"

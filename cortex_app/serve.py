@@ -1,0 +1,57 @@
+"""`python -m cortex_app.serve`: how the console starts in its container image.
+
+1. `cortex_app.prestart` in a child process (checks, migrations, first admin); its exit
+   status is ours when it fails, so a bad setting stops the container with one clear line.
+2. Reflex's production backend on CORTEX_PORT, serving the frontend that `docker build`
+   compiled into `.web/build/client`. Unlike `reflex run --env prod`, nothing is compiled
+   or built here, so a start takes seconds and needs no Node.js in the image.
+
+SIGTERM reaches the server (this process, PID 1 in the container), which runs the app's
+lifespan shutdown: the scheduler stops and the shutdown policy is applied.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from cortex_app.settings import SettingsError, load_settings
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def frontend_build_dir() -> Path:
+    from reflex_base import constants
+
+    return PROJECT_ROOT / constants.Dirs.WEB / constants.Dirs.STATIC
+
+
+def main() -> int:
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"cortex: error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    build = frontend_build_dir()
+    if not (build / "index.html").is_file():
+        print(f"cortex: error: no compiled frontend at {build}; this command serves the build that "
+              "`docker build` makes (on bare metal use `make up`)", file=sys.stderr, flush=True)
+        return 2
+    status = subprocess.call([sys.executable, "-m", "cortex_app.prestart"], cwd=PROJECT_ROOT)
+    if status != 0:
+        return status
+
+    from reflex.environment import environment
+    from reflex.utils import exec as reflex_exec
+    from reflex_base import constants
+
+    environment.REFLEX_ENV_MODE.set(constants.Env.PROD)
+    environment.REFLEX_SKIP_COMPILE.set(True)
+    reflex_exec.run_backend_prod("0.0.0.0", settings.port, constants.LogLevel.INFO,
+                                 mount_frontend_compiled_app=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
