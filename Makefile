@@ -26,6 +26,7 @@ bench:
 	@scripts/bootstrap.sh dev && eval "$$(scripts/engine.sh up)" && scripts/build-test-images.sh \
 	  && .venv/bin/python bench/llama_start.py && .venv/bin/python bench/lifecycle.py \
 	  && .venv/bin/python bench/reconcile.py && .venv/bin/python bench/webhooks.py \
+	  && .venv/bin/python bench/image.py \
 	  && . scripts/env.sh && .venv/bin/python bench/ui.py
 
 clean:
