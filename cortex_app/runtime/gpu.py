@@ -76,7 +76,7 @@ def read_gpus(nvml: Any = None) -> GpuStatus:
         for i in range(count):
             h = nvml.nvmlDeviceGetHandleByIndex(i)
             gpus.append(reading(
-                i, nvml.nvmlDeviceGetName(h), nvml.nvmlDeviceGetMemoryInfo(h),
+                i, nvml.nvmlDeviceGetName(h), _memory(nvml, h),
                 nvml.nvmlDeviceGetUtilizationRates(h),
                 _guard(nvml, nvml.nvmlDeviceGetTemperature, h, nvml.NVML_TEMPERATURE_GPU),
                 _guard(nvml, nvml.nvmlDeviceGetPowerUsage, h),
@@ -89,6 +89,19 @@ def read_gpus(nvml: Any = None) -> GpuStatus:
             nvml.nvmlShutdown()
         except nvml.NVMLError:
             pass
+
+
+def _memory(nvml: Any, h) -> Any:
+    """Memory info as nvidia-smi shows it. NVML's v1 call counts the driver's reserved memory
+    as used (seen on an H200: 615 MiB 'used' on an idle card that nvidia-smi shows at 0); v2
+    reports it apart. Drivers without v2 get v1."""
+    version = getattr(nvml, "nvmlMemory_v2", None)
+    if version is not None:
+        try:
+            return nvml.nvmlDeviceGetMemoryInfo(h, version=version)
+        except nvml.NVMLError:
+            pass
+    return nvml.nvmlDeviceGetMemoryInfo(h)
 
 
 def _guard(nvml: Any, fn, *args):

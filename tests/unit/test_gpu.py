@@ -42,8 +42,18 @@ class FakeNvml:
     def nvmlDeviceGetName(self, h):
         return ["NVIDIA H100 80GB HBM3", "NVIDIA L4"][h]
 
-    def nvmlDeviceGetMemoryInfo(self, h):
-        return SimpleNamespace(total=[85520809984, 24146608128][h], used=[42760404992, 0][h])
+    nvmlMemory_v2 = 0x2000028
+    v2_supported = True
+    RESERVED = 615 * 1024**2  # what v1 adds to `used` on an idle card (seen on an H200)
+
+    def nvmlDeviceGetMemoryInfo(self, h, version=None):
+        used = [42760404992, 0][h]
+        if version is None:
+            return SimpleNamespace(total=[85520809984, 24146608128][h], used=used + self.RESERVED)
+        if not self.v2_supported:
+            raise self.NVMLError("Function Not Found")
+        assert version == self.nvmlMemory_v2
+        return SimpleNamespace(total=[85520809984, 24146608128][h], used=used, reserved=self.RESERVED)
 
     def nvmlDeviceGetUtilizationRates(self, h):
         return SimpleNamespace(gpu=[87, 0][h], memory=[40, 0][h])
@@ -71,6 +81,13 @@ def test_readings_are_mapped_to_page_units():
                               utilization_pct=87, temperature_c=71, power_w=612.3, power_limit_w=700.0)
     assert h100.memory_pct == 50.0
     assert (l4.power_w, l4.power_limit_w, l4.memory_pct) == (None, None, 0.0)
+
+
+def test_memory_used_leaves_out_the_driver_reserve_as_nvidia_smi_does():
+    assert read_gpus(FakeNvml()).gpus[1].memory_used_mib == 0  # v2: an idle card uses nothing
+    old_driver = FakeNvml()
+    old_driver.v2_supported = False
+    assert read_gpus(old_driver).gpus[1].memory_used_mib == 615  # v1 is what such drivers have
 
 
 def test_reading_converts_bytes_and_milliwatts():
