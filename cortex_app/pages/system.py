@@ -42,9 +42,9 @@ def _engine_card() -> rx.Component:
     )
 
 
-def _fact(icon: str, label: str, value) -> rx.Component:
+def _fact(icon: str, label: str, value, id: str = "") -> rx.Component:
     return rx.card(rx.vstack(rx.hstack(rx.icon(icon, size=18), rx.text(label, weight="bold"), spacing="2"),
-                             rx.text(value, size="2"), spacing="2"), width="100%")
+                             rx.text(value, size="2", id=id or None), spacing="2"), width="100%")
 
 
 def _images() -> rx.Component:
@@ -71,6 +71,7 @@ def system() -> rx.Component:
             _fact("info", "Console version", SystemState.version),
             _fact("crown", "Reconciler leader", SystemState.leader),
             _fact("refresh-ccw", "Last reconcile pass", SystemState.last_pass),
+            _fact("network", "Model wiring", SystemState.wiring, id="model-wiring"),
             columns="2", spacing="4", width="100%",
         ),
         _images(),

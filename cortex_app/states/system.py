@@ -1,4 +1,5 @@
-"""System page: the Docker Engine, the engine images present, the database, the scheduler."""
+"""System page: the Docker Engine, how models are wired to the console, the engine images
+present, the database, the scheduler."""
 
 from __future__ import annotations
 
@@ -25,12 +26,13 @@ class SystemState(AdminState):
     images: list[dict] = []
     leader: str = ""
     last_pass: str = ""
+    wiring: str = ""
 
     def _read(self):
         settings = load_settings()
         info = engine_info(settings.docker_host)
         images: list[dict] = []
-        leader, last_pass = "", ""
+        leader, last_pass, wiring = "", "", ""
         try:
             svc = services()
             tags = set(svc.runtime.image_tags()) if info.reachable else set()
@@ -41,6 +43,9 @@ class SystemState(AdminState):
                 present = image in tags or (":" not in image.rsplit("/", 1)[-1] and f"{image}:latest" in tags)
                 images.append({"image": image, "present": "present" if present else "missing",
                                "models": ", ".join(wanted.get(image, [])) or "—"})
+            if info.reachable:
+                placement = svc.lifecycle.try_placement()
+                wiring = placement.describe() if placement else f"cannot start models: {svc.lifecycle.placement_problem}"
             lease = svc.scheduler.lease
             leader = f"this console ({lease.holder})" if lease.is_leader else "another console process"
             report = svc.reconciler.last_report
@@ -50,18 +55,19 @@ class SystemState(AdminState):
                     f" (engine: {report.engine_error})" if report.engine_error else "")
         except DockerRuntimeError:
             pass
-        return settings, info, images, leader, last_pass
+        return settings, info, images, leader, last_pass, wiring
 
     @rx.event
     async def refresh(self):
         if await self.admin() is None:
             return
         # The SDK blocks (up to its timeout when the engine is gone): keep it off the event loop.
-        settings, info, images, leader, last_pass = await asyncio.to_thread(self._read)
+        settings, info, images, leader, last_pass, wiring = await asyncio.to_thread(self._read)
         self.engine_host = info.host
         self.engine_reachable = info.reachable
         self.engine_version = info.version or ""
         self.engine_error = info.error or ""
         self.db_kind = settings.db_kind
         self.images, self.leader, self.last_pass = images, leader, last_pass or "not yet"
+        self.wiring = wiring or "unknown until the engine answers"
         self.checked = True

@@ -160,3 +160,9 @@ def test_7_gpu_page_explains_the_missing_gpu(console, page):
     sign_in(page, console.url)
     page.goto(console.url + "/gpus")
     expect(page.locator("#gpu-notice")).to_contain_text("No NVIDIA driver found on this host")
+
+
+def test_8_system_page_says_how_models_are_wired(console, page):
+    sign_in(page, console.url)
+    page.goto(console.url + "/system")
+    expect(page.locator("#model-wiring")).to_contain_text("console on the host; models reached on loopback ports")
