@@ -77,6 +77,11 @@ class Lifecycle:
                 log.info("placement: %s", self._placement.describe())
             return self._placement
 
+    @property
+    def placement_problem(self) -> Optional[str]:
+        """Why the last try to work out the placement failed (None once it succeeded)."""
+        return self._placement_error
+
     def try_placement(self) -> Optional[Placement]:
         """The placement, or None (logged once per distinct reason) when it cannot be had now."""
         try:
@@ -192,7 +197,11 @@ class Lifecycle:
                 port = self._claim_port(model_id, placement.publish_host)
             info = self.runtime.create_and_start(spec, port, placement.publish_host)
             if placement.publish_host is not None and port is None:
-                port = self.runtime.published_port(info.id, spec.container_port)
+                try:
+                    port = self.runtime.published_port(info.id, spec.container_port)
+                except DockerRuntimeError:
+                    self.runtime.remove(info.id)  # keep the promise below: nothing left behind
+                    raise
         except (DockerRuntimeError, PlacementError, RuntimeError, OSError) as exc:
             # No container is left: create_and_start removes what it made when start fails.
             suffix, next_restart_at = (restart_decision(model.restart_on_failure, restart_attempt,
