@@ -12,6 +12,7 @@ lifespan shutdown: the scheduler stops and the shutdown policy is applied.
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -38,9 +39,14 @@ def main() -> int:
         print(f"cortex: error: no compiled frontend at {build}; this command serves the build that "
               "`docker build` makes (on bare metal use `make up`)", file=sys.stderr, flush=True)
         return 2
-    status = subprocess.call([sys.executable, "-m", "cortex_app.prestart"], cwd=PROJECT_ROOT)
+    # As PID 1 this process ignores SIGTERM unless it handles it: pass it on to prestart, so
+    # `docker stop` during a long migration does not wait for SIGKILL.
+    prestart = subprocess.Popen([sys.executable, "-m", "cortex_app.prestart"], cwd=PROJECT_ROOT)
+    previous = signal.signal(signal.SIGTERM, lambda *_: prestart.terminate())
+    status = prestart.wait()
+    signal.signal(signal.SIGTERM, previous)
     if status != 0:
-        return status
+        return status if status > 0 else 128 - status  # killed by a signal: 128 + its number
 
     from reflex.environment import environment
     from reflex.utils import exec as reflex_exec

@@ -84,6 +84,10 @@ def test_image_runs_a_model_over_the_shared_network_and_a_restart_stops_it(conso
     console = console_factory(CORTEX_PUBLISH_HOST="none", CORTEX_MODELS_HOST_DIR=str(models_dir))
     assert console.sign_in(ADMIN, "wrong-password").status_code == 401
     assert httpx.get(f"{console.url}/api/models", timeout=5).status_code == 401
+    # The frontend compiled at build time is served (nothing was built at start).
+    page = httpx.get(f"{console.url}/login/", timeout=5)
+    assert page.status_code == 200 and "<script" in page.text and "/assets/" in page.text
+    assert "Compiling" not in console.logs()
     assert console.call("GET", "/api/models").status_code == 200
 
     created = console.call("POST", "/api/models", json=tiny_model())
