@@ -5,11 +5,11 @@
 #   cortex-test/llama-server   Debian sid + llama.cpp-tools (the real upstream llama-server) and
 #                              the tiny GGUF model at /opt/models/tiny.gguf; tagged :latest and
 #                              with the llama.cpp version it carries
-#   cortex-test/vllm-standin   Debian bookworm minbase + python3 + scripts/testimages/vllm_standin.py:
-#                              a STAND-IN for vLLM (which needs a GPU), not vLLM
 #   cortex-test/python-base    Debian bookworm minbase + python3, python3-venv, ca-certificates:
 #                              stands in for python:3.11-slim as the BASE of the project's own
 #                              Dockerfile (tests/integration/test_selfhost.py, bench/image.py)
+#   cortex-test/vllm-standin   python-base + scripts/testimages/vllm_standin.py:
+#                              a STAND-IN for vLLM (which needs a GPU), not vLLM
 #
 # An image already present is kept (rebuild with FORCE=1). Needs DOCKER_HOST set to an
 # engine that answers (scripts/engine.sh up) and the dev venv (for the gguf package).
@@ -91,21 +91,22 @@ build_llama() {
   rm -rf "$root"
 }
 
-build_vllm_standin() {
+build_vllm_standin() {  # on top of the python base: python3 is all it needs
   have cortex-test/vllm-standin:latest && return
-  log "building cortex-test/vllm-standin (debootstrap bookworm + python3, ~1 min)"
-  local root="$WORK/vllm"
-  fresh_dir "$root"
-  debootstrap_into bookworm "$root" --include=python3
-  slim_rootfs "$root"
-  mkdir -p "$root/opt/standin"
-  cp scripts/testimages/vllm_standin.py "$root/opt/standin/vllm_standin.py"
-  tar -C "$root" -c . | docker import \
-    -c 'ENTRYPOINT ["/usr/bin/python3", "-u", "/opt/standin/vllm_standin.py"]' \
-    -c 'EXPOSE 8000' \
-    -c 'LABEL cortex.test-image=vllm-standin cortex.stand-in-for=vllm/vllm-openai' \
-    - cortex-test/vllm-standin:latest >/dev/null
-  rm -rf "$root"
+  log "building cortex-test/vllm-standin (python-base + vllm_standin.py)"
+  local ctx="$WORK/vllm"
+  fresh_dir "$ctx"
+  cp scripts/testimages/vllm_standin.py "$ctx/vllm_standin.py"
+  cat > "$ctx/Dockerfile" <<'DOCKERFILE'
+FROM cortex-test/python-base:bookworm
+COPY vllm_standin.py /opt/standin/vllm_standin.py
+ENTRYPOINT ["/usr/bin/python3", "-u", "/opt/standin/vllm_standin.py"]
+EXPOSE 8000
+LABEL cortex.test-image=vllm-standin cortex.stand-in-for=vllm/vllm-openai
+DOCKERFILE
+  DOCKER_BUILDKIT=0 docker build -t cortex-test/vllm-standin:latest "$ctx" >"$WORK/vllm-build.log" 2>&1 || {
+    log "docker build of the vLLM stand-in failed:"; tail -n 20 "$WORK/vllm-build.log" >&2; exit 1; }
+  rm -rf "$ctx"
 }
 
 build_python_base() {
@@ -133,6 +134,6 @@ if ! have cortex-test/busybox:latest || ! have cortex-test/llama-server:latest |
 fi
 build_busybox
 build_llama
-build_vllm_standin
 build_python_base
+build_vllm_standin
 log "ready: $(docker image ls --format '{{.Repository}}:{{.Tag}}' 'cortex-test/*' | sort | tr '\n' ' ')"
