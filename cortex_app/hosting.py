@@ -61,6 +61,7 @@ class Placement:
 
     def describe(self) -> str:
         where = "in a container" if self.in_container else "on the host"
+        where += "" if self.probe_by_name or not self.in_container else " on the host's network"
         reach = (f"models on network {self.network}, reached by container name" if self.probe_by_name
                  else "models reached on loopback ports")
         ports = f"host ports on {self.publish_host}" if self.publish_host else "no host ports"
@@ -73,10 +74,9 @@ def container_id_from_mountinfo(text: str) -> Optional[str]:
     return m.group(1) if m else None
 
 
-def own_container_candidates() -> tuple[list[str], bool]:
-    """Ids this process's container may have (best first), and whether it surely runs in a
-    container (its mountinfo names one). /.dockerenv alone proves little: images made with
-    `docker export` carry it onto VMs, so the hostname is only tried, never trusted."""
+def own_container_candidates() -> list[str]:
+    """Ids this process's container may have, best first; empty on a plain host. Only the
+    engine can tell whether one of them is really this console's container (`resolve`)."""
     found: list[str] = []
     try:
         with open("/proc/self/mountinfo") as f:
@@ -85,10 +85,9 @@ def own_container_candidates() -> tuple[list[str], bool]:
             found.append(cid)
     except OSError:
         pass
-    sure = bool(found)
     if found or os.path.exists("/.dockerenv"):
         found.append(socket.gethostname())  # Docker's default hostname: the short id
-    return found, sure
+    return found
 
 
 def host_path(path: Path, mounts: Sequence[SelfMount]) -> Optional[str]:
@@ -106,26 +105,29 @@ def host_path(path: Path, mounts: Sequence[SelfMount]) -> Optional[str]:
     return str(PurePosixPath(m.source) / target.relative_to(dest))
 
 
-def decide(settings: Settings, me: Optional[SelfContainer], in_container: bool) -> Placement:
-    """How model containers reach their files and the console reaches them, or PlacementError."""
-    if not in_container:
+def decide(settings: Settings, me: Optional[SelfContainer]) -> Placement:
+    """How model containers reach their files and the console reaches them, or PlacementError.
+    `me`: the console's own container on this engine; None when it runs on the host (or in a
+    container this engine does not know, e.g. one with an engine of its own inside: then the
+    engine's host is this console's host, as on bare metal)."""
+    if me is None:
         if settings.models_host_dir and settings.models_host_dir != settings.models_dir:
             raise PlacementError(
                 f"CORTEX_MODELS_HOST_DIR={settings.models_host_dir} differs from CORTEX_MODELS_DIR="
-                f"{settings.models_dir}, but the console runs on the host and sees the host's paths: "
+                f"{settings.models_dir}, but the console runs on the engine's host and sees its paths: "
                 "unset CORTEX_MODELS_HOST_DIR (it is for a console in a container)")
         if settings.publish_host is None:
             raise PlacementError("CORTEX_PUBLISH_HOST=none leaves a console on the host no way to reach its "
                                  "models; publish on 127.0.0.1 (the default)")
         return Placement(str(settings.models_dir), str(settings.hf_cache_dir), settings.docker_network,
                          probe_by_name=False, publish_host=settings.publish_host)
-    if not settings.docker_network:
+    host_network = "host" in me.networks  # --network host: the host's loopback is the console's
+    if not settings.docker_network and not host_network:
         raise PlacementError("the console runs in a container, so it reaches its models over a Docker network: "
                              "set CORTEX_DOCKER_NETWORK (the image sets cortex)")
-    if me is None:
-        raise PlacementError("the console runs in a container but cannot find that container on the Docker "
-                             f"Engine at {settings.docker_host} (another engine than its own?); mount the "
-                             "engine's socket at /var/run/docker.sock")
+    if host_network and settings.publish_host is None:
+        raise PlacementError("the console uses the host's network, so it reaches models on their published "
+                             "ports: unset CORTEX_PUBLISH_HOST=none")
     models = host_path(settings.models_dir, me.mounts)
     if models is None:
         hint = f"-v {settings.models_host_dir}:{settings.models_dir}:ro" if settings.models_host_dir else \
@@ -140,22 +142,21 @@ def decide(settings: Settings, me: Optional[SelfContainer], in_container: bool) 
     if hf_cache is None:
         raise PlacementError(f"CORTEX_DATA_DIR={settings.data_dir} is not a volume or a host folder; mount one "
                              f"there (-v cortex-data:{settings.data_dir}) so data outlives the container")
-    return Placement(models, hf_cache, settings.docker_network, probe_by_name=True,
+    return Placement(models, hf_cache, settings.docker_network, probe_by_name=not host_network,
                      publish_host=settings.publish_host, in_container=True)
 
 
 def resolve(settings: Settings, runtime) -> Placement:
     """Find this console's container (if any), decide, and join the shared network. Needs the
     engine (EngineUnreachable propagates); PlacementError when the wiring cannot work."""
-    candidates, sure = own_container_candidates()
     me = None
-    for cid in candidates:
+    for cid in own_container_candidates():
         me = runtime.self_container(cid)
         if me is not None:
             break
-    placement = decide(settings, me, in_container=sure or me is not None)
+    placement = decide(settings, me)
     if placement.network:
         runtime.ensure_network(placement.network)
-        if me is not None and placement.network not in me.networks:
+        if placement.probe_by_name and placement.network not in me.networks:
             runtime.connect_network(placement.network, me.id)
     return placement

@@ -268,8 +268,10 @@ class DockerRuntime:
         """A user-defined bridge network called `name` (where containers find each other by
         name); created if missing."""
         try:
-            if not self._c().api.networks(names=[name]):
-                self._c().api.create_network(name, driver="bridge", labels={LABEL_MANAGED: "true"})
+            # The name filter matches parts of names (cortex ~ cortex_default): compare whole names.
+            if not any(n.get("Name") == name for n in self._c().api.networks(names=[name])):
+                self._c().api.create_network(name, driver="bridge", check_duplicate=True,
+                                             labels={LABEL_MANAGED: "true"})
         except docker.errors.APIError as exc:
             if exc.status_code == 409:
                 return  # created meanwhile by someone else

@@ -47,39 +47,44 @@ def test_host_path_follows_the_deepest_mount(path, expected):
 
 
 def test_on_the_host_models_use_loopback_ports_and_the_console_paths():
-    p = decide(settings(), None, in_container=False)
+    p = decide(settings(), None)
     assert p == Placement("/models", "/data/hf-cache", None, probe_by_name=False, publish_host="127.0.0.1")
 
 
 def test_in_a_container_models_join_the_network_and_mounts_come_from_the_host():
     s = settings(CORTEX_DOCKER_NETWORK="cortex", CORTEX_MODELS_HOST_DIR="/srv/models")
-    p = decide(s, me(("/srv/models", "/models"), (VOLUME, "/data")), in_container=True)
+    p = decide(s, me(("/srv/models", "/models"), (VOLUME, "/data")))
     assert (p.models_source, p.hf_cache_source, p.network, p.probe_by_name, p.in_container) == (
         "/srv/models", f"{VOLUME}/hf-cache", "cortex", True, True)
     # Unset CORTEX_MODELS_HOST_DIR: the mount says the same; a models dir under the volume works too.
-    assert decide(settings(CORTEX_DOCKER_NETWORK="cortex"), me(("/srv/models", "/models"), (VOLUME, "/data")),
-                  in_container=True).models_source == "/srv/models"
+    assert decide(settings(CORTEX_DOCKER_NETWORK="cortex"),
+                  me(("/srv/models", "/models"), (VOLUME, "/data"))).models_source == "/srv/models"
     under_data = decide(settings(CORTEX_DOCKER_NETWORK="cortex", CORTEX_MODELS_DIR="/data/models"),
-                        me((VOLUME, "/data")), in_container=True)
+                        me((VOLUME, "/data")))
     assert under_data.models_source == f"{VOLUME}/models"
 
 
-@pytest.mark.parametrize("env, mounts, in_container, message", [
+@pytest.mark.parametrize("env, mounts, message", [
     ({"CORTEX_DOCKER_NETWORK": "cortex", "CORTEX_MODELS_HOST_DIR": "/srv/other"},
-     [("/srv/models", "/models"), (VOLUME, "/data")], True,
+     [("/srv/models", "/models"), (VOLUME, "/data")],
      "CORTEX_MODELS_HOST_DIR=/srv/other, but CORTEX_MODELS_DIR=/models is mounted from /srv/models"),
-    ({"CORTEX_DOCKER_NETWORK": "cortex"}, [(VOLUME, "/data")], True,
-     "CORTEX_MODELS_DIR=/models is inside the console's container"),
-    ({"CORTEX_DOCKER_NETWORK": "cortex"}, [("/srv/models", "/models")], True,
-     "CORTEX_DATA_DIR=/data is not a volume or a host folder"),
-    ({}, [("/srv/models", "/models"), (VOLUME, "/data")], True, "set CORTEX_DOCKER_NETWORK"),
-    ({"CORTEX_MODELS_HOST_DIR": "/srv/models"}, None, False, "unset CORTEX_MODELS_HOST_DIR"),
-    ({"CORTEX_PUBLISH_HOST": "none"}, None, False, "CORTEX_PUBLISH_HOST=none"),
+    ({"CORTEX_DOCKER_NETWORK": "cortex"}, [(VOLUME, "/data")], "CORTEX_MODELS_DIR=/models is inside the console's"),
+    ({"CORTEX_DOCKER_NETWORK": "cortex"}, [("/srv/models", "/models")], "CORTEX_DATA_DIR=/data is not a volume"),
+    ({}, [("/srv/models", "/models"), (VOLUME, "/data")], "set CORTEX_DOCKER_NETWORK"),
+    ({"CORTEX_MODELS_HOST_DIR": "/srv/models"}, None, "unset CORTEX_MODELS_HOST_DIR"),
+    ({"CORTEX_PUBLISH_HOST": "none"}, None, "CORTEX_PUBLISH_HOST=none"),
 ])
-def test_wiring_that_cannot_work_is_refused_naming_the_setting(env, mounts, in_container, message):
+def test_wiring_that_cannot_work_is_refused_naming_the_setting(env, mounts, message):
     with pytest.raises(PlacementError) as err:
-        decide(settings(**env), me(*mounts) if mounts is not None else None, in_container=in_container)
+        decide(settings(**env), me(*mounts) if mounts is not None else None)
     assert message in str(err.value)
+
+
+def test_a_console_on_the_host_network_probes_published_ports_but_mounts_from_the_host():
+    p = decide(settings(CORTEX_DOCKER_NETWORK="cortex"),
+               me(("/srv/models", "/models"), (VOLUME, "/data"), networks=("host",)))
+    assert (p.in_container, p.probe_by_name, p.publish_host, p.models_source) == (True, False, "127.0.0.1",
+                                                                                   "/srv/models")
 
 
 class FakeRuntime:
@@ -100,23 +105,25 @@ class FakeRuntime:
 
 
 def test_resolve_in_a_container_creates_and_joins_the_network(monkeypatch):
-    monkeypatch.setattr("cortex_app.hosting.own_container_candidates", lambda: ([CID, "4f4f4f4f4f4f"], True))
+    monkeypatch.setattr("cortex_app.hosting.own_container_candidates", lambda: [CID, "4f4f4f4f4f4f"])
     rt = FakeRuntime(me(("/srv/models", "/models"), (VOLUME, "/data")))
     p = resolve(settings(CORTEX_DOCKER_NETWORK="cortex"), rt)
     assert p.probe_by_name and rt.calls == [("inspect", CID), ("network", "cortex"), ("connect", "cortex", CID)]
     joined = FakeRuntime(me(("/srv/models", "/models"), (VOLUME, "/data"), networks=("cortex",)))
     resolve(settings(CORTEX_DOCKER_NETWORK="cortex"), joined)
     assert ("connect", "cortex", CID) not in joined.calls
+    on_host_net = FakeRuntime(me(("/srv/models", "/models"), (VOLUME, "/data"), networks=("host",)))
+    resolve(settings(CORTEX_DOCKER_NETWORK="cortex"), on_host_net)
+    assert ("connect", "cortex", CID) not in on_host_net.calls  # Docker refuses it for host networking
 
 
 def test_resolve_where_no_container_is_ours_is_the_host(monkeypatch):
-    # A VM made from a container image has /.dockerenv but no container on this engine.
-    monkeypatch.setattr("cortex_app.hosting.own_container_candidates", lambda: (["vmhost"], False))
-    p = resolve(settings(), FakeRuntime(None))
-    assert not p.in_container and not p.probe_by_name
-    monkeypatch.setattr("cortex_app.hosting.own_container_candidates", lambda: ([CID], True))
-    with pytest.raises(PlacementError, match="cannot find that container"):
-        resolve(settings(CORTEX_DOCKER_NETWORK="cortex"), FakeRuntime(None))
+    # A VM made from a container image has /.dockerenv; a dev container may run an engine of
+    # its own. Either way this engine knows no container of ours: its host is ours.
+    for candidates in (["vmhost"], [CID, "4f4f4f4f4f4f"]):
+        monkeypatch.setattr("cortex_app.hosting.own_container_candidates", lambda: candidates)
+        p = resolve(settings(), FakeRuntime(None))
+        assert not p.in_container and not p.probe_by_name and p.models_source == "/models"
 
 
 def test_the_spec_uses_host_paths_and_the_network_and_keeps_old_hashes():
@@ -127,12 +134,8 @@ def test_the_spec_uses_host_paths_and_the_network_and_keeps_old_hashes():
     placed = build_spec(m, s, Placement("/srv/models", "/v/hf", "cortex", probe_by_name=True, publish_host=None))
     assert placed.network == "cortex" and placed.mounts[0].source == "/srv/models"
     assert placed.spec_hash != on_host.spec_hash  # moving the console into a container restarts nothing silently
-    # A spec without a network hashes as it did before networks existed (no running model looks stale).
-    import hashlib
-    import json
-    from dataclasses import asdict
-
-    body = asdict(on_host)
-    del body["network"]
-    body["env"] = sorted(on_host.env.items())
-    assert on_host.spec_hash == hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    # Without a network a spec hashes exactly as before networks existed (digests computed
+    # with the code at e50f272), so no model running across the upgrade looks stale.
+    assert on_host.spec_hash == "364aee0b0299a2a331720302a2aee9ae722b45c2ffd7786e5ef3bf275bbce33d"
+    v = Model(id=4, name="v", served_name="v", engine=Engine.VLLM, image="img", source="org/name")
+    assert build_spec(v, s).spec_hash == "32806e805f493eaa74d4f546f61cf90b7d792ce29f96a7f1dbe3f22646f61af4"
