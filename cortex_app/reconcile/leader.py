@@ -48,8 +48,21 @@ def _host() -> str:
     return cid or socket.gethostname()
 
 
+def _start_time(pid: int) -> Optional[str]:
+    """When process (or thread) `pid` started, in clock ticks since boot; None if there is none.
+    A pid plus its start time names one process for good: pids (and thread ids, which kill(2)
+    also accepts) are reused, start times within one boot are not."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
 def holder_id() -> str:
-    return f"{_host()}:{os.getpid()}:{_pid_namespace()}:{uuid.uuid4().hex[:6]}"
+    """host:pid:pid-namespace:start-time-random"""
+    start = _start_time(os.getpid()) or "0"
+    return f"{_host()}:{os.getpid()}:{_pid_namespace()}:{start}-{uuid.uuid4().hex[:6]}"
 
 
 def holder_is_dead(holder: str, me: str) -> bool:
@@ -61,7 +74,7 @@ def holder_is_dead(holder: str, me: str) -> bool:
     parts = holder.split(":")
     if holder == me or len(parts) != 4 or not parts[1].isdigit():
         return False
-    host, pid_text, namespace, _ = parts
+    host, pid_text, namespace, tail = parts
     my_host, _, my_namespace, _ = (me.split(":") + ["", "", "", ""])[:4]
     if host != my_host:
         return False
@@ -73,13 +86,14 @@ def holder_is_dead(holder: str, me: str) -> bool:
     pid = int(pid_text)
     if pid == os.getpid():
         return True  # our pid in our namespace under another holder id: that process is gone
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    started = _start_time(pid)
+    if started is None:
         return True
-    except PermissionError:
-        return False
-    return False
+    # The pid is in use, but by another process (or a thread) than the holder, when the start
+    # time it recorded differs. A recycled namespace number makes this the usual case after a
+    # container restart: the new console's own threads take the old console's pids.
+    recorded = tail.split("-", 1)[0] if "-" in tail else None
+    return recorded is not None and recorded != started
 
 
 class LeaderLease:

@@ -59,3 +59,28 @@ def test_an_earlier_run_of_this_very_container_is_taken_over_at_once(tmp_path):
     # Another container, or a plain host name in another namespace: only the expiry tells.
     assert holder_is_dead(f"{'cd' * 32}:7:ns-old.boot:bbbbbb", me) is False
     assert holder_is_dead("vmhost:7:ns-old.boot:bbbbbb", "vmhost:7:ns-new.boot:aaaaaa") is False
+
+
+def test_a_reused_pid_or_a_thread_id_is_not_mistaken_for_the_holder():
+    """Seen in a container restart: the pid namespace got the old one's number back, and the
+    new console's threads took the old console's pids. The start time tells them apart."""
+    import os
+    import threading
+
+    from cortex_app.reconcile.leader import _start_time, holder_id, holder_is_dead
+
+    me = holder_id()
+    host, _, ns, _ = me.split(":")
+    parent = os.getppid()
+    alive = f"{host}:{parent}:{ns}:{_start_time(parent)}-abcdef"
+    assert holder_is_dead(alive, me) is False  # that very process runs
+    assert holder_is_dead(f"{host}:{parent}:{ns}:1-abcdef", me) is True  # same pid, another process
+    done = threading.Event()
+    worker = threading.Thread(target=done.wait)
+    worker.start()
+    try:
+        tid = worker.native_id
+        assert holder_is_dead(f"{host}:{tid}:{ns}:1-abcdef", me) is True  # a thread holds that pid now
+    finally:
+        done.set()
+        worker.join()
