@@ -21,7 +21,7 @@ from sqlmodel import Session, select
 
 from cortex_app import crud, hosting, webhooks
 from cortex_app.engines import CONTAINER_PORTS, build_spec
-from cortex_app.engines.spec import PUBLISH_HOST, container_name
+from cortex_app.engines.spec import PUBLISH_HOST
 from cortex_app.hosting import Placement, PlacementError
 from cortex_app.models import EventKind, Model, ModelEvent, ModelState, utcnow
 from cortex_app.reconcile.plan import restart_decision
@@ -191,8 +191,8 @@ class Lifecycle:
             self.settings.hf_cache_dir.mkdir(parents=True, exist_ok=True)
             if placement.publish_host is None:
                 port = None
-            elif placement.in_container:
-                port = None  # the engine picks a free port on the host; read back below
+            elif placement.probe_by_name:
+                port = None  # the console cannot see the host's ports: the engine picks; read back below
             else:
                 port = self._claim_port(model_id, placement.publish_host)
             info = self.runtime.create_and_start(spec, port, placement.publish_host)
@@ -219,6 +219,11 @@ class Lifecycle:
             # Only a reconciler acting on a stuck row can get here; never leave its container.
             self.runtime.remove(info.id)
             raise
+        except sa.exc.SQLAlchemyError as exc:  # e.g. the engine-picked port still on a stale row
+            self.runtime.remove(info.id)
+            self.transition(model_id, S.FAILED, reason=f"could not record the started container: "
+                            f"{str(exc).splitlines()[0][:200]}", actor=actor, allowed_from=(S.STARTING,),
+                            host_port=None, container_id=None, stopped_at=utcnow())
         return self.get(model_id)
 
     def _claim_port(self, model_id: int, interface: str = PUBLISH_HOST) -> int:
@@ -242,7 +247,11 @@ class Lifecycle:
         Uses the placement only once known (never asks the engine from here)."""
         placement = self._placement
         if placement is not None and placement.probe_by_name:
-            return f"http://{container_name(model)}:{CONTAINER_PORTS[model.engine]}/health"
+            # By the container's short id, which the network resolves like its name, and
+            # which, unlike the name, does not change when the model is renamed meanwhile.
+            if not model.container_id:
+                return None
+            return f"http://{model.container_id[:12]}:{CONTAINER_PORTS[model.engine]}/health"
         if not model.host_port:
             return None
         host = placement.publish_host if placement and placement.publish_host else PUBLISH_HOST
@@ -341,7 +350,11 @@ class Lifecycle:
         """The running container was built from an older config than the row holds now."""
         if model.state not in (S.LOADING, S.RUNNING):
             return False
-        return model.spec_hash != build_spec(model, self.settings, self.try_placement()).spec_hash
+        # Only the placement already known (the reconcile pass works it out): the pages ask
+        # per row and per tick, and must not wait on the engine, nor guess the wiring.
+        if self._placement is None:
+            return False
+        return model.spec_hash != build_spec(model, self.settings, self._placement).spec_hash
 
     def apply(self, model_id: int, *, actor: str, wait: bool = True) -> Model:
         """Restart a running model on its current config (without `wait`, readiness is the

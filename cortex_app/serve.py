@@ -12,6 +12,7 @@ lifespan shutdown: the scheduler stops and the shutdown policy is applied.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -42,11 +43,13 @@ def main() -> int:
     # As PID 1 this process ignores SIGTERM unless it handles it: pass it on to prestart, so
     # `docker stop` during a long migration does not wait for SIGKILL.
     prestart = subprocess.Popen([sys.executable, "-m", "cortex_app.prestart"], cwd=PROJECT_ROOT)
-    previous = signal.signal(signal.SIGTERM, lambda *_: prestart.terminate())
+    signal.signal(signal.SIGTERM, lambda *_: prestart.terminate())
     status = prestart.wait()
-    signal.signal(signal.SIGTERM, previous)
     if status != 0:
         return status if status > 0 else 128 - status  # killed by a signal: 128 + its number
+    # Until the server takes SIGTERM over (it imports the app first), a stop just ends us:
+    # nothing has started yet that needs a graceful end.
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(143))
 
     from reflex.environment import environment
     from reflex.utils import exec as reflex_exec
