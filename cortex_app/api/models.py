@@ -4,8 +4,12 @@
   GET    /api/models/{id}         one model
   POST   /api/models              create (the form's fields as JSON; 422 names each bad field)
   POST   /api/models/{id}/start   202: the container runs; `loading` -> `running` is the
-                                  reconciler's to see (poll GET, as the Models page does)
+                                  reconciler's to see (poll GET, as the Models page does);
+                                  503 with the reason when it could not start (`failed`)
   POST   /api/models/{id}/stop    stopped and its container removed
+
+Writes take the token only in the Authorization header (never from the cookie): a browser
+never sends that header by itself, so no other page can forge a write.
 
 The same checks and the same lifecycle as the pages (crud.py, lifecycle.py): a refused
 action (wrong state) is 409 and changes nothing.
@@ -20,7 +24,7 @@ from fastapi import APIRouter, Body, Depends
 from fastapi.responses import JSONResponse
 
 from cortex_app import crud
-from cortex_app.api.deps import require_admin
+from cortex_app.api.deps import require_admin, require_admin_bearer
 from cortex_app.lifecycle import Refused
 from cortex_app.models import Model
 from cortex_app.runtime.docker import DockerRuntimeError
@@ -54,7 +58,7 @@ async def get_model(model_id: int, user: str = Depends(require_admin)):
 
 
 @router.post("/api/models", status_code=201)
-async def create_model(data: dict[str, Any] = Body(...), user: str = Depends(require_admin)):
+async def create_model(data: dict[str, Any] = Body(...), user: str = Depends(require_admin_bearer)):
     svc = services()
     try:
         m = await asyncio.to_thread(crud.create_model, svc.db, svc.settings, data)
@@ -74,14 +78,16 @@ async def _act(verb: str, model_id: int, user: str, status: int) -> JSONResponse
         return JSONResponse({"detail": str(exc)}, status_code=409)
     except DockerRuntimeError as exc:
         return JSONResponse({"detail": str(exc)}, status_code=503)
+    if m.state.value == "failed":  # e.g. the image is missing: the lifecycle recorded why
+        return JSONResponse({**model_json(m), "detail": m.state_reason}, status_code=503)
     return JSONResponse(model_json(m), status_code=status)
 
 
 @router.post("/api/models/{model_id}/start")
-async def start_model(model_id: int, user: str = Depends(require_admin)) -> JSONResponse:
+async def start_model(model_id: int, user: str = Depends(require_admin_bearer)) -> JSONResponse:
     return await _act("start", model_id, user, 202)
 
 
 @router.post("/api/models/{model_id}/stop")
-async def stop_model(model_id: int, user: str = Depends(require_admin)) -> JSONResponse:
+async def stop_model(model_id: int, user: str = Depends(require_admin_bearer)) -> JSONResponse:
     return await _act("stop", model_id, user, 200)

@@ -34,7 +34,7 @@ async def sign_in(body: Credentials) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=401)
     response = JSONResponse({"username": body.username, "token": token,
                              "expires_in_s": int(auth.SESSION_TTL.total_seconds())})
-    response.set_cookie(SESSION_COOKIE, token, max_age=int(auth.SESSION_TTL.total_seconds()), samesite="lax",
+    response.set_cookie(SESSION_COOKIE, token, max_age=int(auth.SESSION_TTL.total_seconds()), samesite="strict",
                         path="/")
     return response
 

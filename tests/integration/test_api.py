@@ -32,8 +32,10 @@ def test_sign_in_then_create_start_stop_over_http(console, docker_client):
     assert signed.status_code == 200 and signed.cookies.get("cortex_session") == signed.json()["token"]
     token = signed.json()["token"]
     bearer = {"Authorization": f"Bearer {token}"}
-    # The cookie alone works too (the client kept it), as for the browser pages.
+    # The cookie alone (the client kept it) reads, as for the browser pages, but never writes:
+    # another page of this host could make the browser send it.
     assert api.get("/api/models").status_code == 200
+    assert api.post("/api/models", json={"name": "x"}).status_code == 401
 
     body = {"name": "tiny", "engine": "llamacpp", "source": "tiny.gguf", "threads": 1, "extra_args": ["--poll", "0"],
             "hf_token": "hf_secret_value_123"}
@@ -64,6 +66,12 @@ def test_sign_in_then_create_start_stop_over_http(console, docker_client):
     stopped = api.post(f"/api/models/{mid}/stop", headers=tok)
     assert stopped.status_code == 200 and stopped.json()["state"] == "stopped"
     assert docker_client.containers.list(all=True, filters={"id": row["container_id"]}) == []
+
+    missing = api.post("/api/models", json={**body, "name": "gone", "served_name": "gone",
+                                            "image": "cortex-test/no-such-image:1"}, headers=bearer).json()
+    failed = api.post(f"/api/models/{missing['id']}/start", headers=bearer)
+    assert failed.status_code == 503 and failed.json()["state"] == "failed"
+    assert "cortex-test/no-such-image:1" in failed.json()["detail"]
 
     assert api.delete("/api/session", headers=bearer).status_code == 200
     assert httpx.get(f"{console.url}/api/models", headers=bearer).status_code == 401  # signed out
