@@ -149,7 +149,8 @@ def remove_everything(client, *, consoles: list[str], volume: str, network: str)
         if network in (c.attrs.get("NetworkSettings", {}).get("Networks") or {}):
             c.remove(force=True)
     for net in client.networks.list(names=[network]):
-        net.remove()
+        if net.name == network:  # the filter also matches longer names that contain it
+            net.remove()
     try:
         client.volumes.get(volume).remove(force=True)
     except docker.errors.NotFound:

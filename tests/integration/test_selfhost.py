@@ -50,6 +50,9 @@ def console_factory(docker_client, docker_host, console_image, models_dir):
     tag = uuid.uuid4().hex[:8]
     network, volume = f"cortex-test-net-{tag}", f"cortex-test-data-{tag}"
     names: list[str] = []
+    # Docker's network name filter matches parts of names: a network named like ours plus a
+    # suffix (as compose makes them) must not pass for ours.
+    decoy = docker_client.networks.create(f"{network}_default", labels={TEST_LABEL: RUN_ID})
 
     def start(image: str = console_image, **env) -> selfhost.Console:
         name = f"cortex-test-console-{tag}-{len(names)}"
@@ -65,6 +68,7 @@ def console_factory(docker_client, docker_host, console_image, models_dir):
 
     yield start
     selfhost.remove_everything(docker_client, consoles=names, volume=volume, network=network)
+    decoy.remove()
 
 
 def tiny_model(name: str = "tiny") -> dict:
@@ -154,9 +158,14 @@ def test_keep_models_on_restart_adopts_the_running_model(console_factory, docker
     assert after["container_id"] == before["container_id"]
     [model] = model_containers(docker_client, console.network)
     assert model.id == before["container_id"] and model.status == "running"
-    # ... and it is still probed, through the network, by the restarted console.
-    time.sleep(2.5)
-    assert console.call("GET", f"/api/models/{mid}").json()["health"] == "healthy"
+    # ... and it is still probed, through the network, by the restarted console, also once
+    # the model is renamed while it runs (its container keeps the name it started with).
+    rename = console.container.exec_run(["python3", "-c", "import sqlite3; c = sqlite3.connect('/data/cortex.db'); "
+                                         "c.execute(\"update model set name = 'renamed'\"); c.commit()"])
+    assert rename.exit_code == 0, rename.output
+    time.sleep(3.5)  # three probe rounds: 'unhealthy' would take CORTEX_UNHEALTHY_AFTER=3 failures
+    row = console.call("GET", f"/api/models/{mid}").json()
+    assert (row["name"], row["health"], row["state"]) == ("renamed", "healthy", "running"), row
 
 
 def test_models_host_dir_that_does_not_match_the_mount_stops_the_start(docker_client, docker_host,
