@@ -143,11 +143,8 @@ def remove_everything(client, *, consoles: list[str], volume: str, network: str)
             client.containers.get(name).remove(force=True)
         except docker.errors.NotFound:
             pass
-    for c in client.containers.list(all=True, filters={"network": network}):
+    for c in client.containers.list(all=True, filters={"network": network}):  # exited ones too
         c.remove(force=True)
-    for c in client.containers.list(all=True, filters={"label": "cortex.managed=true"}):
-        if network in (c.attrs.get("NetworkSettings", {}).get("Networks") or {}):
-            c.remove(force=True)
     for net in client.networks.list(names=[network]):
         if net.name == network:  # the filter also matches longer names that contain it
             net.remove()

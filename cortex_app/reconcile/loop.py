@@ -207,8 +207,10 @@ class Reconciler:
 
     async def probe_running(self) -> int:
         """One round of probes over every running model; writes health, flips with events."""
-        rows = [m for m in await asyncio.to_thread(self.rows) if m.state == S.RUNNING and self.lc.health_url(m)]
-        results = await probe_many([(m.id, self.lc.health_url(m)) for m in rows], timeout=self.probe_timeout)
+        targets = {m.id: (m, url) for m in await asyncio.to_thread(self.rows)
+                   if m.state == S.RUNNING and (url := self.lc.health_url(m))}
+        rows = [m for m, _ in targets.values()]
+        results = await probe_many([(mid, url) for mid, (_, url) in targets.items()], timeout=self.probe_timeout)
         await asyncio.to_thread(self._write_health, rows, results)
         return len(results)
 
