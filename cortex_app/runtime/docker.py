@@ -8,7 +8,6 @@ with `asyncio.to_thread`.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
 from typing import Optional
 
 import docker
@@ -16,9 +15,14 @@ import docker.errors
 import docker.types
 import requests.exceptions
 
-from cortex_app.engines.spec import (LABEL_INSTANCE, LABEL_MANAGED, LABEL_MODEL_ID, LABEL_SPEC_HASH, PUBLISH_HOST,
+from cortex_app.engines.spec import (LABEL_INSTANCE, LABEL_MANAGED, LABEL_MODEL_ID, PUBLISH_HOST,
                                      ContainerSpec)
 from cortex_app.hosting import SelfContainer, SelfMount
+from cortex_app.runtime.types import ContainerInfo, EngineInfo  # noqa: F401 - re-exported
+
+# A container nobody asked for gets this long to exit on SIGTERM before it is killed: it is
+# gone well within a second even when it ignores SIGTERM.
+DISCARD_GRACE_S = 0.25
 
 
 class DockerRuntimeError(RuntimeError):
@@ -43,39 +47,6 @@ class GpuUnavailable(DockerRuntimeError):
 
 class ContainerConflict(DockerRuntimeError):
     pass
-
-
-@dataclass(frozen=True)
-class EngineInfo:
-    host: str
-    reachable: bool
-    version: Optional[str] = None
-    api_version: Optional[str] = None
-    error: Optional[str] = None
-
-
-@dataclass(frozen=True)
-class ContainerInfo:
-    id: str
-    name: str
-    state: str  # created | running | exited | dead | paused | restarting | removing
-    labels: dict[str, str] = field(default_factory=dict)
-    exit_code: Optional[int] = None
-    oom_killed: bool = False
-    restart_policy: Optional[str] = None  # only from inspect
-
-    @property
-    def model_id(self) -> Optional[int]:
-        raw = self.labels.get(LABEL_MODEL_ID, "")
-        return int(raw) if raw.isdigit() else None
-
-    @property
-    def spec_hash(self) -> Optional[str]:
-        return self.labels.get(LABEL_SPEC_HASH)
-
-    @property
-    def running(self) -> bool:
-        return self.state == "running"
 
 
 def _why(exc: BaseException) -> str:
@@ -117,6 +88,13 @@ def engine_info(docker_host: str, timeout: float = 3) -> EngineInfo:
         return EngineInfo(host=docker_host, reachable=False, error=f"engine at {docker_host} failed: {_why(exc)}")
     finally:
         c.close()
+
+
+def _words(value) -> tuple[str, ...]:
+    """An inspect's Entrypoint or Cmd: a list, a single string, or null."""
+    if not value:
+        return ()
+    return (value,) if isinstance(value, str) else tuple(str(v) for v in value)
 
 
 def _exit_code(status: str) -> Optional[int]:
@@ -305,6 +283,33 @@ class DockerRuntime:
         except Exception as exc:  # noqa: BLE001
             raise self._map(exc) from None
 
+    def discard(self, container_id: str, grace_s: float = DISCARD_GRACE_S) -> bool:
+        """A container nobody asked for: SIGTERM, `grace_s` seconds to exit, then SIGKILL and
+        remove (also when it is paused). False if there was no such container."""
+        api = self._c().api
+        try:
+            try:
+                api.kill(container_id, signal="SIGTERM")
+            except docker.errors.NotFound:
+                return False
+            except docker.errors.APIError:
+                pass  # not running (exited, created): nothing to wait for
+            else:
+                try:
+                    api.wait(container_id, timeout=grace_s)
+                except requests.exceptions.RequestException:
+                    pass  # still running after the grace: the forced removal kills it
+            api.remove_container(container_id, force=True)
+            return True
+        except docker.errors.NotFound:
+            return False
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409 and "already in progress" in str(exc):
+                return True  # someone else is removing it right now
+            raise self._map(exc) from None
+        except Exception as exc:  # noqa: BLE001
+            raise self._map(exc) from None
+
     def remove(self, container_id: str) -> None:
         try:
             self._c().api.remove_container(container_id, force=True)
@@ -335,7 +340,8 @@ class DockerRuntime:
     @staticmethod
     def _summary(r: dict) -> ContainerInfo:
         return ContainerInfo(id=r["Id"], name=(r.get("Names") or ["/?"])[0].lstrip("/"), state=r.get("State", ""),
-                             labels=r.get("Labels") or {}, exit_code=_exit_code(r.get("Status", "")))
+                             labels=r.get("Labels") or {}, exit_code=_exit_code(r.get("Status", "")),
+                             image=r.get("Image", ""))
 
     def image_tags(self) -> list[str]:
         """Every tagged image on the engine."""
@@ -353,11 +359,14 @@ class DockerRuntime:
         except Exception as exc:  # noqa: BLE001
             raise self._map(exc) from None
         st = a.get("State", {})
+        config = a.get("Config") or {}
         return ContainerInfo(
             id=a["Id"], name=a.get("Name", "").lstrip("/"), state=st.get("Status", ""),
-            labels=a.get("Config", {}).get("Labels") or {}, exit_code=st.get("ExitCode"),
+            labels=config.get("Labels") or {}, exit_code=st.get("ExitCode"),
             oom_killed=bool(st.get("OOMKilled")),
-            restart_policy=(a.get("HostConfig", {}).get("RestartPolicy") or {}).get("Name"))
+            restart_policy=(a.get("HostConfig", {}).get("RestartPolicy") or {}).get("Name"),
+            image=config.get("Image", ""),
+            command=_words(config.get("Entrypoint")) + _words(config.get("Cmd")))
 
     def logs_tail(self, container_id: str, lines: int = 200) -> str:
         try:
