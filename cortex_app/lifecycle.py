@@ -12,10 +12,8 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-import time
-from typing import Collection, Optional
+from typing import Callable, Collection, Optional
 
-import httpx
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
@@ -25,7 +23,7 @@ from cortex_app.engines.spec import PUBLISH_HOST
 from cortex_app.hosting import Placement, PlacementError
 from cortex_app.models import EventKind, Model, ModelEvent, ModelState, utcnow
 from cortex_app.reconcile.plan import restart_decision
-from cortex_app.runtime.docker import DockerRuntime, DockerRuntimeError
+from cortex_app.runtime.docker import ContainerConflict, DockerRuntime, DockerRuntimeError
 from cortex_app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,12 +53,13 @@ def free_host_port(held: Collection[int], interface: str = PUBLISH_HOST) -> int:
 
 
 class Lifecycle:
-    def __init__(self, db: sa.Engine, runtime: DockerRuntime, settings: Settings, *,
-                 poll_interval: float = 0.1):
+    def __init__(self, db: sa.Engine, runtime: DockerRuntime, settings: Settings):
         self.db = db
         self.runtime = runtime
         self.settings = settings
-        self.poll_interval = poll_interval
+        # Told (model id, new state) after every committed state change, from the thread that
+        # made it: the scheduler's loading watcher wakes on `loading`.
+        self.listeners: list[Callable[[int, ModelState], None]] = []
         self._placement: Optional[Placement] = None
         self._placement_lock = threading.Lock()
         self._placement_error: Optional[str] = None
@@ -128,8 +127,22 @@ class Lifecycle:
             session.commit()
         if queued:
             webhooks.wake()
+        for listener in self.listeners:
+            listener(model_id, to)
         log.info("model %s: %s -> %s (%s) by %s", name, current.value, to.value, reason, actor)
         return current
+
+    def keep_failure_logs(self, model_id: int, log_tail: str) -> None:
+        """Attach a container's last lines to the model's latest `failed` event, when they could
+        only be read after the row was marked failed (see the reconciler's FailModel)."""
+        with Session(self.db) as session:
+            latest = session.exec(select(sa.func.max(ModelEvent.id)).where(
+                ModelEvent.model_id == model_id, ModelEvent.kind == EventKind.STATE,
+                ModelEvent.to_state == S.FAILED)).first()
+            if latest is not None:
+                session.execute(sa.update(ModelEvent).where(ModelEvent.id == latest, ModelEvent.log_tail.is_(None))
+                                .values(log_tail=log_tail))
+                session.commit()
 
     def record(self, model_id: int, model_name: str, state: ModelState, *, kind: EventKind, reason: str,
                actor: str, log_tail: Optional[str] = None, **fields) -> None:
@@ -171,7 +184,7 @@ class Lifecycle:
     def start(self, model_id: int, *, actor: str, reason: str = "start requested",
               allowed_from: Collection[ModelState] = STARTABLE, restart_attempt: Optional[int] = None) -> Model:
         """stopped|failed -> starting -> loading: the container exists and runs. Readiness
-        (loading -> running) is `wait_ready`'s job (or the reconciler's). A Docker failure ends
+        (loading -> running) is the reconciler's to see. A Docker failure ends
         `failed`, with nothing left behind. A start by anyone but the reconciler's restart
         policy begins a fresh count of restart attempts."""
         model = self.get(model_id)
@@ -195,7 +208,7 @@ class Lifecycle:
                 port = None  # the console cannot see the host's ports: the engine picks; read back below
             else:
                 port = self._claim_port(model_id, placement.publish_host)
-            info = self.runtime.create_and_start(spec, port, placement.publish_host)
+            info = self._create_and_start(model_id, spec, port, placement.publish_host)
             if placement.publish_host is not None and port is None:
                 try:
                     port = self.runtime.published_port(info.id, spec.container_port)
@@ -226,6 +239,20 @@ class Lifecycle:
                             host_port=None, container_id=None, stopped_at=utcnow())
         return self.get(model_id)
 
+    def _create_and_start(self, model_id: int, spec, port: Optional[int], publish_host: Optional[str]):
+        """Create and start the container. A leftover of this model holding its name (a dead
+        container the reconciler is about to remove, a hand-started one) is removed first: the
+        row is `starting`, so no container of this model is one an admin asked for."""
+        try:
+            return self.runtime.create_and_start(spec, port, publish_host)
+        except ContainerConflict:
+            leftovers = [c for c in self.runtime.list_managed(model_id=model_id) if c.name == spec.name]
+            if not leftovers:
+                raise
+            for c in leftovers:
+                self.runtime.discard(c.id)
+            return self.runtime.create_and_start(spec, port, publish_host)
+
     def _claim_port(self, model_id: int, interface: str = PUBLISH_HOST) -> int:
         """Write a free host port on the row. The unique constraint on host_port settles a
         race between two models picking the same port: the loser picks again."""
@@ -242,86 +269,27 @@ class Lifecycle:
         raise RuntimeError("could not claim a free host port")
 
     def health_url(self, model: Model) -> Optional[str]:
-        """Where the console reaches the model's /health: by container name on the shared
-        network when it runs in a container, else on its published port (None: no address).
-        Uses the placement only once known (never asks the engine from here)."""
+        return self.health_url_of(model.engine, model.container_id, model.host_port)
+
+    def health_url_of(self, engine, container_id: Optional[str], host_port: Optional[int]) -> Optional[str]:
+        """Where the console reaches a model's /health: by container id on the shared network
+        when it runs in a container, else on its published port (None: no address). Uses the
+        placement only once known (never asks the engine from here).
+
+        Readiness is judged in one place only, the reconcile pass (loading -> running on a 200):
+        whoever waits for a model to be ready waits for its row."""
         placement = self._placement
         if placement is not None and placement.probe_by_name:
             # By the container's short id, which the network resolves like its name, and
             # which, unlike the name, does not change when the model is renamed meanwhile.
-            if not model.container_id:
+            if not container_id:
                 return None
-            return f"http://{model.container_id[:12]}:{CONTAINER_PORTS[model.engine]}/health"
-        if not model.host_port:
+            return f"http://{container_id[:12]}:{CONTAINER_PORTS[engine]}/health"
+        if not host_port:
             return None
         host = placement.publish_host if placement and placement.publish_host else PUBLISH_HOST
         host = PUBLISH_HOST if host in ("0.0.0.0", "::") else host
-        return f"http://{'[' + host + ']' if ':' in host else host}:{model.host_port}/health"
-
-    def wait_ready(self, model_id: int, *, actor: str = "console") -> Model:
-        """While the model is `loading`: poll /health (llama.cpp answers 503 while it loads;
-        vLLM does not listen yet), and watch the container. 200 -> running, container exit
-        -> failed with its logs, startup timeout -> stopped and removed, failed."""
-        model = self.get(model_id)
-        with httpx.Client(timeout=2) as http:
-            while True:
-                model = self.get(model_id)
-                if model.state != S.LOADING:
-                    return model  # stopped by an admin, or already judged
-                url = self.health_url(model)
-                try:
-                    if url and http.get(url).status_code == 200:
-                        now = utcnow()
-                        took = (now - model.started_at).total_seconds() if model.started_at else None
-                        try:
-                            self.transition(model_id, S.RUNNING, reason=f"ready after {took:.1f} s", actor=actor,
-                                            allowed_from=(S.LOADING,), ready_at=now, load_seconds=took)
-                        except Refused:
-                            pass  # stopped meanwhile; the loop re-reads
-                        continue
-                except httpx.HTTPError:
-                    pass  # not listening yet, or 503-like slowness: still loading
-                outcome = self._judge_loading(model)
-                if outcome is not None:
-                    return outcome
-                time.sleep(self.poll_interval)
-
-    def _judge_loading(self, model: Model) -> Optional[Model]:
-        info = self.runtime.inspect(model.container_id) if model.container_id else None
-        if info is None or not info.running:
-            code = info.exit_code if info else None
-            logs = self.runtime.logs_tail(model.container_id, LOG_LINES_KEPT) if info else ""
-            why = "OOM-killed" if info and info.oom_killed else f"exited with code {code}"
-            return self._fail(model, f"container {why} while loading" if info else "container vanished while loading",
-                              logs)
-        elapsed = (utcnow() - model.started_at).total_seconds() if model.started_at else 0
-        if elapsed > model.startup_timeout_s:
-            logs = self.runtime.logs_tail(model.container_id, LOG_LINES_KEPT)
-            return self._fail(model, f"did not become ready in {model.startup_timeout_s} s", logs)
-        return None
-
-    def _fail(self, model: Model, reason: str, logs: str, actor: str = "console") -> Model:
-        """Capture first (the logs die with the container), then remove, then record (with a
-        restart scheduled if the model opted in)."""
-        suffix, next_restart_at = restart_decision(model.restart_on_failure, model.restart_attempts,
-                                                   model.restart_max_attempts, utcnow())
-        reason += suffix
-        if model.container_id:
-            try:
-                self.runtime.stop_and_remove(model.container_id, timeout=STOP_TIMEOUT_S)
-            except DockerRuntimeError as exc:
-                reason += f" (its container could not be removed: {exc})"
-        try:
-            self.transition(model.id, S.FAILED, reason=reason, actor=actor, allowed_from=(S.LOADING, S.RUNNING),
-                            log_tail=logs or None, host_port=None, container_id=None, stopped_at=utcnow(),
-                            next_restart_at=next_restart_at)
-        except Refused:
-            pass
-        return self.get(model.id)
-
-    def start_and_wait(self, model_id: int, *, actor: str) -> Model:
-        model = self.start(model_id, actor=actor)
-        return self.wait_ready(model_id, actor=actor) if model.state == S.LOADING else model
+        return f"http://{'[' + host + ']' if ':' in host else host}:{host_port}/health"
 
     # --- stop / apply / delete ----------------------------------------------------------
 
@@ -356,16 +324,15 @@ class Lifecycle:
             return False
         return model.spec_hash != build_spec(model, self.settings, self._placement).spec_hash
 
-    def apply(self, model_id: int, *, actor: str, wait: bool = True) -> Model:
-        """Restart a running model on its current config (without `wait`, readiness is the
-        reconciler's to see)."""
+    def apply(self, model_id: int, *, actor: str) -> Model:
+        """Restart a running model on its current config; readiness is the reconciler's to see."""
         model = self.get(model_id)
         if model.state not in (S.LOADING, S.RUNNING):
             raise Refused(f"model {model.name} is {model.state.value}; its config applies at the next start")
         stopped = self.stop(model_id, actor=actor, reason="apply: restarting with the new config")
         if stopped.state != S.STOPPED:
             return stopped  # the old container could not be stopped: do not start a second one
-        return self.start_and_wait(model_id, actor=actor) if wait else self.start(model_id, actor=actor)
+        return self.start(model_id, actor=actor)
 
     def delete(self, model_id: int, *, actor: str) -> None:
         """Remove the row of a stopped or failed model; model files are never touched."""

@@ -183,6 +183,22 @@ class ModelEvent(SQLModel, table=True):
     )
 
 
+class ConsoleEvent(SQLModel, table=True):
+    """The console's own log of what it did or found outside any model's history: containers
+    removed that no model owned, an older install's containers removed or left alone, jobs
+    that began failing and recovered. The System page shows the latest."""
+
+    __tablename__ = "console_event"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=32)  # container.removed | container.left-alone | job.failing | job.recovered
+    subject: str = Field(max_length=255)  # a container's name, a job's name
+    message: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False, index=True)
+    )
+
+
 class LeaderLease(SQLModel, table=True):
     """Who runs the reconciler when several console processes share a database (SQLite and
     any backend without advisory locks): the holder renews `expires_at`; another process

@@ -11,4 +11,6 @@ export REFLEX_CHECK_LATEST_VERSION=0
 export REFLEX_TELEMETRY_ENABLED=false
 export NPM_CONFIG_REGISTRY=${NPM_CONFIG_REGISTRY:-https://registry.npmjs.org/}
 export PYTHONUNBUFFERED=1
-RUN_DIR=$ROOT/.run   # the console's PID file and log (one console per checkout)
+# The console's PID file and log: one console per checkout, unless CORTEX_RUN_DIR names another
+# folder (tests and benchmarks run several consoles of one checkout, each with its own).
+RUN_DIR=${CORTEX_RUN_DIR:-$ROOT/.run}

@@ -10,8 +10,6 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -39,10 +37,7 @@ def missing(what: str) -> None:
     pytest.skip(f"{what}; run `make test` to set up the test bed")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.console import Console, free_port, launch  # noqa: E402,F401 - tests import free_port from here
 
 
 def wait_http(url: str, timeout: float, ok=lambda r: r.status_code == 200, proc=None,
@@ -205,87 +200,35 @@ def fresh_postgres_db(postgres_url: str) -> Iterator[str]:
 
 # --- the console ---------------------------------------------------------------------
 
-class Console:
-    """A console process started as `make up` starts it; `stop()` is a graceful shutdown
-    (SIGTERM to its process group), `kill()` a crash (SIGKILL)."""
-
-    def __init__(self, url: str, proc: subprocess.Popen, log: Path, data_dir: Path, env: dict):
-        self.url, self.proc, self.log, self.data_dir, self.env = url, proc, log, data_dir, env
-
-    def stop(self, timeout: float = 60) -> None:
-        _stop_group(self.proc, timeout)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-    @property
-    def db_url(self) -> str:
-        return self.env.get("CORTEX_DB_URL") or f"sqlite:///{self.data_dir}/cortex.db"
-
-
-def _stop_group(proc: subprocess.Popen, timeout: float = 20) -> None:
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-    except ProcessLookupError:
-        pass
-    # The group may outlive its leader (workers finishing shutdown): wait for all of it.
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(proc.pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
 @pytest.fixture(scope="module")
 def start_console(tmp_path_factory) -> Iterator[Callable[..., Console]]:
-    """Start the console as `make up` does (prestart, then the production build) with a fresh
-    data dir (or `data_dir=` to restart on an existing one); every console a module starts
-    is stopped at its end."""
+    """Start a console as `make up` does (tests/console.py) with a fresh data dir (or
+    `data_dir=` to restart on an existing one); every console a module starts is stopped at
+    its end."""
     if not (Path(os.environ.get("REFLEX_BUN_PATH", "")).is_file() or shutil.which("bun")):
         missing("bun is not installed (scripts/bootstrap.sh)")
-    started: list[subprocess.Popen] = []
+    started: list[Console] = []
 
-    def start(data_dir: Path | None = None, **env_overrides: str) -> Console:
-        data_dir = data_dir or tmp_path_factory.mktemp("console")
-        port = free_port()
-        # Only the settings given here: a CORTEX_DB_URL from the caller's shell must not leak in.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CORTEX_") or k == "CORTEX_TEST_STRICT"}
-        env.update(CORTEX_DATA_DIR=str(data_dir), CORTEX_PORT=str(port), **env_overrides)
-        pre = subprocess.run([sys.executable, "-m", "cortex_app.prestart"], cwd=ROOT, env=env,
-                             capture_output=True, text=True, timeout=120)
-        assert pre.returncode == 0, pre.stderr
-        log = data_dir / f"console-{port}.log"
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "reflex", "run", "--env", "prod", "--single-port",
-                 "--backend-port", str(port), "--loglevel", "warning"],
-                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True)
-        started.append(proc)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_http(f"{url}/api/health", timeout=300, proc=proc)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n--- console log ---\n{log.read_text()[-3000:]}") from None
-        return Console(url, proc, log, data_dir, env)
+    def start(data_dir: Path | None = None, **settings: str) -> Console:
+        console = launch(data_dir or tmp_path_factory.mktemp("console"), **settings)
+        started.append(console)
+        return console
 
     yield start
-    for proc in started:
-        _stop_group(proc)
+    client = None
+    for console in started:
+        console.stop()
+        console.close()
+        if console.env.get("DOCKER_HOST") and (console.data_dir / "cortex.db").exists():
+            import docker
+
+            client = client or docker.DockerClient(base_url=console.env["DOCKER_HOST"], timeout=30)
+            try:
+                console.remove_containers(client)  # a console killed by its test leaves its models
+            except docker.errors.DockerException:
+                pass  # that engine is gone (a test of an unreachable one)
+    if client is not None:
+        client.close()
 
 
 # --- the browser ---------------------------------------------------------------------

@@ -1,9 +1,15 @@
-"""reconcile_once(): read -> plan -> apply -> record. One bad model never stops the pass.
+"""reconcile_once(): read -> plan -> apply -> record. One bad model never stops the pass, and
+one slow model never holds up another.
 
 The container list is read before the rows, on purpose: a Start that races the pass then
 shows up as a newer row (left alone while `starting`), never as a container the plan thinks
 nobody owns. Where the list is older than the row (a container the list missed), the
 action re-checks with the engine before failing anything.
+
+Actions run concurrently, a bounded number at a time, one subject (a model, or an ownerless
+container) after another: a container that ignores SIGTERM delays only its own model. A
+subject whose actions are still running when the next pass plans is left to the pass after
+them (they ask for it when they end), so two passes never act on one model at once.
 """
 
 from __future__ import annotations
@@ -11,25 +17,29 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Optional
+from datetime import datetime
+from typing import Callable, Hashable, Optional
 
-from sqlmodel import Session
+from sqlmodel import Session, select
 
-from cortex_app import crud, webhooks
+from cortex_app import crud, journal, webhooks
 from cortex_app.lifecycle import LOG_LINES_KEPT, RESTART_ACTOR, STOP_TIMEOUT_S, Lifecycle, Refused
 from cortex_app.models import EventKind, Model, ModelState, utcnow
-from cortex_app.reconcile.plan import (Boot, FailModel, MarkRunning, MarkStopped, ModelView, RemoveContainer,
-                                       ResetRestarts, RestartModel, plan)
-from cortex_app.reconcile.probes import health_update, probe_many
+from cortex_app.reconcile.plan import (LEGACY_NAME_PREFIXES, Boot, FailModel, LeaveAlone, MarkRunning, MarkStopped,
+                                       ModelView, RemoveContainer, ResetRestarts, RestartModel, overlay_deaths, plan,
+                                       subject)
+from cortex_app.reconcile.probes import LOADING_PROBE_TIMEOUT_S, health_update, probe_many
 from cortex_app.runtime.docker import ContainerInfo, DockerRuntimeError, EngineUnreachable
 
 log = logging.getLogger(__name__)
 S = ModelState
 ACTOR = "reconciler"
-LEGACY_NAME_PREFIXES = ("llamacpp-model-", "vllm-model-")
+ACTION_WORKERS = 8  # actions of different models at once (each is mostly waiting on the engine)
+DEATH_MEMORY_S = 30.0  # a `die` seen on the event stream counts until the list has long caught up
 
 
 @dataclass
@@ -39,6 +49,17 @@ class PassReport:
     actions: list = field(default_factory=list)
     engine_error: Optional[str] = None
     failures: list = field(default_factory=list)
+    deferred: int = 0  # actions left to a later pass: their model was still busy with earlier ones
+
+
+@dataclass(frozen=True)
+class LoadingTarget:
+    """A loading model, as the loading watcher needs it."""
+
+    model_id: int
+    url: Optional[str]
+    started_at: Optional[datetime]
+    startup_timeout_s: int
 
 
 def view(m: Model) -> ModelView:
@@ -50,7 +71,7 @@ def view(m: Model) -> ModelView:
 
 
 class Reconciler:
-    def __init__(self, lifecycle: Lifecycle, *, probe_timeout: float = 2.0):
+    def __init__(self, lifecycle: Lifecycle, *, probe_timeout: float = 2.0, workers: int = ACTION_WORKERS):
         self.lc = lifecycle
         self.probe_timeout = probe_timeout
         self.last_report: Optional[PassReport] = None
@@ -59,6 +80,17 @@ class Reconciler:
         self.engine_interrupted = False
         self.engine_up: Optional[bool] = None  # as of the last pass: for engine.* webhooks
         self.passes = 0
+        # When this console started (set by the scheduler): the boot pass treats rows started
+        # later as this run's own.
+        self.console_started_at: Optional[datetime] = None
+        # Called (from a worker thread) when a subject a pass had to skip is free again.
+        self.on_subject_free: Optional[Callable[[], None]] = None
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="reconcile-action")
+        self._busy: set[Hashable] = set()
+        self._waiting: set[Hashable] = set()  # busy subjects a pass wanted to act on
+        self._busy_lock = threading.Lock()
+        self._deaths: dict[str, tuple[Optional[int], float]] = {}
+        self._deaths_lock = threading.Lock()
 
     @property
     def runtime(self):
@@ -67,21 +99,47 @@ class Reconciler:
     def rows(self) -> list[Model]:
         return crud.list_models(self.lc.db)
 
-    def _legacy(self) -> list[ContainerInfo]:
-        """Containers an older install left (its names, not our labels): boot only."""
-        found = []
-        for prefix in LEGACY_NAME_PREFIXES:
-            found += [c for c in self.runtime.list_by_name(prefix) if c.name.startswith(prefix)]
-        return found
+    # --- what the event stream says ---------------------------------------------------
 
-    async def reconcile_once(self, *, boot: bool = False) -> PassReport:
+    def note_event(self, action: str, container_id: str, attributes: dict) -> None:
+        """A container event of ours (thread-safe): remember deaths until the list shows them."""
+        with self._deaths_lock:
+            if action == "die":
+                code = attributes.get("exitCode", "")
+                self._deaths[container_id] = (int(code) if code.lstrip("-").isdigit() else None, time.monotonic())
+            elif action in ("start", "restart", "unpause"):
+                self._deaths.pop(container_id, None)  # it runs again: the list is right about it
+
+    def _recent_deaths(self) -> dict[str, Optional[int]]:
+        cutoff = time.monotonic() - DEATH_MEMORY_S
+        with self._deaths_lock:
+            for cid in [cid for cid, (_, at) in self._deaths.items() if at < cutoff]:
+                del self._deaths[cid]
+            return {cid: code for cid, (code, _) in self._deaths.items()}
+
+    # --- one pass -----------------------------------------------------------------------
+
+    def _legacy(self) -> list[ContainerInfo]:
+        """Containers named as an older install named its own (inspected: image, command,
+        restart policy): boot only."""
+        found: dict[str, ContainerInfo] = {}
+        for prefix in LEGACY_NAME_PREFIXES:
+            for c in self.runtime.list_by_name(prefix):
+                if c.name.startswith(prefix) and c.id not in found:
+                    found[c.id] = self.runtime.inspect(c.id) or c
+        return list(found.values())
+
+    async def reconcile_once(self, *, boot: bool = False, wait: bool = True) -> PassReport:
+        """One pass. With `wait`, returns once its actions are done; without (the scheduler's
+        passes), once they are under way: their subjects stay busy until they end."""
         report = PassReport(started_at=time.time())
         t0 = time.perf_counter()
         try:
             containers = await asyncio.to_thread(self.runtime.list_managed)
+            legacy: list[ContainerInfo] = []
             if boot:
                 seen = {c.id for c in containers}
-                containers += [c for c in await asyncio.to_thread(self._legacy) if c.id not in seen]
+                legacy = [c for c in await asyncio.to_thread(self._legacy) if c.id not in seen]
         except EngineUnreachable as exc:
             self.engine_interrupted = True
             await asyncio.to_thread(self._engine_flip, False, str(exc))
@@ -94,9 +152,13 @@ class Reconciler:
         await asyncio.to_thread(self._engine_flip, True, "the Docker Engine answers again")
         await asyncio.to_thread(self.lc.try_placement)  # probes need to know how to reach models
         rows = await asyncio.to_thread(self.rows)
-        loading_or_adoptable = [(m.id, url) for m in rows if m.state in (S.LOADING, S.RUNNING if boot else S.LOADING)
-                                and (url := self.lc.health_url(m))]
-        probes = await probe_many(loading_or_adoptable, timeout=self.probe_timeout)
+        containers = overlay_deaths(containers, self._recent_deaths())
+        targets = [(m.id, url) for m in rows if m.state in (S.LOADING, S.RUNNING if boot else S.LOADING)
+                   and (url := self.lc.health_url(m))]
+        # Loading models answer at once (503, or refused): a short timeout keeps one that hangs
+        # from holding up the pass. At boot, adoption asks running models with the full one.
+        probes = await probe_many(targets, timeout=self.probe_timeout if boot
+                                  else min(self.probe_timeout, LOADING_PROBE_TIMEOUT_S))
         healthy = {mid for mid, r in probes.items() if r.ok}
         boot_ctx = None
         if boot:
@@ -107,23 +169,65 @@ class Reconciler:
                 except DockerRuntimeError:
                     info = None  # unknown policy: never adopted
                 policies[c.id] = info.restart_policy if info else None
-            boot_ctx = Boot(keep_models=self.lc.settings.keep_models_on_restart, restart_policies=policies)
-        actions = plan([view(m) for m in rows], containers, healthy, utcnow(), boot=boot_ctx)
-        for action in actions:
-            try:
-                await asyncio.to_thread(self.apply, action)
-                report.actions.append(action)
-            except Refused:
-                pass  # the row moved on since we read it; the next pass looks again
-            except Exception as exc:  # noqa: BLE001 - one bad model never stops the pass
-                log.warning("reconcile: %s failed for model %s: %s", type(action).__name__,
-                            getattr(action, "model_id", "?"), exc)
-                report.failures.append((action, str(exc)))
+            settings = self.lc.settings
+            boot_ctx = Boot(keep_models=settings.keep_models_on_restart, restart_policies=policies,
+                            since=self.console_started_at, legacy=legacy,
+                            engine_images={"llamacpp": settings.llamacpp_image, "vllm": settings.vllm_image})
+        actions = plan([view(m) for m in rows], containers, healthy, utcnow(), boot=boot_ctx,
+                       instance=self.runtime.instance)
+        launched = self._launch(actions, report)
         self.engine_interrupted = False
         self.passes += 1
         report.duration_s = time.perf_counter() - t0
         self.last_report = report
+        if wait and launched:
+            await asyncio.gather(*launched)
         return report
+
+    def _launch(self, actions: list, report: PassReport) -> list[asyncio.Future]:
+        groups: dict[Hashable, list] = {}
+        for action in actions:
+            groups.setdefault(subject(action), []).append(action)
+        launched = []
+        for key, group in groups.items():
+            with self._busy_lock:
+                if key in self._busy:
+                    self._waiting.add(key)
+                    report.deferred += len(group)
+                    continue
+                self._busy.add(key)
+            launched.append(asyncio.ensure_future(self._run_group(key, group, report)))
+        return launched
+
+    async def _run_group(self, key: Hashable, group: list, report: PassReport) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            for action in group:
+                try:
+                    await loop.run_in_executor(self._pool, self.apply, action)
+                    report.actions.append(action)
+                except Refused:
+                    pass  # the row moved on since we read it; the next pass looks again
+                except Exception as exc:  # noqa: BLE001 - one bad model never stops the pass
+                    log.warning("reconcile: %s failed for model %s: %s", type(action).__name__,
+                                getattr(action, "model_id", "?"), exc)
+                    report.failures.append((action, str(exc)))
+        finally:
+            with self._busy_lock:
+                self._busy.discard(key)
+                wanted = key in self._waiting
+                self._waiting.discard(key)
+            if wanted and self.on_subject_free is not None:
+                self.on_subject_free()
+
+    async def drain(self, timeout: float = 60.0) -> None:
+        """Wait until no action of any pass is running (console shutdown)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._busy_lock:
+                if not self._busy:
+                    return
+            await asyncio.sleep(0.02)
 
     def _engine_flip(self, up: bool, reason: str) -> None:
         """engine.unreachable / engine.reachable webhooks, once per change (not at the first pass
@@ -134,7 +238,7 @@ class Reconciler:
         webhooks.enqueue_system(self.lc.db, "engine.reachable" if up else "engine.unreachable", reason,
                                 self.lc.settings.public_url)
 
-    # --- applying one action -----------------------------------------------------------
+    # --- applying one action (in a worker thread) ------------------------------------------
 
     def apply(self, action) -> None:
         lc = self.lc
@@ -149,6 +253,9 @@ class Reconciler:
             self._fail(action)
         elif isinstance(action, RemoveContainer):
             self._remove(action)
+        elif isinstance(action, LeaveAlone):
+            log.warning("reconcile: container %s (%s) %s", action.name, action.container_id[:12], action.reason)
+            journal.record(lc.db, "container.left-alone", action.name, action.reason)
         elif isinstance(action, MarkStopped):
             lc.transition(action.model_id, S.STOPPED, reason=action.reason, actor=ACTOR,
                           allowed_from=(action.expect,), host_port=None, container_id=None, stopped_at=utcnow())
@@ -166,35 +273,46 @@ class Reconciler:
 
     def _fail(self, a: FailModel) -> None:
         rt = self.runtime
-        logs = ""
         m = self.lc.get(a.model_id)
         if m.state != a.expect or m.container_id != a.row_container:
             return  # the row moved on since the plan (ready, stopped, restarted): not ours to fail
         if a.container_missing:
             info = rt.inspect(m.container_id) if m.container_id else None
-            if info is not None and info.running:
+            died = self._recent_deaths()
+            if info is not None and info.running and info.id not in died:
                 return  # the list was older than the row: the container is fine
             if info is not None:
-                a = FailModel(a.model_id, a.reason.replace("its container is gone",
-                                                           f"its container exited with code {info.exit_code}"),
-                              a.expect, container_id=info.id, next_restart_at=a.next_restart_at,
-                              row_container=a.row_container)
+                why = (f"its container exited with code {died.get(info.id, info.exit_code)}"
+                       if info.id in died or not info.live else f"its container is {info.state}")
+                a = dataclasses.replace(a, reason=a.reason.replace("its container is gone", why), container_id=info.id,
+                                        container_missing=False, container_running=False)
         if self.engine_interrupted:
             a = dataclasses.replace(a, reason=a.reason.replace("its container", "the Docker Engine restarted; "
                                                                                  "its container", 1))
-        if a.container_id:
+        fields = dict(host_port=None, container_id=None, stopped_at=utcnow(), next_restart_at=a.next_restart_at)
+        if a.container_id and a.container_running:
+            # It still serves: stop it (gracefully) before the row says it is gone.
             logs = rt.logs_tail(a.container_id, LOG_LINES_KEPT)
             rt.stop_and_remove(a.container_id, timeout=STOP_TIMEOUT_S)
+            self.lc.transition(a.model_id, S.FAILED, reason=a.reason, actor=ACTOR, allowed_from=(a.expect,),
+                               expect_container=a.row_container, log_tail=logs or None, **fields)
+            return
+        # Dead (or paused): the row tells the truth at once; the last lines are kept right
+        # after (reading them waits until the engine has finished tearing the container down).
         self.lc.transition(a.model_id, S.FAILED, reason=a.reason, actor=ACTOR, allowed_from=(a.expect,),
-                           expect_container=a.row_container,
-                           log_tail=logs or None, host_port=None, container_id=None, stopped_at=utcnow(),
-                           next_restart_at=a.next_restart_at)
+                           expect_container=a.row_container, **fields)
+        if a.container_id:
+            logs = rt.logs_tail(a.container_id, LOG_LINES_KEPT)
+            if logs:
+                self.lc.keep_failure_logs(a.model_id, logs)
+            rt.discard(a.container_id)
 
     def _remove(self, a: RemoveContainer) -> None:
-        if self.runtime.stop_and_remove(a.container_id, timeout=STOP_TIMEOUT_S) is None:
+        if not self.runtime.discard(a.container_id):
             return  # already gone
         if a.model_id is None:
             log.warning("reconcile: %s (container %s, %s)", a.reason, a.container_id[:12], a.model_name)
+            journal.record(self.lc.db, "container.removed", a.model_name or a.container_id[:12], a.reason)
             return
         try:
             m = self.lc.get(a.model_id)
@@ -202,6 +320,16 @@ class Reconciler:
         except LookupError:  # a deleted row: the history still gets the event
             name, state = (a.model_name or "?")[:64], S.STOPPED
         self.lc.record(a.model_id, name, state, kind=EventKind.CONTAINER, reason=a.reason, actor=ACTOR)
+
+    # --- loading models (the scheduler's loading watcher) ----------------------------------
+
+    def loading_targets(self) -> list[LoadingTarget]:
+        """Every loading model and where its /health answers (one narrow query)."""
+        with Session(self.lc.db) as session:
+            rows = session.exec(select(Model.id, Model.engine, Model.container_id, Model.host_port, Model.started_at,
+                                       Model.startup_timeout_s).where(Model.state == S.LOADING)).all()
+        return [LoadingTarget(mid, self.lc.health_url_of(engine, cid, port), started, timeout)
+                for mid, engine, cid, port, started, timeout in rows]
 
     # --- health probes of running models ------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""The reconciler's decisions, as a pure function: (rows, containers, probes, now) -> actions.
+"""The reconciler's decisions, as pure functions: (rows, containers, probes, now) -> actions.
 
 Level-triggered: it looks only at what is true now, so running it twice in a row gives the
 same answer, and a converged system (every row matching its container) plans nothing.
@@ -11,18 +11,24 @@ The rules, in the words of the design:
 - a row stuck in starting/stopping for longer than STUCK_AFTER_S (the console died mid-way)
   -> its containers removed, row stopped;
 - loading + /health 200 -> running; loading past its startup timeout -> removed, failed;
-- at console start (boot): by default nothing keeps running; with keep_models a container
-  that matches its row, has restart policy `no` and answers /health is adopted.
+- at console start (boot): by default nothing of the old run keeps running; with
+  keep_models a container that matches its row, has restart policy `no` and answers
+  /health is adopted. Containers an older Cortex install left (its names, an engine image,
+  a restart policy that brought them back) are removed; look-alikes are left alone, reported.
+
+Nothing here imports the docker SDK: containers arrive as runtime/types.ContainerInfo.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Optional, Sequence
+from typing import Hashable, Mapping, Optional, Sequence
 
+from cortex_app.engines.spec import LABEL_INSTANCE, LABEL_MANAGED
 from cortex_app.models import ModelState
-from cortex_app.runtime.docker import ContainerInfo
+from cortex_app.runtime.types import ContainerInfo
 
 S = ModelState
 ACTIVE = (S.LOADING, S.RUNNING)
@@ -30,6 +36,11 @@ STUCK_AFTER_S = 60.0
 RESTART_BACKOFF_BASE_S = 2.0
 RESTART_BACKOFF_CAP_S = 60.0
 RESTART_RESET_AFTER_S = 120.0  # running this long after a restart: the crash loop is over
+
+# The names an older Cortex install gave its containers, and the engine each one ran.
+LEGACY_NAME_PREFIXES = {"llamacpp-model-": "llamacpp", "vllm-model-": "vllm"}
+_ENGINE_COMMANDS = {"llamacpp": ("llama-server",), "vllm": ("vllm",)}
+_UPSTREAM_REPOS = {"llamacpp": ("ghcr.io/ggml-org/llama.cpp",), "vllm": ("vllm/vllm-openai",)}
 
 
 @dataclass(frozen=True)
@@ -60,7 +71,9 @@ class MarkRunning:
 
 @dataclass(frozen=True)
 class FailModel:
-    """Capture the container's logs, remove it, mark the row failed (if still `expect`)."""
+    """Mark the row failed (if still `expect`); keep the container's last lines; remove it.
+    A container that still runs is stopped first, so the row never says failed while its
+    model still serves; a dead one is recorded at once and removed after."""
 
     model_id: int
     reason: str
@@ -69,14 +82,26 @@ class FailModel:
     container_missing: bool = False  # the list did not show it: re-check before failing
     next_restart_at: Optional[datetime] = None
     row_container: Optional[str] = None  # the row's container when planned: acted on only if unchanged
+    container_running: bool = False  # it still serves (a startup timeout, a stale spec): stop it gracefully first
 
 
 @dataclass(frozen=True)
 class RemoveContainer:
+    """A container nobody asked for: a short grace, then killed and removed."""
+
     container_id: str
     reason: str
     model_id: Optional[int] = None
     model_name: str = ""
+
+
+@dataclass(frozen=True)
+class LeaveAlone:
+    """A container that looks like an older install's but is not provably one: reported, untouched."""
+
+    container_id: str
+    name: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -98,16 +123,27 @@ class ResetRestarts:
     model_id: int
 
 
-Action = MarkRunning | FailModel | RemoveContainer | MarkStopped | RestartModel | ResetRestarts
+Action = MarkRunning | FailModel | RemoveContainer | LeaveAlone | MarkStopped | RestartModel | ResetRestarts
 
 
 @dataclass(frozen=True)
 class Boot:
     """Console start. keep_models: CORTEX_KEEP_MODELS_ON_RESTART. restart_policies: container id
-    -> Docker restart policy (from inspect), needed to adopt only `no` containers."""
+    -> Docker restart policy (from inspect), needed to adopt only `no` containers. since: when
+    this console started; a row started after it is this run's, not the old one's (the boot
+    pass waits for the engine when it is down at start, and an admin may start models meanwhile).
+    legacy: containers found by an older install's names (inspected); engine_images: engine ->
+    the image this console runs it with."""
 
     keep_models: bool = False
     restart_policies: dict[str, Optional[str]] = field(default_factory=dict)
+    since: Optional[datetime] = None
+    legacy: Sequence[ContainerInfo] = ()
+    engine_images: Mapping[str, str] = field(default_factory=dict)
+
+    def is_old(self, at: Optional[datetime]) -> bool:
+        """Did this happen before this console started (or is it unknown)?"""
+        return self.since is None or at is None or at < self.since
 
 
 def restart_backoff_s(attempts_so_far: int) -> float:
@@ -135,14 +171,59 @@ def restart_decision(restart_on_failure: bool, attempts: int, max_attempts: int,
     return f"; gave up after {attempts} restart attempts", None
 
 
+def overlay_deaths(containers: Sequence[ContainerInfo], deaths: Mapping[str, Optional[int]]) -> list[ContainerInfo]:
+    """Docker publishes a container's `die` event (with its exit code) a good 100 ms before its
+    container list stops saying "running" (the engine tears the container's network down in
+    between). A container the event stream saw die is taken as exited, with that code."""
+    return [dataclasses.replace(c, state="exited", exit_code=deaths[c.id]) if c.id in deaths and c.live else c
+            for c in containers]
+
+
+def _repo(image: str) -> str:
+    """The repository part of an image reference (no tag, no digest)."""
+    image = image.split("@", 1)[0]
+    head, _, tail = image.rpartition(":")
+    return head if head and "/" not in tail else image
+
+
+def legacy_verdict(c: ContainerInfo, engine_images: Mapping[str, str], instance: Optional[str]) -> tuple[bool, str]:
+    """(remove?, why) for a container found by an older install's name. Removed only when it is
+    provably that install's: the name, an engine it ran (image or command), and a restart policy
+    other than `no` (it came back by itself, which is what Cortex must undo)."""
+    engine = next((e for prefix, e in LEGACY_NAME_PREFIXES.items() if c.name.startswith(prefix)), None)
+    if engine is None:
+        return False, "its name only contains an older install's prefix"
+    owner = c.labels.get(LABEL_INSTANCE)
+    if owner and owner != instance:
+        return False, f"it belongs to another Cortex install ({LABEL_INSTANCE}={owner})"
+    policy = c.restart_policy or "no"
+    if policy == "no":
+        return False, "its restart policy is `no`, so nothing brings it back by itself; not an older install's"
+    repos = set(_UPSTREAM_REPOS[engine])
+    if engine_images.get(engine):
+        repos.add(_repo(engine_images[engine]))
+    runs_engine = _repo(c.image) in repos or any(
+        marker in word for word in c.command for marker in _ENGINE_COMMANDS[engine])
+    if not runs_engine and c.labels.get(LABEL_MANAGED) != "true":
+        return False, f"it does not run {engine} (image {c.image or '?'}); not an older install's model"
+    return True, f"an older Cortex install's {engine} container (restart policy {policy})"
+
+
 def _fail(m: ModelView, reason: str, now: datetime, c: Optional[ContainerInfo]) -> FailModel:
     suffix, nxt = restart_decision(m.restart_on_failure, m.restart_attempts, m.restart_max_attempts, now)
     return FailModel(model_id=m.id, reason=reason + suffix, expect=m.state, container_id=c.id if c else None,
-                     container_missing=c is None, next_restart_at=nxt, row_container=m.container_id)
+                     container_missing=c is None, next_restart_at=nxt, row_container=m.container_id,
+                     container_running=bool(c and c.running))
+
+
+def subject(action: Action) -> Hashable:
+    """What an action works on: actions on one subject run in order, different subjects at once."""
+    model_id = getattr(action, "model_id", None)
+    return ("model", model_id) if model_id is not None else ("container", action.container_id)
 
 
 def plan(models: Sequence[ModelView], containers: Sequence[ContainerInfo], healthy: set[int], now: datetime,
-         boot: Optional[Boot] = None) -> list[Action]:
+         boot: Optional[Boot] = None, instance: Optional[str] = None) -> list[Action]:
     """`healthy`: ids of loading/running models whose /health just answered 200."""
     actions: list[Action] = []
     rows = {m.id: m for m in models}
@@ -153,23 +234,26 @@ def plan(models: Sequence[ModelView], containers: Sequence[ContainerInfo], healt
 
     for c in by_model.pop(None, []):
         why = ("no model owns it (its row was deleted)" if c.model_id is not None
-               else "a container of an older install (legacy name or labels)")
+               else "it carries Cortex's labels but names no model")
         actions.append(RemoveContainer(c.id, f"removed: {why}", model_id=c.model_id,
                                        model_name=c.labels.get("cortex.model-name", c.name)))
+    if boot is not None:
+        for c in boot.legacy:
+            remove, why = legacy_verdict(c, boot.engine_images, instance)
+            actions.append(RemoveContainer(c.id, f"removed: {why}", model_name=c.name) if remove
+                           else LeaveAlone(c.id, c.name, f"left alone: {why}"))
 
     for m in models:
         mine = by_model.get(m.id, [])
         own = next((c for c in mine if c.id == m.container_id), None) if m.container_id else None
         extra = [c for c in mine if c is not own]
-
-        if boot is not None and m.state in (S.STARTING, S.STOPPING):
-            stuck = True
-        else:
-            age = (now - m.state_changed_at).total_seconds() if m.state_changed_at else STUCK_AFTER_S + 1
-            stuck = age > STUCK_AFTER_S
+        # At boot, what the old run left: rows it was starting, stopping or running.
+        old_run = boot is not None and boot.is_old(m.state_changed_at if m.state in (S.STARTING, S.STOPPING)
+                                                   else m.started_at)
 
         if m.state in (S.STARTING, S.STOPPING):
-            if not stuck:
+            age = (now - m.state_changed_at).total_seconds() if m.state_changed_at else STUCK_AFTER_S + 1
+            if not (old_run or age > STUCK_AFTER_S):
                 continue  # an operation is in flight: leave its container alone
             for c in mine:
                 actions.append(RemoveContainer(c.id, f"removed: {m.state.value} was interrupted", m.id, m.name))
@@ -191,7 +275,7 @@ def plan(models: Sequence[ModelView], containers: Sequence[ContainerInfo], healt
         for c in extra:
             actions.append(RemoveContainer(c.id, f"removed: not the container model {m.name} was started with",
                                            m.id, m.name))
-        if boot is not None:
+        if old_run:
             adopt = (boot.keep_models and own is not None and own.running and own.spec_hash == m.spec_hash
                      and boot.restart_policies.get(own.id) == "no" and m.id in healthy)
             if adopt:
@@ -206,7 +290,7 @@ def plan(models: Sequence[ModelView], containers: Sequence[ContainerInfo], healt
             continue
 
         if own is None or not own.running:
-            actions.append(_fail(m, _exit_reason(own), now, own))
+            actions.append(_fail(m, _exit_reason(own) + (" while loading" if m.state == S.LOADING else ""), now, own))
             continue
         if own.spec_hash != m.spec_hash:
             actions.append(_fail(m, "its container does not match the config it was started with", now, own))

@@ -17,6 +17,17 @@ import httpx
 from cortex_app.models import Health
 
 HISTORY_LEN = 120
+# While a model loads its /health is probed this often: at first every 25 ms (a tiny model is
+# ready in a few hundred ms, and the row should say so at once), then a twentieth of the time
+# it has been loading, at most once a second (a 10-minute vLLM load needs no more).
+LOADING_PROBE_MIN_S = 0.025
+LOADING_PROBE_MAX_S = 1.0
+LOADING_PROBE_FRACTION = 0.05
+LOADING_PROBE_TIMEOUT_S = 0.5  # a loading model answers at once (503, or nothing listens yet)
+
+
+def loading_probe_interval(loading_for_s: float) -> float:
+    return min(LOADING_PROBE_MAX_S, max(LOADING_PROBE_MIN_S, loading_for_s * LOADING_PROBE_FRACTION))
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,18 @@
 """The one module that imports apscheduler: the console's background jobs.
 
 Jobs (AsyncIOScheduler, on the app's event loop): the reconcile pass every
-CORTEX_RECONCILE_INTERVAL s, health probes every CORTEX_PROBE_INTERVAL s, and the leader
-lease. Each job runs only on the leader, never overlaps itself (max_instances=1,
-coalesce), and never raises out of the scheduler. A thread follows Docker's event stream
-and pulls the next reconcile pass forward when a managed container dies, so drift is seen
-in well under a second; the periodic pass repairs whatever an event missed.
+CORTEX_RECONCILE_INTERVAL s, health probes every CORTEX_PROBE_INTERVAL s, webhook deliveries,
+GPU samples and the leader lease. Each job runs only on the leader, never overlaps itself
+(max_instances=1, coalesce), and never raises out of the scheduler; its failures are counted
+in episodes (jobs.py) and shown on the System page.
+
+Two watchers pull the next pass forward between the periodic ones:
+- a thread follows Docker's event stream: a managed container that dies, starts or pauses
+  is seen in well under a second (a `die` carries its exit code, which the pass uses before
+  the engine's own list catches up);
+- the loading watcher probes every loading model's /health on a short cadence that backs off
+  as loading goes on (probes.loading_probe_interval), and runs a pass as soon as one answers:
+  the pass, and only the pass, moves it to running.
 """
 
 from __future__ import annotations
@@ -14,25 +21,31 @@ import asyncio
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timezone
 from typing import Optional
 
+import httpx
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from cortex_app import __version__, webhooks
-from cortex_app.models import ModelState
+from cortex_app import __version__, journal, webhooks
+from cortex_app.models import ModelState, utcnow
+from cortex_app.reconcile.jobs import JobStatus, job_failed, job_succeeded
 from cortex_app.reconcile.leader import LeaderLease
 from cortex_app.reconcile.loop import Reconciler
+from cortex_app.reconcile.probes import LOADING_PROBE_TIMEOUT_S, loading_probe_interval, probe_many
 from cortex_app.runtime.gpu import GpuHistory
 from cortex_app.settings import Settings
 from cortex_app.webhooks import Deliverer
 
 log = logging.getLogger(__name__)
-TRIGGERING_ACTIONS = {"die", "oom", "destroy", "start", "stop", "kill"}
+TRIGGERING_ACTIONS = {"die", "oom", "destroy", "start", "stop", "kill", "pause", "unpause"}
 EVENT_SETTLE_S = (0.05, 0.15, 0.4)
-LOADING_PROBE_S = 1.0
-WEBHOOK_POLL_S = 0.25
-GPU_SAMPLE_S = 5.0  # the outbox is read this often (a query; sends only when something is due)  # while a model loads, its /health is checked this often
+EVENTS_RETRY_MAX_S = 1.0  # the event stream is reconnected at least this often while the engine is away
+LOADING_REFRESH_S = 0.5  # the loading watcher re-reads which models load (other processes' starts)
+WEBHOOK_POLL_S = 0.25  # the outbox is read this often (a query; sends only when something is due)
+GPU_SAMPLE_S = 5.0
+JOBS = ("reconcile", "probes", "loading", "webhooks", "gpus", "lease", "docker-events")
 
 
 class Coalesced:
@@ -72,13 +85,17 @@ class ConsoleScheduler:
         self.docker_events_seen = 0
         self.lease = lease
         self.settings = settings
+        self.jobs = {name: JobStatus(name) for name in JOBS}
+        self._jobs_lock = threading.Lock()  # the events thread reports too
+        self._journal = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")  # DB writes off the loop
         self._scheduler: Optional[AsyncIOScheduler] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._events_thread: Optional[threading.Thread] = None
+        self._loading_task: Optional[asyncio.Task] = None
+        self._loading_wake: Optional[asyncio.Event] = None
         self._stream = None
         self._stopping = threading.Event()
         self.booted = False
-        self._failed_once: set[str] = set()
         # Event-triggered passes and post-commit deliveries: a `die` right after a `kill`, or
         # a delivery queued during a round, is never lost.
         self._pass_lock: Optional[asyncio.Lock] = None
@@ -93,6 +110,10 @@ class ConsoleScheduler:
         self._loop = asyncio.get_running_loop()
         self._pass_lock = asyncio.Lock()
         self._webhook_lock = asyncio.Lock()
+        self._loading_wake = asyncio.Event()
+        self.reconciler.console_started_at = utcnow()
+        self.reconciler.on_subject_free = self.run_reconcile_now
+        self.reconciler.lc.listeners.append(self._on_transition)
         if await asyncio.to_thread(self.lease.acquire_or_renew):
             try:
                 await self._boot()
@@ -100,18 +121,18 @@ class ConsoleScheduler:
                                         f"Cortex {__version__} started", self.settings.public_url)
             except Exception as exc:  # noqa: BLE001 - the console must start; the job retries the boot
                 self.booted = False
-                log.warning("boot reconcile failed (%s); retrying at the next pass", exc)
+                self._failed("reconcile", f"boot pass: {exc}")
         sched = AsyncIOScheduler(timezone=timezone.utc)
         common = dict(max_instances=1, coalesce=True, misfire_grace_time=30)
         sched.add_job(self._reconcile_job, "interval", seconds=self.settings.reconcile_interval_s,
                       id="reconcile", **common)
         sched.add_job(self._probe_job, "interval", seconds=self.settings.probe_interval_s, id="probes", **common)
-        sched.add_job(self._loading_job, "interval", seconds=LOADING_PROBE_S, id="loading", **common)
         sched.add_job(self._webhook_poll, "interval", seconds=WEBHOOK_POLL_S, id="webhooks", **common)
         sched.add_job(self._gpu_job, "interval", seconds=GPU_SAMPLE_S, id="gpus", **common)
         sched.add_job(self._lease_job, "interval", seconds=max(1.0, self.lease.ttl_s / 3), id="lease", **common)
         sched.start()
         self._scheduler = sched
+        self._loading_task = asyncio.create_task(self._watch_loading())
         webhooks.set_waker(self.deliver_now)
         if self.settings.docker_events:
             self._events_thread = threading.Thread(target=self._follow_events, name="docker-events", daemon=True)
@@ -123,13 +144,12 @@ class ConsoleScheduler:
 
     async def _boot(self) -> None:
         report = await self.reconciler.reconcile_once(boot=True)
-        self.booted = True
+        self.booted = not report.engine_error
         if report.engine_error:
             log.warning("boot reconcile: %s; will reconcile when the engine answers", report.engine_error)
-            self.booted = False
-        else:
-            log.info("boot reconcile: %d actions in %.0f ms", len(report.actions), report.duration_s * 1000)
-            await self._start_on_boot()
+            return
+        log.info("boot reconcile: %d actions in %.0f ms", len(report.actions), report.duration_s * 1000)
+        await self._start_on_boot()
 
     async def _start_on_boot(self) -> None:
         for m in await asyncio.to_thread(self.reconciler.rows):
@@ -143,6 +163,8 @@ class ConsoleScheduler:
     async def stop(self) -> None:
         self._stopping.set()
         webhooks.set_waker(None)
+        if self._on_transition in self.reconciler.lc.listeners:
+            self.reconciler.lc.listeners.remove(self._on_transition)
         if self._stream is not None:
             try:
                 self._stream.close()
@@ -150,8 +172,15 @@ class ConsoleScheduler:
                 pass
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
+        if self._loading_task is not None:
+            self._loading_task.cancel()
+            try:
+                await self._loading_task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
         await self._reconcile_soon.cancel()
         await self._deliver_soon.cancel()
+        await self.reconciler.drain()  # actions under way (a restart creating a container) end first
         was_leader = self.lease.is_leader
         try:
             if was_leader and not self.settings.keep_models_on_restart and self._pass_lock is not None:
@@ -168,14 +197,25 @@ class ConsoleScheduler:
                 except Exception as exc:  # noqa: BLE001
                     log.warning("shutdown: could not release the leader lease: %s", exc)
 
-    # --- jobs ---------------------------------------------------------------------------
+    # --- job health -----------------------------------------------------------------------
 
-    def _once(self, job: str, exc: BaseException) -> None:
-        """Log a job's failure once per distinct message, not at every interval."""
-        key = f"{job}:{exc}"
-        if key not in self._failed_once:
-            self._failed_once.add(key)
-            log.warning("%s job failed: %s", job, exc)
+    def _failed(self, job: str, error: str) -> None:
+        with self._jobs_lock:
+            line = job_failed(self.jobs[job], error, time.time())
+            began = self.jobs[job].failures == 1
+        if line:
+            log.warning("%s", line)
+        if began:
+            self._journal.submit(journal.record, self.reconciler.lc.db, "job.failing", job, error)
+
+    def _ok(self, job: str) -> None:
+        with self._jobs_lock:
+            line = job_succeeded(self.jobs[job], time.time())
+        if line:
+            log.info("%s", line)
+            self._journal.submit(journal.record, self.reconciler.lc.db, "job.recovered", job, line)
+
+    # --- jobs ---------------------------------------------------------------------------
 
     async def _reconcile_job(self) -> None:
         try:
@@ -184,45 +224,86 @@ class ConsoleScheduler:
             async with self._pass_lock:
                 if not self.booted:
                     await self._boot()  # the engine was down when the console started
-                    return
-                report = await self.reconciler.reconcile_once()
-            if report.engine_error:
-                self._once("reconcile", RuntimeError(report.engine_error))
+                    report = self.reconciler.last_report
+                else:
+                    report = await self.reconciler.reconcile_once(wait=False)
+            if report is not None and report.engine_error:
+                self._failed("reconcile", report.engine_error)
+            else:
+                self._ok("reconcile")
         except Exception as exc:  # noqa: BLE001 - jobs never raise out of the scheduler
-            self._once("reconcile", exc)
+            self._failed("reconcile", str(exc) or type(exc).__name__)
 
     async def _probe_job(self) -> None:
         try:
             if self.lease.is_leader:
                 await self.reconciler.probe_running()
+            self._ok("probes")
         except Exception as exc:  # noqa: BLE001
-            self._once("probes", exc)
+            self._failed("probes", str(exc) or type(exc).__name__)
 
-    async def _loading_job(self) -> None:
-        """While any model is loading, run a pass every second: it probes the loading models
-        and moves the ready ones to running (or fails them past their timeout)."""
-        try:
-            if self.lease.is_leader and self.booted:
-                rows = await asyncio.to_thread(self.reconciler.rows)
-                if any(m.state == ModelState.LOADING for m in rows):
-                    self._reconcile_soon.kick()
-        except Exception as exc:  # noqa: BLE001
-            self._once("loading", exc)
+    def _on_transition(self, model_id: int, to: ModelState) -> None:
+        """A lifecycle listener (any thread): a model began loading here; watch it at once."""
+        if to == ModelState.LOADING and self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._loading_wake.set)
+
+    async def _watch_loading(self) -> None:
+        """While any model loads, probe each one's /health when due and run a pass as soon as one
+        answers 200 (or is past its startup timeout). Idle while nothing loads: woken by this
+        process's starts, and it looks again every LOADING_REFRESH_S for other processes'."""
+        due: dict[int, float] = {}  # model id -> when to probe it next (monotonic)
+        targets = []
+        refresh_at = 0.0
+        async with httpx.AsyncClient(limits=httpx.Limits(max_keepalive_connections=0)) as client:
+            while not self._stopping.is_set():
+                try:
+                    now = time.monotonic()
+                    if self._loading_wake.is_set() or now >= refresh_at:
+                        self._loading_wake.clear()
+                        refresh_at = now + LOADING_REFRESH_S
+                        targets = (await asyncio.to_thread(self.reconciler.loading_targets)
+                                   if self.lease.is_leader and self.booted else [])
+                        due = {t.model_id: due.get(t.model_id, now) for t in targets}
+                    wall = utcnow()
+                    todo = [t for t in targets if t.url and due[t.model_id] <= now]
+                    kick = False
+                    if todo:
+                        results = await probe_many([(t.model_id, t.url) for t in todo],
+                                                   timeout=LOADING_PROBE_TIMEOUT_S, client=client)
+                        kick = any(r.ok for r in results.values())
+                        after = time.monotonic()
+                        for t in todo:
+                            loading_for = (wall - t.started_at).total_seconds() if t.started_at else 0.0
+                            due[t.model_id] = after + loading_probe_interval(loading_for)
+                            kick = kick or loading_for > t.startup_timeout_s
+                    if kick:
+                        self._reconcile_soon.kick()
+                    self._ok("loading")
+                    wake_at = min([refresh_at, *due.values()])
+                except Exception as exc:  # noqa: BLE001 - the watcher never dies; the periodic pass covers it
+                    self._failed("loading", str(exc) or type(exc).__name__)
+                    wake_at = time.monotonic() + 1.0
+                try:
+                    await asyncio.wait_for(self._loading_wake.wait(), max(0.0, wake_at - time.monotonic()))
+                except asyncio.TimeoutError:
+                    pass
 
     async def _webhook_job(self) -> None:
         """Deliver due webhooks. Its own job, with timeouts: a slow receiver delays only itself."""
         try:
             if self.lease.is_leader:
                 await self.deliverer.deliver_due()
+            self._ok("webhooks")
         except Exception as exc:  # noqa: BLE001
-            self._once("webhooks", exc)
+            self._failed("webhooks", str(exc) or type(exc).__name__)
 
     async def _gpu_job(self) -> None:
         """Sample the GPUs for the history chart (every process: the UI of each reads its own)."""
         try:
             await asyncio.to_thread(self.gpu_history.sample)
+            self._ok("gpus")
         except Exception as exc:  # noqa: BLE001
-            self._once("gpus", exc)
+            self._failed("gpus", str(exc) or type(exc).__name__)
 
     async def _webhook_poll(self) -> None:
         async with self._webhook_lock:  # never two delivery rounds at once (order per model)
@@ -243,8 +324,9 @@ class ConsoleScheduler:
                 # models it finds were started by the old leader on an admin's request).
                 self.booted = True
                 self.run_reconcile_now()
+            self._ok("lease")
         except Exception as exc:  # noqa: BLE001
-            self._once("lease", exc)
+            self._failed("lease", str(exc) or type(exc).__name__)
 
     def run_reconcile_now(self, again_after: tuple[float, ...] = ()) -> None:
         """Run a reconcile pass as soon as possible (thread-safe), and again after each of
@@ -258,26 +340,32 @@ class ConsoleScheduler:
     # --- Docker events ------------------------------------------------------------------
 
     def _follow_events(self) -> None:
-        backoff = 0.5
+        backoff = 0.25
         while not self._stopping.is_set():
             try:
                 self._stream = self.reconciler.runtime.events(since=int(time.time()))
-                backoff = 0.5
+                backoff = 0.25
+                self._ok("docker-events")
                 self.run_reconcile_now()  # catch up on anything missed while disconnected
                 for event in self._stream:
                     if self._stopping.is_set():
                         return
                     self.docker_events_seen += 1
-                    if event.get("Action", "").split(":")[0] in TRIGGERING_ACTIONS:
-                        # Docker publishes `die` a moment before its container list says
-                        # "exited": a few cheap passes shortly after see the settled state.
+                    action = event.get("Action", "").split(":")[0]
+                    actor = event.get("Actor") or {}
+                    self.reconciler.note_event(action, actor.get("ID") or event.get("id", ""),
+                                               actor.get("Attributes") or {})
+                    if action in TRIGGERING_ACTIONS:
+                        # Docker's list lags its events by a moment: a few cheap passes shortly
+                        # after see the settled state too.
                         self.run_reconcile_now(again_after=EVENT_SETTLE_S)
                 if not self._stopping.is_set():
                     self.reconciler.engine_interrupted = True  # the stream ended: engine stopped
+                    self._failed("docker-events", "the event stream ended (the engine stopped)")
             except Exception as exc:  # noqa: BLE001 - the engine went away: retry
                 if self._stopping.is_set():
                     return
                 self.reconciler.engine_interrupted = True
-                self._once("docker-events", exc)
+                self._failed("docker-events", str(exc) or type(exc).__name__)
             self._stopping.wait(backoff)
-            backoff = min(backoff * 2, 10.0)
+            backoff = min(backoff * 2, EVENTS_RETRY_MAX_S)

@@ -115,11 +115,11 @@ class ModelsState(AdminState):
             return
         lc = services().lifecycle
         actor = f"admin:{user}"
-        # No waiting for readiness here: the reconciler moves loading -> running (a pass a
-        # second while anything loads), so no worker thread is held for a model's whole load.
+        # No waiting for readiness here: the reconciler moves loading -> running (its loading
+        # watcher runs a pass as soon as /health answers), so no thread waits out a load.
         calls = {"start": lambda: lc.start(model_id, actor=actor),
                  "stop": lambda: lc.stop(model_id, actor=actor),
-                 "apply": lambda: lc.apply(model_id, actor=actor, wait=False),
+                 "apply": lambda: lc.apply(model_id, actor=actor),
                  "delete": lambda: lc.delete(model_id, actor=actor)}
         try:
             await asyncio.to_thread(calls[verb])

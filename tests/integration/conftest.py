@@ -52,8 +52,11 @@ def bed(migrated_db, bed_settings, docker_host, test_labels):
     class Bed:
         db = migrated_db
         settings = bed_settings
-        lc = Lifecycle(migrated_db, runtime, bed_settings, poll_interval=0.05)
+        lc = Lifecycle(migrated_db, runtime, bed_settings)
         rec = Reconciler(lc)
+
+        def start_ready(self, model_id, actor="admin:test", timeout=60) -> Model:
+            return start_ready(self.rec, model_id, actor=actor, timeout=timeout)
 
         def scheduler(self, **overrides):
             settings = dataclasses.replace(bed_settings, **overrides)
@@ -87,9 +90,40 @@ def bed(migrated_db, bed_settings, docker_host, test_labels):
     runtime.close()
 
 
-def assert_rows_match_containers(bed, docker_client):
+def settle(rec: Reconciler, model_id: int, timeout: float = 60) -> Model:
+    """Wait for a loading model as the console does: reconcile passes, which alone judge
+    readiness (and failures while loading), until its row leaves `loading`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        asyncio.run(rec.reconcile_once())
+        m = crud.get_model(rec.lc.db, model_id)
+        if m.state is not S.LOADING or time.monotonic() > deadline:
+            return m
+        time.sleep(0.05)
+
+
+def start_ready(rec: Reconciler, model_id: int, actor: str = "admin:test", timeout: float = 60) -> Model:
+    """An admin's Start, then the reconciler's passes until the row says how it went."""
+    m = rec.lc.start(model_id, actor=actor)
+    return settle(rec, model_id, timeout) if m.state is S.LOADING else m
+
+
+def assert_rows_match_containers(bed, docker_client, settle_s: float = 2.0):
     """Both sides: every active row has exactly its container running; no other managed
-    container exists."""
+    container exists. A failed model's dead container is removed a moment after its row says
+    failed (the row first: it must tell the truth at once), so this waits up to `settle_s`."""
+    deadline = time.monotonic() + settle_s
+    while True:
+        try:
+            _rows_match_containers(bed, docker_client)
+            return
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def _rows_match_containers(bed, docker_client):
     containers = docker_client.containers.list(all=True, filters={"label": f"{LABEL_MANAGED}=true"})
     mine = [c for c in containers if c.labels.get("cortex.test-run")]
     by_id = {c.id: c for c in mine}

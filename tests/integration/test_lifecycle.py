@@ -11,8 +11,10 @@ from cortex_app import crud
 from cortex_app.engines.spec import LABEL_MODEL_ID
 from cortex_app.lifecycle import Lifecycle, Refused
 from cortex_app.models import ModelEvent, ModelState
+from cortex_app.reconcile.loop import Reconciler
 from cortex_app.runtime.docker import DockerRuntime
 from tests.conftest import BUSYBOX_IMAGE, LLAMA_IMAGE, VLLM_STANDIN_IMAGE
+from tests.integration.conftest import settle, start_ready
 
 S = ModelState
 FAST_LLAMA = ["-t", "1", "--poll", "0"]  # one thread, no busy-polling: kind to 2 cores
@@ -22,8 +24,14 @@ FAST_LLAMA = ["-t", "1", "--poll", "0"]  # one thread, no busy-polling: kind to 
 def lc(migrated_db, bed_settings, docker_host, test_labels):
     # extra_labels: the per-test label, so the fixture removes whatever a failed test leaves.
     runtime = DockerRuntime(docker_host, extra_labels=test_labels)
-    yield Lifecycle(migrated_db, runtime, bed_settings, poll_interval=0.05)
+    yield Lifecycle(migrated_db, runtime, bed_settings)
     runtime.close()
+
+
+@pytest.fixture
+def rec(lc):
+    """The reconciler: the one judge of readiness (loading -> running) and of failures."""
+    return Reconciler(lc)
 
 
 def make(lc, **data):
@@ -44,9 +52,9 @@ def events(lc, model_id):
         return s.exec(select(ModelEvent).where(ModelEvent.model_id == model_id).order_by(ModelEvent.id)).all()
 
 
-def test_start_chat_stop_with_restart_policy_no(lc, docker_client):
+def test_start_chat_stop_with_restart_policy_no(lc, rec, docker_client):
     m = llama(lc)
-    m = lc.start_and_wait(m.id, actor="admin:test")
+    m = start_ready(rec, m.id)
     assert m.state is S.RUNNING, m.state_reason
     assert m.load_seconds is not None and m.load_seconds < 60 and m.ready_at >= m.started_at
 
@@ -68,14 +76,16 @@ def test_start_chat_stop_with_restart_policy_no(lc, docker_client):
     assert [(e.from_state, e.to_state) for e in events(lc, m.id)] == [
         (S.STOPPED, S.STARTING), (S.STARTING, S.LOADING), (S.LOADING, S.RUNNING),
         (S.RUNNING, S.STOPPING), (S.STOPPING, S.STOPPED)]
-    assert all(e.actor == "admin:test" for e in events(lc, m.id))
+    # The admin started and stopped it; readiness was the reconciler's to see.
+    assert [e.actor for e in events(lc, m.id)] == ["admin:test", "admin:test", "reconciler", "admin:test",
+                                                   "admin:test"]
     assert lc.stop(m.id, actor="admin:test").state is S.STOPPED  # stopping a stopped model: no-op
     assert len(events(lc, m.id)) == 5
 
 
-def test_refusals_in_the_wrong_state(lc, docker_client):
+def test_refusals_in_the_wrong_state(lc, rec, docker_client):
     m = llama(lc)
-    lc.start_and_wait(m.id, actor="admin:test")
+    start_ready(rec, m.id)
     with pytest.raises(Refused, match="only a stopped or failed model can start"):
         lc.start(m.id, actor="admin:test")
     with pytest.raises(Refused, match="stop it before deleting"):
@@ -88,7 +98,7 @@ def test_refusals_in_the_wrong_state(lc, docker_client):
     assert events(lc, m.id)[-1].reason == "model deleted"
 
 
-def test_two_concurrent_starts_make_one_container(lc, docker_client):
+def test_two_concurrent_starts_make_one_container(lc, rec, docker_client):
     m = llama(lc)
     results, barrier = [], threading.Barrier(2)
 
@@ -106,33 +116,33 @@ def test_two_concurrent_starts_make_one_container(lc, docker_client):
         t.join()
     assert sum(isinstance(r, Refused) for r in results) == 1, results
     assert len(containers_of(docker_client, m.id)) == 1
-    assert lc.wait_ready(m.id).state is S.RUNNING
+    assert settle(rec, m.id).state is S.RUNNING
     lc.stop(m.id, actor="admin:test")
 
 
-def test_two_models_never_share_a_port(lc):
+def test_two_models_never_share_a_port(lc, rec):
     a, b = llama(lc, "a"), llama(lc, "b")
     a, b = lc.start(a.id, actor="t"), lc.start(b.id, actor="t")
     assert a.host_port != b.host_port
-    assert lc.wait_ready(a.id).state is S.RUNNING and lc.wait_ready(b.id).state is S.RUNNING
+    assert settle(rec, a.id).state is S.RUNNING and settle(rec, b.id).state is S.RUNNING
     lc.stop(a.id, actor="t")
     lc.stop(b.id, actor="t")
 
 
-def test_missing_image_fails_with_a_reason_and_no_container(lc, docker_client):
+def test_missing_image_fails_with_a_reason_and_no_container(lc, rec, docker_client):
     m = llama(lc, image="cortex-test/no-such-image:1")
-    m = lc.start_and_wait(m.id, actor="admin:test")
+    m = start_ready(rec, m.id)
     assert m.state is S.FAILED
     assert "image cortex-test/no-such-image:1 is not on the Docker Engine" in m.state_reason
     assert m.host_port is None and containers_of(docker_client, m.id) == []
 
 
-def test_bad_model_file_fails_while_loading_with_logs_kept(lc, docker_client):
+def test_bad_model_file_fails_while_loading_with_logs_kept(lc, rec, docker_client):
     (lc.settings.models_dir / "broken.gguf").write_bytes(b"this is not a gguf file")
     m = llama(lc, "broken")
     crud.update_model(lc.db, lc.settings, m.id, {"name": "broken", "engine": "llamacpp", "image": LLAMA_IMAGE,
                                                   "source": "broken.gguf", "extra_args": FAST_LLAMA})
-    m = lc.start_and_wait(m.id, actor="admin:test")
+    m = start_ready(rec, m.id)
     assert m.state is S.FAILED
     assert "exited with code" in m.state_reason and "while loading" in m.state_reason
     assert containers_of(docker_client, m.id) == [], "a failed model leaves no container"
@@ -141,16 +151,16 @@ def test_bad_model_file_fails_while_loading_with_logs_kept(lc, docker_client):
     assert events(lc, m.id)[-1].log_tail == kept or kept in events(lc, m.id)[-1].log_tail
 
 
-def test_startup_timeout_fails_and_removes(lc, docker_client):
+def test_startup_timeout_fails_and_removes(lc, rec, docker_client):
     m = make(lc, name="slow", engine="vllm", image=VLLM_STANDIN_IMAGE, source="org/slow", startup_timeout_s=5,
              extra_env={"STANDIN_LOAD_DELAY": "60"})
-    m = lc.start_and_wait(m.id, actor="admin:test")
+    m = start_ready(rec, m.id)
     assert m.state is S.FAILED and m.state_reason.startswith("did not become ready in 5 s")
     assert containers_of(docker_client, m.id) == []
     assert "Loading weights" in lc.logs(m.id)
 
 
-def test_vllm_loading_phase_and_container_matches_spec(lc, docker_client):
+def test_vllm_loading_phase_and_container_matches_spec(lc, rec, docker_client):
     m = make(lc, name="qwen", engine="vllm", image=VLLM_STANDIN_IMAGE, source="Qwen/Qwen2.5-0.5B-Instruct",
              served_name="qwen-small", dtype="bfloat16", max_model_len=4096, enforce_eager=True,
              hf_token="hf_abcdefghijklmnopqrstuvwxyz", extra_env={"STANDIN_LOAD_DELAY": "1.5"})
@@ -170,7 +180,7 @@ def test_vllm_loading_phase_and_container_matches_spec(lc, docker_client):
     mounts = {mt["Destination"]: mt for mt in c.attrs["Mounts"]}
     assert mounts["/models"]["RW"] is False and mounts["/root/.cache/huggingface"]["RW"] is True
 
-    m = lc.wait_ready(m.id)
+    m = settle(rec, m.id)
     assert m.state is S.RUNNING and m.load_seconds >= 1.5
     models = httpx.get(f"http://127.0.0.1:{m.host_port}/v1/models").json()
     assert [d["id"] for d in models["data"]] == ["qwen-small"]
@@ -179,7 +189,7 @@ def test_vllm_loading_phase_and_container_matches_spec(lc, docker_client):
     assert containers_of(docker_client, m.id) == []
 
 
-def test_gpu_model_requests_exactly_the_selected_gpus(lc, docker_client):
+def test_gpu_model_requests_exactly_the_selected_gpus(lc, rec, docker_client):
     from cortex_app.engines import build_spec
 
     m = llama(lc, "gpu", device="cuda", gpu_ids=[1, 2])
@@ -194,14 +204,14 @@ def test_gpu_model_requests_exactly_the_selected_gpus(lc, docker_client):
         assert "NVIDIA_VISIBLE_DEVICES=1,2" in env
     finally:
         runtime.remove(info.id)
-    m = lc.start_and_wait(m.id, actor="admin:test")
+    m = start_ready(rec, m.id)
     assert m.state is S.FAILED and m.state_reason.startswith("could not start: no GPU runtime")
     assert containers_of(docker_client, m.id) == []
 
 
-def test_apply_restarts_on_the_new_config(lc, docker_client):
+def test_apply_restarts_on_the_new_config(lc, rec, docker_client):
     m = llama(lc)
-    m = lc.start_and_wait(m.id, actor="admin:test")
+    m = start_ready(rec, m.id)
     assert not lc.is_stale(m)
     old_container = m.container_id
     m = crud.update_model(lc.db, lc.settings, m.id, {"name": "tiny", "engine": "llamacpp", "image": LLAMA_IMAGE,
@@ -209,6 +219,8 @@ def test_apply_restarts_on_the_new_config(lc, docker_client):
                                                       "context_size": 128})
     assert m.state is S.RUNNING and lc.is_stale(m)
     m = lc.apply(m.id, actor="admin:test")
+    assert m.state is S.LOADING  # readiness is the reconciler's to see
+    m = settle(rec, m.id)
     assert m.state is S.RUNNING and m.container_id != old_container and not lc.is_stale(m)
     [c] = containers_of(docker_client, m.id)
     args = c.attrs["Config"]["Cmd"]
@@ -216,11 +228,11 @@ def test_apply_restarts_on_the_new_config(lc, docker_client):
     lc.stop(m.id, actor="admin:test")
 
 
-def test_container_dying_at_once_fails_with_exit_code_and_logs(lc, docker_client):
+def test_container_dying_at_once_fails_with_exit_code_and_logs(lc, rec, docker_client):
     """busybox has no llama-server entrypoint, so init cannot exec the args: exit 127 while
     loading. The exit code and init's message are kept after the container is removed."""
     m = make(lc, name="crash", engine="llamacpp", image=BUSYBOX_IMAGE, source="tiny.gguf")
-    m = lc.start_and_wait(m.id, actor="admin:test")
-    assert m.state is S.FAILED and m.state_reason == "container exited with code 127 while loading"
+    m = start_ready(rec, m.id)
+    assert m.state is S.FAILED and m.state_reason == "its container exited with code 127 while loading"
     assert containers_of(docker_client, m.id) == []
     assert "exec -m failed" in lc.logs(m.id)

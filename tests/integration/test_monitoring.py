@@ -10,10 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from standardwebhooks import Webhook
 
 from cortex_app import auth, crud, webhooks
-from cortex_app.db import installation_id, make_engine
-from cortex_app.lifecycle import Lifecycle
-from cortex_app.runtime.docker import DockerRuntime
-from cortex_app.settings import load_settings
+from cortex_app.db import make_engine
 from tests.conftest import LLAMA_IMAGE, ROOT
 from tests.integration.conftest import wait_for
 from tests.unit.test_webhooks import Receiver
@@ -57,19 +54,17 @@ def test_ready_follows_the_engine_and_engine_events_are_sent(console, docker_hos
     console.stop()  # two consoles on one engine would each remove the other's containers
 
 
-def test_metrics_need_a_token_parse_and_match_the_table(console, test_labels):
+def test_metrics_need_a_token_parse_and_match_the_table(console):
     db = make_engine(console.db_url)
-    settings = load_settings(console.env)
     assert httpx.get(console.url + "/metrics").status_code == 401
     token = auth.create_api_token(db, "prometheus")
-    lc = Lifecycle(db, DockerRuntime(settings.docker_host, extra_labels=test_labels, instance=installation_id(db)),
-                   settings)
-    running = crud.create_model(db, settings, {"name": "up", "engine": "llamacpp", "source": "tiny.gguf",
-                                               "extra_args": ["-t", "1", "--poll", "0"]})
-    crud.create_model(db, settings, {"name": "idle", "engine": "llamacpp", "source": "tiny.gguf"})
-    started = lc.start_and_wait(running.id, actor="admin:test")
-    assert started.state.value == "running", started.state_reason
-    wait_for(lambda: crud.get_model(db, running.id).probe_latency_ms is not None, timeout=15)
+    console.token = token  # a script's token: it starts the model over the API
+    running = console.call("POST", "/api/models", json={"name": "up", "engine": "llamacpp", "source": "tiny.gguf",
+                                                         "extra_args": ["-t", "1", "--poll", "0"]}).json()
+    console.call("POST", "/api/models", json={"name": "idle", "engine": "llamacpp", "source": "tiny.gguf"})
+    started = console.start_ready(running["id"])
+    assert started["state"] == "running", started["state_reason"]
+    wait_for(lambda: crud.get_model(db, running["id"]).probe_latency_ms is not None, timeout=15)
     r = httpx.get(console.url + "/metrics", headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     families = {f.name: f for f in text_string_to_metric_families(r.text)}
@@ -84,5 +79,5 @@ def test_metrics_need_a_token_parse_and_match_the_table(console, test_labels):
     models = httpx.get(console.url + "/api/models", headers={"Authorization": f"Bearer {token}"}).json()["models"]
     assert {m["name"]: m["state"] for m in models} == {"up": "running", "idle": "stopped"}
     assert httpx.get(console.url + "/api/models", headers={"Authorization": "Bearer ctx_wrong"}).status_code == 401
-    lc.stop(running.id, actor="admin:test")
+    assert console.call("POST", f"/api/models/{running['id']}/stop").status_code == 200
     db.dispose()

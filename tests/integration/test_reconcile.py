@@ -15,15 +15,15 @@ from cortex_app.lifecycle import Lifecycle
 from cortex_app.models import EventKind, Model, ModelState
 from cortex_app.reconcile.loop import Reconciler
 from cortex_app.runtime.docker import DockerRuntime
-from tests.conftest import BUSYBOX_IMAGE, VLLM_STANDIN_IMAGE
-from tests.integration.conftest import assert_rows_match_containers, wait_for
+from tests.conftest import BUSYBOX_IMAGE, LLAMA_IMAGE, VLLM_STANDIN_IMAGE
+from tests.integration.conftest import assert_rows_match_containers, start_ready, wait_for
 
 S = ModelState
 
 
 def test_docker_kill_is_seen_within_2s_through_events(bed, docker_client):
     bed.scheduler(reconcile_interval_s=60, docker_events=True)  # the periodic pass is far away
-    m = bed.lc.start_and_wait(bed.llama().id, actor="admin:test")
+    m = bed.start_ready(bed.llama().id, actor="admin:test")
     assert m.state is S.RUNNING
     t0 = time.monotonic()
     docker_client.containers.get(m.container_id).kill()
@@ -36,7 +36,7 @@ def test_docker_kill_is_seen_within_2s_through_events(bed, docker_client):
 
 def test_without_events_the_periodic_pass_catches_it(bed, docker_client):
     bed.scheduler(reconcile_interval_s=1, docker_events=False)
-    m = bed.lc.start_and_wait(bed.llama().id, actor="admin:test")
+    m = bed.start_ready(bed.llama().id, actor="admin:test")
     docker_client.containers.get(m.container_id).kill()
     failed = wait_for(lambda: (r := bed.row(m.id)).state is S.FAILED and r, timeout=3)
     assert "exited with code 137" in failed.state_reason
@@ -44,7 +44,7 @@ def test_without_events_the_periodic_pass_catches_it(bed, docker_client):
 
 
 def test_converged_pass_plans_nothing(bed, docker_client):
-    a = bed.lc.start_and_wait(bed.llama("a").id, actor="t")
+    a = bed.start_ready(bed.llama("a").id, actor="t")
     bed.llama("b")
     assert a.state is S.RUNNING
     report = bed.reconcile()
@@ -54,7 +54,7 @@ def test_converged_pass_plans_nothing(bed, docker_client):
 
 
 def test_hand_started_container_of_a_stopped_model_is_removed(bed, docker_client, test_labels):
-    m = bed.lc.start_and_wait(bed.llama().id, actor="t")
+    m = bed.start_ready(bed.llama().id, actor="t")
     cid = m.container_id
     # Simulate an admin (or an old restart policy) bringing the container back by hand:
     # stop the model through Docker only, mark the row stopped as the console would.
@@ -90,18 +90,39 @@ def test_leftover_of_a_start_cut_short_is_removed_on_boot(bed, docker_client):
     assert_rows_match_containers(bed, docker_client)
 
 
-def test_legacy_container_with_a_restart_policy_is_removed_on_boot(bed, docker_client, test_labels):
-    legacy = docker_client.containers.run(BUSYBOX_IMAGE, ["sleep", "600"], name="llamacpp-model-legacy-test",
-                                          detach=True, labels=test_labels,
-                                          restart_policy={"Name": "unless-stopped"})
+def test_boot_removes_only_what_is_provably_an_older_install(bed, docker_client, test_labels):
+    """Found by a new user's reading: any name containing `llamacpp-model-` was removed. Only the
+    name *and* an engine *and* a restart policy that brings it back make an older install's
+    container; look-alikes are left alone and reported (console journal), as is the removal."""
+    from cortex_app import journal
+
+    tag = test_labels["cortex.test-run"]
+
+    def run(name, image, command=None, policy="unless-stopped"):
+        return docker_client.containers.run(image, command, name=name, detach=True, labels=test_labels,
+                                            restart_policy={"Name": policy})
+
+    old = run(f"llamacpp-model-old-{tag}", LLAMA_IMAGE, ["-m", "/opt/models/tiny.gguf", "-t", "1", "--poll", "0"])
+    lookalike = run(f"llamacpp-model-mine-{tag}", BUSYBOX_IMAGE, ["sleep", "600"])
+    no_policy = run(f"vllm-model-by-hand-{tag}", VLLM_STANDIN_IMAGE, ["--model", "org/x"], policy="no")
+    elsewhere = run(f"my-llamacpp-model-{tag}", LLAMA_IMAGE, ["-m", "/opt/models/tiny.gguf", "-t", "1", "--poll", "0"])
     report = bed.reconcile(boot=True)
-    assert any(getattr(a, "container_id", None) == legacy.id for a in report.actions)
-    assert docker_client.containers.list(all=True, filters={"id": legacy.id}) == []
+    assert docker_client.containers.list(all=True, filters={"id": old.id}) == []
+    for kept in (lookalike, no_policy, elsewhere):
+        kept.reload()
+        assert kept.status == "running", kept.name
+    assert {type(a).__name__ for a in report.actions} == {"RemoveContainer", "LeaveAlone"}
+    said = {e.subject: (e.kind, e.message) for e in journal.recent(bed.db)}
+    assert said[old.name] == ("container.removed", "removed: an older Cortex install's llamacpp container "
+                                                   "(restart policy unless-stopped)")
+    assert said[lookalike.name][0] == "container.left-alone" and "does not run llamacpp" in said[lookalike.name][1]
+    assert said[no_policy.name][0] == "container.left-alone" and "restart policy is `no`" in said[no_policy.name][1]
+    assert elsewhere.name not in said  # not an older install's name at all
 
 
 def test_boot_stops_models_by_default_and_adopts_with_keep_models(bed, docker_client):
-    a = bed.lc.start_and_wait(bed.llama("a").id, actor="t")
-    b = bed.lc.start_and_wait(bed.llama("b").id, actor="t")
+    a = bed.start_ready(bed.llama("a").id, actor="t")
+    b = bed.start_ready(bed.llama("b").id, actor="t")
     keep = dataclasses.replace(bed.settings, keep_models_on_restart=True)
     adopted = asyncio.run(Reconciler(Lifecycle(bed.db, bed.lc.runtime, keep)).reconcile_once(boot=True))
     assert adopted.actions == []
@@ -125,7 +146,7 @@ def test_restart_on_failure_retries_then_gives_up(bed, docker_client):
         row.restart_on_failure, row.restart_max_attempts = True, 2
         s.add(row)
         s.commit()
-    first = bed.lc.start_and_wait(m.id, actor="admin:test")
+    first = bed.start_ready(m.id, actor="admin:test")
     assert first.state is S.FAILED and "restart 1/2 in 2 s" in first.state_reason
     bed.scheduler(reconcile_interval_s=0.5, docker_events=True)
     gave_up = wait_for(lambda: "gave up" in (r := bed.row(m.id)).state_reason and r, timeout=30, interval=0.2)
@@ -152,7 +173,7 @@ def test_start_on_boot_starts_through_the_normal_path(bed, docker_client):
 
 
 def test_health_probes_flip_unhealthy_and_back(bed, docker_client):
-    m = bed.lc.start_and_wait(bed.llama().id, actor="t")
+    m = bed.start_ready(bed.llama().id, actor="t")
     bed.lc.settings = dataclasses.replace(bed.settings, unhealthy_after=2)
     asyncio.run(bed.rec.probe_running())
     assert bed.row(m.id).health.value == "healthy" and bed.row(m.id).probe_latency_ms > 0
@@ -175,7 +196,7 @@ def test_health_probes_flip_unhealthy_and_back(bed, docker_client):
 
 
 def test_engine_outage_changes_no_state(bed, docker_client):
-    m = bed.lc.start_and_wait(bed.llama().id, actor="t")
+    m = bed.start_ready(bed.llama().id, actor="t")
     gone = Reconciler(Lifecycle(bed.db, DockerRuntime("unix:///nonexistent/docker.sock"), bed.settings))
     report = asyncio.run(gone.reconcile_once())
     assert report.engine_error and "no Docker Engine answers" in report.engine_error and report.actions == []
@@ -193,12 +214,13 @@ def test_dockerd_restart_brings_no_model_back(bed, docker_client, docker_host):
     if docker_host != private:
         pytest.skip("restarts only the private test engine")
     bed.scheduler(reconcile_interval_s=1, docker_events=True)
-    ids = [bed.lc.start_and_wait(bed.llama(n).id, actor="t").id for n in ("a", "b")]
+    ids = [bed.start_ready(bed.llama(n).id, actor="t").id for n in ("a", "b")]
     subprocess.run([str(ROOT / "scripts/engine.sh"), "restart"], check=True, capture_output=True, timeout=120)
     rows = wait_for(lambda: (rs := [bed.row(i) for i in ids]) and all(r.state is S.FAILED for r in rs) and rs,
                     timeout=30, interval=0.2)
     for r in rows:
-        assert "Docker Engine restarted" in r.state_reason, r.state_reason
+        # Seen as the engine stopped them (a `die` as it shut down), or once it was back.
+        assert "Docker Engine restarted" in r.state_reason or "exited with code" in r.state_reason, r.state_reason
     time.sleep(1.5)  # a few more passes: nothing comes back
     assert all(bed.row(i).state is S.FAILED for i in ids)
     assert docker_client.containers.list(all=True, filters={"label": f"{LABEL_MANAGED}=true"}) == []
@@ -211,7 +233,7 @@ def test_two_installs_on_one_engine_leave_each_other_alone(bed, docker_client, t
 
     mine = DockerRuntime(bed.lc.runtime.host, extra_labels=test_labels, instance=installation_id(bed.db))
     ours = Lifecycle(bed.db, mine, bed.settings)
-    m = ours.start_and_wait(bed.llama().id, actor="t")
+    m = start_ready(Reconciler(ours), bed.llama().id, actor="t")
     other = DockerRuntime(mine.host, extra_labels=test_labels, instance="another-install")
     assert [c.id for c in mine.list_managed()] == [m.container_id]
     assert other.list_managed() == []

@@ -22,7 +22,7 @@ def test_running_then_failed_arrive_signed_within_2s_of_a_kill(bed, docker_clien
     receiver = Receiver()
     ep = webhooks.create_endpoint(bed.db, url=receiver.url, event_types=["model.running", "model.failed"])
     bed.scheduler(reconcile_interval_s=60, docker_events=True)
-    m = bed.lc.start_and_wait(bed.llama().id, actor="admin:test")
+    m = bed.start_ready(bed.llama().id, actor="admin:test")
     wait_for(lambda: len(receiver.got) >= 1, timeout=5)
     t0 = time.monotonic()
     docker_client.containers.get(m.container_id).kill()
@@ -43,7 +43,7 @@ def test_receiver_down_then_up_and_console_restart_lose_nothing(bed):
     first = bed.scheduler(reconcile_interval_s=60, docker_events=False)
     a, b = bed.llama("a"), bed.llama("b")
     for model in (a, b):
-        bed.lc.start_and_wait(model.id, actor="t")
+        bed.start_ready(model.id, actor="t")
         bed.lc.stop(model.id, actor="t")
     wait_for(lambda: len(receiver.got) >= 1, timeout=5)  # it is trying, and failing
     first.stop()  # console restart while deliveries are pending

@@ -5,9 +5,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from cortex_app.models import ModelState
-from cortex_app.reconcile.plan import (STUCK_AFTER_S, Boot, FailModel, MarkRunning, ModelView,
-                                       RemoveContainer, ResetRestarts, RestartModel, plan, restart_backoff_s)
-from cortex_app.runtime.docker import ContainerInfo
+from cortex_app.reconcile.plan import (STUCK_AFTER_S, Boot, FailModel, LeaveAlone, MarkRunning, MarkStopped,
+                                       ModelView, RemoveContainer, ResetRestarts, RestartModel, legacy_verdict,
+                                       overlay_deaths, plan, restart_backoff_s, subject)
+from cortex_app.runtime.types import ContainerInfo
 
 S = ModelState
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
@@ -37,17 +38,35 @@ def test_converged_system_plans_nothing():
     assert plan(models, containers, healthy=set(), now=NOW) == []  # probing is not planning
 
 
-@pytest.mark.parametrize("containers, reason", [
-    ([], "its container is gone"),
-    ([ctr(state="exited", exit_code=137)], "its container exited with code 137"),
-    ([ctr(state="exited", exit_code=0, oom_killed=True)], "its container was OOM-killed"),
-    ([ctr(hash="other")], "does not match the config"),
+@pytest.mark.parametrize("containers, reason, still_running", [
+    ([], "its container is gone", False),
+    ([ctr(state="exited", exit_code=137)], "its container exited with code 137", False),
+    ([ctr(state="exited", exit_code=0, oom_killed=True)], "its container was OOM-killed", False),
+    ([ctr(state="paused")], "its container is paused", False),
+    ([ctr(hash="other")], "does not match the config", True),
 ])
-def test_running_row_without_a_live_container_fails(containers, reason):
+def test_running_row_without_a_live_container_fails(containers, reason, still_running):
     [a] = plan([row()], containers, set(), NOW)
     assert isinstance(a, FailModel) and a.expect is S.RUNNING and reason in a.reason
     assert a.container_missing == (containers == [])
     assert a.container_id == (containers[0].id if containers else None)
+    # Only a container that still serves is stopped before the row says failed.
+    assert a.container_running is still_running
+
+
+def test_a_loading_model_that_dies_says_so():
+    [a] = plan([row(state=S.LOADING)], [ctr(state="exited", exit_code=1)], set(), NOW)
+    assert a.reason == "its container exited with code 1 while loading" and a.expect is S.LOADING
+
+
+def test_a_die_event_counts_before_the_list_catches_up():
+    listed = [ctr("c1", 1), ctr("c2", 2, state="paused"), ctr("c3", 3, state="exited", exit_code=0)]
+    seen = overlay_deaths(listed, {"c1": 137, "c2": None, "c3": 9, "elsewhere": 1})
+    assert [(c.id, c.state, c.exit_code) for c in seen] == [("c1", "exited", 137), ("c2", "exited", None),
+                                                            ("c3", "exited", 0)]
+    [a] = plan([row()], seen[:1], set(), NOW)
+    assert a.reason == "its container exited with code 137" and not a.container_running
+    assert overlay_deaths(listed, {}) == listed
 
 
 def test_loading_row_turns_running_on_health_and_fails_past_timeout():
@@ -67,10 +86,56 @@ def test_container_for_a_stopped_or_failed_model_is_removed(state):
     assert "models run only when an admin starts them" in a.reason
 
 
-def test_container_of_a_deleted_row_and_a_legacy_one_are_removed():
-    actions = plan([], [ctr("c9", 9), ctr("old", None)], set(), NOW)
-    assert [(a.container_id, a.model_id) for a in actions] == [("c9", 9), ("old", None)]
-    assert "row was deleted" in actions[0].reason and "older install" in actions[1].reason
+def test_container_of_a_deleted_row_and_one_naming_no_model_are_removed():
+    actions = plan([], [ctr("c9", 9), ctr("odd", None)], set(), NOW)
+    assert [(a.container_id, a.model_id) for a in actions] == [("c9", 9), ("odd", None)]
+    assert "row was deleted" in actions[0].reason and "names no model" in actions[1].reason
+
+
+def legacy(name="llamacpp-model-old", image="ghcr.io/ggml-org/llama.cpp:server-cuda", policy="unless-stopped",
+           command=("/app/llama-server", "-m", "/models/x.gguf"), **labels) -> ContainerInfo:
+    return ContainerInfo(id=name, name=name, state="running", labels=labels, restart_policy=policy, image=image,
+                         command=command)
+
+
+ENGINE_IMAGES = {"llamacpp": "registry.local:5000/llama.cpp:server", "vllm": "vllm/vllm-openai:v0.9"}
+
+
+@pytest.mark.parametrize("c, removed, why", [
+    (legacy(), True, "older Cortex install's llamacpp container (restart policy unless-stopped)"),
+    (legacy("vllm-model-qwen", "vllm/vllm-openai:latest", "always", ("python3", "-m", "vllm.entrypoints.openai")),
+     True, "older Cortex install's vllm container (restart policy always)"),
+    (legacy(image="registry.local:5000/llama.cpp:server", command=()), True, "older Cortex"),  # the configured image
+    (legacy(image="sha256:abc", command=("llama-server",)), True, "older Cortex"),  # runs the engine, any image
+    (legacy(image="busybox", command=("sleep", "600"), **{"cortex.managed": "true"}), True, "older Cortex"),
+    (legacy(policy="no"), False, "its restart policy is `no`"),
+    (legacy(policy=None), False, "its restart policy is `no`"),
+    (legacy(image="busybox", command=("sleep", "600")), False, "does not run llamacpp (image busybox)"),
+    (legacy("vllm-model-x", image="ghcr.io/ggml-org/llama.cpp:server", command=("llama-server",)), False,
+     "does not run vllm"),
+    (legacy("my-llamacpp-model-1"), False, "only contains"),
+    (legacy(**{"cortex.instance": "someone-else"}), False, "another Cortex install (cortex.instance=someone-else)"),
+])
+def test_only_what_is_provably_an_older_install_is_removed(c, removed, why):
+    verdict, reason = legacy_verdict(c, ENGINE_IMAGES, instance="mine")
+    assert verdict is removed and why in reason
+
+
+def test_boot_removes_legacy_and_reports_look_alikes():
+    boot = Boot(legacy=[legacy(), legacy("llamacpp-model-hand", image="busybox", command=("sh",))],
+                engine_images=ENGINE_IMAGES)
+    actions = plan([], [], set(), NOW, boot=boot, instance="mine")
+    assert actions == [RemoveContainer("llamacpp-model-old", "removed: an older Cortex install's llamacpp container "
+                                       "(restart policy unless-stopped)", model_name="llamacpp-model-old"),
+                       LeaveAlone("llamacpp-model-hand", "llamacpp-model-hand",
+                                  "left alone: it does not run llamacpp (image busybox); not an older install's model")]
+    assert plan([], [], set(), NOW) == []  # only at boot
+
+
+def test_actions_on_one_subject_stay_together():
+    actions = [RemoveContainer("x", "r", 1), MarkStopped(1, "r", S.RUNNING), RemoveContainer("y", "r"),
+               FailModel(2, "r", S.RUNNING)]
+    assert [subject(a) for a in actions] == [("model", 1), ("model", 1), ("container", "y"), ("model", 2)]
 
 
 def test_a_second_container_of_a_running_model_is_removed():
@@ -96,6 +161,17 @@ def test_boot_default_stops_everything():
         ("RemoveContainer", 1), ("MarkStopped", 1), ("RemoveContainer", 2), ("MarkStopped", 2),
         ("MarkStopped", 3)]
     assert "models start only when an admin starts them" in actions[1].reason
+
+
+def test_boot_spares_what_this_console_started_itself():
+    """The boot pass waits for the engine when it is down at start; models an admin started on
+    this console meanwhile are this run's, not the old one's."""
+    since = AGO(10)
+    models = [row(1, changed=30), row(2, cid="c2", changed=2), row(3, state=S.STARTING, cid=None, changed=1),
+              row(4, state=S.STOPPING, cid=None, changed=20)]
+    actions = plan(models, [ctr("c1", 1), ctr("c2", 2)], set(), NOW, boot=Boot(since=since))
+    assert [(type(a).__name__, a.model_id) for a in actions] == [
+        ("RemoveContainer", 1), ("MarkStopped", 1), ("MarkStopped", 4)]
 
 
 def test_boot_keep_models_adopts_only_matching_healthy_no_restart_containers():

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from cortex_app.models import Health
-from cortex_app.reconcile.probes import HISTORY_LEN, ProbeResult, health_update, probe_many
+from cortex_app.reconcile.probes import HISTORY_LEN, ProbeResult, health_update, loading_probe_interval, probe_many
 
 
 async def _serve(handler):
@@ -80,3 +80,10 @@ def test_history_is_bounded():
 def test_first_success_is_healthy_without_an_event_unless_recovering(first):
     u = health_update(first, 0, [], OK, 1.0, unhealthy_after=3)
     assert u.health is Health.HEALTHY and u.flipped is None
+
+
+@pytest.mark.parametrize("loading_for, every", [
+    (0.0, 0.025), (0.3, 0.025), (1.0, 0.05), (4.0, 0.2), (20.0, 1.0), (600.0, 1.0),
+])
+def test_loading_models_are_probed_often_at_first_then_less(loading_for, every):
+    assert loading_probe_interval(loading_for) == pytest.approx(every)
