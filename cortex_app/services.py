@@ -37,7 +37,9 @@ def build(settings: Settings) -> Services:
     runtime = DockerRuntime(settings.docker_host, instance=installation_id(db))
     lifecycle = Lifecycle(db, runtime, settings)
     reconciler = Reconciler(lifecycle)
-    scheduler = ConsoleScheduler(reconciler, LeaderLease(db), settings)
+    # A console container that was removed (an upgrade: docker rm -f, then docker run) leaves its
+    # lease to the next one at once: the engine says it no longer runs.
+    scheduler = ConsoleScheduler(reconciler, LeaderLease(db, container_running=runtime.is_running), settings)
     return Services(settings, db, runtime, lifecycle, reconciler, scheduler)
 
 

@@ -3,7 +3,10 @@
 PostgreSQL: a session-level advisory lock on a connection this process keeps open; when
 the process dies its connection closes and another process gets the lock at its next try.
 Anything else (SQLite): a lease row that the holder renews; another process takes it over
-once `expires_at` has passed.
+once `expires_at` has passed, or at once when the holder is provably gone: its process no
+longer exists on this host, or the container it ran in no longer runs on the engine (the
+README's upgrade: `docker rm -f cortex`, then `docker run` of the new image). A holder that
+may still live (another host, an engine that does not answer) is waited out.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import re
 import socket
 import uuid
 from datetime import timedelta
-from typing import Optional
+from typing import Callable, Optional
 
 import sqlalchemy as sa
 
@@ -96,11 +99,20 @@ def holder_is_dead(holder: str, me: str) -> bool:
     return recorded is not None and recorded != started
 
 
+def holder_container(holder: str) -> Optional[str]:
+    """The container id a holder ran in, if it ran in one."""
+    host = holder.split(":", 1)[0]
+    return host if _CONTAINER_ID.match(host) else None
+
+
 class LeaderLease:
-    def __init__(self, db: sa.Engine, *, ttl_s: float = 30.0, holder: Optional[str] = None):
+    def __init__(self, db: sa.Engine, *, ttl_s: float = 30.0, holder: Optional[str] = None,
+                 container_running: Optional[Callable[[str], Optional[bool]]] = None):
+        """container_running(id): does that container run on the engine (None: cannot tell)."""
         self.db = db
         self.ttl_s = ttl_s
         self.holder = holder or holder_id()
+        self.container_running = container_running
         self._pg_conn: Optional[sa.Connection] = None
         self.is_leader = False
 
@@ -152,7 +164,7 @@ class LeaderLease:
         with self.db.begin() as conn:
             current = conn.execute(sa.select(table.c.holder).where(table.c.name == LEASE_NAME)).scalar()
             takeable = [table.c.holder == self.holder, table.c.expires_at < now]
-            if current is not None and holder_is_dead(current, self.holder):
+            if current is not None and current != self.holder and self._gone(current):
                 takeable.append(table.c.holder == current)
             taken = conn.execute(table.update().where(
                 table.c.name == LEASE_NAME, sa.or_(*takeable),
@@ -168,6 +180,15 @@ class LeaderLease:
             return True
         except sa.exc.IntegrityError:
             return False  # another process inserted it first
+
+    def _gone(self, holder: str) -> bool:
+        if holder_is_dead(holder, self.holder):
+            return True
+        cid = holder_container(holder)
+        if cid is None or self.container_running is None or cid == holder_container(self.holder):
+            return False
+        # Another container held it: gone if the engine says that container no longer runs.
+        return self.container_running(cid) is False
 
     def release(self) -> None:
         if self._postgres:

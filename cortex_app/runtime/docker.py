@@ -368,6 +368,15 @@ class DockerRuntime:
             image=config.get("Image", ""),
             command=_words(config.get("Entrypoint")) + _words(config.get("Cmd")))
 
+    def is_running(self, container_id: str) -> Optional[bool]:
+        """Whether this container exists and runs (or is paused) here; None when the engine
+        cannot say."""
+        try:
+            info = self.inspect(container_id)
+        except DockerRuntimeError:
+            return None
+        return info is not None and info.live
+
     def logs_tail(self, container_id: str, lines: int = 200) -> str:
         try:
             raw = self._c().api.logs(container_id, stdout=True, stderr=True, tail=lines)

@@ -54,7 +54,8 @@ def console_factory(docker_client, docker_host, console_image, models_dir):
     # suffix (as compose makes them) must not pass for ours.
     decoy = docker_client.networks.create(f"{network}_default", labels={TEST_LABEL: RUN_ID})
 
-    def start(image: str = console_image, **env) -> selfhost.Console:
+    def start(image: str = console_image, when_serving=None, **env) -> selfhost.Console:
+        """`when_serving(console)` runs the moment /api/health first answers, before anything else."""
         name = f"cortex-test-console-{tag}-{len(names)}"
         names.append(name)
         console = selfhost.run_console(
@@ -63,6 +64,8 @@ def console_factory(docker_client, docker_host, console_image, models_dir):
             env={"CORTEX_ADMIN_USER": ADMIN, "CORTEX_ADMIN_PASSWORD": PASSWORD, "CORTEX_PROBE_INTERVAL": "1",
                  "CORTEX_LLAMACPP_IMAGE": LLAMA_IMAGE, **env})
         console.wait_healthy(timeout=60)
+        if when_serving is not None:
+            when_serving(console)
         assert console.sign_in(ADMIN, PASSWORD).status_code == 200, console.logs()
         return console
 
@@ -141,6 +144,31 @@ def test_image_runs_a_model_over_the_shared_network_and_a_restart_stops_it(conso
     took = time.monotonic() - t0
     state = console.container.attrs["State"]
     assert state["ExitCode"] == 0 and took < 10, (state, took)
+
+
+def test_upgrade_by_remove_and_run_leaves_no_model_running(console_factory, docker_client):
+    """The README's upgrade as a new user replayed it: `docker rm -f cortex`, then the same
+    `docker run` on the same volume. The removed console's lease blocked the boot pass, and the
+    new console later took over as a follower and kept the old run's model running. Now the
+    engine proves the old container gone: the boot pass runs before the new console serves."""
+    old = console_factory()
+    mid = old.call("POST", "/api/models", json=tiny_model()).json()["id"]
+    old.call("POST", f"/api/models/{mid}/start")
+    old.wait_model(mid, "running")
+    [model] = model_containers(docker_client, old.network)
+    old.container.remove(force=True)  # docker rm -f cortex
+    assert model_containers(docker_client, old.network) == [model], "the old run's model outlives its console"
+
+    seen: dict = {}
+    t0 = time.monotonic()
+    new = console_factory(when_serving=lambda c: seen.update(left=model_containers(docker_client, c.network),
+                                                             at=time.monotonic() - t0))
+    assert seen["left"] == [], "the old run's model was still there when the new console answered"
+    row = new.call("GET", f"/api/models/{mid}").json()
+    assert row["state"] == "stopped" and row["container_id"] is None, row
+    assert "console restarted" in row["state_reason"]
+    print(f"new console serving {seen['at']:.1f} s after docker run, nothing of the old run left")
+    assert seen["at"] < 20, "it waited out the removed console's 30 s lease"
 
 
 def test_keep_models_on_restart_adopts_the_running_model(console_factory, docker_client):

@@ -84,3 +84,27 @@ def test_a_reused_pid_or_a_thread_id_is_not_mistaken_for_the_holder():
     finally:
         done.set()
         worker.join()
+
+
+def test_a_console_container_that_no_longer_runs_leaves_the_lease_at_once(tmp_path):
+    """The README's upgrade, as a new user tried it: `docker rm -f cortex`, then `docker run` of
+    the new image on the same volume. The old console's container is gone from the engine; its
+    lease must not block the new console's boot pass (it did for 30 s, then the new one took
+    over as a follower and kept every model running). A live one is still respected."""
+    url = f"sqlite:///{tmp_path}/c.db"
+    migrate(url)
+    db = sa.create_engine(url)
+    old, new = "ab" * 32, "cd" * 32
+    engine = {old: False}  # what the engine says: the old container does not run
+
+    def lease(cid):
+        return LeaderLease(db, ttl_s=300, holder=f"{cid}:1:ns.boot:1-aaaaaa", container_running=engine.get)
+
+    assert lease(old).acquire_or_renew() is True
+    assert lease(new).acquire_or_renew() is True  # at once, not after 300 s
+    engine[new] = True
+    assert lease(old).acquire_or_renew() is False  # a running holder is respected
+    engine[new] = None  # the engine cannot say (unreachable): wait for the expiry
+    assert lease(old).acquire_or_renew() is False
+    # Without an engine to ask (a console on the host), only the expiry or the pid tells.
+    assert LeaderLease(db, ttl_s=300, holder="host:1:ns.boot:1-aaaaaa").acquire_or_renew() is False
