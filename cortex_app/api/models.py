@@ -3,10 +3,14 @@
   GET    /api/models              every model with its state and health
   GET    /api/models/{id}         one model
   POST   /api/models              create (the form's fields as JSON; 422 names each bad field)
+  PUT    /api/models/{id}         replace its configuration (as the edit form does); a running
+                                  model keeps its old config until applied (`stale`: true)
+  DELETE /api/models/{id}         204; only a stopped or failed model (else 409)
   POST   /api/models/{id}/start   202: the container runs; `loading` -> `running` is the
                                   reconciler's to see (poll GET, as the Models page does);
                                   503 with the reason when it could not start (`failed`)
   POST   /api/models/{id}/stop    stopped and its container removed
+  POST   /api/models/{id}/apply   a running model restarts on its current config (202, loading)
 
 Writes take the token only in the Authorization header (never from the cookie): a browser
 never sends that header by itself, so no other page can forge a write.
@@ -21,7 +25,7 @@ import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from cortex_app import crud
 from cortex_app.api.deps import require_admin, require_admin_bearer
@@ -38,7 +42,8 @@ def model_json(m: Model) -> dict:
     """What a script needs; never the HF token."""
     return {"id": m.id, "name": m.name, "served_name": m.served_name, "engine": m.engine.value,
             "image": m.image, "source": m.source, "state": m.state.value, "state_reason": m.state_reason,
-            "health": m.health.value, "host_port": m.host_port, "container_id": m.container_id}
+            "health": m.health.value, "host_port": m.host_port, "container_id": m.container_id,
+            "stale": services().lifecycle.is_stale(m)}
 
 
 def _not_found(model_id: int) -> JSONResponse:
@@ -67,11 +72,38 @@ async def create_model(data: dict[str, Any] = Body(...), user: str = Depends(req
     return model_json(m)
 
 
+@router.put("/api/models/{model_id}")
+async def update_model(model_id: int, data: dict[str, Any] = Body(...), user: str = Depends(require_admin_bearer)):
+    svc = services()
+    try:
+        m = await asyncio.to_thread(crud.update_model, svc.db, svc.settings, model_id, data)
+    except LookupError:
+        return _not_found(model_id)
+    except ConfigInvalid as exc:
+        return JSONResponse({"detail": "invalid model configuration", "errors": exc.errors}, status_code=422)
+    return model_json(m)
+
+
+@router.delete("/api/models/{model_id}")
+async def delete_model(model_id: int, user: str = Depends(require_admin_bearer)):
+    try:
+        await asyncio.to_thread(services().lifecycle.delete, model_id, actor=_actor(user))
+    except LookupError:
+        return _not_found(model_id)
+    except Refused as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+    return Response(status_code=204)
+
+
+def _actor(user: str) -> str:
+    return user.replace("token:", "api:")
+
+
 async def _act(verb: str, model_id: int, user: str, status: int) -> JSONResponse:
     lc = services().lifecycle
-    call = {"start": lc.start, "stop": lc.stop}[verb]
+    call = {"start": lc.start, "stop": lc.stop, "apply": lc.apply}[verb]
     try:
-        m = await asyncio.to_thread(call, model_id, actor=user.replace("token:", "api:"))
+        m = await asyncio.to_thread(call, model_id, actor=_actor(user))
     except LookupError:
         return _not_found(model_id)
     except Refused as exc:
@@ -91,3 +123,8 @@ async def start_model(model_id: int, user: str = Depends(require_admin_bearer)) 
 @router.post("/api/models/{model_id}/stop")
 async def stop_model(model_id: int, user: str = Depends(require_admin_bearer)) -> JSONResponse:
     return await _act("stop", model_id, user, 200)
+
+
+@router.post("/api/models/{model_id}/apply")
+async def apply_model(model_id: int, user: str = Depends(require_admin_bearer)) -> JSONResponse:
+    return await _act("apply", model_id, user, 202)

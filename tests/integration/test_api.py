@@ -63,6 +63,25 @@ def test_sign_in_then_create_start_stop_over_http(console, docker_client):
         time.sleep(0.1)
     assert row["state"] == "running" and row["host_port"], row
     assert httpx.get(f"http://127.0.0.1:{row['host_port']}/health").status_code == 200  # loopback, bare metal
+
+    # Edit the running model's config: it keeps running on the old one until applied.
+    bad = api.put(f"/api/models/{mid}", json={**body, "context_size": -5}, headers=bearer)
+    assert bad.status_code == 422 and "context_size" in bad.json()["errors"]
+    assert api.put("/api/models/999", json=body, headers=bearer).status_code == 404
+    assert api.put(f"/api/models/{mid}", json=body).status_code == 401  # the cookie alone never writes
+    edited = api.put(f"/api/models/{mid}", json={**body, "context_size": 128}, headers=bearer)
+    assert edited.status_code == 200 and edited.json()["stale"] is True and edited.json()["state"] == "running"
+    assert api.delete(f"/api/models/{mid}", headers=bearer).status_code == 409  # running: stop it first
+    applied = api.post(f"/api/models/{mid}/apply", headers=tok)
+    assert applied.status_code == 202 and applied.json()["state"] == "loading", applied.text
+    assert applied.json()["container_id"] != row["container_id"] and applied.json()["stale"] is False
+    assert docker_client.containers.list(all=True, filters={"id": row["container_id"]}) == []
+    for _ in range(100):
+        row = api.get(f"/api/models/{mid}", headers=tok).json()
+        if row["state"] == "running":
+            break
+        time.sleep(0.1)
+    assert row["state"] == "running", row
     stopped = api.post(f"/api/models/{mid}/stop", headers=tok)
     assert stopped.status_code == 200 and stopped.json()["state"] == "stopped"
     assert docker_client.containers.list(all=True, filters={"id": row["container_id"]}) == []
@@ -72,6 +91,10 @@ def test_sign_in_then_create_start_stop_over_http(console, docker_client):
     failed = api.post(f"/api/models/{missing['id']}/start", headers=bearer)
     assert failed.status_code == 503 and failed.json()["state"] == "failed"
     assert "cortex-test/no-such-image:1" in failed.json()["detail"]
+    assert api.post(f"/api/models/{missing['id']}/apply", headers=bearer).status_code == 409  # not running
+    assert api.delete(f"/api/models/{missing['id']}", headers=bearer).status_code == 204
+    assert api.get(f"/api/models/{missing['id']}", headers=bearer).status_code == 404
+    assert api.delete(f"/api/models/{missing['id']}", headers=bearer).status_code == 404
 
     assert api.delete("/api/session", headers=bearer).status_code == 200
     assert httpx.get(f"{console.url}/api/models", headers=bearer).status_code == 401  # signed out
