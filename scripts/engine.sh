@@ -12,12 +12,20 @@
 #                           "Docker daemon restart" (tests use it); host changes stay.
 #   scripts/engine.sh stop  stop the private dockerd only (start it again with `up`).
 #   scripts/engine.sh host  print the DOCKER_HOST of the private engine.
+#   scripts/engine.sh private  like up, but always this private engine (never another one).
 #
 # Progress goes to stderr; only the export line goes to stdout, so `eval "$(... up)"` works.
+#
+# CORTEX_ENGINE_DIR=... CORTEX_ENGINE_BRIDGE=name:cidr scripts/engine.sh up|down|restart|stop
+#                           a second private engine beside another one (the tests' own engine
+#                           on a machine whose engine is someone else's): its own bridge, and no
+#                           iptables rules, so it never touches the other engine's docker0 or
+#                           chains; ports are published on loopback by docker-proxy.
 set -euo pipefail
 
 E=${CORTEX_ENGINE_DIR:-/var/tmp/cortex-engine}
 SOCK="unix://$E/docker.sock"
+BRIDGE=${CORTEX_ENGINE_BRIDGE:-}
 log() { echo "engine: $*" >&2; }
 
 answers() { DOCKER_HOST="$1" timeout 5 docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
@@ -37,8 +45,17 @@ start_private() {
     return
   fi
   rm -f "$E/dockerd.pid" "$E/docker.sock"
-  # Remember what the host looked like, so `down` can put it back.
-  if [ ! -f "$E/host-before" ]; then
+  local network=()
+  if [ -n "$BRIDGE" ]; then
+    local name=${BRIDGE%%:*} cidr=${BRIDGE#*:}
+    if ! ip link show "$name" >/dev/null 2>&1; then
+      ip link add "$name" type bridge
+      ip addr add "$cidr" dev "$name"
+    fi
+    ip link set "$name" up
+    network=(--bridge "$name" --iptables=false --ip6tables=false)
+  elif [ ! -f "$E/host-before" ]; then
+    # Remember what the host looked like, so `down` can put it back.
     {
       echo "ip_forward=$(cat /proc/sys/net/ipv4/ip_forward)"
       echo "forward_policy=$(iptables -S FORWARD 2>/dev/null | awk '/^-P FORWARD/ {print $3}')"
@@ -47,7 +64,7 @@ start_private() {
   log "starting a private dockerd in $E"
   # setsid: the daemon must outlive this shell and the make that started it.
   setsid dockerd --storage-driver=overlay2 --data-root "$E/data" --exec-root "$E/exec" \
-    --pidfile "$E/dockerd.pid" --host "$SOCK" >"$E/dockerd.log" 2>&1 < /dev/null &
+    --pidfile "$E/dockerd.pid" --host "$SOCK" "${network[@]}" >"$E/dockerd.log" 2>&1 < /dev/null &
   for _ in $(seq 1 100); do
     answers "$SOCK" && { log "private dockerd ready"; return; }
     sleep 0.2
@@ -88,11 +105,20 @@ case "${1:-}" in
     start_private
     echo "export DOCKER_HOST=$SOCK"
     ;;
+  private)  # this private engine, even where another engine answers (tests that restart it)
+    start_private
+    echo "export DOCKER_HOST=$SOCK"
+    ;;
   host)
     echo "$SOCK"
     ;;
   down)
     stop_private
+    if [ -n "$BRIDGE" ]; then  # it touched nothing but its own bridge
+      ip link del "${BRIDGE%%:*}" 2>/dev/null || true
+      log "private engine stopped; images kept in $E/data (rm -rf $E to drop them)"
+      exit 0
+    fi
     # Undo what dockerd changed on the host (it leaves all of this behind).
     ip link del docker0 2>/dev/null || true
     for table in filter nat; do
@@ -117,5 +143,5 @@ case "${1:-}" in
     log "private engine stopped; images kept in $E/data (rm -rf $E to drop them)"
     ;;
   *)
-    echo "usage: $0 up|down|restart|stop|host" >&2; exit 2 ;;
+    echo "usage: $0 up|private|down|restart|stop|host" >&2; exit 2 ;;
 esac

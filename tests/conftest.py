@@ -92,6 +92,26 @@ def docker_client(docker_host: str):
     assert not leftovers, f"tests left containers behind: {[c.name for c in leftovers]}"
 
 
+@pytest.fixture(scope="session")
+def restartable_engine(docker_host, docker_client):
+    """An engine this session may stop and restart (tests/engines.py): make test's private one,
+    or, where the machine's own engine answers, a private one beside it with the test images."""
+    from tests import engines
+
+    engine = engines.restartable(docker_host, images=(LLAMA_IMAGE, VLLM_STANDIN_IMAGE, BUSYBOX_IMAGE))
+    yield engine
+    engine.start()  # a test that stopped it and failed must not leave the rest without one
+    import docker
+
+    client = docker.DockerClient(base_url=engine.host, timeout=60)
+    left = client.containers.list(all=True, filters={"label": f"{TEST_LABEL}={RUN_ID}"})
+    for c in left:
+        c.remove(force=True)
+    client.close()
+    engines.release(engine)
+    assert not left, f"tests left containers behind on the restartable engine: {[c.name for c in left]}"
+
+
 @pytest.fixture
 def test_labels(request, docker_client) -> Iterator[dict[str, str]]:
     """Labels for the containers one test creates; they are all removed after it."""

@@ -46,6 +46,28 @@ class SchedulerThread:
 @pytest.fixture
 def bed(migrated_db, bed_settings, docker_host, test_labels):
     """Lifecycle + reconciler on the test engine; `bed.scheduler(**settings)` starts the jobs."""
+    yield from _bed(migrated_db, bed_settings, docker_host, test_labels)
+
+
+@pytest.fixture
+def own_bed(migrated_db, bed_settings, restartable_engine, test_labels):
+    """The same, on an engine the test may restart or stop (`own_bed.engine`): never someone's own."""
+    import dataclasses as dc
+
+    import docker
+
+    settings = dc.replace(bed_settings, docker_host=restartable_engine.host)
+    for b in _bed(migrated_db, settings, restartable_engine.host, test_labels):
+        b.engine = restartable_engine
+        yield b
+    restartable_engine.start()  # stopped by a test that failed half-way
+    client = docker.DockerClient(base_url=restartable_engine.host, timeout=60)
+    for c in client.containers.list(all=True, filters={"label": f"cortex.test={test_labels['cortex.test']}"}):
+        c.remove(force=True)
+    client.close()
+
+
+def _bed(migrated_db, bed_settings, docker_host, test_labels):
     runtime = DockerRuntime(docker_host, extra_labels=test_labels)
     running: list[SchedulerThread] = []
 

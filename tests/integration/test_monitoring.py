@@ -2,7 +2,6 @@
 away and coming back (a real stop of the private test engine), engine.* webhooks arrive,
 and /metrics parses with prometheus-client's parser and matches the table."""
 
-import subprocess
 
 import httpx
 import pytest
@@ -11,30 +10,34 @@ from standardwebhooks import Webhook
 
 from cortex_app import auth, crud, webhooks
 from cortex_app.db import make_engine
-from tests.conftest import LLAMA_IMAGE, ROOT
+from tests.conftest import LLAMA_IMAGE
 from tests.integration.conftest import wait_for
 from tests.unit.test_webhooks import Receiver
 
 
-@pytest.fixture
-def console(start_console, tmp_path, tiny_gguf, docker_host):
+def _console(start_console, tmp_path, tiny_gguf, host):
     import shutil
 
     (tmp_path / "models").mkdir()
     shutil.copy(tiny_gguf, tmp_path / "models" / "tiny.gguf")
-    return start_console(DOCKER_HOST=docker_host, CORTEX_MODELS_DIR=str(tmp_path / "models"),
+    return start_console(DOCKER_HOST=host, CORTEX_MODELS_DIR=str(tmp_path / "models"),
                          CORTEX_LLAMACPP_IMAGE=LLAMA_IMAGE, CORTEX_RECONCILE_INTERVAL="1")
 
 
-def test_ready_follows_the_engine_and_engine_events_are_sent(console, docker_host):
-    private = subprocess.run([str(ROOT / "scripts/engine.sh"), "host"], capture_output=True, text=True).stdout.strip()
-    if docker_host != private:
-        pytest.skip("stops only the private test engine")
+@pytest.fixture
+def console(start_console, tmp_path, tiny_gguf, docker_host):
+    return _console(start_console, tmp_path, tiny_gguf, docker_host)
+
+
+def test_ready_follows_the_engine_and_engine_events_are_sent(start_console, tmp_path, tiny_gguf,
+                                                             restartable_engine):
+    """The engine really stops (one this test may stop: never someone's own, never skipped)."""
+    console = _console(start_console, tmp_path, tiny_gguf, restartable_engine.host)
     db = make_engine(console.db_url)
     receiver = Receiver()
     ep = webhooks.create_endpoint(db, url=receiver.url, event_types=["engine.unreachable", "engine.reachable"])
     assert httpx.get(console.url + "/api/ready").json()["status"] == "ready"
-    subprocess.run([str(ROOT / "scripts/engine.sh"), "stop"], check=True, capture_output=True, timeout=60)
+    restartable_engine.stop()
     try:
         r = httpx.get(console.url + "/api/ready", timeout=10)
         assert r.status_code == 503 and r.json() == {"status": "unready", "failed": ["docker"]}  # no details
@@ -44,7 +47,7 @@ def test_ready_follows_the_engine_and_engine_events_are_sent(console, docker_hos
         assert httpx.get(console.url + "/api/health").status_code == 200  # liveness is not readiness
         wait_for(lambda: len(receiver.got) >= 1, timeout=10)
     finally:
-        subprocess.run([str(ROOT / "scripts/engine.sh"), "up"], check=True, capture_output=True, timeout=60)
+        restartable_engine.start()
     wait_for(lambda: httpx.get(console.url + "/api/ready", timeout=10).status_code == 200, timeout=15)
     wait_for(lambda: len(receiver.got) >= 2, timeout=10)
     types = [Webhook(ep.secret).verify(body, h)["type"] for h, body in receiver.got]
