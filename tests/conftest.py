@@ -235,20 +235,18 @@ def start_console(tmp_path_factory) -> Iterator[Callable[..., Console]]:
         return console
 
     yield start
-    client = None
     for console in started:
         console.stop()
         console.close()
         if console.env.get("DOCKER_HOST") and (console.data_dir / "cortex.db").exists():
             import docker
 
-            client = client or docker.DockerClient(base_url=console.env["DOCKER_HOST"], timeout=30)
             try:
+                client = docker.DockerClient(base_url=console.env["DOCKER_HOST"], timeout=30)
                 console.remove_containers(client)  # a console killed by its test leaves its models
+                client.close()
             except docker.errors.DockerException:
                 pass  # that engine is gone (a test of an unreachable one)
-    if client is not None:
-        client.close()
 
 
 # --- the browser ---------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""System: the Docker Engine, engine images, database, scheduler, version."""
+"""System: the Docker Engine, engine images, database, scheduler jobs, the console's journal."""
 
 from __future__ import annotations
 
@@ -62,6 +62,48 @@ def _images() -> rx.Component:
         width="100%"), width="100%")
 
 
+def _cell_head(*names: str) -> rx.Component:
+    return rx.table.header(rx.table.row(*[rx.table.column_header_cell(n) for n in names]))
+
+
+def _jobs() -> rx.Component:
+    return rx.card(rx.vstack(
+        rx.text("Background jobs", weight="bold"),
+        rx.text("Each job's state and its last error; a failure is logged when it begins, not on every run.",
+                size="1", color_scheme="gray"),
+        rx.table.root(
+            _cell_head("Job", "Status", "Last error", "When", "Failure episodes"),
+            rx.table.body(rx.foreach(SystemState.jobs, lambda j: rx.table.row(
+                rx.table.cell(rx.code(j["job"], size="1")),
+                rx.table.cell(rx.badge(j["status"], color_scheme=rx.cond(j["failing"], "red", "green")),
+                              class_name="job-status"),
+                rx.table.cell(rx.text(j["last_error"], size="1"), class_name="job-error"),
+                rx.table.cell(rx.text(j["last_error_at"], size="1")),
+                rx.table.cell(j["episodes"]),
+                id=j["id"]))),
+            size="1", width="100%"),
+        width="100%"), width="100%")
+
+
+def _journal() -> rx.Component:
+    return rx.card(rx.vstack(
+        rx.text("Console journal", weight="bold"),
+        rx.text("What the console did or found outside any model's history: containers removed or left "
+                "alone, jobs that began failing or recovered.", size="1", color_scheme="gray"),
+        rx.cond(
+            SystemState.events,
+            rx.table.root(
+                _cell_head("When", "What", "Subject", "Why"),
+                rx.table.body(rx.foreach(SystemState.events, lambda e: rx.table.row(
+                    rx.table.cell(rx.text(e["at"], size="1")),
+                    rx.table.cell(rx.code(e["kind"], size="1")),
+                    rx.table.cell(rx.text(e["subject"], size="1")),
+                    rx.table.cell(rx.text(e["message"], size="1"))))),
+                size="1", width="100%", id="journal"),
+            rx.text("Nothing yet.", size="2", color_scheme="gray")),
+        width="100%"), width="100%")
+
+
 def system() -> rx.Component:
     return page(
         "System",
@@ -74,5 +116,7 @@ def system() -> rx.Component:
             _fact("network", "Model wiring", SystemState.wiring, id="model-wiring"),
             columns="2", spacing="4", width="100%",
         ),
+        _jobs(),
         _images(),
+        _journal(),
     )

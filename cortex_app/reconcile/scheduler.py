@@ -146,8 +146,9 @@ class ConsoleScheduler:
         report = await self.reconciler.reconcile_once(boot=True)
         self.booted = not report.engine_error
         if report.engine_error:
-            log.warning("boot reconcile: %s; will reconcile when the engine answers", report.engine_error)
+            self._failed("reconcile", f"boot pass waits for the engine: {report.engine_error}")
             return
+        self._ok("reconcile")
         log.info("boot reconcile: %d actions in %.0f ms", len(report.actions), report.duration_s * 1000)
         await self._start_on_boot()
 
@@ -224,10 +225,9 @@ class ConsoleScheduler:
             async with self._pass_lock:
                 if not self.booted:
                     await self._boot()  # the engine was down when the console started
-                    report = self.reconciler.last_report
-                else:
-                    report = await self.reconciler.reconcile_once(wait=False)
-            if report is not None and report.engine_error:
+                    return
+                report = await self.reconciler.reconcile_once(wait=False)
+            if report.engine_error:
                 self._failed("reconcile", report.engine_error)
             else:
                 self._ok("reconcile")

@@ -1,5 +1,6 @@
 """System page: the Docker Engine, how models are wired to the console, the engine images
-present, the database, the scheduler."""
+present, the database, the scheduler's jobs (each one's last error), and the console's
+journal (containers removed or left alone, job failure episodes)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from datetime import datetime, timezone
 
 import reflex as rx
 
-from cortex_app import __version__, crud
+from cortex_app import __version__, crud, journal
 from cortex_app.runtime.docker import DockerRuntimeError, engine_info
 from cortex_app.services import get as services
 from cortex_app.states.auth import AdminState
@@ -27,14 +28,35 @@ class SystemState(AdminState):
     leader: str = ""
     last_pass: str = ""
     wiring: str = ""
+    jobs: list[dict] = []
+    events: list[dict] = []
+
+    @staticmethod
+    def _at(ts) -> str:
+        return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") if ts else ""
+
+    def _jobs(self, scheduler) -> list[dict]:
+        rows = []
+        for st in scheduler.jobs.values():
+            if st.failing:
+                status = f"failing since {self._at(st.failing_since)} ({st.failures}×)"
+            else:
+                status = "ok" if st.last_ok_at else "not run yet"
+            rows.append({"job": st.name, "id": f"job-{st.name}", "status": status, "failing": st.failing,
+                         "last_error": st.last_error or "—",
+                         "last_error_at": self._at(st.last_error_at) or "—", "episodes": str(st.episodes)})
+        return rows
 
     def _read(self):
         settings = load_settings()
         info = engine_info(settings.docker_host)
         images: list[dict] = []
-        leader, last_pass, wiring = "", "", ""
+        leader, last_pass, wiring, jobs, events = "", "", "", [], []
         try:
             svc = services()
+            jobs = self._jobs(svc.scheduler)
+            events = [{"at": e.created_at.strftime("%Y-%m-%d %H:%M:%S UTC"), "kind": e.kind, "subject": e.subject,
+                       "message": e.message} for e in journal.recent(svc.db)]
             tags = set(svc.runtime.image_tags()) if info.reachable else set()
             wanted: dict[str, list[str]] = {}
             for m in crud.list_models(svc.db):
@@ -55,14 +77,14 @@ class SystemState(AdminState):
                     f" (engine: {report.engine_error})" if report.engine_error else "")
         except DockerRuntimeError:
             pass
-        return settings, info, images, leader, last_pass, wiring
+        return settings, info, images, leader, last_pass, wiring, jobs, events
 
     @rx.event
     async def refresh(self):
         if await self.admin() is None:
             return
         # The SDK blocks (up to its timeout when the engine is gone): keep it off the event loop.
-        settings, info, images, leader, last_pass, wiring = await asyncio.to_thread(self._read)
+        settings, info, images, leader, last_pass, wiring, self.jobs, self.events = await asyncio.to_thread(self._read)
         self.engine_host = info.host
         self.engine_reachable = info.reachable
         self.engine_version = info.version or ""

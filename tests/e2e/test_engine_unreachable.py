@@ -22,6 +22,14 @@ def test_system_page_reports_the_engine_unreachable(console, page):
     assert callout.is_visible() and callout.inner_text().startswith("no Docker Engine answers at unix://")
     assert "DOCKER_HOST" in callout.inner_text()
     assert page.title() == "System · Cortex"
+    # Each job's last error is shown (not only logged once per process).
+    job = page.locator("#job-reconcile")
+    job.wait_for()
+    assert job.locator(".job-status").inner_text().startswith("failing since")
+    assert "no Docker Engine answers" in job.locator(".job-error").inner_text()
+    # ... and the journal says when that failure began.
+    journal = page.locator("#journal")
+    assert "job.failing" in journal.inner_text() and "reconcile" in journal.inner_text()
 
 
 def test_models_page_still_works_and_says_so(console, page):
