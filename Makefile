@@ -30,4 +30,4 @@ bench:
 	  && . scripts/env.sh && .venv/bin/python bench/ui.py
 
 clean:
-	rm -rf .web .run
+	rm -rf .web .run .builds

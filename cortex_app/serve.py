@@ -1,10 +1,13 @@
-"""`python -m cortex_app.serve`: how the console starts in its container image.
+"""`python -m cortex_app.serve`: how the console starts, in its container image and under
+`make up` (which compiles the frontend first, when the code changed, and passes --checked).
 
 1. `cortex_app.prestart` in a child process (checks, migrations, first admin); its exit
    status is ours when it fails, so a bad setting stops the container with one clear line.
-2. Reflex's production backend on CORTEX_PORT, serving the frontend that `docker build`
-   compiled into `.web/build/client`. Unlike `reflex run --env prod`, nothing is compiled
-   or built here, so a start takes seconds and needs no Node.js in the image.
+   `--checked`: make up has just run it.
+2. Reflex's production backend on CORTEX_PORT, serving the compiled frontend in the web
+   folder (`.web/build/client`, or REFLEX_WEB_WORKDIR's: `docker build` and `make up` compile
+   it). Unlike `reflex run --env prod`, nothing is compiled or built here, so a start takes
+   seconds and needs no Node.js in the image.
 
 SIGTERM reaches the server (this process, PID 1 in the container), which runs the app's
 lifespan shutdown: the scheduler stops and the shutdown policy is applied.
@@ -24,12 +27,14 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def frontend_build_dir() -> Path:
+    from reflex.utils.prerequisites import get_web_dir
     from reflex_base import constants
 
-    return PROJECT_ROOT / constants.Dirs.WEB / constants.Dirs.STATIC
+    web = get_web_dir()
+    return (web if web.is_absolute() else PROJECT_ROOT / web) / constants.Dirs.STATIC
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
     try:
         settings = load_settings()
     except SettingsError as exc:
@@ -40,13 +45,14 @@ def main() -> int:
         print(f"cortex: error: no compiled frontend at {build}; this command serves the build that "
               "`docker build` makes (on bare metal use `make up`)", file=sys.stderr, flush=True)
         return 2
-    # As PID 1 this process ignores SIGTERM unless it handles it: pass it on to prestart, so
-    # `docker stop` during a long migration does not wait for SIGKILL.
-    prestart = subprocess.Popen([sys.executable, "-m", "cortex_app.prestart"], cwd=PROJECT_ROOT)
-    signal.signal(signal.SIGTERM, lambda *_: prestart.terminate())
-    status = prestart.wait()
-    if status != 0:
-        return status if status > 0 else 128 - status  # killed by a signal: 128 + its number
+    if "--checked" not in argv:
+        # As PID 1 this process ignores SIGTERM unless it handles it: pass it on to prestart, so
+        # `docker stop` during a long migration does not wait for SIGKILL.
+        prestart = subprocess.Popen([sys.executable, "-m", "cortex_app.prestart"], cwd=PROJECT_ROOT)
+        signal.signal(signal.SIGTERM, lambda *_: prestart.terminate())
+        status = prestart.wait()
+        if status != 0:
+            return status if status > 0 else 128 - status  # killed by a signal: 128 + its number
     # Until the server takes SIGTERM over (it imports the app first), a stop just ends us:
     # nothing has started yet that needs a graceful end.
     signal.signal(signal.SIGTERM, lambda *_: os._exit(143))
@@ -63,4 +69,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

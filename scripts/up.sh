@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # `make up`: install what is missing, check and migrate, then serve the console in
 # production mode on CORTEX_PORT (default 3000), detached; `make down` stops it.
+#
+# The frontend is compiled once per version of the code and port, into .builds/<key>, and
+# served from there by the production backend (cortex_app/serve.py, as in the image): a
+# second `make up` with nothing changed compiles nothing and serves in a few seconds.
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
 "$ROOT/scripts/bootstrap.sh" runtime
@@ -14,9 +18,44 @@ fi
 python -m cortex_app.prestart || exit $?
 PORT=$(python -c 'from cortex_app.settings import load_settings; print(load_settings().port)')
 LOG=$RUN_DIR/cortex.log
-echo "cortex: building and starting on port $PORT (log: $LOG)"
-# setsid: its own process group, so `make down` stops reflex and every worker it spawned.
-setsid reflex run --env prod --single-port --backend-port "$PORT" --loglevel warning >"$LOG" 2>&1 < /dev/null &
+# Appended, never overwritten: what the last run said before it died (a crash, a kill) stays
+# readable after the restart. Rotated at 10 MB (one old copy kept).
+if [ -f "$LOG" ] && [ "$(stat -c %s "$LOG")" -gt 10485760 ]; then mv -f "$LOG" "$LOG.1"; fi
+echo "--- make up, $(date -u '+%Y-%m-%d %H:%M:%S UTC') ---" >> "$LOG"
+
+# What the compiled frontend depends on: the code, the assets, the pinned packages, and the
+# port (the page talks back to the port it was built for).
+KEY=$( { echo "port=$PORT"; find cortex_app assets rxconfig.py requirements.txt -type f \
+         ! -path '*/__pycache__/*' ! -name '*.pyc' -print0 | sort -z | xargs -0 sha256sum; } \
+       | sha256sum | cut -c1-16)
+BUILDS=$ROOT/.builds
+BUILD=$BUILDS/$KEY
+mkdir -p "$BUILDS"
+if [ ! -f "$BUILD/build/client/index.html" ]; then
+  # One compile at a time per checkout: they share .web.
+  exec 9>"$BUILDS/.lock"
+  flock 9
+  if [ ! -f "$BUILD/build/client/index.html" ]; then
+    echo "cortex: compiling the frontend for port $PORT (once per code change; about 20 s)"
+    if ! REFLEX_FRONTEND_PORT=$PORT REFLEX_BACKEND_PORT=$PORT \
+         reflex export --frontend-only --no-zip --env prod --loglevel warning >>"$LOG" 2>&1 \
+       || [ ! -f .web/build/client/index.html ]; then
+      echo "cortex: error: the frontend did not compile; last lines of $LOG:" >&2
+      tail -n 20 "$LOG" >&2
+      exit 1
+    fi
+    rm -rf "$BUILD.tmp" && mkdir -p "$BUILD.tmp/build" && cp -r .web/build/client "$BUILD.tmp/build/client"
+    rm -rf "$BUILD" && mv "$BUILD.tmp" "$BUILD"
+    # Keep the three newest builds (other ports, earlier code).
+    ls -1dt "$BUILDS"/*/ 2>/dev/null | tail -n +4 | xargs -r rm -rf
+  fi
+  flock -u 9
+fi
+touch "$BUILD"
+
+echo "cortex: starting on port $PORT (log: $LOG)"
+# setsid: its own process group, so `make down` stops the server and every worker it spawned.
+REFLEX_WEB_WORKDIR=$BUILD setsid python -m cortex_app.serve --checked >>"$LOG" 2>&1 < /dev/null &
 echo $! > "$PIDFILE"
 for _ in $(seq 1 600); do
   if curl -sf "http://127.0.0.1:$PORT/api/health" >/dev/null 2>&1; then
@@ -29,7 +68,7 @@ for _ in $(seq 1 600); do
     rm -f "$PIDFILE"
     exit 1
   fi
-  sleep 0.5
+  sleep 0.2
 done
-echo "cortex: error: no answer on port $PORT after 300 s; see $LOG" >&2
+echo "cortex: error: no answer on port $PORT after 120 s; see $LOG" >&2
 exit 1

@@ -230,7 +230,10 @@ def start_console(tmp_path_factory) -> Iterator[Callable[..., Console]]:
     started: list[Console] = []
 
     def start(data_dir: Path | None = None, **settings: str) -> Console:
-        console = launch(data_dir or tmp_path_factory.mktemp("console"), **settings)
+        # A restart on the same data dir keeps its port, as an admin's would (and its compiled
+        # frontend: make up compiles once per port and version of the code).
+        port = next((int(c.url.rsplit(":", 1)[1]) for c in reversed(started) if c.data_dir == data_dir), None)
+        console = launch(data_dir or tmp_path_factory.mktemp("console"), port, **settings)
         started.append(console)
         return console
 
