@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Optional
 
 import sqlalchemy as sa
+from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import Session, select
 
 from cortex_app.models import Model, utcnow
@@ -47,7 +48,8 @@ def create_model(db: sa.Engine, settings: Settings, data: Mapping[str, Any]) -> 
 
 def update_model(db: sa.Engine, settings: Settings, model_id: int, data: Mapping[str, Any]) -> Model:
     """Replace the configuration. A running model keeps running on its old config until it is
-    applied (lifecycle.apply); `is_stale` then says so."""
+    applied (lifecycle.apply); `is_stale` then says so. A model deleted meanwhile is a
+    LookupError, as one that never was."""
     with Session(db, expire_on_commit=False) as session:
         model = session.get(Model, model_id)
         if model is None:
@@ -57,7 +59,10 @@ def update_model(db: sa.Engine, settings: Settings, model_id: int, data: Mapping
             setattr(model, key, value)
         model.updated_at = utcnow()
         session.add(model)
-        _commit_unique(session)
+        try:
+            _commit_unique(session)
+        except StaleDataError:  # found by the chaos harness: an edit racing a delete
+            raise LookupError(f"no model with id {model_id} (deleted meanwhile)") from None
         return model
 
 

@@ -335,19 +335,26 @@ class Lifecycle:
         return self.start(model_id, actor=actor)
 
     def delete(self, model_id: int, *, actor: str) -> None:
-        """Remove the row of a stopped or failed model; model files are never touched."""
-        with Session(self.db) as session:
-            model = session.get(Model, model_id)
-            if model is None:
-                raise LookupError(f"no model with id {model_id}")
-            current = model.state
-            result = session.execute(sa.delete(Model).where(Model.id == model_id, Model.state.in_(STARTABLE)))
-            if result.rowcount != 1:
-                session.rollback()
-                raise Refused(f"model {model.name} is {current.value}; stop it before deleting it")
-            session.add(ModelEvent(model_id=model_id, model_name=model.name, from_state=current,
-                                   to_state=S.STOPPED, reason="model deleted", actor=actor))
-            session.commit()
+        """Remove the row of a stopped or failed model; model files are never touched. The
+        event names the state the row really left (compare-and-set on it, as transition does:
+        a stop that lands between our read and our delete must not be misreported)."""
+        for _ in range(5):
+            with Session(self.db) as session:
+                row = session.exec(select(Model.state, Model.name).where(Model.id == model_id)).first()
+                if row is None:
+                    raise LookupError(f"no model with id {model_id}")
+                current, name = row
+                if current not in STARTABLE:
+                    raise Refused(f"model {name} is {current.value}; stop it before deleting it")
+                result = session.execute(sa.delete(Model).where(Model.id == model_id, Model.state == current))
+                if result.rowcount != 1:
+                    session.rollback()
+                    continue  # it moved meanwhile: look again
+                session.add(ModelEvent(model_id=model_id, model_name=name, from_state=current,
+                                       to_state=S.STOPPED, reason="model deleted", actor=actor))
+                session.commit()
+                return
+        raise Refused(f"model {model_id} keeps changing state; try again")
 
     # --- logs -----------------------------------------------------------------------------
 

@@ -102,13 +102,14 @@ class Reconciler:
     # --- what the event stream says ---------------------------------------------------
 
     def note_event(self, action: str, container_id: str, attributes: dict) -> None:
-        """A container event of ours (thread-safe): remember deaths until the list shows them."""
-        with self._deaths_lock:
-            if action == "die":
-                code = attributes.get("exitCode", "")
+        """A container event of ours (thread-safe): remember deaths until the list shows them.
+        A death stays remembered when the container is started again: Cortex never starts a
+        container twice (a restart makes a new one), so a dead model container that runs again
+        was revived outside Cortex, and is no more the model an admin started than a dead one."""
+        if action == "die":
+            code = attributes.get("exitCode", "")
+            with self._deaths_lock:
                 self._deaths[container_id] = (int(code) if code.lstrip("-").isdigit() else None, time.monotonic())
-            elif action in ("start", "restart", "unpause"):
-                self._deaths.pop(container_id, None)  # it runs again: the list is right about it
 
     def _recent_deaths(self) -> dict[str, Optional[int]]:
         cutoff = time.monotonic() - DEATH_MEMORY_S

@@ -236,3 +236,42 @@ def test_container_dying_at_once_fails_with_exit_code_and_logs(lc, rec, docker_c
     assert m.state is S.FAILED and m.state_reason == "its container exited with code 127 while loading"
     assert containers_of(docker_client, m.id) == []
     assert "exec -m failed" in lc.logs(m.id)
+
+
+def test_delete_names_the_state_it_really_left(lc, monkeypatch):
+    """Found by the chaos harness: a Stop landing between Delete's read and its delete left an
+    event `failed -> stopped (model deleted)` right after `stopping -> stopped`."""
+    from sqlmodel import Session as OrmSession
+
+    m = llama(lc)
+    lc.transition(m.id, S.FAILED, reason="t", actor="t", allowed_from=(S.STOPPED,))
+    real_execute, moved = OrmSession.execute, []
+
+    def execute(self, statement, *a, **kw):
+        if not moved and getattr(statement, "is_delete", False):
+            moved.append(True)  # the other admin's stop commits first
+            lc.transition(m.id, S.STOPPED, reason="stopped", actor="admin:other", allowed_from=(S.FAILED,))
+        return real_execute(self, statement, *a, **kw)
+
+    monkeypatch.setattr(OrmSession, "execute", execute)
+    lc.delete(m.id, actor="admin:test")
+    last_two = events(lc, m.id)[-2:]
+    assert [(e.from_state, e.to_state, e.reason) for e in last_two] == [
+        (S.FAILED, S.STOPPED, "stopped"), (S.STOPPED, S.STOPPED, "model deleted")]
+
+
+def test_an_edit_racing_a_delete_is_not_found(lc, monkeypatch):
+    """Found by the chaos harness: PUT /api/models/{id} answered 500 (StaleDataError) when a
+    DELETE of the same model won the race."""
+    m = llama(lc)
+    real_validate = crud._validate
+
+    def validate_then_lose_the_race(session, settings, data, **kw):
+        clean = real_validate(session, settings, data, **kw)
+        lc.delete(m.id, actor="admin:other")
+        return clean
+
+    monkeypatch.setattr(crud, "_validate", validate_then_lose_the_race)
+    with pytest.raises(LookupError, match="deleted meanwhile"):
+        crud.update_model(lc.db, lc.settings, m.id, {"name": "tiny", "engine": "llamacpp", "image": LLAMA_IMAGE,
+                                                      "source": "tiny.gguf", "context_size": 128})

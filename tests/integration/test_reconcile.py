@@ -33,6 +33,24 @@ def test_docker_kill_is_seen_within_2s_through_events(bed, docker_client):
     assert_rows_match_containers(bed, docker_client)
 
 
+def test_a_dead_container_started_again_outside_cortex_is_not_the_model(bed, docker_client):
+    """Found by the chaos harness: `docker kill` then `docker start` of a model's container,
+    faster than a pass, left the row `running` on a container nobody had started. Cortex never
+    starts a container twice, so a revived one is not what the admin started: failed, removed."""
+    m = bed.start_ready(bed.llama().id)
+    c = docker_client.containers.get(m.container_id)
+    c.kill()
+    c.start()  # revived before any pass looked
+    # What the event stream delivers meanwhile (the scheduler's thread does this).
+    bed.rec.note_event("die", c.id, {"exitCode": "137"})
+    bed.rec.note_event("start", c.id, {})
+    bed.reconcile()
+    row = bed.row(m.id)
+    assert row.state is S.FAILED and row.state_reason == "its container exited with code 137", row.state_reason
+    assert_rows_match_containers(bed, docker_client)
+    assert docker_client.containers.list(all=True, filters={"id": c.id}) == []
+
+
 def test_without_events_the_periodic_pass_catches_it(bed, docker_client):
     bed.scheduler(reconcile_interval_s=1, docker_events=False)
     m = bed.start_ready(bed.llama().id, actor="admin:test")
