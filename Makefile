@@ -1,5 +1,5 @@
 # Cortex: `make up` runs the console, `make test` runs every test. See README.md.
-.PHONY: up down test engine-up engine-down images bootstrap bench clean
+.PHONY: up down test engine-up engine-down images bootstrap bench chaos clean
 
 up:
 	@scripts/up.sh
@@ -28,6 +28,11 @@ bench:
 	  && .venv/bin/python bench/reconcile.py && .venv/bin/python bench/webhooks.py \
 	  && .venv/bin/python bench/image.py \
 	  && . scripts/env.sh && .venv/bin/python bench/ui.py
+
+# The chaos harness's long form: MINUTES=30 by default, SEED=... replays a run.
+chaos:
+	@scripts/bootstrap.sh dev && eval "$$(scripts/engine.sh up)" && scripts/build-test-images.sh \
+	  && . scripts/env.sh && .venv/bin/python bench/chaos.py --minutes $${MINUTES:-30} $${SEED:+--seed $$SEED}
 
 clean:
 	rm -rf .web .run .builds
