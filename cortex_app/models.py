@@ -90,6 +90,10 @@ class Model(SQLModel, table=True):
     """One model an admin defined: its configuration (intent) and its runtime state."""
 
     __tablename__ = "model"
+    # SQLite would give a new model the id of the last one deleted (max + 1), and with it that
+    # model's history, its containers' label and its place in webhook filters: ids are never
+    # reused. (PostgreSQL's sequences never reuse them anyway.)
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Optional[int] = Field(default=None, primary_key=True)
     name: str = Field(sa_column=sa.Column(sa.String(64), nullable=False, unique=True))

@@ -73,3 +73,34 @@ def test_times_are_aware_after_migration(kind, tmp_path, request):
         assert m.created_at.astimezone(timezone.utc) == m.created_at
         assert (m.gpu_ids, m.extra_args, m.extra_env, m.engine) == ([0, 1], ["--seed", "1"], {"A": "b"}, Engine.VLLM)
     engine.dispose()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_a_model_id_is_never_given_twice(kind, tmp_path, request):
+    """Found by the chaos harness: on SQLite a model made right after the newest one was deleted
+    got its id, and with it that model's event history. A database made before the fix keeps
+    its ids through the migration and stops reusing them."""
+    from sqlmodel import Session
+
+    from cortex_app.models import Engine, Model
+
+    url = f"sqlite:///{tmp_path}/c.db" if kind == "sqlite" else request.getfixturevalue("fresh_postgres_db")
+    engine = sa.create_engine(url)
+
+    def add(name):
+        with Session(engine) as s:
+            m = Model(name=name, served_name=name, engine=Engine.LLAMACPP, image="i", source="a.gguf")
+            s.add(m)
+            s.commit()
+            return m.id
+
+    with engine.connect() as conn:
+        command.upgrade(_config(conn), "0007")
+    first, second = add("a"), add("b")
+    with engine.connect() as conn:
+        command.upgrade(_config(conn), "head")
+    with engine.begin() as conn:
+        assert conn.execute(sa.text("SELECT id FROM model ORDER BY id")).scalars().all() == [first, second]
+        conn.execute(sa.text("DELETE FROM model WHERE id = :i"), {"i": second})
+    assert add("c") > second
+    engine.dispose()
