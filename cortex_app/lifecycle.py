@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from typing import Callable, Collection, Optional
 
 import sqlalchemy as sa
@@ -34,6 +35,7 @@ STOPPABLE = (S.LOADING, S.RUNNING, S.FAILED)
 LOG_LINES_KEPT = 100
 STOP_TIMEOUT_S = 10
 RESTART_ACTOR = "reconciler:restart-on-failure"
+NAME_FREED_WITHIN_S = 5.0
 ANY = object()  # transition(): no expectation about the row's container
 
 
@@ -95,12 +97,13 @@ class Lifecycle:
 
     def transition(self, model_id: int, to: ModelState, *, reason: str, actor: str,
                    allowed_from: Collection[ModelState], log_tail: Optional[str] = None,
-                   expect_container: object = ANY, **fields) -> ModelState:
+                   expect_container: object = ANY, expect_changed_at: object = ANY, **fields) -> int:
         """Move the model to `to` if its state is in `allowed_from`; write the event in the same
-        transaction. Returns the state it left; raises Refused if it was in no allowed state
-        (or another writer changed it between our read and our write). With `expect_container`,
+        transaction. Returns the event's id; raises Refused if it was in no allowed state (or
+        another writer changed it between our read and our write). With `expect_container`,
         the row must also still name that container: a decision about one container never
-        lands on the row of the next one."""
+        lands on the row of the next one. With `expect_changed_at`, its state must not have
+        changed since then (a decision about one `starting` never lands on the next)."""
         with Session(self.db) as session:
             row = session.exec(select(Model.state, Model.name, Model.served_name, Model.engine)
                                .where(Model.id == model_id)).first()
@@ -114,35 +117,39 @@ class Lifecycle:
             if expect_container is not ANY:
                 where.append(Model.container_id.is_(None) if expect_container is None
                              else Model.container_id == expect_container)
+            if expect_changed_at is not ANY:
+                where.append(Model.state_changed_at.is_(None) if expect_changed_at is None
+                             else Model.state_changed_at == expect_changed_at)
             result = session.execute(
                 sa.update(Model).where(*where)
                 .values(state=to, state_reason=reason, updated_at=now, state_changed_at=now, **fields))
             if result.rowcount != 1:  # lost the race: someone moved it after our read
                 session.rollback()
                 raise Refused(f"model {name} changed state meanwhile; try again")
-            session.add(ModelEvent(model_id=model_id, model_name=name, from_state=current, to_state=to,
-                                   reason=reason, actor=actor, log_tail=log_tail, created_at=now))
+            event = ModelEvent(model_id=model_id, model_name=name, from_state=current, to_state=to,
+                               reason=reason, actor=actor, log_tail=log_tail, created_at=now)
+            session.add(event)
             queued = self._outbox(session, EventKind.STATE, model_id, name, served_name, engine, current, to,
                                   reason, now)
             session.commit()
+            event_id = event.id
         if queued:
             webhooks.wake()
         for listener in self.listeners:
-            listener(model_id, to)
+            try:
+                listener(model_id, to)
+            except Exception as exc:  # noqa: BLE001 - the change is committed; a listener never undoes it
+                log.warning("state listener failed for model %s: %s", name, exc)
         log.info("model %s: %s -> %s (%s) by %s", name, current.value, to.value, reason, actor)
-        return current
+        return event_id
 
-    def keep_failure_logs(self, model_id: int, log_tail: str) -> None:
-        """Attach a container's last lines to the model's latest `failed` event, when they could
-        only be read after the row was marked failed (see the reconciler's FailModel)."""
+    def keep_failure_logs(self, event_id: int, log_tail: str) -> None:
+        """Attach a container's last lines to its `failed` event, when they could only be read
+        after the row was marked failed (see the reconciler's FailModel)."""
         with Session(self.db) as session:
-            latest = session.exec(select(sa.func.max(ModelEvent.id)).where(
-                ModelEvent.model_id == model_id, ModelEvent.kind == EventKind.STATE,
-                ModelEvent.to_state == S.FAILED)).first()
-            if latest is not None:
-                session.execute(sa.update(ModelEvent).where(ModelEvent.id == latest, ModelEvent.log_tail.is_(None))
-                                .values(log_tail=log_tail))
-                session.commit()
+            session.execute(sa.update(ModelEvent).where(ModelEvent.id == event_id, ModelEvent.log_tail.is_(None))
+                            .values(log_tail=log_tail))
+            session.commit()
 
     def record(self, model_id: int, model_name: str, state: ModelState, *, kind: EventKind, reason: str,
                actor: str, log_tail: Optional[str] = None, **fields) -> None:
@@ -251,7 +258,16 @@ class Lifecycle:
                 raise
             for c in leftovers:
                 self.runtime.discard(c.id)
-            return self.runtime.create_and_start(spec, port, publish_host)
+        # The name is free once the engine has finished removing it (it may be mid-removal by
+        # the reconciler): a few quick tries.
+        deadline = time.monotonic() + NAME_FREED_WITHIN_S
+        while True:
+            try:
+                return self.runtime.create_and_start(spec, port, publish_host)
+            except ContainerConflict:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
 
     def _claim_port(self, model_id: int, interface: str = PUBLISH_HOST) -> int:
         """Write a free host port on the row. The unique constraint on host_port settles a

@@ -184,11 +184,13 @@ class LeaderLease:
     def _gone(self, holder: str) -> bool:
         if holder_is_dead(holder, self.holder):
             return True
-        cid = holder_container(holder)
-        if cid is None or self.container_running is None or cid == holder_container(self.holder):
+        theirs, mine = holder_container(holder), holder_container(self.holder)
+        if theirs is None or mine is None or theirs == mine or self.container_running is None:
             return False
-        # Another container held it: gone if the engine says that container no longer runs.
-        return self.container_running(cid) is False
+        # Another container held it. Only an engine that runs this console's own container can
+        # vouch that the other one is gone (a console on another engine, sharing the file, is
+        # not "gone" just because this engine never heard of it).
+        return self.container_running(mine) is True and self.container_running(theirs) is False
 
     def release(self) -> None:
         if self._postgres:

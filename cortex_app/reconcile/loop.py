@@ -6,10 +6,11 @@ shows up as a newer row (left alone while `starting`), never as a container the 
 nobody owns. Where the list is older than the row (a container the list missed), the
 action re-checks with the engine before failing anything.
 
-Actions run concurrently, a bounded number at a time, one subject (a model, or an ownerless
-container) after another: a container that ignores SIGTERM delays only its own model. A
-subject whose actions are still running when the next pass plans is left to the pass after
-them (they ask for it when they end), so two passes never act on one model at once.
+Actions run concurrently, a bounded number at a time, one subject (a model, or a container
+to remove) after another: a container that ignores SIGTERM delays only itself. A subject
+whose actions are still running when the next pass plans, or that finished while it read
+(its plan may be older than what they did), is left to the pass after (asked for when they
+end), so two passes never act on one subject at once, nor on a stale view of it.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from cortex_app import crud, journal, webhooks
 from cortex_app.lifecycle import LOG_LINES_KEPT, RESTART_ACTOR, STOP_TIMEOUT_S, Lifecycle, Refused
 from cortex_app.models import EventKind, Model, ModelState, utcnow
 from cortex_app.reconcile.plan import (LEGACY_NAME_PREFIXES, Boot, FailModel, LeaveAlone, MarkRunning, MarkStopped,
-                                       ModelView, RemoveContainer, ResetRestarts, RestartModel, overlay_deaths, plan,
-                                       subject)
+                                       ModelView, RemoveContainer, ResetRestarts, RestartModel, exit_reason,
+                                       overlay_deaths, plan, subject)
 from cortex_app.reconcile.probes import LOADING_PROBE_TIMEOUT_S, health_update, probe_many
 from cortex_app.runtime.docker import ContainerInfo, DockerRuntimeError, EngineUnreachable
 
@@ -88,6 +89,8 @@ class Reconciler:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="reconcile-action")
         self._busy: set[Hashable] = set()
         self._waiting: set[Hashable] = set()  # busy subjects a pass wanted to act on
+        self._tasks: set[asyncio.Future] = set()  # running action groups (the loop keeps only weak refs)
+        self._generation: dict[Hashable, int] = {}  # bumped each time a subject's actions end
         self._busy_lock = threading.Lock()
         self._deaths: dict[str, tuple[Optional[int], float]] = {}
         self._deaths_lock = threading.Lock()
@@ -135,6 +138,8 @@ class Reconciler:
         passes), once they are under way: their subjects stay busy until they end."""
         report = PassReport(started_at=time.time())
         t0 = time.perf_counter()
+        with self._busy_lock:
+            seen = dict(self._generation)  # what had ended when this pass began to read
         try:
             containers = await asyncio.to_thread(self.runtime.list_managed)
             legacy: list[ContainerInfo] = []
@@ -176,28 +181,43 @@ class Reconciler:
                             engine_images={"llamacpp": settings.llamacpp_image, "vllm": settings.vllm_image})
         actions = plan([view(m) for m in rows], containers, healthy, utcnow(), boot=boot_ctx,
                        instance=self.runtime.instance)
-        launched = self._launch(actions, report)
+        if self.engine_interrupted:  # deaths this pass finds are the engine's doing: say so
+            actions = [dataclasses.replace(a, reason=a.reason.replace("its container", "the Docker Engine restarted; "
+                                                                                       "its container", 1))
+                       if isinstance(a, FailModel) else a for a in actions]
         self.engine_interrupted = False
+        launched = self._launch(actions, report, seen)
         self.passes += 1
         report.duration_s = time.perf_counter() - t0
         self.last_report = report
         if wait and launched:
-            await asyncio.gather(*launched)
+            # Shielded: a cancelled waiter (a console stopping mid-boot) must not cancel actions
+            # under way, whose subjects stay busy until they really end.
+            await asyncio.shield(asyncio.gather(*launched))
         return report
 
-    def _launch(self, actions: list, report: PassReport) -> list[asyncio.Future]:
+    def _launch(self, actions: list, report: PassReport, seen: dict) -> list[asyncio.Future]:
         groups: dict[Hashable, list] = {}
         for action in actions:
             groups.setdefault(subject(action), []).append(action)
-        launched = []
+        launched, again = [], False
         for key, group in groups.items():
             with self._busy_lock:
-                if key in self._busy:
-                    self._waiting.add(key)
+                busy = key in self._busy
+                if busy or self._generation.get(key, 0) != seen.get(key, 0):
+                    # Still at work, or done since this pass read: its plan may be stale.
+                    if busy:
+                        self._waiting.add(key)
+                    again = again or not busy
                     report.deferred += len(group)
                     continue
                 self._busy.add(key)
-            launched.append(asyncio.ensure_future(self._run_group(key, group, report)))
+            task = asyncio.ensure_future(self._run_group(key, group, report))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            launched.append(task)
+        if again and self.on_subject_free is not None:
+            self.on_subject_free()  # a fresh look at what ended while this pass read
         return launched
 
     async def _run_group(self, key: Hashable, group: list, report: PassReport) -> None:
@@ -216,12 +236,13 @@ class Reconciler:
         finally:
             with self._busy_lock:
                 self._busy.discard(key)
+                self._generation[key] = self._generation.get(key, 0) + 1
                 wanted = key in self._waiting
                 self._waiting.discard(key)
             if wanted and self.on_subject_free is not None:
                 self.on_subject_free()
 
-    async def drain(self, timeout: float = 60.0) -> None:
+    async def drain(self, timeout: float) -> None:
         """Wait until no action of any pass is running (console shutdown)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -259,17 +280,23 @@ class Reconciler:
             journal.record(lc.db, "container.left-alone", action.name, action.reason)
         elif isinstance(action, MarkStopped):
             lc.transition(action.model_id, S.STOPPED, reason=action.reason, actor=ACTOR,
-                          allowed_from=(action.expect,), host_port=None, container_id=None, stopped_at=utcnow())
+                          allowed_from=(action.expect,), expect_changed_at=action.changed_at,
+                          host_port=None, container_id=None, stopped_at=utcnow())
         elif isinstance(action, RestartModel):
-            # Only from `failed`: an admin who stopped it meanwhile has the last word.
+            # Only from `failed`, once due, and only the attempt planned: an admin who stopped it
+            # meanwhile has the last word, and a restart already made is not made twice.
+            m = lc.get(action.model_id)
+            if (m.state != S.FAILED or m.restart_attempts != action.attempt - 1 or m.next_restart_at is None
+                    or m.next_restart_at > utcnow()):
+                raise Refused(f"model {m.name} is no longer due for restart {action.attempt}")
             lc.start(action.model_id, actor=RESTART_ACTOR, allowed_from=(S.FAILED,),
                      restart_attempt=action.attempt,
                      reason=f"restart on failure, attempt {action.attempt}/{action.of}")
         elif isinstance(action, ResetRestarts):
-            with Session(lc.db) as session:
-                m = session.get(Model, action.model_id)
-                m.restart_attempts = 0
-                session.add(m)
+            with Session(lc.db) as session:  # only while it still runs
+                session.execute(Model.__table__.update().where(
+                    Model.id == action.model_id, Model.state == S.RUNNING, Model.restart_attempts > 0)
+                    .values(restart_attempts=0))
                 session.commit()
 
     def _fail(self, a: FailModel) -> None:
@@ -283,13 +310,9 @@ class Reconciler:
             if info is not None and info.running and info.id not in died:
                 return  # the list was older than the row: the container is fine
             if info is not None:
-                why = (f"its container exited with code {died.get(info.id, info.exit_code)}"
-                       if info.id in died or not info.live else f"its container is {info.state}")
+                why = exit_reason(overlay_deaths([info], died)[0])
                 a = dataclasses.replace(a, reason=a.reason.replace("its container is gone", why), container_id=info.id,
                                         container_missing=False, container_running=False)
-        if self.engine_interrupted:
-            a = dataclasses.replace(a, reason=a.reason.replace("its container", "the Docker Engine restarted; "
-                                                                                 "its container", 1))
         fields = dict(host_port=None, container_id=None, stopped_at=utcnow(), next_restart_at=a.next_restart_at)
         if a.container_id and a.container_running:
             # It still serves: stop it (gracefully) before the row says it is gone.
@@ -300,12 +323,12 @@ class Reconciler:
             return
         # Dead (or paused): the row tells the truth at once; the last lines are kept right
         # after (reading them waits until the engine has finished tearing the container down).
-        self.lc.transition(a.model_id, S.FAILED, reason=a.reason, actor=ACTOR, allowed_from=(a.expect,),
-                           expect_container=a.row_container, **fields)
+        event_id = self.lc.transition(a.model_id, S.FAILED, reason=a.reason, actor=ACTOR, allowed_from=(a.expect,),
+                                      expect_container=a.row_container, **fields)
         if a.container_id:
             logs = rt.logs_tail(a.container_id, LOG_LINES_KEPT)
             if logs:
-                self.lc.keep_failure_logs(a.model_id, logs)
+                self.lc.keep_failure_logs(event_id, logs)
             rt.discard(a.container_id)
 
     def _remove(self, a: RemoveContainer) -> None:
@@ -384,7 +407,6 @@ class Reconciler:
 
         with ThreadPoolExecutor(max_workers=min(16, max(1, len(active)))) as pool:
             stopped = sum(pool.map(stop, active))
-            # Anything else (a start cut short, a stray), likewise at once.
-            list(pool.map(lambda c: self.runtime.stop_and_remove(c.id, timeout=STOP_TIMEOUT_S),
-                          self.runtime.list_managed()))
+            # Anything else (a start cut short, a stray) nobody asked for: a short grace, then gone.
+            list(pool.map(lambda c: self.runtime.discard(c.id), self.runtime.list_managed()))
         return stopped

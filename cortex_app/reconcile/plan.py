@@ -109,6 +109,7 @@ class MarkStopped:
     model_id: int
     reason: str
     expect: ModelState
+    changed_at: Optional[datetime] = None  # the row's state_changed_at when planned: acted on only if unchanged
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,7 @@ def restart_backoff_s(attempts_so_far: int) -> float:
     return min(RESTART_BACKOFF_BASE_S * (2 ** attempts_so_far), RESTART_BACKOFF_CAP_S)
 
 
-def _exit_reason(c: Optional[ContainerInfo]) -> str:
+def exit_reason(c: Optional[ContainerInfo]) -> str:
     if c is None:
         return "its container is gone"
     if c.oom_killed:
@@ -217,9 +218,12 @@ def _fail(m: ModelView, reason: str, now: datetime, c: Optional[ContainerInfo]) 
 
 
 def subject(action: Action) -> Hashable:
-    """What an action works on: actions on one subject run in order, different subjects at once."""
-    model_id = getattr(action, "model_id", None)
-    return ("model", model_id) if model_id is not None else ("container", action.container_id)
+    """What an action works on: actions on one subject run in order, different subjects at once.
+    Removing a container is the container's own business (several strays of one model go at
+    once); everything else that acts on a row is its model's."""
+    if isinstance(action, (RemoveContainer, LeaveAlone)):
+        return ("container", action.container_id)
+    return ("model", action.model_id)
 
 
 def plan(models: Sequence[ModelView], containers: Sequence[ContainerInfo], healthy: set[int], now: datetime,
@@ -258,7 +262,7 @@ def plan(models: Sequence[ModelView], containers: Sequence[ContainerInfo], healt
             for c in mine:
                 actions.append(RemoveContainer(c.id, f"removed: {m.state.value} was interrupted", m.id, m.name))
             actions.append(MarkStopped(m.id, f"{m.state.value} was interrupted (console stopped mid-way); "
-                                             "resolved to stopped", expect=m.state))
+                                             "resolved to stopped", expect=m.state, changed_at=m.state_changed_at))
             continue
 
         if m.state in (S.STOPPED, S.FAILED):
@@ -286,11 +290,11 @@ def plan(models: Sequence[ModelView], containers: Sequence[ContainerInfo], healt
                 actions.append(RemoveContainer(own.id, "removed: console restarted", m.id, m.name))
             why = ("console restarted; models start only when an admin starts them" if not boot.keep_models
                    else "console restarted; its container could not be adopted")
-            actions.append(MarkStopped(m.id, why, expect=m.state))
+            actions.append(MarkStopped(m.id, why, expect=m.state, changed_at=m.state_changed_at))
             continue
 
         if own is None or not own.running:
-            actions.append(_fail(m, _exit_reason(own) + (" while loading" if m.state == S.LOADING else ""), now, own))
+            actions.append(_fail(m, exit_reason(own) + (" while loading" if m.state == S.LOADING else ""), now, own))
             continue
         if own.spec_hash != m.spec_hash:
             actions.append(_fail(m, "its container does not match the config it was started with", now, own))

@@ -41,10 +41,13 @@ from cortex_app.webhooks import Deliverer
 log = logging.getLogger(__name__)
 TRIGGERING_ACTIONS = {"die", "oom", "destroy", "start", "stop", "kill", "pause", "unpause"}
 EVENT_SETTLE_S = (0.05, 0.15, 0.4)
-EVENTS_RETRY_MAX_S = 1.0  # the event stream is reconnected at least this often while the engine is away
+# While the engine is away the event stream is retried this often (a failed try costs nothing):
+# once it answers again, the catch-up pass follows within a quarter of a second.
+EVENTS_RETRY_S = 0.25
 LOADING_REFRESH_S = 0.5  # the loading watcher re-reads which models load (other processes' starts)
 WEBHOOK_POLL_S = 0.25  # the outbox is read this often (a query; sends only when something is due)
 GPU_SAMPLE_S = 5.0
+SHUTDOWN_DRAIN_S = 3.0  # at shutdown, how long actions under way may take before the models are stopped
 JOBS = ("reconcile", "probes", "loading", "webhooks", "gpus", "lease", "docker-events")
 
 
@@ -181,14 +184,17 @@ class ConsoleScheduler:
                 pass
         await self._reconcile_soon.cancel()
         await self._deliver_soon.cancel()
-        await self.reconciler.drain()  # actions under way (a restart creating a container) end first
         was_leader = self.lease.is_leader
         try:
-            if was_leader and not self.settings.keep_models_on_restart and self._pass_lock is not None:
-                # Under the pass lock: no pass can start a model behind the shutdown's back.
+            if was_leader and self._pass_lock is not None:
+                # Under the pass lock (no pass can start a model behind the shutdown's back), once
+                # the actions of earlier passes have ended (a restart creating a container), or
+                # SHUTDOWN_DRAIN_S has passed: Docker gives the whole stop 10 s.
                 async with self._pass_lock:
-                    n = await asyncio.to_thread(self.reconciler.shutdown_models)
-                log.info("shutdown: stopped %d models", n)
+                    await self.reconciler.drain(timeout=SHUTDOWN_DRAIN_S)
+                    if not self.settings.keep_models_on_restart:
+                        n = await asyncio.to_thread(self.reconciler.shutdown_models)
+                        log.info("shutdown: stopped %d models", n)
         except Exception as exc:  # noqa: BLE001
             log.warning("shutdown: could not stop models: %s", exc)
         finally:
@@ -223,6 +229,8 @@ class ConsoleScheduler:
             if not self.lease.is_leader or self._stopping.is_set():
                 return
             async with self._pass_lock:
+                if self._stopping.is_set():
+                    return  # it waited for the lock while the console began to stop
                 if not self.booted:
                     await self._boot()  # the engine was down when the console started
                     return
@@ -279,7 +287,8 @@ class ConsoleScheduler:
                     if kick:
                         self._reconcile_soon.kick()
                     self._ok("loading")
-                    wake_at = min([refresh_at, *due.values()])
+                    # A model with no address yet (the wiring is not known) waits for the refresh.
+                    wake_at = min([refresh_at, *(due[t.model_id] for t in targets if t.url)])
                 except Exception as exc:  # noqa: BLE001 - the watcher never dies; the periodic pass covers it
                     self._failed("loading", str(exc) or type(exc).__name__)
                     wake_at = time.monotonic() + 1.0
@@ -340,11 +349,9 @@ class ConsoleScheduler:
     # --- Docker events ------------------------------------------------------------------
 
     def _follow_events(self) -> None:
-        backoff = 0.25
         while not self._stopping.is_set():
             try:
                 self._stream = self.reconciler.runtime.events(since=int(time.time()))
-                backoff = 0.25
                 self._ok("docker-events")
                 self.run_reconcile_now()  # catch up on anything missed while disconnected
                 for event in self._stream:
@@ -367,5 +374,4 @@ class ConsoleScheduler:
                     return
                 self.reconciler.engine_interrupted = True
                 self._failed("docker-events", str(exc) or type(exc).__name__)
-            self._stopping.wait(backoff)
-            backoff = min(backoff * 2, EVENTS_RETRY_MAX_S)
+            self._stopping.wait(EVENTS_RETRY_S)

@@ -146,13 +146,14 @@ def assert_rows_match_containers(bed, docker_client, settle_s: float = 2.0):
 
 
 def _rows_match_containers(bed, docker_client):
-    containers = docker_client.containers.list(all=True, filters={"label": f"{LABEL_MANAGED}=true"})
-    mine = [c for c in containers if c.labels.get("cortex.test-run")]
-    by_id = {c.id: c for c in mine}
+    # The low-level list: the high-level one inspects each container and races its removal.
+    containers = docker_client.api.containers(all=True, filters={"label": f"{LABEL_MANAGED}=true"})
+    mine = [c for c in containers if (c.get("Labels") or {}).get("cortex.test-run")]
+    by_id = {c["Id"]: c for c in mine}
     rows = crud.list_models(bed.db)
     for m in rows:
         if m.state in (S.LOADING, S.RUNNING):
-            assert m.container_id in by_id and by_id[m.container_id].status == "running", m
+            assert m.container_id in by_id and by_id[m.container_id]["State"] == "running", m
         else:
             assert m.container_id is None
     wanted = {m.container_id for m in rows if m.container_id}

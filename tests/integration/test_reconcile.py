@@ -10,6 +10,7 @@ from sqlmodel import Session
 
 from cortex_app import crud
 from cortex_app.engines import build_spec
+from cortex_app.engines.spec import LABEL_MANAGED
 from cortex_app.lifecycle import Lifecycle
 from cortex_app.models import EventKind, Model, ModelState
 from cortex_app.reconcile.loop import Reconciler
@@ -30,6 +31,61 @@ def test_docker_kill_is_seen_within_2s_through_events(bed, docker_client):
     took = time.monotonic() - t0
     assert "exited with code 137" in failed.state_reason, failed.state_reason
     assert took < 2
+    assert_rows_match_containers(bed, docker_client)
+
+
+def test_readiness_is_seen_a_moment_after_health_answers(bed, docker_client):
+    """One readiness path, the one admins run: the scheduler's loading watcher probes a loading
+    model every 25 ms at first and the pass it triggers marks it running. (It was a pass a
+    second: up to a second between /health 200 and the row, and tests judged readiness with
+    code of their own.) Timed here with a 2 ms /health watcher, three starts."""
+    import httpx
+
+    bed.scheduler(reconcile_interval_s=60, docker_events=True)
+    m = bed.llama()
+    lags = []
+    for _ in range(3):
+        started = bed.lc.start(m.id, actor="admin:test")
+        assert started.state is S.LOADING
+        with httpx.Client(timeout=1) as http:
+            while True:
+                try:
+                    if http.get(bed.lc.health_url(started)).status_code == 200:
+                        first_200 = time.monotonic()
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.002)
+        wait_for(lambda: bed.row(m.id).state is S.RUNNING, timeout=5, interval=0.002)
+        lags.append(time.monotonic() - first_200)
+        assert [e.actor for e in bed.events(m.id) if e.to_state is S.RUNNING][-1] == "reconciler"
+        bed.lc.stop(m.id, actor="admin:test")
+    assert max(lags) < 0.3, f"/health 200 -> row running took {[f'{x * 1000:.0f} ms' for x in lags]}"
+
+
+def test_one_slow_removal_holds_up_no_other_model(bed, docker_client, test_labels):
+    """A container nobody asked for that ignores SIGTERM took 10.6 s to go (a graceful stop),
+    and the pass did nothing else meanwhile. Now it gets 0.25 s, and actions of different
+    models run at once: a kill of another model is seen as fast as ever."""
+    bed.scheduler(reconcile_interval_s=60, docker_events=True)
+    victim = bed.start_ready(bed.llama("victim").id)
+    stopped = bed.llama("idle")
+    stubborn = docker_client.containers.run(
+        BUSYBOX_IMAGE, ["sh", "-c", "trap '' TERM; while :; do sleep 1; done"], detach=True,
+        labels={**test_labels, LABEL_MANAGED: "true", "cortex.model-id": str(stopped.id),
+                "cortex.spec-hash": "forged"}, restart_policy={"Name": "no"})
+    t0 = time.monotonic()
+    docker_client.containers.get(victim.container_id).kill()
+    wait_for(lambda: bed.row(victim.id).state is S.FAILED, timeout=2, interval=0.01)
+    failed_after = time.monotonic() - t0
+    # The low-level list: the high-level one inspects each container and races its removal.
+    wait_for(lambda: not docker_client.api.containers(all=True, filters={"id": stubborn.id}), timeout=3,
+             interval=0.01)
+    gone_after = time.monotonic() - t0
+    assert failed_after < 1 and gone_after < 1.5, (failed_after, gone_after)
+    # Recorded a moment after the engine removed it.
+    [ev] = wait_for(lambda: bed.events(stopped.id, kind=EventKind.CONTAINER), timeout=2)
+    assert "models run only when an admin starts them" in ev.reason
     assert_rows_match_containers(bed, docker_client)
 
 

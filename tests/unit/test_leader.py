@@ -90,21 +90,28 @@ def test_a_console_container_that_no_longer_runs_leaves_the_lease_at_once(tmp_pa
     """The README's upgrade, as a new user tried it: `docker rm -f cortex`, then `docker run` of
     the new image on the same volume. The old console's container is gone from the engine; its
     lease must not block the new console's boot pass (it did for 30 s, then the new one took
-    over as a follower and kept every model running). A live one is still respected."""
+    over as a follower and kept every model running). A live one is still respected, and so
+    is one the engine cannot vouch for."""
     url = f"sqlite:///{tmp_path}/c.db"
     migrate(url)
     db = sa.create_engine(url)
     old, new = "ab" * 32, "cd" * 32
-    engine = {old: False}  # what the engine says: the old container does not run
+    engine = {new: True, old: False}  # what the engine says: the new console runs, the old one does not
 
     def lease(cid):
         return LeaderLease(db, ttl_s=300, holder=f"{cid}:1:ns.boot:1-aaaaaa", container_running=engine.get)
 
     assert lease(old).acquire_or_renew() is True
     assert lease(new).acquire_or_renew() is True  # at once, not after 300 s
-    engine[new] = True
+    engine[old] = True
     assert lease(old).acquire_or_renew() is False  # a running holder is respected
     engine[new] = None  # the engine cannot say (unreachable): wait for the expiry
     assert lease(old).acquire_or_renew() is False
+    # An engine that does not know this console's own container (it runs on another one) cannot
+    # vouch that the holder is gone either.
+    third = "ef" * 32
+    engine.update({new: False, third: False})
+    assert LeaderLease(db, ttl_s=300, holder=f"{third}:1:ns.boot:1-aaaaaa",
+                       container_running=engine.get).acquire_or_renew() is False
     # Without an engine to ask (a console on the host), only the expiry or the pid tells.
     assert LeaderLease(db, ttl_s=300, holder="host:1:ns.boot:1-aaaaaa").acquire_or_renew() is False

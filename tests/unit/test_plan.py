@@ -133,9 +133,12 @@ def test_boot_removes_legacy_and_reports_look_alikes():
 
 
 def test_actions_on_one_subject_stay_together():
-    actions = [RemoveContainer("x", "r", 1), MarkStopped(1, "r", S.RUNNING), RemoveContainer("y", "r"),
-               FailModel(2, "r", S.RUNNING)]
-    assert [subject(a) for a in actions] == [("model", 1), ("model", 1), ("container", "y"), ("model", 2)]
+    """A row's actions run one after another; each container to remove is its own subject (the
+    strays of one model go at once, not one 0.25 s grace after another)."""
+    actions = [RemoveContainer("x", "r", 1), MarkStopped(1, "r", S.RUNNING), RemoveContainer("y", "r", 1),
+               FailModel(2, "r", S.RUNNING), RestartModel(2, 1, 3), LeaveAlone("z", "old", "r")]
+    assert [subject(a) for a in actions] == [("container", "x"), ("model", 1), ("container", "y"), ("model", 2),
+                                             ("model", 2), ("container", "z")]
 
 
 def test_a_second_container_of_a_running_model_is_removed():
