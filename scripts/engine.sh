@@ -119,7 +119,12 @@ case "${1:-}" in
       log "private engine stopped; images kept in $E/data (rm -rf $E to drop them)"
       exit 0
     fi
-    # Undo what dockerd changed on the host (it leaves all of this behind).
+    # Undo what dockerd changed on the host (it leaves all of this behind), and only if this
+    # script set it up: never the networking of an engine that is someone else's.
+    if [ ! -f "$E/host-before" ]; then
+      log "private engine stopped; host networking left as it was (this script did not set it up)"
+      exit 0
+    fi
     ip link del docker0 2>/dev/null || true
     for table in filter nat; do
       for chain in $(iptables -t "$table" -S 2>/dev/null | awk '/^-N DOCKER/ {print $2}'); do

@@ -46,8 +46,11 @@ if [ ! -f "$BUILD/build/client/index.html" ]; then
     fi
     rm -rf "$BUILD.tmp" && mkdir -p "$BUILD.tmp/build" && cp -r .web/build/client "$BUILD.tmp/build/client"
     rm -rf "$BUILD" && mv "$BUILD.tmp" "$BUILD"
-    # Keep the three newest builds (other ports, earlier code).
-    ls -1dt "$BUILDS"/*/ 2>/dev/null | tail -n +4 | xargs -r rm -rf
+    # Old builds go (other ports, earlier code): beyond the ten newest, those not used for a
+    # day (every start touches its build; a console serving one for days keeps it).
+    ls -1dt "$BUILDS"/*/ 2>/dev/null | tail -n +11 | while IFS= read -r old; do
+      [ -n "$(find "$old" -maxdepth 0 -mtime +0)" ] && rm -rf -- "$old"
+    done
   fi
   flock -u 9
 fi

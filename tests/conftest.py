@@ -37,7 +37,9 @@ def missing(what: str) -> None:
     pytest.skip(f"{what}; run `make test` to set up the test bed")
 
 
-from tests.console import Console, free_port, launch  # noqa: E402,F401 - tests import free_port from here
+from tests.console import Console, free_port, launch, port_is_free  # noqa: E402,F401 - tests import free_port
+
+SESSION_CONSOLE_PORT = free_port()
 
 
 def wait_http(url: str, timeout: float, ok=lambda r: r.status_code == 200, proc=None,
@@ -230,9 +232,12 @@ def start_console(tmp_path_factory) -> Iterator[Callable[..., Console]]:
     started: list[Console] = []
 
     def start(data_dir: Path | None = None, **settings: str) -> Console:
-        # A restart on the same data dir keeps its port, as an admin's would (and its compiled
-        # frontend: make up compiles once per port and version of the code).
+        # A restart on the same data dir keeps its port, as an admin's would; any other console
+        # takes the session's port while it is free. make up compiles the frontend once per port
+        # (and version of the code): a fresh port costs ~20 s, a known one nothing.
         port = next((int(c.url.rsplit(":", 1)[1]) for c in reversed(started) if c.data_dir == data_dir), None)
+        if port is None and port_is_free(SESSION_CONSOLE_PORT):
+            port = SESSION_CONSOLE_PORT
         console = launch(data_dir or tmp_path_factory.mktemp("console"), port, **settings)
         started.append(console)
         return console

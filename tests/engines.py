@@ -51,10 +51,15 @@ def _env(**extra: str) -> dict:
     return env
 
 
+def host_of(env: dict) -> str:
+    """The DOCKER_HOST of the private engine scripts/engine.sh acts on with this environment."""
+    return subprocess.run([str(ENGINE_SH), "host"], env=env, capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
 def private_host() -> str:
     """The DOCKER_HOST of make test's private engine (scripts/engine.sh's default folder)."""
-    return subprocess.run([str(ENGINE_SH), "host"], env=_env(), capture_output=True, text=True,
-                          check=True).stdout.strip()
+    return host_of(_env())
 
 
 def copy_images(source_host: str, target_host: str, images: Sequence[str]) -> None:
