@@ -25,6 +25,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import sqlite3
 import statistics
 import subprocess
@@ -48,12 +49,10 @@ from standardwebhooks import Webhook  # noqa: E402
 
 from bench.chaos_invariants import (Ctr, Delivery, Event, Row, Snapshot, Tracker, agrees,  # noqa: E402
                                     disagreement, timeline_violations, webhook_violations)
+from bench.common import BUSYBOX_IMAGE, LLAMA_IMAGE, VLLM_IMAGE, pct  # noqa: E402
 from tests import engines  # noqa: E402
 from tests.console import Console, ConsoleFailed, free_port, launch  # noqa: E402
 
-LLAMA_IMAGE = "cortex-test/llama-server:latest"
-VLLM_IMAGE = "cortex-test/vllm-standin:latest"
-BUSYBOX_IMAGE = "cortex-test/busybox:latest"
 ADMIN, PASSWORD = "chaos", "chaos-harness-pass-1"
 FORGED = "chaos.forged"
 SAMPLE_EVERY_S = 0.05
@@ -67,12 +66,12 @@ WEIGHTS = {
     "docker_kill": 9, "docker_stop": 5, "docker_rm": 4, "docker_start_exited": 4, "docker_pause": 4,
     "forge": 7, "rename": 3,
     # the big ones
-    "engine_restart": 1.5, "engine_outage": 1.2, "console_sigterm": 1.0, "console_sigkill": 1.0,
-    "console_sigkill_mid_start": 1.0, "receiver_down": 2.0,
+    "engine_restart": 1.2, "engine_outage": 0.8, "console_sigterm": 0.7, "console_sigkill": 0.7,
+    "console_sigkill_mid_start": 0.7, "receiver_down": 1.5,
 }
 ADMIN_KINDS = {"start", "stop", "apply", "create", "delete", "conflict"}
 ENGINE_KINDS = {"docker_kill", "docker_stop", "docker_rm", "docker_start_exited", "docker_pause", "forge", "rename"}
-MEAN_GAP_S = 0.7
+MEAN_GAP_S = 0.35
 
 
 def llama(**kw) -> dict:
@@ -121,11 +120,6 @@ def schedule(seed: int, count: int, cover: bool = False) -> list[Step]:
         kind = first[n - 1] if n <= len(first) else rng.choices(kinds, weights)[0]
         steps.append(Step(n, kind, round(rng.expovariate(1 / MEAN_GAP_S), 3), rng.choice(SLOTS), rng.random()))
     return steps
-
-
-def pct(values: list[float], p: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
 
 
 class Receiver:
@@ -199,8 +193,9 @@ class Stats:
 
 class Chaos:
     def __init__(self, seed: int, minutes: float, workdir: Path, engine: engines.Engine, cover: bool,
-                 out: Callable[[str], None] = print):
+                 out: Callable[[str], None] = print, port: Optional[int] = None):
         self.seed, self.minutes, self.workdir, self.engine, self.cover = seed, minutes, workdir, engine, cover
+        self.port = port
         self.out = out
         self.client = docker.DockerClient(base_url=engine.host, timeout=60)
         self.stats = Stats()
@@ -238,7 +233,8 @@ class Chaos:
                        check=True, capture_output=True)
         self.receiver = Receiver()
         t0 = time.monotonic()
-        self.console = launch(self.workdir / "data", DOCKER_HOST=self.engine.host, CORTEX_MODELS_DIR=str(models),
+        self.console = launch(self.workdir / "data", self.port, DOCKER_HOST=self.engine.host,
+                              CORTEX_MODELS_DIR=str(models),
                               CORTEX_LLAMACPP_IMAGE=LLAMA_IMAGE, CORTEX_VLLM_IMAGE=VLLM_IMAGE,
                               CORTEX_ADMIN_USER=ADMIN, CORTEX_ADMIN_PASSWORD=PASSWORD)
         self.stats.console_starts.append(time.monotonic() - t0)
@@ -427,10 +423,11 @@ class Chaos:
         before = {c.id for c in self.containers()} if engine_was_up else set()
         began = time.time()
         if step.kind == "console_sigkill_mid_start":
-            mid = self.ids.get(step.slot) or self.ids["llama-a"]
-            threading.Thread(target=self._call, args=("POST", f"/api/models/{mid}/start", "start"),
-                             daemon=True).start()
-            time.sleep(0.15 * step.x)
+            mid = self.ids.get(step.slot) or next(iter(self.ids.values()), None)
+            if mid is not None:  # every model deleted: a plain kill
+                threading.Thread(target=self._call, args=("POST", f"/api/models/{mid}/start", "start"),
+                                 daemon=True).start()
+                time.sleep(0.15 * step.x)
         self._set_able(console_up=False)
         if step.kind == "console_sigterm":
             self.console.stop()
@@ -585,6 +582,7 @@ class Chaos:
         sampler.start()
         end = time.monotonic() + self.minutes * 60
         last_progress = time.monotonic()
+        steplog = open(self.workdir / "chaos-steps.log", "w", buffering=1)  # every step, timed (--keep keeps it)
         for step in schedule(self.seed, 100_000, self.cover):
             if time.monotonic() + step.gap_s >= end:
                 break
@@ -593,6 +591,7 @@ class Chaos:
             self._tick(time.monotonic() + step.gap_s)
             self.step_no = step.n
             self.log.append(f"step {step.n}: {step.kind} {step.slot} x={step.x:.2f}")
+            steplog.write(f"{time.time():.3f} {self.log[-1]}\n")
             try:
                 ended = self.inject(step)
             except ConsoleFailed as exc:
@@ -614,6 +613,7 @@ class Chaos:
                 last_progress = time.monotonic()
                 self.out(f"chaos: {sum(self.stats.faults.values())} faults, {len(self.violations)} violations, "
                          f"{(end - time.monotonic()) / 60:.1f} min left")
+        steplog.close()
         return self.finish(sampler)
 
     def finish(self, sampler: threading.Thread) -> int:
@@ -720,13 +720,22 @@ def _ts(value) -> Optional[float]:
     return datetime.fromisoformat(str(value)).replace(tzinfo=timezone.utc).timestamp()
 
 
+def _interrupted(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
+    # SIGTERM (a CI timeout, kill) ends the run like Ctrl-C: the console and its containers are
+    # cleaned up in the `finally` below, not left behind.
+    signal.signal(signal.SIGTERM, _interrupted)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--minutes", type=float, default=30.0)
     p.add_argument("--seed", type=int, default=None, help="replay a run (printed by every run)")
     p.add_argument("--cover", action="store_true", help="begin with every kind of fault once")
     p.add_argument("--keep", action="store_true", help="keep the work folder (console log, database, report)")
     p.add_argument("--verbose", action="store_true", help="say what was still wrong when truth took long")
+    p.add_argument("--port", type=int, default=None,
+                   help="the console's port (a free one by default; make up compiles once per port)")
     p.add_argument("--restartable", action="store_true",
                    help="DOCKER_HOST is an engine this run may restart (scripts/engine.sh finds it through "
                         "CORTEX_ENGINE_DIR / CORTEX_ENGINE_BRIDGE); without it, one is chosen (tests/engines.py)")
@@ -736,11 +745,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     if not host:
         print("chaos: DOCKER_HOST is not set (make chaos, or eval \"$(scripts/engine.sh up)\")", file=sys.stderr)
         return 2
+    if args.restartable and engines.host_of(dict(os.environ)) != host:
+        print(f"chaos: --restartable, but scripts/engine.sh (CORTEX_ENGINE_DIR={os.environ.get('CORTEX_ENGINE_DIR', '')})"
+              f" does not run DOCKER_HOST={host}: it would restart another engine", file=sys.stderr)
+        return 2
     engine = (engines.Engine(host, dict(os.environ), started_here=False) if args.restartable
               else engines.restartable(host, images=(LLAMA_IMAGE, VLLM_IMAGE, BUSYBOX_IMAGE)))
     workdir = Path(tempfile.mkdtemp(prefix="cortex-chaos-"))
     print(f"chaos: seed {seed}, {args.minutes:g} min, engine {engine.host}, work folder {workdir}", flush=True)
-    chaos = Chaos(seed, args.minutes, workdir, engine, args.cover, out=lambda s: print(s, flush=True))
+    chaos = Chaos(seed, args.minutes, workdir, engine, args.cover, out=lambda s: print(s, flush=True),
+                  port=args.port)
     chaos.verbose = args.verbose
     try:
         return chaos.run()

@@ -22,12 +22,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Optional, Sequence
 
+from cortex_app.reconcile.plan import STUCK_AFTER_S
+
 LIVE = ("running", "paused", "restarting")
 ACTIVE = ("loading", "running")
 IN_FLIGHT = ("starting", "stopping")
 GONE_WITHIN_S = 1.0
 AGREE_WITHIN_S = 1.0
-STUCK_BOUND_S = 75.0  # the reconciler resolves a stuck row after 60 s (plan.STUCK_AFTER_S) + a pass
+STUCK_BOUND_S = STUCK_AFTER_S + 15.0  # the reconciler resolves a stuck row after STUCK_AFTER_S, at its next pass
 
 # The state machine (lifecycle.py, reconcile/plan.py): every edge a state event may take.
 LEGAL = {
