@@ -139,7 +139,7 @@ class Reconciler:
         report = PassReport(started_at=time.time())
         t0 = time.perf_counter()
         with self._busy_lock:
-            seen = dict(self._generation)  # what had ended when this pass began to read
+            generations = dict(self._generation)  # what had ended when this pass began to read
         try:
             containers = await asyncio.to_thread(self.runtime.list_managed)
             legacy: list[ContainerInfo] = []
@@ -186,7 +186,7 @@ class Reconciler:
                                                                                        "its container", 1))
                        if isinstance(a, FailModel) else a for a in actions]
         self.engine_interrupted = False
-        launched = self._launch(actions, report, seen)
+        launched = self._launch(actions, report, generations)
         self.passes += 1
         report.duration_s = time.perf_counter() - t0
         self.last_report = report
@@ -196,7 +196,7 @@ class Reconciler:
             await asyncio.shield(asyncio.gather(*launched))
         return report
 
-    def _launch(self, actions: list, report: PassReport, seen: dict) -> list[asyncio.Future]:
+    def _launch(self, actions: list, report: PassReport, generations: dict) -> list[asyncio.Future]:
         groups: dict[Hashable, list] = {}
         for action in actions:
             groups.setdefault(subject(action), []).append(action)
@@ -204,7 +204,7 @@ class Reconciler:
         for key, group in groups.items():
             with self._busy_lock:
                 busy = key in self._busy
-                if busy or self._generation.get(key, 0) != seen.get(key, 0):
+                if busy or self._generation.get(key, 0) != generations.get(key, 0):
                     # Still at work, or done since this pass read: its plan may be stale.
                     if busy:
                         self._waiting.add(key)
