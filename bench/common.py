@@ -6,6 +6,7 @@ outside, on the production path)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import sqlite3
 import subprocess
@@ -55,6 +56,20 @@ def bench_console(workdir: Path, docker_host: str, **settings: str) -> Console:
 
 def tiny(name: str) -> dict:
     return {"name": name, "engine": "llamacpp", "source": "tiny.gguf", "threads": 1, "extra_args": ["--poll", "0"]}
+
+
+def group_rss_mb(pgid: int) -> list[float]:
+    """RSS (MB) of every process in a process group (a console started by make up is one)."""
+    import psutil
+
+    out = []
+    for p in psutil.process_iter(["pid"]):
+        try:
+            if os.getpgid(p.pid) == pgid:
+                out.append(p.memory_info().rss / 2**20)
+        except (ProcessLookupError, psutil.Error):
+            pass
+    return out
 
 
 class Rows:

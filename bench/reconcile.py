@@ -26,13 +26,12 @@ import time
 from pathlib import Path
 
 import docker
-import psutil
 import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import (BUSYBOX_IMAGE, DockerCountingProxy, Rows, bench_console, figures,  # noqa: E402
-                          tiny)
+                          group_rss_mb, tiny)
 from cortex_app.models import Model, utcnow  # noqa: E402
 from cortex_app.reconcile.probes import probe_many  # noqa: E402
 from tests.console import Console  # noqa: E402
@@ -152,8 +151,7 @@ def big_pass(host: str) -> None:
         calls = sum((c for c, _ in per_pass), start=Counter())
         n = sum(k for _, k in per_pass)
         per = {k: v / n for k, v in sorted(calls.items())}
-        procs = [p for p in psutil.process_iter(["pid"]) if _in_group(p, console.pid)]
-        rss = [p.memory_info().rss / 2**20 for p in procs]
+        rss = group_rss_mb(console.pid)
         print(f"pass: 500 rows, 100 containers          {figures(durations)}   (the console's own passes)")
         print(f"pass: Docker API calls per pass         {per}   (over {n} passes, counted at the socket)")
         print(f"pass: console RSS                       largest process {max(rss):.0f} MB, all {sum(rss):.0f} MB"
@@ -166,13 +164,6 @@ def big_pass(host: str) -> None:
         proxy.close()
         client.close()
         shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _in_group(p: psutil.Process, pgid: int) -> bool:
-    try:
-        return os.getpgid(p.pid) == pgid
-    except (ProcessLookupError, psutil.Error):
-        return False
 
 
 def probes() -> None:

@@ -8,8 +8,6 @@ Usage: python bench/ui.py   (after `make test` has set up the venv, bun and Chro
 
 from __future__ import annotations
 
-import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -17,8 +15,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
-import psutil
 import sqlalchemy as sa
 from playwright.sync_api import sync_playwright
 
@@ -27,7 +23,8 @@ sys.path.insert(0, str(ROOT))
 
 from cortex_app import auth  # noqa: E402
 from cortex_app.models import Model, ModelState, utcnow  # noqa: E402
-from tests.conftest import free_port  # noqa: E402
+from bench.common import group_rss_mb  # noqa: E402
+from tests.console import Console, console_env, free_port  # noqa: E402
 
 N = 200
 
@@ -49,25 +46,18 @@ def seed(db_url: str) -> None:
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        port = free_port()
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith("CORTEX_")},
-               "CORTEX_DATA_DIR": tmp, "CORTEX_PORT": str(port), "DOCKER_HOST": "unix:///nonexistent.sock"}
+        data, port = Path(tmp) / "data", free_port()
+        data.mkdir()
+        # Started as make up starts it; no engine (the page's own cost is measured, not Docker's).
+        env = console_env(data, port, Path(tmp) / "run", DOCKER_HOST="unix:///nonexistent.sock")
         subprocess.run([sys.executable, "-m", "cortex_app.prestart"], cwd=ROOT, env=env, check=True,
                        capture_output=True)
-        db_url = f"sqlite:///{tmp}/cortex.db"
+        db_url = f"sqlite:///{data}/cortex.db"
         seed(db_url)
-        proc = subprocess.Popen([sys.executable, "-m", "reflex", "run", "--env", "prod", "--single-port",
-                                 "--backend-port", str(port), "--loglevel", "warning"], cwd=ROOT, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        url = f"http://127.0.0.1:{port}"
+        console = Console(url, data, Path(tmp) / "run", env)
+        console.start()
         try:
-            url = f"http://127.0.0.1:{port}"
-            for _ in range(600):
-                try:
-                    if httpx.get(url + "/api/health", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.5)
             engine = sa.create_engine(db_url)
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path="/usr/bin/chromium",
@@ -97,16 +87,16 @@ def main() -> None:
                     badge.filter(has_text="failed").wait_for(timeout=10_000)
                     changes.append(time.perf_counter() - t0)
                 browser.close()
-            rss = [p.memory_info().rss for p in [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(True)]]
+            rss = group_rss_mb(console.pid)
         finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(30)
+            console.stop()
+            console.close()
     print(f"ui: Models page, {N} rows, first render   median {statistics.median(renders) * 1000:7.0f} ms   "
           f"max {max(renders) * 1000:7.0f} ms   (n={len(renders)})")
     print(f"ui: row change in the table -> page       median {statistics.median(changes) * 1000:7.0f} ms   "
           f"max {max(changes) * 1000:7.0f} ms   (n={len(changes)})")
-    print(f"ui: console RSS                           largest process {max(rss) / 2**20:6.0f} MB   "
-          f"all {len(rss)} processes {sum(rss) / 2**20:6.0f} MB")
+    print(f"ui: console RSS                           largest process {max(rss):6.0f} MB   "
+          f"all {len(rss)} processes {sum(rss):6.0f} MB")
 
 
 if __name__ == "__main__":

@@ -36,13 +36,15 @@ def test_docker_kill_is_seen_within_2s_through_events(bed, docker_client):
 
 def test_readiness_is_seen_a_moment_after_health_answers(bed, docker_client):
     """One readiness path, the one admins run: the scheduler's loading watcher probes a loading
-    model every 25 ms at first and the pass it triggers marks it running. (It was a pass a
-    second: up to a second between /health 200 and the row, and tests judged readiness with
-    code of their own.) Timed here with a 2 ms /health watcher, three starts."""
+    model often (every 25 ms, then a twentieth of its loading time) and the pass it triggers
+    marks it running. (It was a pass a second once the container's own start events had
+    passed: up to a second between /health 200 and the row.) The vLLM stand-in loads for
+    1.2 s; timed with a 2 ms /health watcher, three starts."""
     import httpx
 
     bed.scheduler(reconcile_interval_s=60, docker_events=True)
-    m = bed.llama()
+    m = crud.create_model(bed.db, bed.settings, {"name": "slowish", "engine": "vllm", "image": VLLM_STANDIN_IMAGE,
+                                                 "source": "org/slowish", "extra_env": {"STANDIN_LOAD_DELAY": "1.2"}})
     lags = []
     for _ in range(3):
         started = bed.lc.start(m.id, actor="admin:test")
@@ -167,8 +169,6 @@ def test_boot_removes_only_what_is_provably_an_older_install(bed, docker_client,
     """Found by a new user's reading: any name containing `llamacpp-model-` was removed. Only the
     name *and* an engine *and* a restart policy that brings it back make an older install's
     container; look-alikes are left alone and reported (console journal), as is the removal."""
-    from cortex_app import journal
-
     tag = test_labels["cortex.test-run"]
 
     def run(name, image, command=None, policy="unless-stopped"):
@@ -185,6 +185,8 @@ def test_boot_removes_only_what_is_provably_an_older_install(bed, docker_client,
         kept.reload()
         assert kept.status == "running", kept.name
     assert {type(a).__name__ for a in report.actions} == {"RemoveContainer", "LeaveAlone"}
+    from cortex_app import journal
+
     said = {e.subject: (e.kind, e.message) for e in journal.recent(bed.db)}
     assert said[old.name] == ("container.removed", "removed: an older Cortex install's llamacpp container "
                                                    "(restart policy unless-stopped)")
