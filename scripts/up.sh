@@ -6,6 +6,7 @@
 # served from there by the production backend (cortex_app/serve.py, as in the image): a
 # second `make up` with nothing changed compiles nothing and serves in a few seconds.
 set -euo pipefail
+trap 'echo "cortex: error: make up stopped at scripts/up.sh line $LINENO (exit $?)" >&2' ERR
 . "$(dirname "$0")/env.sh"
 "$ROOT/scripts/bootstrap.sh" runtime
 cd "$ROOT"
@@ -49,7 +50,7 @@ if [ ! -f "$BUILD/build/client/index.html" ]; then
     # Old builds go (other ports, earlier code): beyond the ten newest, those not used for a
     # day (every start touches its build; a console serving one for days keeps it).
     ls -1dt "$BUILDS"/*/ 2>/dev/null | tail -n +11 | while IFS= read -r old; do
-      [ -n "$(find "$old" -maxdepth 0 -mtime +0)" ] && rm -rf -- "$old"
+      if [ -n "$(find "$old" -maxdepth 0 -mtime +0)" ]; then rm -rf -- "$old"; fi
     done
   fi
   flock -u 9
