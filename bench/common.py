@@ -84,6 +84,10 @@ class Rows:
         row = self.conn.execute("SELECT state FROM model WHERE id = ?", (model_id,)).fetchone()
         return row[0] if row else None
 
+    def host_port(self, model_id: int) -> Optional[int]:
+        row = self.conn.execute("SELECT host_port FROM model WHERE id = ?", (model_id,)).fetchone()
+        return row[0] if row else None
+
     def close(self) -> None:
         self.conn.close()
 
@@ -122,7 +126,10 @@ class DockerCountingProxy:
             async with server:
                 await server.serve_forever()
 
-        self._loop.run_until_complete(main())
+        try:
+            self._loop.run_until_complete(main())
+        except RuntimeError:
+            pass  # close() stopped the loop
 
     async def _client(self, reader, writer) -> None:
         try:
