@@ -159,8 +159,11 @@ class Reconciler:
         await asyncio.to_thread(self.lc.try_placement)  # probes need to know how to reach models
         rows = await asyncio.to_thread(self.rows)
         containers = overlay_deaths(containers, self._recent_deaths())
+        # Only containers that run are asked: one that is paused or dead never answers, and the
+        # plan fails its model without a probe (a probe would only hold up the pass).
+        serving = {c.id for c in containers if c.running}
         targets = [(m.id, url) for m in rows if m.state in (S.LOADING, S.RUNNING if boot else S.LOADING)
-                   and (url := self.lc.health_url(m))]
+                   and m.container_id in serving and (url := self.lc.health_url(m))]
         # Loading models answer at once (503, or refused): a short timeout keeps one that hangs
         # from holding up the pass. At boot, adoption asks running models with the full one.
         probes = await probe_many(targets, timeout=self.probe_timeout if boot

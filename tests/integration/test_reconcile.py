@@ -5,6 +5,7 @@ import asyncio
 import dataclasses
 import time
 
+import httpx
 import pytest
 from sqlmodel import Session
 
@@ -14,6 +15,7 @@ from cortex_app.engines.spec import LABEL_MANAGED
 from cortex_app.lifecycle import Lifecycle
 from cortex_app.models import EventKind, Model, ModelState
 from cortex_app.reconcile.loop import Reconciler
+from cortex_app.reconcile.probes import LOADING_PROBE_TIMEOUT_S
 from cortex_app.runtime.docker import DockerRuntime
 from tests.conftest import BUSYBOX_IMAGE, LLAMA_IMAGE, VLLM_STANDIN_IMAGE
 from tests.integration.conftest import assert_rows_match_containers, start_ready, wait_for
@@ -268,6 +270,32 @@ def test_health_probes_flip_unhealthy_and_back(bed, docker_client):
         "unhealthy: 2 failed health probes in a row (TimeoutError)", "healthy again"]
     assert len(bed.row(m.id).probe_history) == 4
     bed.lc.stop(m.id, actor="t")
+
+
+def _answers(url: str) -> bool:
+    try:
+        httpx.get(url, timeout=1.0)
+        return True
+    except httpx.HTTPError:
+        return False
+
+
+def test_a_paused_loading_container_fails_its_model_without_a_probe_wait(bed, docker_client):
+    """A paused container never answers /health: the pass must not spend a probe timeout on it
+    (the chaos harness saw such a row say `loading` for over a second), it fails the model."""
+    m = bed.lc.start(bed.llama().id, actor="t")
+    assert m.state is S.LOADING  # only a pass moves it on
+    url = bed.lc.health_url(m)
+    wait_for(lambda: _answers(url), timeout=30)  # it listens: a probe now waits, not refused
+    docker_client.containers.get(m.container_id).pause()
+    t0 = time.perf_counter()
+    report = asyncio.run(bed.rec.reconcile_once())
+    took = time.perf_counter() - t0
+    row = bed.row(m.id)
+    assert row.state is S.FAILED and "paused" in row.state_reason, row.state_reason
+    assert report.duration_s < LOADING_PROBE_TIMEOUT_S, report.duration_s  # a probe would take all of it
+    assert took < 3.0, took  # the failure itself: a transition, then the paused container discarded
+    assert_rows_match_containers(bed, docker_client)
 
 
 def test_engine_outage_changes_no_state(bed, docker_client):
