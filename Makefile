@@ -1,4 +1,6 @@
 # Cortex: `make up` runs the console, `make test` runs every test. See README.md.
+# The recipes source scripts/env.sh, which is bash (Debian's /bin/sh is dash).
+SHELL := /bin/bash
 .PHONY: up down test engine-up engine-down images bootstrap bench chaos clean
 
 up:
