@@ -44,6 +44,10 @@ class Settings:
     docker_network: Optional[str] = None
     models_host_dir: Optional[Path] = None
     publish_host: Optional[str] = "127.0.0.1"
+    # Hardening of every model container, a console setting (never per model): no process in
+    # it may gain privileges (setuid binaries), and at most this many processes/threads (0: no limit).
+    model_no_new_privileges: bool = True
+    model_pids_limit: int = 4096
 
     @property
     def hf_cache_dir(self) -> Path:
@@ -91,6 +95,13 @@ def _number(env: Mapping[str, str], name: str, default: float, lo: float, hi: fl
     if not lo <= value <= hi:
         raise SettingsError(f"{name}={raw} is out of range; set {name} to {lo:g}-{hi:g}")
     return value
+
+
+def _whole(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = env.get(name, "").strip()
+    if raw and not raw.isdigit():
+        raise SettingsError(f"{name}={raw!r} is not a whole number; set {name} to {lo}-{hi}")
+    return int(_number(env, name, default, lo, hi))
 
 
 NETWORK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -165,6 +176,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         docker_network=_network(env),
         models_host_dir=_host_dir(env),
         publish_host=_publish_host(env),
+        model_no_new_privileges=_bool(env, "CORTEX_MODEL_NO_NEW_PRIVILEGES", True),
+        model_pids_limit=_whole(env, "CORTEX_MODEL_PIDS_LIMIT", 4096, 0, 4_194_304),
     )
 
 

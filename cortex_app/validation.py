@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import shlex
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 from cortex_app.engines import llamacpp, vllm
 from cortex_app.models import Device, Engine
@@ -25,6 +25,8 @@ DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
 # Env vars the console sets itself (GPU selection, HF access): extra env may not override them.
 CONTROLLED_ENV = frozenset({"NVIDIA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES", "HF_TOKEN",
                             "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE"})
+# The dynamic loader's variables (LD_PRELOAD, LD_LIBRARY_PATH, LD_AUDIT, ...): never from a model's config.
+LOADER_ENV_PREFIX = "LD_"
 
 INT_RANGES: dict[str, tuple[int, int]] = {
     "context_size": (0, 1_048_576),
@@ -96,8 +98,9 @@ def model_relative_path(source: str, models_dir: Path) -> str:
     return str(pure)
 
 
-def parse_extra_args(value: Any, controlled: frozenset[str]) -> list[str]:
-    """A list of arguments, passed verbatim (never through a shell); controlled flags refused."""
+def parse_extra_args(value: Any, controlled: Callable[[str], Optional[str]]) -> list[str]:
+    """A list of arguments, passed verbatim (never through a shell). `controlled(arg)`: the
+    console-set flag the engine would read `arg` as (None: not one); those are refused."""
     if _blank(value):
         return []
     if isinstance(value, str):
@@ -109,7 +112,11 @@ def parse_extra_args(value: Any, controlled: frozenset[str]) -> list[str]:
         args = list(value)
     else:
         raise ValueError("must be a list of strings")
-    bad = sorted({a.split("=", 1)[0] for a in args if a.split("=", 1)[0] in controlled})
+    bad = []
+    for arg in args:
+        given, flag = arg.split("=", 1)[0], controlled(arg)
+        if flag and (said := given if given == flag else f"{given} (read as {flag})") not in bad:
+            bad.append(said)
     if bad:
         raise ValueError(f"{', '.join(bad)} {'is' if len(bad) == 1 else 'are'} set by the console and may not be "
                          "given as extra flags")
@@ -127,6 +134,9 @@ def parse_extra_env(value: Any) -> dict[str, str]:
             raise ValueError(f"{key!r} is not a valid variable name")
         if key in CONTROLLED_ENV:
             raise ValueError(f"{key} is set by the console and may not be given as extra env")
+        if key.startswith(LOADER_ENV_PREFIX):
+            raise ValueError(f"{key} is a dynamic loader variable (it could load any code into the engine) "
+                             "and may not be given as extra env")
         if not isinstance(val, str) or "\x00" in val:
             raise ValueError(f"the value of {key} must be text")
         env[key] = val
@@ -297,8 +307,8 @@ def validate_model(
         return str(value).strip()
 
     check("quantization", quantization)
-    controlled = {Engine.LLAMACPP: llamacpp.CONTROLLED_FLAGS, Engine.VLLM: vllm.CONTROLLED_FLAGS}.get(
-        eng, llamacpp.CONTROLLED_FLAGS | vllm.CONTROLLED_FLAGS)
+    controlled = {Engine.LLAMACPP: llamacpp.controlled_flag, Engine.VLLM: vllm.controlled_flag}.get(
+        eng, lambda arg: llamacpp.controlled_flag(arg) or vllm.controlled_flag(arg))
     check("extra_args", lambda: parse_extra_args(data.get("extra_args"), controlled))
     check("extra_env", lambda: parse_extra_env(data.get("extra_env")))
 

@@ -25,4 +25,6 @@ def build_spec(model: Model, settings: Settings, placement: Optional[Placement] 
         spec = vllm.build(model, models_dir, hf_cache_dir)
     else:
         raise ValueError(f"unknown engine {model.engine!r}")
+    spec = dataclasses.replace(spec, no_new_privileges=settings.model_no_new_privileges,
+                               pids_limit=settings.model_pids_limit or None)
     return dataclasses.replace(spec, network=placement.network) if placement and placement.network else spec

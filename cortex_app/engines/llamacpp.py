@@ -5,6 +5,8 @@ The image's ENTRYPOINT is llama-server, so the spec's args are only its flags.
 
 from __future__ import annotations
 
+from typing import Optional
+
 from cortex_app.engines.spec import MODELS_MOUNT, ContainerSpec, Mount, flag, gpu_env_and_request, model_spec, switch
 from cortex_app.models import Model
 
@@ -12,6 +14,12 @@ PORT = 8080
 # Flags the console sets itself; extra args may not override them (validation refuses them).
 CONTROLLED_FLAGS = frozenset({"-m", "--model", "--host", "--port", "-a", "--alias", "--api-key",
                               "--api-key-file", "-hf", "--hf-repo", "-mu", "--model-url"})
+
+
+def controlled_flag(arg: str) -> Optional[str]:
+    """The console-set flag `arg` is, or None (llama-server matches flag names exactly)."""
+    name = arg.split("=", 1)[0]
+    return name if name in CONTROLLED_FLAGS else None
 
 
 def build(model: Model, models_dir: str) -> ContainerSpec:

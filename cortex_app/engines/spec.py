@@ -60,6 +60,9 @@ class ContainerSpec:
     model_name: str = ""
     engine: str = ""
     network: Optional[str] = None  # a Docker network shared with the console (hosting.py)
+    # Hardening, from the console's settings (engines/__init__.py): see Settings.
+    no_new_privileges: bool = False
+    pids_limit: Optional[int] = None
 
     @property
     def spec_hash(self) -> str:
@@ -106,7 +109,9 @@ def model_spec(model: Model, *, engine: str, args: list[str], env: dict[str, str
 
 def gpu_env_and_request(model: Model) -> tuple[dict[str, str], Optional[GpuRequest]]:
     if model.device != "cuda":
-        return {}, None
+        # The NVIDIA runtime reads `void` as "no GPU": a CPU model never sees one, even on an
+        # engine whose default runtime is nvidia or with an image that asks for all GPUs.
+        return {"NVIDIA_VISIBLE_DEVICES": "void"}, None
     if model.gpu_ids is None:
         return {"NVIDIA_VISIBLE_DEVICES": "all"}, GpuRequest()
     ids = tuple(str(i) for i in model.gpu_ids)

@@ -8,6 +8,7 @@ folder under the models dir written with a leading `./` or as a plain folder nam
 from __future__ import annotations
 
 import re
+from typing import Optional
 
 from cortex_app.engines.spec import MODELS_MOUNT, ContainerSpec, Mount, flag, gpu_env_and_request, model_spec, switch
 from cortex_app.models import Model
@@ -17,6 +18,18 @@ HF_CACHE_MOUNT = "/root/.cache/huggingface"
 SHM_SIZE = "8g"  # PyTorch/NCCL need a large /dev/shm; this is a limit, not an allocation
 CONTROLLED_FLAGS = frozenset({"--model", "--host", "--port", "--served-model-name", "--api-key"})
 HF_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def controlled_flag(arg: str) -> Optional[str]:
+    """The console-set flag that vLLM's parser would read `arg` as, or None. Its parser turns
+    `_` into `-` in a flag's name (`--served_model_name`) and, being argparse, takes any
+    unambiguous prefix of a flag (`--served-model`)."""
+    if not arg.startswith("--"):
+        return None
+    name = arg.split("=", 1)[0].replace("_", "-")
+    if len(name) <= 2:
+        return None
+    return next((f for f in sorted(CONTROLLED_FLAGS) if f == name or f.startswith(name)), None)
 
 
 def is_hf_repo(source: str) -> bool:

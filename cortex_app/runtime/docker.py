@@ -191,6 +191,10 @@ class DockerRuntime:
             kwargs["ipc_mode"] = spec.ipc_mode
         if spec.network:
             kwargs["network"] = spec.network
+        if spec.no_new_privileges:
+            kwargs["security_opt"] = ["no-new-privileges:true"]
+        if spec.pids_limit:
+            kwargs["pids_limit"] = spec.pids_limit
         try:
             c = self._c().containers.create(**kwargs)
         except Exception as exc:  # noqa: BLE001 - mapped to our own errors

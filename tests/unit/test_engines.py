@@ -28,7 +28,8 @@ def test_llamacpp_cpu_minimal():
     assert spec.image == "llama:server"
     assert spec.args == ("-m", "/models/sub/tiny.gguf", "--host", "0.0.0.0", "--port", "8080",
                          "--alias", "tiny-chat", "-ngl", "0", "--metrics")
-    assert spec.env == {} and spec.gpus is None
+    assert spec.env == {"NVIDIA_VISIBLE_DEVICES": "void"} and spec.gpus is None  # CPU: never a GPU
+    assert spec.no_new_privileges is True and spec.pids_limit == 4096  # the console's defaults
     assert spec.container_port == 8080
     assert spec.mounts == (Mount("/srv/models", "/models", read_only=True),)
     assert spec.restart_policy == "no" and spec.init is True
@@ -52,7 +53,7 @@ def test_llamacpp_options(fields, expected_args):
 
 
 @pytest.mark.parametrize("fields, ngl, visible, request_ids", [
-    ({"device": Device.CPU, "gpu_layers": 20}, "0", None, "none"),  # CPU ignores gpu_layers
+    ({"device": Device.CPU, "gpu_layers": 20}, "0", "void", "none"),  # CPU ignores gpu_layers, sees no GPU
     ({"device": Device.CUDA}, "999", "all", None),
     ({"device": Device.CUDA, "gpu_layers": 20, "gpu_ids": [1, 3]}, "20", "1,3", ("1", "3")),
     ({"device": Device.CUDA, "gpu_ids": [0]}, "999", "0", ("0",)),
@@ -88,7 +89,7 @@ def test_vllm_hf_repo_with_token_and_options():
 def test_vllm_local_folder_is_offline_and_token_not_sent():
     spec = build_spec(vllm(source="./org/name", hf_token="hf_x"), SETTINGS)
     assert spec.args[:2] == ("--model", "/models/org/name")
-    assert spec.env == {"HF_HUB_OFFLINE": "1"}
+    assert spec.env == {"HF_HUB_OFFLINE": "1", "NVIDIA_VISIBLE_DEVICES": "void"}
     assert spec.gpus is None  # cpu
 
 
@@ -103,4 +104,8 @@ def test_hash_is_stable_and_tracks_every_container_change():
     assert base.spec_hash not in hashes and len(hashes) == len(changes)
     other_dir = load_settings({"CORTEX_DATA_DIR": "/srv/cortex", "CORTEX_MODELS_DIR": str(Path("/elsewhere"))})
     assert build_spec(llama(), other_dir).spec_hash != base.spec_hash
+    # The console's hardening settings change every container: running ones show as stale.
+    for env in ({"CORTEX_MODEL_PIDS_LIMIT": "0"}, {"CORTEX_MODEL_NO_NEW_PRIVILEGES": "false"}):
+        looser = load_settings({"CORTEX_DATA_DIR": "/srv/cortex", "CORTEX_MODELS_DIR": "/srv/models", **env})
+        assert build_spec(llama(), looser).spec_hash != base.spec_hash
     assert build_spec(vllm(hf_token="a"), SETTINGS).spec_hash != build_spec(vllm(hf_token="b"), SETTINGS).spec_hash

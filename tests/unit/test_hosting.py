@@ -134,8 +134,10 @@ def test_the_spec_uses_host_paths_and_the_network_and_keeps_old_hashes():
     placed = build_spec(m, s, Placement("/srv/models", "/v/hf", "cortex", probe_by_name=True, publish_host=None))
     assert placed.network == "cortex" and placed.mounts[0].source == "/srv/models"
     assert placed.spec_hash != on_host.spec_hash  # moving the console into a container restarts nothing silently
-    # Without a network a spec hashes exactly as before networks existed (digests computed
-    # with the code at e50f272), so no model running across the upgrade looks stale.
-    assert on_host.spec_hash == "364aee0b0299a2a331720302a2aee9ae722b45c2ffd7786e5ef3bf275bbce33d"
+    # Pinned digests: a change to what a spec holds or how it hashes marks every model running
+    # across the upgrade as stale, so it must be deliberate (and said in the README's upgrade
+    # notes). Without a network the spec hashes as if networks did not exist (since e50f272);
+    # these digests are those of the hardened specs (no-new-privileges, pids limit, CPU `void`).
+    assert on_host.spec_hash == "fa09b60295dbd07cb021cbce698c71074f79f88c3ee3e83a3429bdae716ff469"
     v = Model(id=4, name="v", served_name="v", engine=Engine.VLLM, image="img", source="org/name")
-    assert build_spec(v, s).spec_hash == "32806e805f493eaa74d4f546f61cf90b7d792ce29f96a7f1dbe3f22646f61af4"
+    assert build_spec(v, s).spec_hash == "daea7bd69b9e51c59a44c721abc61ee9383263e98ec5d8eba078878942bcfa0d"

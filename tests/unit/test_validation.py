@@ -115,10 +115,26 @@ def test_forbidden_llamacpp_flags_are_named(models_dir, flags, named):
     assert named in refused(models_dir, **LLAMA, extra_args=flags)["extra_args"]
 
 
-@pytest.mark.parametrize("flags, named", [("--served-model-name x", "--served-model-name"),
-                                          ("--model a/b", "--model"), ("--port 1", "--port")])
+@pytest.mark.parametrize("flags, named", [
+    ("--served-model-name x", "--served-model-name"), ("--model a/b", "--model"), ("--port 1", "--port"),
+    # vLLM's parser reads `_` as `-`, and takes any unambiguous prefix of a flag (argparse)
+    ("--served_model_name x", "--served_model_name (read as --served-model-name)"),
+    ("--api_key=k", "--api_key (read as --api-key)"), ("--served-model x", "--served-model (read as "),
+    ("--hos 0.0.0.0", "--hos (read as --host)"),
+])
 def test_forbidden_vllm_flags_are_named(models_dir, flags, named):
     assert named in refused(models_dir, **VLLM, extra_args=flags)["extra_args"]
+
+
+@pytest.mark.parametrize("flags", [["--model-impl", "vllm"], ["--port-range", "x"], ["--seed", "1"],
+                                   ["--max_num_batched_tokens", "512"], ["-O3"]])
+def test_vllm_flags_that_only_resemble_the_consoles_pass(models_dir, flags):
+    assert ok(models_dir, **VLLM, extra_args=flags)["extra_args"] == flags
+
+
+def test_llamacpp_reads_flags_exactly(models_dir):
+    # llama-server has no `_` spellings or prefixes: these are other (or unknown) flags to it
+    assert ok(models_dir, **LLAMA, extra_args=["--port_x", "1"])["extra_args"] == ["--port_x", "1"]
 
 
 def test_shell_metacharacters_stay_verbatim_arguments(models_dir):
@@ -135,6 +151,9 @@ def test_unparseable_extra_args(models_dir):
 @pytest.mark.parametrize("env, message", [
     ({"NVIDIA_VISIBLE_DEVICES": "0"}, "set by the console"),
     ({"HF_TOKEN": "x"}, "set by the console"),
+    ({"LD_PRELOAD": "/models/evil.so"}, "LD_PRELOAD is a dynamic loader variable"),
+    ({"LD_LIBRARY_PATH": "/models"}, "LD_LIBRARY_PATH is a dynamic loader variable"),
+    ({"LD_AUDIT": "/x.so"}, "may not be given as extra env"),
     ({"1BAD": "x"}, "not a valid variable name"),
     ({"A B": "x"}, "not a valid variable name"),
     ("A=b", "map"),
