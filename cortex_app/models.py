@@ -179,7 +179,7 @@ class ModelEvent(SQLModel, table=True):
     to_state: ModelState = Field(sa_column=_enum_column(ModelState))
     kind: EventKind = Field(default=EventKind.STATE, sa_column=_enum_column(EventKind, EventKind.STATE))
     reason: str = ""
-    actor: str = Field(max_length=64)  # "admin:<user>", "reconciler", "console"
+    actor: str = Field(max_length=128)  # "admin:<user>", "token:<name>", "reconciler", "console"
     # The container's last log lines when it failed: they outlive the container.
     log_tail: Optional[str] = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
     created_at: datetime = Field(

@@ -25,6 +25,12 @@ DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
 # Env vars the console sets itself (GPU selection, HF access): extra env may not override them.
 CONTROLLED_ENV = frozenset({"NVIDIA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES", "HF_TOKEN",
                             "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE"})
+# Bounds on the free-form fields (the UI and the API alike): a config is a few lines, and
+# the source fits its column.
+MAX_SOURCE = 512
+MAX_EXTRA_ARGS, MAX_ARG_CHARS = 64, 16_384  # one argument may be an inline chat template
+MAX_EXTRA_ENV, MAX_ENV_NAME, MAX_ENV_VALUE = 64, 128, 16_384
+MAX_NOTES = 4000
 # The dynamic loader's variables (LD_PRELOAD, LD_LIBRARY_PATH, LD_AUDIT, ...): never from a model's config.
 LOADER_ENV_PREFIX = "LD_"
 
@@ -112,6 +118,10 @@ def parse_extra_args(value: Any, controlled: Callable[[str], Optional[str]]) -> 
         args = list(value)
     else:
         raise ValueError("must be a list of strings")
+    if len(args) > MAX_EXTRA_ARGS:
+        raise ValueError(f"has {len(args)} arguments; at most {MAX_EXTRA_ARGS}")
+    if long := next((a for a in args if len(a) > MAX_ARG_CHARS), None):
+        raise ValueError(f"has an argument of {len(long)} characters ({long[:20]}...); at most {MAX_ARG_CHARS}")
     bad = []
     for arg in args:
         given, flag = arg.split("=", 1)[0], controlled(arg)
@@ -128,10 +138,13 @@ def parse_extra_env(value: Any) -> dict[str, str]:
         return {}
     if not isinstance(value, Mapping):
         raise ValueError("must be a map of NAME to value")
+    if len(value) > MAX_EXTRA_ENV:
+        raise ValueError(f"has {len(value)} variables; at most {MAX_EXTRA_ENV}")
     env: dict[str, str] = {}
     for key, val in value.items():
-        if not isinstance(key, str) or not ENV_KEY.match(key):
-            raise ValueError(f"{key!r} is not a valid variable name")
+        if not isinstance(key, str) or not ENV_KEY.match(key) or len(key) > MAX_ENV_NAME:
+            raise ValueError(f"{str(key)[:40]!r} is not a valid variable name (letters, digits, _; "
+                             f"at most {MAX_ENV_NAME})")
         if key in CONTROLLED_ENV:
             raise ValueError(f"{key} is set by the console and may not be given as extra env")
         if key.startswith(LOADER_ENV_PREFIX):
@@ -139,6 +152,8 @@ def parse_extra_env(value: Any) -> dict[str, str]:
                              "and may not be given as extra env")
         if not isinstance(val, str) or "\x00" in val:
             raise ValueError(f"the value of {key} must be text")
+        if len(val) > MAX_ENV_VALUE:
+            raise ValueError(f"the value of {key} has {len(val)} characters; at most {MAX_ENV_VALUE}")
         env[key] = val
     return env
 
@@ -229,6 +244,8 @@ def validate_model(
 
     def source() -> str:
         raw = str(data.get("source") or "").strip()
+        if len(raw) > MAX_SOURCE:
+            raise ValueError(f"has {len(raw)} characters; at most {MAX_SOURCE}")
         if eng == Engine.VLLM and vllm.is_hf_repo(raw):
             return raw
         rel = model_relative_path(raw, models_dir)
@@ -325,8 +342,8 @@ def validate_model(
 
     def notes() -> str:
         value = str(data.get("notes") or "")
-        if len(value) > 4000:
-            raise ValueError("must be at most 4000 characters")
+        if len(value) > MAX_NOTES:
+            raise ValueError(f"must be at most {MAX_NOTES} characters")
         return value
 
     check("notes", notes)

@@ -104,3 +104,28 @@ def test_a_model_id_is_never_given_twice(kind, tmp_path, request):
         conn.execute(sa.text("DELETE FROM model WHERE id = :i"), {"i": second})
     assert add("c") > second
     engine.dispose()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_the_longest_caller_name_fits_the_actor_column(kind, tmp_path, request):
+    """A 64-character username or token name makes a 70-character actor; PostgreSQL refused it
+    (500 on every action of that caller) until 0009."""
+    from sqlmodel import Session
+
+    from cortex_app.models import Engine, Model, ModelEvent, ModelState
+
+    url = f"sqlite:///{tmp_path}/c.db" if kind == "sqlite" else request.getfixturevalue("fresh_postgres_db")
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        command.upgrade(_config(conn), "head")
+    actor = "token:" + "t" * 64
+    with Session(engine) as s:
+        m = Model(name="a", served_name="a", engine=Engine.LLAMACPP, image="i", source="a.gguf")
+        s.add(m)
+        s.commit()
+        s.add(ModelEvent(model_id=m.id, model_name="a", from_state=ModelState.STOPPED, to_state=ModelState.STARTING,
+                         actor=actor))
+        s.commit()
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT actor FROM model_event")).scalars().all() == [actor]
+    engine.dispose()

@@ -144,6 +144,25 @@ def test_shell_metacharacters_stay_verbatim_arguments(models_dir):
     assert parsed["extra_args"] == ["--system-prompt", "a; b && $(c)"]
 
 
+@pytest.mark.parametrize("field, value, message", [
+    ("extra_args", ["--seed", "1"] * 33, "has 66 arguments; at most 64"),
+    ("extra_args", ["--chat-template", "x" * 16_385], "an argument of 16385 characters"),
+    ("extra_env", {f"V{i}": "1" for i in range(65)}, "has 65 variables; at most 64"),
+    ("extra_env", {"V" * 129: "1"}, "not a valid variable name"),
+    ("extra_env", {"BIG": "x" * 16_385}, "the value of BIG has 16385 characters"),
+    ("source", "a/" * 300 + "x.gguf", "has 606 characters; at most 512"),
+    ("notes", "n" * 4001, "at most 4000 characters"),
+])
+def test_free_form_fields_are_bounded(models_dir, field, value, message):
+    assert message in refused(models_dir, **{**LLAMA, field: value})[field]
+
+
+def test_the_bounds_themselves_pass(models_dir):
+    clean = ok(models_dir, **LLAMA, extra_args=["--seed", "1"] * 32, notes="n" * 4000,
+               extra_env={**{f"V{i}": "1" for i in range(63)}, "BIG": "x" * 16_384})
+    assert len(clean["extra_args"]) == 64 and len(clean["extra_env"]) == 64
+
+
 def test_unparseable_extra_args(models_dir):
     assert "cannot be parsed" in refused(models_dir, **LLAMA, extra_args="--x 'unclosed")["extra_args"]
 
