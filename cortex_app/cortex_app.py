@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from cortex_app import pages
 from cortex_app.api.health import router as health_router
+from cortex_app.api.limits import BodyLimit
 from cortex_app.api.models import router as models_router
 from cortex_app.api.monitoring import router as monitoring_router
 from cortex_app.api.session import router as session_router
@@ -21,7 +22,9 @@ from cortex_app.states.models import ModelsState
 from cortex_app.states.settings import SettingsState
 from cortex_app.states.system import SystemState
 
-api = FastAPI(title="Cortex API")
+# No public schema or docs: the routes are in the README, and /docs would map them for anyone.
+api = FastAPI(title="Cortex API", docs_url=None, redoc_url=None, openapi_url=None)
+api.add_middleware(BodyLimit)
 api.include_router(health_router)
 api.include_router(models_router)
 api.include_router(monitoring_router)

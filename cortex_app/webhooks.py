@@ -17,9 +17,11 @@ import base64
 import hashlib
 import hmac
 import json
+import ipaddress
 import logging
 import re
 import secrets
+import socket
 import time
 import uuid
 from dataclasses import dataclass
@@ -71,6 +73,39 @@ def new_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
+# Cloud metadata services (instance credentials): never a webhook's target. Their addresses are
+# link-local (169.254.169.254, fe80::/10) or, on AWS over IPv6, this one.
+METADATA_HOSTS = frozenset({"metadata", "metadata.google.internal", "metadata.goog", "instance-data",
+                            "instance-data.ec2.internal"})
+METADATA_ADDRESSES = frozenset({ipaddress.ip_address("fd00:ec2::254")})
+
+
+def _address(host: str) -> Optional[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """The address a host literal means, in every form a resolver takes (2852039166, 0xa9fea9fe,
+    0251.0376.0251.0376 and 169.254.169.254 alike); None for a name."""
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except (OSError, ValueError):  # not an address (ValueError: a NUL in it)
+        return None
+
+
+def forbidden_host(host: str) -> Optional[str]:
+    """Why a webhook may not go to `host` (None: it may)."""
+    host = host.lower().rstrip(".")
+    if host in METADATA_HOSTS:
+        return "a cloud metadata service"
+    ip = _address(host)
+    if ip is not None and isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    if ip is not None and (ip.is_link_local or ip in METADATA_ADDRESSES):
+        return "a link-local address (where cloud metadata services answer)"
+    return None
+
+
 def check_url(url: str) -> str:
     url = (url or "").strip()
     try:
@@ -82,6 +117,8 @@ def check_url(url: str) -> str:
         raise EndpointInvalid("the URL must start with http:// or https:// and name a host")
     if len(url) > 2048:
         raise EndpointInvalid("the URL is longer than 2048 characters")
+    if why := forbidden_host(parts.hostname):
+        raise EndpointInvalid(f"the URL points at {why}; webhooks may not go there")
     return url
 
 
@@ -171,6 +208,8 @@ async def send(client: httpx.AsyncClient, url: str, secret: str, message_id: str
                "webhook-signature": sign(secret, message_id, ts, raw), "user-agent": "Cortex-Webhooks"}
     t0 = time.perf_counter()
     try:
+        if why := forbidden_host(urlsplit(url).hostname or ""):  # an endpoint saved before that check
+            return Outcome(False, None, 0.0, f"refused: the URL points at {why}")
         async with asyncio.timeout(TIMEOUT_S):
             async with client.stream("POST", url, content=raw, headers=headers) as r:
                 seen = 0

@@ -28,13 +28,18 @@ def _caller(request: Request, allow_cookie: bool) -> Optional[str]:
     return f"admin:{user}" if user else None
 
 
+async def caller(request: Request, allow_cookie: bool = True) -> Optional[str]:
+    """Who is calling ("admin:<user>", "token:<name>"), or None for nobody signed in."""
+    return await asyncio.to_thread(_caller, request, allow_cookie)
+
+
 async def _require(request: Request, allow_cookie: bool) -> str:
-    caller = await asyncio.to_thread(_caller, request, allow_cookie)
-    if caller is None:
+    who = await caller(request, allow_cookie)
+    if who is None:
         raise HTTPException(status_code=401, detail="sign in, or send an API token as a Bearer token"
                             + ("" if allow_cookie else " (this route takes no cookie)"),
                             headers={"WWW-Authenticate": "Bearer"})
-    return caller
+    return who
 
 
 async def require_admin(request: Request) -> str:

@@ -106,3 +106,30 @@ def test_wrong_passwords_are_slowed_down_with_retry_after(console):
         assert r.status_code == 401
     r = httpx.post(f"{console.url}/api/session", json={"username": ADMIN, "password": PASSWORD})
     assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
+
+
+def test_big_bodies_are_refused_before_any_auth_or_parsing(console):
+    from cortex_app.api.limits import MAX_BODY_BYTES
+
+    api = httpx.Client(base_url=console.url, timeout=60)
+    big = b"{" + b" " * (10 * 1024 * 1024) + b"}"
+    # 413, not 401: answered before the token is looked at or the JSON is read.
+    r = api.post("/api/models", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "over 1024 KiB" in r.json()["detail"]
+    assert api.post("/api/session", content=big).status_code == 413
+
+    def chunks():  # no Content-Length: counted as it arrives, cut off at the cap
+        for _ in range(3):
+            yield b" " * MAX_BODY_BYTES
+
+    assert api.post("/api/models", content=chunks(), headers={"content-type": "application/json"}).status_code == 413
+    # Just under the cap is read as usual: the route's own answer (401: no token).
+    assert api.post("/api/models", content=b" " * (MAX_BODY_BYTES - 10)).status_code == 401
+
+
+def test_no_public_api_schema_and_a_health_that_names_nothing(console):
+    for path in ("/docs", "/redoc", "/openapi.json"):
+        r = httpx.get(console.url + path, timeout=30)
+        assert "Cortex API" not in r.text and "swagger" not in r.text.lower(), path
+    health = httpx.get(console.url + "/api/health", timeout=30).json()
+    assert health == {"status": "ok", "engine": {"reachable": True}}

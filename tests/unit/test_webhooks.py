@@ -8,6 +8,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, select
@@ -47,10 +48,36 @@ def test_tampering_fails_verification(tamper):
         Webhook(secret).verify(body, headers)
 
 
-@pytest.mark.parametrize("url", ["ftp://h/x", "file:///etc/passwd", "http://", "receiver/hook", "", "x" * 3000])
+@pytest.mark.parametrize("url", ["ftp://h/x", "file:///etc/passwd", "http://", "receiver/hook", "", "x" * 3000,
+                                 "http://0251.0376.0251.0376/"])  # octal 169.254.169.254: httpx refuses it
 def test_only_http_urls(url):
     with pytest.raises(webhooks.EndpointInvalid):
         webhooks.check_url(url)
+
+
+@pytest.mark.parametrize("url", [
+    "http://169.254.169.254/latest/meta-data/", "http://2852039166/", "http://0xa9fea9fe/",
+    "http://169.254.169.254./", "http://[fe80::1]/", "http://[::ffff:169.254.169.254]/",
+    "http://metadata.google.internal/computeMetadata/v1/", "http://METADATA.google.internal./", "http://[fd00:ec2::254]/",
+])
+def test_no_webhook_to_a_metadata_service(url):
+    with pytest.raises(webhooks.EndpointInvalid, match="webhooks may not go there"):
+        webhooks.check_url(url)
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9000/hook", "https://hooks.example.com/x", "http://10.0.0.5/h",
+                                 "http://[::1]:8080/", "http://receiver:8080/hook"])
+def test_ordinary_receivers_pass(url):
+    assert webhooks.check_url(url) == url
+
+
+def test_an_endpoint_saved_before_the_check_is_never_sent_to():
+    async def attempt():
+        async with httpx.AsyncClient() as client:
+            return await webhooks.send(client, "http://169.254.169.254/latest/", webhooks.new_secret(), "msg_1", {})
+
+    out = asyncio.run(attempt())
+    assert not out.ok and out.status_code is None and "link-local" in out.error
 
 
 def test_payloads():
