@@ -47,7 +47,7 @@ class Settings:
     # Hardening of every model container, a console setting (never per model): no process in
     # it may gain privileges (setuid binaries), and at most this many processes/threads (0: no limit).
     model_no_new_privileges: bool = True
-    model_pids_limit: int = 4096
+    model_pids_limit: int = 16384
 
     @property
     def hf_cache_dir(self) -> Path:
@@ -177,7 +177,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         models_host_dir=_host_dir(env),
         publish_host=_publish_host(env),
         model_no_new_privileges=_bool(env, "CORTEX_MODEL_NO_NEW_PRIVILEGES", True),
-        model_pids_limit=_whole(env, "CORTEX_MODEL_PIDS_LIMIT", 4096, 0, 4_194_304),
+        model_pids_limit=_whole(env, "CORTEX_MODEL_PIDS_LIMIT", 16384, 0, 4_194_304),
     )
 
 

@@ -64,7 +64,7 @@ def test_start_chat_stop_with_restart_policy_no(lc, rec, docker_client):
     assert c.attrs["HostConfig"]["Init"] is True
     # Hardened by default: no privilege gain, a process cap, and a CPU model sees no GPU.
     assert c.attrs["HostConfig"]["SecurityOpt"] == ["no-new-privileges:true"]
-    assert c.attrs["HostConfig"]["PidsLimit"] == 4096
+    assert c.attrs["HostConfig"]["PidsLimit"] == 16384
     assert "NVIDIA_VISIBLE_DEVICES=void" in c.attrs["Config"]["Env"]
     code, out = c.exec_run(["cat", "/proc/1/status"])
     assert code == 0 and "NoNewPrivs:\t1" in out.decode(), out.decode()[-400:]

@@ -29,7 +29,7 @@ def test_llamacpp_cpu_minimal():
     assert spec.args == ("-m", "/models/sub/tiny.gguf", "--host", "0.0.0.0", "--port", "8080",
                          "--alias", "tiny-chat", "-ngl", "0", "--metrics")
     assert spec.env == {"NVIDIA_VISIBLE_DEVICES": "void"} and spec.gpus is None  # CPU: never a GPU
-    assert spec.no_new_privileges is True and spec.pids_limit == 4096  # the console's defaults
+    assert spec.no_new_privileges is True and spec.pids_limit == 16384  # the console's defaults
     assert spec.container_port == 8080
     assert spec.mounts == (Mount("/srv/models", "/models", read_only=True),)
     assert spec.restart_policy == "no" and spec.init is True

@@ -138,6 +138,6 @@ def test_the_spec_uses_host_paths_and_the_network_and_keeps_old_hashes():
     # across the upgrade as stale, so it must be deliberate (and said in the README's upgrade
     # notes). Without a network the spec hashes as if networks did not exist (since e50f272);
     # these digests are those of the hardened specs (no-new-privileges, pids limit, CPU `void`).
-    assert on_host.spec_hash == "fa09b60295dbd07cb021cbce698c71074f79f88c3ee3e83a3429bdae716ff469"
+    assert on_host.spec_hash == "c89b696c2b3e11719b9fb92d227143ec8994b90a215eaacd8ea781c0f6365785"
     v = Model(id=4, name="v", served_name="v", engine=Engine.VLLM, image="img", source="org/name")
-    assert build_spec(v, s).spec_hash == "daea7bd69b9e51c59a44c721abc61ee9383263e98ec5d8eba078878942bcfa0d"
+    assert build_spec(v, s).spec_hash == "1ff3f2c589a6fad8bac27bb798df066bc0db35a292164d20631db20c8ab6bb45"
