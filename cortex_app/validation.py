@@ -23,8 +23,12 @@ QUANTIZATION = re.compile(r"^[a-z0-9_-]{1,32}$")
 CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
 DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
 # Env vars the console sets itself (GPU selection, HF access): extra env may not override them.
+# Also the engines' own variables for flags the console controls (llama-server reads
+# LLAMA_ARG_<FLAG> and LLAMA_API_KEY, vLLM VLLM_API_KEY).
 CONTROLLED_ENV = frozenset({"NVIDIA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES", "HF_TOKEN",
-                            "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE"})
+                            "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE", "LLAMA_API_KEY", "LLAMA_ARG_API_KEY",
+                            "LLAMA_ARG_API_KEY_FILE", "LLAMA_ARG_HF_REPO", "LLAMA_ARG_MODEL_URL", "LLAMA_ARG_MODEL",
+                            "LLAMA_ARG_HOST", "LLAMA_ARG_PORT", "LLAMA_ARG_ALIAS", "VLLM_API_KEY"})
 # Bounds on the free-form fields (the UI and the API alike): a config is a few lines, and
 # the source fits its column.
 MAX_SOURCE = 512
@@ -244,8 +248,8 @@ def validate_model(
 
     def source() -> str:
         raw = str(data.get("source") or "").strip()
-        if len(raw) > MAX_SOURCE:
-            raise ValueError(f"has {len(raw)} characters; at most {MAX_SOURCE}")
+        if len(raw) > MAX_SOURCE - 2:  # a local vLLM folder is kept as "./<path>"
+            raise ValueError(f"has {len(raw)} characters; at most {MAX_SOURCE - 2}")
         if eng == Engine.VLLM and vllm.is_hf_repo(raw):
             return raw
         rel = model_relative_path(raw, models_dir)

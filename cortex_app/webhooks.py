@@ -73,11 +73,12 @@ def new_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
-# Cloud metadata services (instance credentials): never a webhook's target. Their addresses are
-# link-local (169.254.169.254, fe80::/10) or, on AWS over IPv6, this one.
+# Cloud metadata services (instance credentials): never a webhook's target. Most answer on a
+# link-local address (169.254.169.254, fe80::/10); these do elsewhere (AWS over IPv6, Alibaba,
+# Azure's WireServer).
 METADATA_HOSTS = frozenset({"metadata", "metadata.google.internal", "metadata.goog", "instance-data",
                             "instance-data.ec2.internal"})
-METADATA_ADDRESSES = frozenset({ipaddress.ip_address("fd00:ec2::254")})
+METADATA_ADDRESSES = frozenset(map(ipaddress.ip_address, ("fd00:ec2::254", "100.100.100.200", "168.63.129.16")))
 
 
 def _address(host: str) -> Optional[ipaddress.IPv4Address | ipaddress.IPv6Address]:
@@ -104,6 +105,20 @@ def forbidden_host(host: str) -> Optional[str]:
     if ip is not None and (ip.is_link_local or ip in METADATA_ADDRESSES):
         return "a link-local address (where cloud metadata services answer)"
     return None
+
+
+async def forbidden_target(host: str) -> Optional[str]:
+    """forbidden_host, also for every address a host name resolves to now (a name of one's
+    own pointed at 169.254.169.254 is refused too; a resolver error is left to the send)."""
+    if why := forbidden_host(host):
+        return why
+    if _address(host.rstrip(".")) is not None:
+        return None
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, None)
+    except OSError:
+        return None
+    return next((why for *_, addr in infos if (why := forbidden_host(str(addr[0]).split("%", 1)[0]))), None)
 
 
 def check_url(url: str) -> str:
@@ -208,7 +223,8 @@ async def send(client: httpx.AsyncClient, url: str, secret: str, message_id: str
                "webhook-signature": sign(secret, message_id, ts, raw), "user-agent": "Cortex-Webhooks"}
     t0 = time.perf_counter()
     try:
-        if why := forbidden_host(urlsplit(url).hostname or ""):  # an endpoint saved before that check
+        # Again at each send: an endpoint saved before the check, or a name that resolves there.
+        if why := await forbidden_target(urlsplit(url).hostname or ""):
             return Outcome(False, None, 0.0, f"refused: the URL points at {why}")
         async with asyncio.timeout(TIMEOUT_S):
             async with client.stream("POST", url, content=raw, headers=headers) as r:

@@ -17,8 +17,11 @@ CONTROLLED_FLAGS = frozenset({"-m", "--model", "--host", "--port", "-a", "--alia
 
 
 def controlled_flag(arg: str) -> Optional[str]:
-    """The console-set flag `arg` is, or None (llama-server matches flag names exactly)."""
+    """The console-set flag llama-server would read `arg` as, or None. Its parser turns `_`
+    into `-` in a `--` flag's name (`--api_key`); short flags and names match exactly."""
     name = arg.split("=", 1)[0]
+    if name.startswith("--"):
+        name = name.replace("_", "-")
     return name if name in CONTROLLED_FLAGS else None
 
 

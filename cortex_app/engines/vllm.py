@@ -22,11 +22,12 @@ HF_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 def controlled_flag(arg: str) -> Optional[str]:
     """The console-set flag that vLLM's parser would read `arg` as, or None. Its parser turns
-    `_` into `-` in a flag's name (`--served_model_name`) and, being argparse, takes any
-    unambiguous prefix of a flag (`--served-model`)."""
+    `_` into `-` in a flag's name (`--served_model_name`), reads `--flag.key=v` and `--flag+`
+    as JSON parts of `--flag`, and, being argparse, takes any unambiguous prefix of a flag
+    (`--served-model`)."""
     if not arg.startswith("--"):
         return None
-    name = arg.split("=", 1)[0].replace("_", "-")
+    name = arg.split("=", 1)[0].split(".", 1)[0].rstrip("+").replace("_", "-")
     if len(name) <= 2:
         return None
     return next((f for f in sorted(CONTROLLED_FLAGS) if f == name or f.startswith(name)), None)

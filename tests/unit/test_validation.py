@@ -121,6 +121,9 @@ def test_forbidden_llamacpp_flags_are_named(models_dir, flags, named):
     ("--served_model_name x", "--served_model_name (read as --served-model-name)"),
     ("--api_key=k", "--api_key (read as --api-key)"), ("--served-model x", "--served-model (read as "),
     ("--hos 0.0.0.0", "--hos (read as --host)"),
+    ("--served-model-name.x=evil", "--served-model-name.x (read as --served-model-name)"),
+    ("--api_key.a=s", "(read as --api-key)"), ("--served.x=1", "(read as --served-model-name)"),
+    ("--model+ x", "--model+ (read as --model)"),
 ])
 def test_forbidden_vllm_flags_are_named(models_dir, flags, named):
     assert named in refused(models_dir, **VLLM, extra_args=flags)["extra_args"]
@@ -132,9 +135,17 @@ def test_vllm_flags_that_only_resemble_the_consoles_pass(models_dir, flags):
     assert ok(models_dir, **VLLM, extra_args=flags)["extra_args"] == flags
 
 
-def test_llamacpp_reads_flags_exactly(models_dir):
-    # llama-server has no `_` spellings or prefixes: these are other (or unknown) flags to it
-    assert ok(models_dir, **LLAMA, extra_args=["--port_x", "1"])["extra_args"] == ["--port_x", "1"]
+@pytest.mark.parametrize("flags, named", [("--api_key k", "--api_key (read as --api-key)"),
+                                          ("--hf_repo=a/b", "--hf_repo (read as --hf-repo)"),
+                                          ("--model_url x", "--model_url (read as --model-url)")])
+def test_llamacpp_reads_underscores_as_dashes(models_dir, flags, named):
+    assert named in refused(models_dir, **LLAMA, extra_args=flags)["extra_args"]
+
+
+def test_llamacpp_takes_no_prefixes(models_dir):
+    # llama-server matches whole names: --hos is no flag of the console's (llama-server refuses it)
+    assert ok(models_dir, **LLAMA, extra_args=["--hos", "x", "--port-x", "1"])["extra_args"] == [
+        "--hos", "x", "--port-x", "1"]
 
 
 def test_shell_metacharacters_stay_verbatim_arguments(models_dir):
@@ -150,7 +161,7 @@ def test_shell_metacharacters_stay_verbatim_arguments(models_dir):
     ("extra_env", {f"V{i}": "1" for i in range(65)}, "has 65 variables; at most 64"),
     ("extra_env", {"V" * 129: "1"}, "not a valid variable name"),
     ("extra_env", {"BIG": "x" * 16_385}, "the value of BIG has 16385 characters"),
-    ("source", "a/" * 300 + "x.gguf", "has 606 characters; at most 512"),
+    ("source", "a/" * 300 + "x.gguf", "has 606 characters; at most 510"),
     ("notes", "n" * 4001, "at most 4000 characters"),
 ])
 def test_free_form_fields_are_bounded(models_dir, field, value, message):
@@ -173,6 +184,8 @@ def test_unparseable_extra_args(models_dir):
     ({"LD_PRELOAD": "/models/evil.so"}, "LD_PRELOAD is a dynamic loader variable"),
     ({"LD_LIBRARY_PATH": "/models"}, "LD_LIBRARY_PATH is a dynamic loader variable"),
     ({"LD_AUDIT": "/x.so"}, "may not be given as extra env"),
+    ({"LLAMA_ARG_API_KEY": "k"}, "LLAMA_ARG_API_KEY is set by the console"),
+    ({"VLLM_API_KEY": "k"}, "VLLM_API_KEY is set by the console"),
     ({"1BAD": "x"}, "not a valid variable name"),
     ({"A B": "x"}, "not a valid variable name"),
     ("A=b", "map"),

@@ -59,6 +59,7 @@ def test_only_http_urls(url):
     "http://169.254.169.254/latest/meta-data/", "http://2852039166/", "http://0xa9fea9fe/",
     "http://169.254.169.254./", "http://[fe80::1]/", "http://[::ffff:169.254.169.254]/",
     "http://metadata.google.internal/computeMetadata/v1/", "http://METADATA.google.internal./", "http://[fd00:ec2::254]/",
+    "http://100.100.100.200/latest/meta-data/", "http://168.63.129.16/machine",
 ])
 def test_no_webhook_to_a_metadata_service(url):
     with pytest.raises(webhooks.EndpointInvalid, match="webhooks may not go there"):
@@ -78,6 +79,20 @@ def test_an_endpoint_saved_before_the_check_is_never_sent_to():
 
     out = asyncio.run(attempt())
     assert not out.ok and out.status_code is None and "link-local" in out.error
+
+
+def test_a_name_that_resolves_to_a_metadata_address_is_refused_at_send(monkeypatch):
+    async def resolve(host, port, *a, **kw):  # the loop's resolver, as a DNS record of one's own would answer
+        assert host == "hooks.attacker.example"
+        return [(2, 1, 6, "", ("169.254.169.254", 0))]
+
+    async def attempt():
+        monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", resolve)
+        async with httpx.AsyncClient() as client:
+            return await webhooks.send(client, "http://hooks.attacker.example/h", webhooks.new_secret(), "m", {})
+
+    out = asyncio.run(attempt())
+    assert not out.ok and "link-local" in out.error
 
 
 def test_payloads():
