@@ -9,9 +9,13 @@ from reflex.plugins.sitemap import SitemapPlugin
 import cortex_app.models  # noqa: F401
 from cortex_app.settings import load_settings
 
+settings = load_settings()
 config = rx.Config(
     app_name="cortex_app",
-    db_url=load_settings().db_url,
+    db_url=settings.db_url,
+    # Same origin only: CORS and the websocket's Origin check (a page of another site, or of
+    # another port of this host, cannot drive the console through the admin's browser).
+    cors_allowed_origins=settings.allowed_origins,
     telemetry_enabled=False,
     show_built_with_reflex=False,
     disable_plugins=[SitemapPlugin],

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Optional
+from urllib.parse import urlsplit
 
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 DEFAULT_LLAMACPP_IMAGE = "ghcr.io/ggml-org/llama.cpp:server-cuda"
@@ -48,6 +49,9 @@ class Settings:
     # it may gain privileges (setuid binaries), and at most this many processes/threads (0: no limit).
     model_no_new_privileges: bool = True
     model_pids_limit: int = 16384
+    # The only origins whose pages may talk to the console (CORS and the websocket): its
+    # public URL's, and this port on the loopback names (an SSH tunnel, the host itself).
+    allowed_origins: tuple[str, ...] = ()
 
     @property
     def hf_cache_dir(self) -> Path:
@@ -97,6 +101,21 @@ def _number(env: Mapping[str, str], name: str, default: float, lo: float, hi: fl
     return value
 
 
+def _public_url(env: Mapping[str, str], port: int) -> str:
+    raw = env.get("CORTEX_PUBLIC_URL", "").strip().rstrip("/")
+    if not raw:
+        return f"http://localhost:{port}"
+    parts = urlsplit(raw)
+    try:
+        parts.port
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SettingsError(f"CORTEX_PUBLIC_URL={raw!r} is not an http(s) URL; set it to the address admins "
+                            "open, e.g. http://gpu-host:3000")
+    return raw
+
+
 def _whole(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
     raw = env.get(name, "").strip()
     if raw and not raw.isdigit():
@@ -144,6 +163,22 @@ def sqlite_url(data_dir: Path) -> str:
     return f"sqlite:///{data_dir / 'cortex.db'}"
 
 
+def origin_of(url: str) -> str:
+    """The Origin a browser sends from a page at `url`: scheme://host[:port], lower case, with
+    the scheme's default port left out."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    port = parts.port
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    return f"{parts.scheme}://{host}" + (f":{port}" if port and port != default else "")
+
+
+def allowed_origins(public_url: str, port: int) -> tuple[str, ...]:
+    own = [origin_of(public_url)] + [f"http://{h}:{port}" for h in ("localhost", "127.0.0.1", "[::1]")]
+    return tuple(dict.fromkeys(own))
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     data_dir = Path(env.get("CORTEX_DATA_DIR", "").strip() or "./data").expanduser().resolve()
@@ -157,10 +192,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         # psycopg 3 is the driver we ship; SQLAlchemy's bare postgresql:// means psycopg2.
         db_url = "postgresql+psycopg://" + db_url.split("://", 1)[1]
     models_dir = Path(env.get("CORTEX_MODELS_DIR", "").strip() or data_dir / "models").expanduser().resolve()
+    port = _port(env, "CORTEX_PORT", 3000)
+    public_url = _public_url(env, port)
     return Settings(
         data_dir=data_dir,
         db_url=db_url,
-        port=_port(env, "CORTEX_PORT", 3000),
+        port=port,
         docker_host=env.get("DOCKER_HOST", "").strip() or DEFAULT_DOCKER_HOST,
         models_dir=models_dir,
         llamacpp_image=env.get("CORTEX_LLAMACPP_IMAGE", "").strip() or DEFAULT_LLAMACPP_IMAGE,
@@ -170,13 +207,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         probe_interval_s=_number(env, "CORTEX_PROBE_INTERVAL", 5.0, 0.2, 3600),
         unhealthy_after=int(_number(env, "CORTEX_UNHEALTHY_AFTER", 3, 1, 100)),
         docker_events=_bool(env, "CORTEX_DOCKER_EVENTS", True),
-        public_url=(env.get("CORTEX_PUBLIC_URL", "").strip()
-                    or f"http://localhost:{_port(env, 'CORTEX_PORT', 3000)}").rstrip("/"),
+        public_url=public_url,
         metrics_public=_bool(env, "CORTEX_METRICS_PUBLIC", False),
         docker_network=_network(env),
         models_host_dir=_host_dir(env),
         publish_host=_publish_host(env),
         model_no_new_privileges=_bool(env, "CORTEX_MODEL_NO_NEW_PRIVILEGES", True),
+        allowed_origins=allowed_origins(public_url, port),
         model_pids_limit=_whole(env, "CORTEX_MODEL_PIDS_LIMIT", 16384, 0, 4_194_304),
     )
 

@@ -63,7 +63,11 @@ REFLEX_WEB_WORKDIR=$BUILD setsid python -m cortex_app.serve --checked >>"$LOG" 2
 echo $! > "$PIDFILE"
 for _ in $(seq 1 600); do
   if curl -sf "http://127.0.0.1:$PORT/api/health" >/dev/null 2>&1; then
-    echo "cortex: serving at http://localhost:$PORT/"
+    if [ -n "${CORTEX_PUBLIC_URL:-}" ]; then
+      echo "cortex: serving at ${CORTEX_PUBLIC_URL%/}/ (and http://localhost:$PORT/)"
+    else
+      echo "cortex: serving at http://localhost:$PORT/ (from another machine: set CORTEX_PUBLIC_URL to the address you open)"
+    fi
     exit 0
   fi
   if ! kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then

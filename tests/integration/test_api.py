@@ -108,23 +108,39 @@ def test_wrong_passwords_are_slowed_down_with_retry_after(console):
     assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
 
 
+def _raw_post(url: str, headers: str, chunks=()) -> str:
+    """A POST on a raw socket: the headers, then `chunks` (Transfer-Encoding: chunked, never
+    ended), then what the console answers. Nothing is left unsent when it answers, so its
+    close cannot reset the connection before the answer is read."""
+    import socket
+
+    u = httpx.URL(url)
+    with socket.create_connection((u.host, u.port), timeout=30) as s:
+        s.sendall(f"POST {u.raw_path.decode()} HTTP/1.1\r\nHost: {u.host}:{u.port}\r\n{headers}\r\n".encode())
+        for chunk in chunks:
+            s.sendall(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+        answer = b""
+        while b"\r\n\r\n" not in answer and (got := s.recv(65536)):
+            answer += got
+        return answer.decode(errors="replace")
+
+
 def test_big_bodies_are_refused_before_any_auth_or_parsing(console):
     from cortex_app.api.limits import MAX_BODY_BYTES
 
-    api = httpx.Client(base_url=console.url, timeout=60)
-    big = b"{" + b" " * (10 * 1024 * 1024) + b"}"
-    # 413, not 401: answered before the token is looked at or the JSON is read.
-    r = api.post("/api/models", content=big, headers={"content-type": "application/json"})
-    assert r.status_code == 413 and "over 1024 KiB" in r.json()["detail"]
-    assert api.post("/api/session", content=big).status_code == 413
-
-    def chunks():  # no Content-Length: counted as it arrives, cut off at the cap
-        for _ in range(3):
-            yield b" " * MAX_BODY_BYTES
-
-    assert api.post("/api/models", content=chunks(), headers={"content-type": "application/json"}).status_code == 413
+    # A declared 10 MiB: 413 at once, not 401 (the token is never looked at), and before a
+    # byte of the body was sent (nothing read it).
+    for path in ("/api/models", "/api/session"):
+        answer = _raw_post(console.url + path, "Content-Type: application/json\r\nContent-Length: 10485760\r\n")
+        assert answer.startswith("HTTP/1.1 413"), answer[:200]
+    # No Content-Length: counted as it arrives, cut off at the cap.
+    answer = _raw_post(console.url + "/api/models", "Transfer-Encoding: chunked\r\n",
+                       [b" " * 65536] * (MAX_BODY_BYTES // 65536 + 1))
+    assert answer.startswith("HTTP/1.1 413"), answer[:200]
     # Just under the cap is read as usual: the route's own answer (401: no token).
-    assert api.post("/api/models", content=b" " * (MAX_BODY_BYTES - 10)).status_code == 401
+    assert httpx.post(console.url + "/api/models", content=b" " * (MAX_BODY_BYTES - 10), timeout=30).status_code == 401
+    r = httpx.post(console.url + "/api/models", content=b"{}", timeout=30)
+    assert r.status_code == 401  # and a small one too
 
 
 def test_no_public_api_schema_and_a_health_that_names_nothing(console):
@@ -133,3 +149,31 @@ def test_no_public_api_schema_and_a_health_that_names_nothing(console):
         assert "Cortex API" not in r.text and "swagger" not in r.text.lower(), path
     health = httpx.get(console.url + "/api/health", timeout=30).json()
     assert health == {"status": "ok", "engine": {"reachable": True}}
+
+
+def test_only_the_consoles_own_origin_may_talk_to_it(console):
+    """The websocket (every page's events) and CORS take only the console's own origins: a page
+    of another site, or of another port of this host, gets nothing through the admin's browser."""
+    import simple_websocket
+    from simple_websocket.errors import ConnectionError as Refused
+
+    port = httpx.URL(console.url).port
+    socket = console.url.replace("http://", "ws://") + "/_event/?EIO=4&transport=websocket"
+    own = simple_websocket.Client(socket, headers={"Origin": console.url})
+    try:
+        assert own.receive(timeout=10).startswith("0{")  # engine.io's open packet: accepted
+    finally:
+        own.close()
+    for foreign in ("http://evil.example", f"http://127.0.0.1:{port + 1}", f"http://localhost.evil.example:{port}"):
+        with pytest.raises(Refused) as refused:
+            simple_websocket.Client(socket, headers={"Origin": foreign})
+        assert refused.value.status_code == 403, foreign  # the handshake is refused
+
+    def preflight(origin: str) -> httpx.Response:
+        return httpx.options(console.url + "/api/models", timeout=30, headers={
+            "Origin": origin, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"})
+
+    assert preflight(console.url).headers.get("access-control-allow-origin") == console.url
+    assert "access-control-allow-origin" not in preflight("http://evil.example").headers
+    plain = httpx.get(console.url + "/api/health", headers={"Origin": "http://evil.example"}, timeout=30)
+    assert "access-control-allow-origin" not in plain.headers  # its answer stays unreadable to that page

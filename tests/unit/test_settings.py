@@ -78,3 +78,23 @@ def test_self_hosting_settings():
 def test_bad_self_hosting_settings_name_the_variable(env, name):
     with pytest.raises(SettingsError, match=name):
         load_settings(env)
+
+
+@pytest.mark.parametrize("env, origins", [
+    ({}, ("http://localhost:3000", "http://127.0.0.1:3000", "http://[::1]:3000")),
+    ({"CORTEX_PORT": "8111"}, ("http://localhost:8111", "http://127.0.0.1:8111", "http://[::1]:8111")),
+    ({"CORTEX_PUBLIC_URL": "http://GPU-Host:3000/"},
+     ("http://gpu-host:3000", "http://localhost:3000", "http://127.0.0.1:3000", "http://[::1]:3000")),
+    ({"CORTEX_PUBLIC_URL": "https://cortex.example.com:443/console"},
+     ("https://cortex.example.com", "http://localhost:3000", "http://127.0.0.1:3000", "http://[::1]:3000")),
+    ({"CORTEX_PUBLIC_URL": "http://[fd00::5]:3000"},
+     ("http://[fd00::5]:3000", "http://localhost:3000", "http://127.0.0.1:3000", "http://[::1]:3000")),
+])
+def test_only_the_consoles_own_origins_are_allowed(env, origins):
+    assert load_settings(env).allowed_origins == origins
+
+
+@pytest.mark.parametrize("url", ["gpu-host:3000", "ftp://gpu-host", "http://", "http://gpu-host:99999"])
+def test_a_public_url_that_is_no_url_is_refused(url):
+    with pytest.raises(SettingsError, match="CORTEX_PUBLIC_URL"):
+        load_settings({"CORTEX_PUBLIC_URL": url})
