@@ -18,7 +18,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import VerificationError, VerifyMismatchError
 from sqlmodel import Session, select
 
-from cortex_app.models import AdminSession, AdminUser, ApiToken, utcnow
+from cortex_app.models import AdminSession, AdminUser, ApiToken, SetupCode, utcnow
 
 SESSION_TTL = timedelta(hours=12)
 USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
@@ -64,6 +64,63 @@ def create_admin(db: sa.Engine, username: str, password: str, *, only_if_none: b
             s.commit()
         except sa.exc.IntegrityError:
             raise AuthError(f"the username {username!r} is taken") from None
+        return user
+
+
+# Setup codes: 16 characters of an alphabet without look-alikes (80 bits), shown in groups of 4.
+SETUP_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+
+
+def _setup_hash(code: str) -> str:
+    clean = "".join(ch for ch in (code or "").upper() if ch.isalnum())
+    return hashlib.sha256(f"cortex-setup:{clean}".encode()).hexdigest()
+
+
+def new_setup_code(db: sa.Engine) -> str:
+    """A fresh one-time setup code (any earlier one stops working); only its hash is stored."""
+    code = "".join(secrets.choice(SETUP_ALPHABET) for _ in range(16))
+    with Session(db) as s:
+        s.execute(sa.delete(SetupCode))
+        s.add(SetupCode(code_hash=_setup_hash(code)))
+        s.commit()
+    return "-".join(code[i:i + 4] for i in range(0, 16, 4))
+
+
+def forget_setup_codes(db: sa.Engine) -> None:
+    with Session(db) as s:
+        s.execute(sa.delete(SetupCode))
+        s.commit()
+
+
+def create_first_admin(db: sa.Engine, username: str, password: str, setup_code: str) -> AdminUser:
+    """The first admin, from the browser: needs the setup code printed at the console's start.
+    The code is consumed in the same transaction that creates the admin, so of two setups at
+    once exactly one succeeds; a wrong code changes nothing."""
+    errors = check_new_credentials(username, password)
+    if errors:
+        raise AuthError("; ".join(f"{k}: {v}" for k, v in errors.items()))
+    code_hash = _setup_hash(setup_code)
+
+    def refuse() -> AuthError:
+        if admin_exists(db):
+            return AuthError("an admin account exists already; sign in instead")
+        return AuthError("wrong setup code: use the one the console printed when it started "
+                         "(make up's output, or the container's log)")
+
+    with Session(db) as s:  # a wrong code costs no password hash
+        if s.get(SetupCode, code_hash) is None:
+            raise refuse()
+    password_hash = _hasher.hash(password)  # the slow part, outside the transaction
+    with Session(db, expire_on_commit=False) as s:
+        if not s.execute(sa.delete(SetupCode).where(SetupCode.code_hash == code_hash)).rowcount:
+            s.rollback()
+            raise refuse()  # another setup took it meanwhile
+        if s.exec(select(AdminUser.id).limit(1)).first() is not None:
+            s.rollback()
+            raise AuthError("an admin account exists already; sign in instead")
+        user = AdminUser(username=username, password_hash=password_hash)
+        s.add(user)
+        s.commit()
         return user
 
 

@@ -229,6 +229,16 @@ class AdminUser(SQLModel, table=True):
     last_login_at: Optional[datetime] = _time()
 
 
+class SetupCode(SQLModel, table=True):
+    """The one-time code that creating the first admin needs (printed at start while no admin
+    exists). Only its SHA-256 is stored; creating the admin deletes it."""
+
+    __tablename__ = "setup_code"
+
+    code_hash: str = Field(sa_column=sa.Column(sa.String(64), primary_key=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
+
+
 class AdminSession(SQLModel, table=True):
     """A signed-in browser. The cookie holds a random token; only its SHA-256 is stored, so a
     database leak gives no usable session. Sign-out deletes the row."""

@@ -92,7 +92,8 @@ def check_port(port: int) -> None:
 
 def seed_admin(settings: Settings, env=None) -> str:
     """First run: the admin account from CORTEX_ADMIN_USER / CORTEX_ADMIN_PASSWORD, taken once
-    (ignored as soon as any admin exists). Without them, the console asks in the browser."""
+    (ignored as soon as any admin exists). Without them, the console asks in the browser, for
+    a one-time setup code made here and printed (so only who sees this output can claim it)."""
     import os
 
     from cortex_app import auth
@@ -103,9 +104,12 @@ def seed_admin(settings: Settings, env=None) -> str:
     db = make_engine(settings.db_url)
     try:
         if auth.admin_exists(db):
+            auth.forget_setup_codes(db)
             return "account exists" + (" (CORTEX_ADMIN_USER/PASSWORD ignored)" if user else "")
         if not user and not password:
-            return "none yet: the console asks for one on first visit"
+            code = auth.new_setup_code(db)
+            return (f"none yet: open {settings.public_url}/setup and create it with the one-time "
+                    f"setup code {code}")
         try:
             auth.create_admin(db, user, password)
         except auth.AuthError as exc:

@@ -50,6 +50,7 @@ class Console:
     run_dir: Path
     env: dict
     token: Optional[str] = None
+    output: str = ""  # what the last `make up` printed (the first run's setup code, for one)
     _http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=60), repr=False)
 
     # --- the process ------------------------------------------------------------------------
@@ -83,6 +84,7 @@ class Console:
                            timeout=timeout)
         if r.returncode != 0:
             raise ConsoleFailed(f"make up failed ({r.returncode}):\n{r.stderr[-3000:]}\n--- log ---\n{self.tail()}")
+        self.output = r.stdout
         return time.monotonic() - t0
 
     def stop(self, timeout: float = 60) -> None:

@@ -39,8 +39,10 @@ def setup() -> rx.Component:
     return centered_card(
         rx.text("First run: create the admin account. There is no default password.", size="2",
                 color_scheme="gray"),
+        rx.text("The setup code is in what the console printed when it started (make up's output, or "
+                "`docker logs cortex`).", size="2", color_scheme="gray"),
         rx.form(
-            rx.vstack(_field("username", "Username"), _field("password", "Password (10+ characters)", "password"),
+            rx.vstack(_field("setup_code", "Setup code"), _field("username", "Username"), _field("password", "Password (10+ characters)", "password"),
                       _field("confirm", "Password again", "password"), _error(),
                       rx.button("Create admin and sign in", type="submit", width="100%", id="create-admin"),
                       spacing="3", width="100%"),

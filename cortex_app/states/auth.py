@@ -67,6 +67,7 @@ class AuthState(rx.State):
 
     @rx.event
     async def create_first_admin(self, form: dict):
+        self.error = ""
         username, password = form.get("username", "").strip(), form.get("password", "")
         self.field_errors = auth.check_new_credentials(username, password)
         if password != form.get("confirm", ""):
@@ -74,7 +75,8 @@ class AuthState(rx.State):
         if self.field_errors:
             return
         try:
-            await asyncio.to_thread(auth.create_admin, services().db, username, password)
+            await asyncio.to_thread(auth.create_first_admin, services().db, username, password,
+                                    form.get("setup_code", ""))
             self.token = await asyncio.to_thread(auth.sign_in, services().db, username, password)
         except auth.AuthError as exc:
             self.error = str(exc)

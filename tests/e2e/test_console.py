@@ -2,13 +2,14 @@
 real engine and the real llama-server: first run, sign-in, the models table, the form,
 Start -> loading -> running live, logs, Stop, Delete, and drift seen in the open page."""
 
+import re
 import shutil
 
 import httpx
 import pytest
 from playwright.sync_api import expect
 
-from cortex_app import crud
+from cortex_app import auth, crud
 from cortex_app.db import make_engine
 from cortex_app.engines.spec import LABEL_MODEL_ID
 from tests.conftest import LLAMA_IMAGE
@@ -43,9 +44,19 @@ def create_through_form(page, url: str, name: str, extra_args: str) -> None:
     page.wait_for_url("**/models/*")
 
 
-def test_1_first_run_creates_the_admin_and_signs_in(console, page):
+def test_1_first_run_creates_the_admin_and_signs_in(console, page, db):
+    # make up printed a one-time setup code: only who sees the console's output can claim it.
+    code = re.search(r"setup code ([A-Z0-9]{4}(?:-[A-Z0-9]{4}){3})", console.output).group(1)
     page.goto(console.url + "/models")
     page.wait_for_url("**/setup")
+    page.locator("#field-setup_code").fill("AAAA-BBBB-CCCC-DDDD")
+    page.locator("#field-username").fill(ADMIN)
+    page.locator("#field-password").fill(PASSWORD)
+    page.locator("#field-confirm").fill(PASSWORD)
+    page.locator("#create-admin").click()
+    expect(page.locator("#auth-error")).to_contain_text("wrong setup code")
+    assert not auth.admin_exists(db)  # refused: nothing created
+    page.locator("#field-setup_code").fill(code.lower())  # as typed by hand: case does not matter
     page.locator("#field-username").fill(ADMIN)
     page.locator("#field-password").fill("short")
     page.locator("#field-confirm").fill("short")

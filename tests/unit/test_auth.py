@@ -1,17 +1,59 @@
 """auth.py on a migrated SQLite database: argon2 hashes, sessions by token hash, sign-out,
 first-run only once, wrong passwords slowed down."""
 
+import re
+import threading
+
 import sqlalchemy as sa
 import pytest
 from sqlmodel import Session, select
 
 from cortex_app import auth
-from cortex_app.models import AdminSession, AdminUser
+from cortex_app.models import AdminSession, AdminUser, SetupCode
 
 
 @pytest.fixture
 def db(migrated_db):
     return migrated_db
+
+
+def test_the_first_admin_from_the_browser_needs_the_setup_code(db):
+    code = auth.new_setup_code(db)
+    assert re.fullmatch(r"[A-Z2-9]{4}(-[A-Z2-9]{4}){3}", code)
+    for wrong in ("", "AAAA-BBBB-CCCC-DDDD", code[:-1]):
+        with pytest.raises(auth.AuthError, match="wrong setup code"):
+            auth.create_first_admin(db, "root", "a-long-password", wrong)
+    assert not auth.admin_exists(db)  # refused: nothing created
+    with Session(db) as s:
+        [stored] = s.exec(select(SetupCode.code_hash)).all()
+    assert code.replace("-", "") not in stored and len(stored) == 64  # only a hash is kept
+    user = auth.create_first_admin(db, "root", "a-long-password", code.replace("-", " ").lower())  # as typed
+    assert user.username == "root" and user.password_hash.startswith("$argon2id$")
+    with Session(db) as s:
+        assert s.exec(select(SetupCode)).all() == []  # gone once used
+    with pytest.raises(auth.AuthError, match="exists already"):
+        auth.create_first_admin(db, "second", "a-long-password", code)
+
+
+def test_two_setups_at_once_make_one_admin(db):
+    code = auth.new_setup_code(db)
+    results = []
+
+    def setup(i):
+        try:
+            results.append(auth.create_first_admin(db, f"admin{i}", "a-long-password", code).username)
+        except auth.AuthError as exc:
+            results.append(str(exc))
+
+    threads = [threading.Thread(target=setup, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    made = [r for r in results if r.startswith("admin")]
+    assert len(made) == 1 and len(results) == 6, results
+    with Session(db) as s:
+        assert [u.username for u in s.exec(select(AdminUser)).all()] == made
 
 
 def test_first_admin_then_sign_in_and_out(db):

@@ -102,3 +102,30 @@ def test_first_admin_from_the_environment_once(tmp_path):
 def test_too_short_admin_password_names_the_setting(tmp_path):
     r = run_prestart(tmp_path, CORTEX_ADMIN_USER="ops", CORTEX_ADMIN_PASSWORD="short")
     assert r.returncode == 2 and "CORTEX_ADMIN_PASSWORD" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_without_an_admin_each_start_prints_a_new_one_time_setup_code(tmp_path):
+    import re
+
+    import sqlalchemy as sa
+
+    codes = []
+    for _ in range(2):
+        r = run_prestart(tmp_path)
+        assert r.returncode == 0, r.stderr
+        found = re.search(r"admin:     none yet: open http://localhost:\d+/setup and create it with the one-time "
+                          r"setup code ([A-Z2-9]{4}(?:-[A-Z2-9]{4}){3})", r.stdout)
+        assert found, r.stdout
+        codes.append(found.group(1))
+    assert codes[0] != codes[1]
+    db_bytes = b"".join(p.read_bytes() for p in tmp_path.rglob("cortex.db*"))
+    assert not any(c.replace("-", "").encode() in db_bytes or c.encode() in db_bytes for c in codes)  # hashed only
+    engine = sa.create_engine(f"sqlite:///{tmp_path}/data/cortex.db")
+    from cortex_app import auth
+
+    with pytest.raises(auth.AuthError, match="wrong setup code"):
+        auth.create_first_admin(engine, "root", "a-long-password", codes[0])  # the older one no longer works
+    auth.create_first_admin(engine, "root", "a-long-password", codes[1])
+    r = run_prestart(tmp_path)
+    assert "admin:     account exists" in r.stdout and "setup code" not in r.stdout
+    engine.dispose()
