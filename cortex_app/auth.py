@@ -2,14 +2,19 @@
 
 Passwords: argon2id (argon2-cffi). Sessions: a random 256-bit token in the browser's
 cookie, its SHA-256 in the database with an expiry; sign-out deletes it. Wrong passwords
-slow the account down: after 3 in a row, each further try must wait 2^(n-3) s (max 60 s).
+slow that account down from that address, and that address (throttle.py): after 3 in a row,
+each further try must wait 2^(n-3) s (max 60 s).
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
 import re
 import secrets
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Optional
 
@@ -18,16 +23,25 @@ from argon2 import PasswordHasher
 from argon2.exceptions import VerificationError, VerifyMismatchError
 from sqlmodel import Session, select
 
+from cortex_app import throttle
 from cortex_app.models import AdminSession, AdminUser, ApiToken, SetupCode, utcnow
 
 SESSION_TTL = timedelta(hours=12)
+HASH_WORKERS = 2
+password_checks = 0  # argon2 verifications since start (/metrics: cortex_password_checks_total)
+_checks_lock = threading.Lock()
+_pools: dict[str, ThreadPoolExecutor] = {}  # made on first use
 USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 MIN_PASSWORD = 10
-FREE_FAILURES = 3
-MAX_LOCK_S = 60
+FREE_FAILURES = throttle.ACCOUNT_FREE
 _hasher = PasswordHasher()
-# Verified when the user does not exist, so a wrong name costs as much time as a wrong password.
-_DUMMY_HASH = _hasher.hash("cortex-no-such-user")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified when the user does not exist, so a wrong name costs what a wrong password does
+    (made on first use: no hash work at import)."""
+    return _hasher.hash("cortex-no-such-user")
 
 
 class AuthError(Exception):
@@ -128,41 +142,63 @@ def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def sign_in(db: sa.Engine, username: str, password: str) -> str:
-    """A new session token, or AuthError (wrong credentials, or wait `retry_after_s`)."""
+async def sign_in(db: sa.Engine, username: str, password: str, address: str = "") -> str:
+    """A new session token, or AuthError (wrong credentials, or wait `retry_after_s`).
+    `address`: the client's, for throttling (throttle.py): the attempt is counted at once,
+    before the password is checked, and refused without any hash work while its keys are
+    locked. All of it runs on the sign-in pools (_off_loop)."""
     now = utcnow()
+    keyset = throttle.keys(username, address)
+    if wait := await _off_loop("sign-in", throttle.reserve, db, keyset, now):
+        raise AuthError(f"too many wrong passwords; try again in {wait} s", retry_after_s=wait)
+    user = await _off_loop("sign-in", _user, db, username)
+    # Verified even when the user does not exist: a wrong name costs what a wrong password does.
+    if not await run_hashing(_verify, user.password_hash if user else None, password) or user is None:
+        raise AuthError("wrong username or password")
+    rehashed = await run_hashing(_hasher.hash, password) if _hasher.check_needs_rehash(user.password_hash) else None
+    return await _off_loop("sign-in", _open_session, db, keyset, user.id, rehashed, now)
+
+
+def _user(db: sa.Engine, username: str) -> Optional[AdminUser]:
+    with Session(db, expire_on_commit=False) as s:
+        return s.exec(select(AdminUser).where(AdminUser.username == username)).first()
+
+
+def _open_session(db: sa.Engine, keyset, user_id: int, rehashed: Optional[str], now) -> str:
+    throttle.clear(db, keyset)
+    token = secrets.token_urlsafe(32)
     with Session(db) as s:
-        user = s.exec(select(AdminUser).where(AdminUser.username == username)).first()
-        if user is not None and user.locked_until and user.locked_until > now:
-            wait = int((user.locked_until - now).total_seconds()) + 1
-            raise AuthError(f"too many wrong passwords; try again in {wait} s", retry_after_s=wait)
-        try:
-            _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
-            ok = user is not None
-        except (VerifyMismatchError, VerificationError):
-            ok = False
-        if not ok:
-            if user is not None:
-                # Atomic increment: parallel wrong guesses each count (none is lost to a race).
-                s.execute(sa.update(AdminUser).where(AdminUser.id == user.id)
-                          .values(failed_attempts=AdminUser.failed_attempts + 1))
-                fails = s.exec(select(AdminUser.failed_attempts).where(AdminUser.id == user.id)).one()
-                over = fails - FREE_FAILURES
-                if over >= 0:
-                    s.execute(sa.update(AdminUser).where(AdminUser.id == user.id).values(
-                        locked_until=now + timedelta(seconds=min(2 ** over, MAX_LOCK_S))))
-                s.commit()
-            raise AuthError("wrong username or password")
-        user.failed_attempts = 0
-        user.locked_until = None
-        user.last_login_at = now
-        if _hasher.check_needs_rehash(user.password_hash):
-            user.password_hash = _hasher.hash(password)
-        token = secrets.token_urlsafe(32)
-        s.add(AdminSession(token_hash=_token_hash(token), user_id=user.id, expires_at=now + SESSION_TTL))
-        s.add(user)
+        values = {"last_login_at": now} | ({"password_hash": rehashed} if rehashed else {})
+        s.execute(sa.update(AdminUser).where(AdminUser.id == user_id).values(**values))
+        s.add(AdminSession(token_hash=_token_hash(token), user_id=user_id, expires_at=now + SESSION_TTL))
         s.commit()
-        return token
+    return token
+
+
+def _verify(password_hash: Optional[str], password: str) -> bool:
+    global password_checks
+    with _checks_lock:
+        password_checks += 1
+    try:
+        return _hasher.verify(password_hash or _dummy_hash(), password)
+    except (VerifyMismatchError, VerificationError):
+        return False
+
+
+async def run_hashing(fn, *args):
+    """Run `fn` (argon2 work, 64 MiB each) on the password-hash pool: HASH_WORKERS at a time,
+    the rest queued."""
+    return await _off_loop("password-hash", fn, *args)
+
+
+async def _off_loop(pool: str, fn, *args):
+    """Sign-in work runs on pools of its own ("sign-in": the throttle and the session rows;
+    "password-hash"), never on the default one that the reconciler and the pages use: a flood
+    of sign-ins queues there and holds nothing else up."""
+    with _checks_lock:
+        if pool not in _pools:
+            _pools[pool] = ThreadPoolExecutor(max_workers=HASH_WORKERS, thread_name_prefix=pool)
+    return await asyncio.get_running_loop().run_in_executor(_pools[pool], functools.partial(fn, *args))
 
 
 def session_user(db: sa.Engine, token: Optional[str]) -> Optional[str]:

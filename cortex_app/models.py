@@ -223,10 +223,19 @@ class AdminUser(SQLModel, table=True):
     id: Optional[int] = Field(default=None, primary_key=True)
     username: str = Field(sa_column=sa.Column(sa.String(64), nullable=False, unique=True))
     password_hash: str = Field(max_length=255, repr=False)
-    failed_attempts: int = 0
-    locked_until: Optional[datetime] = _time()  # wrong passwords slow the next try down
     created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
     last_login_at: Optional[datetime] = _time()
+
+
+class SignInThrottle(SQLModel, table=True):
+    """Sign-in attempts per key (an account from one address, or one address): throttle.py.
+    The key is a SHA-256, never the username or the address in clear."""
+
+    __tablename__ = "sign_in_throttle"
+
+    key: str = Field(sa_column=sa.Column(sa.String(64), primary_key=True))
+    attempts: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False))
+    locked_until: Optional[datetime] = _time()
 
 
 class SetupCode(SQLModel, table=True):

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from sqlmodel import Session, func, select
 
+from cortex_app import auth
 from cortex_app.api.deps import require_admin
 from cortex_app.models import Health, Model, ModelState, WebhookDelivery
 from cortex_app.runtime.docker import engine_info
@@ -93,6 +94,8 @@ class ConsoleCollector:
         last = rec.last_report
         yield GaugeMetricFamily("cortex_reconcile_last_pass_seconds", "Duration of the last reconcile pass",
                                 value=last.duration_s if last else 0.0)
+        yield CounterMetricFamily("cortex_password_checks", "Password hash verifications (sign-ins) since start",
+                                  value=auth.password_checks)
         yield CounterMetricFamily("cortex_docker_events", "Docker container events seen",
                                   value=svc.scheduler.docker_events_seen)
         out = CounterMetricFamily("cortex_webhook_delivery_outcomes", "Webhook delivery attempts by outcome "

@@ -24,9 +24,10 @@ class Credentials(BaseModel):
 
 
 @router.post("/api/session")
-async def sign_in(body: Credentials) -> JSONResponse:
+async def sign_in(body: Credentials, request: Request) -> JSONResponse:
+    address = request.client.host if request.client else ""
     try:
-        token = await asyncio.to_thread(auth.sign_in, services().db, body.username, body.password)
+        token = await auth.sign_in(services().db, body.username, body.password, address)
     except auth.AuthError as exc:
         if exc.retry_after_s:
             return JSONResponse({"detail": str(exc)}, status_code=429,

@@ -56,8 +56,8 @@ class AuthState(rx.State):
         self.error = ""
         yield
         try:
-            self.token = await asyncio.to_thread(auth.sign_in, services().db, form.get("username", "").strip(),
-                                                 form.get("password", ""))
+            self.token = await auth.sign_in(services().db, form.get("username", "").strip(), form.get("password", ""),
+                                            self.router.session.client_ip)
         except auth.AuthError as exc:
             self.error = str(exc)
             return
@@ -75,9 +75,9 @@ class AuthState(rx.State):
         if self.field_errors:
             return
         try:
-            await asyncio.to_thread(auth.create_first_admin, services().db, username, password,
-                                    form.get("setup_code", ""))
-            self.token = await asyncio.to_thread(auth.sign_in, services().db, username, password)
+            await auth.run_hashing(auth.create_first_admin, services().db, username, password,
+                                   form.get("setup_code", ""))
+            self.token = await auth.sign_in(services().db, username, password, self.router.session.client_ip)
         except auth.AuthError as exc:
             self.error = str(exc)
             return

@@ -1,6 +1,7 @@
 """auth.py on a migrated SQLite database: argon2 hashes, sessions by token hash, sign-out,
 first-run only once, wrong passwords slowed down."""
 
+import asyncio
 import re
 import threading
 
@@ -8,8 +9,13 @@ import sqlalchemy as sa
 import pytest
 from sqlmodel import Session, select
 
-from cortex_app import auth
-from cortex_app.models import AdminSession, AdminUser, SetupCode
+from cortex_app import auth, throttle
+from cortex_app.models import AdminSession, AdminUser, SetupCode, SignInThrottle
+
+
+def sign_in(*args) -> str:
+    """auth.sign_in, as the API route and the page await it."""
+    return asyncio.run(auth.sign_in(*args))
 
 
 @pytest.fixture
@@ -64,7 +70,7 @@ def test_first_admin_then_sign_in_and_out(db):
     assert "a-long-password" not in repr(user) and "argon2" not in repr(user)
     with pytest.raises(auth.AuthError, match="exists already"):
         auth.create_admin(db, "second", "another-long-password")
-    token = auth.sign_in(db, "root", "a-long-password")
+    token = sign_in(db, "root", "a-long-password")
     assert auth.session_user(db, token) == "root"
     with Session(db) as s:
         [stored] = s.exec(select(AdminSession.token_hash)).all()
@@ -81,7 +87,7 @@ def test_unknown_tokens_are_nobody(db, token):
 
 def test_expired_session_is_nobody(db):
     auth.create_admin(db, "root", "a-long-password")
-    token = auth.sign_in(db, "root", "a-long-password")
+    token = sign_in(db, "root", "a-long-password")
     with Session(db) as s:
         s.execute(sa.update(AdminSession).values(expires_at=auth.utcnow() - auth.SESSION_TTL))
         s.commit()
@@ -98,23 +104,87 @@ def test_bad_new_credentials(db, username, password, field):
     assert not auth.admin_exists(db)
 
 
+def _unlock(db):
+    with Session(db) as s:
+        s.execute(sa.update(SignInThrottle).values(locked_until=None))
+        s.commit()
+
+
 def test_wrong_passwords_slow_the_account_down(db):
     auth.create_admin(db, "root", "a-long-password")
     for _ in range(auth.FREE_FAILURES):
         with pytest.raises(auth.AuthError, match="wrong username or password"):
-            auth.sign_in(db, "root", "nope-nope-nope")
+            sign_in(db, "root", "nope-nope-nope", "10.0.0.9")
     with pytest.raises(auth.AuthError, match="try again in") as info:
-        auth.sign_in(db, "root", "a-long-password")  # even the right one waits
+        sign_in(db, "root", "a-long-password", "10.0.0.9")  # even the right one waits
     assert info.value.retry_after_s >= 1
+    _unlock(db)
+    assert auth.session_user(db, sign_in(db, "root", "a-long-password", "10.0.0.9")) == "root"
     with Session(db) as s:
-        s.execute(sa.update(AdminUser).values(locked_until=None))
-        s.commit()
-    assert auth.session_user(db, auth.sign_in(db, "root", "a-long-password")) == "root"
-    with Session(db) as s:
-        assert s.exec(select(AdminUser.failed_attempts)).one() == 0
+        assert s.exec(select(SignInThrottle)).all() == []  # a right password starts afresh
+
+
+@pytest.mark.parametrize("attempts, free, wait", [(1, 3, None), (2, 3, None), (3, 3, 1), (4, 3, 2), (6, 3, 8),
+                                                  (9, 3, 60), (50, 3, 60), (9, 10, None), (10, 10, 1)])
+def test_backoff(attempts, free, wait):
+    assert throttle.backoff_s(attempts, free) == wait
+
+
+def test_64_guesses_at_once_run_only_the_free_password_checks(db):
+    auth.create_admin(db, "root", "a-long-password")
+    before = auth.password_checks
+    answers = []
+
+    def guess():
+        try:
+            sign_in(db, "root", "wrong-guess-123", "203.0.113.7")
+        except auth.AuthError as exc:
+            answers.append(exc.retry_after_s)
+
+    threads = [threading.Thread(target=guess) for _ in range(64)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(answers) == 64
+    assert auth.password_checks - before == auth.FREE_FAILURES  # the rest were refused before any hash work
+    assert sum(1 for a in answers if a >= 1) == 64 - auth.FREE_FAILURES
+    # Someone else's guesses never lock the admin out from another address.
+    assert auth.session_user(db, sign_in(db, "root", "a-long-password", "192.0.2.10")) == "root"
+
+
+def test_sign_in_work_never_runs_on_the_default_thread_pool(db, monkeypatch):
+    """The reconciler and the pages use asyncio's default pool: sign-ins have pools of their own."""
+    auth.create_admin(db, "root", "a-long-password")
+    seen = []
+    for name in ("reserve", "clear"):
+        real = getattr(throttle, name)
+        monkeypatch.setattr(throttle, name, lambda *a, _real=real: seen.append(threading.current_thread().name)
+                            or _real(*a))
+    real_verify = auth._verify
+    monkeypatch.setattr(auth, "_verify", lambda *a: seen.append(threading.current_thread().name) or real_verify(*a))
+    sign_in(db, "root", "a-long-password", "10.2.2.2")
+    assert len(seen) == 3 and all(n.startswith(("sign-in", "password-hash")) for n in seen), seen
+    assert seen[1].startswith("password-hash")
+
+
+def test_one_address_trying_many_names_is_slowed_down_too(db):
+    for i in range(throttle.ADDRESS_FREE):
+        with pytest.raises(auth.AuthError, match="wrong username or password"):
+            sign_in(db, f"user{i}", "whatever-password", "198.51.100.4")
+    with pytest.raises(auth.AuthError, match="try again in"):
+        sign_in(db, "user-next", "whatever-password", "198.51.100.4")
+    with pytest.raises(auth.AuthError, match="wrong username or password"):
+        sign_in(db, "user-next", "whatever-password", "198.51.100.5")  # another address: its own count
 
 
 def test_unknown_user_gets_the_same_answer(db):
     auth.create_admin(db, "root", "a-long-password")
     with pytest.raises(auth.AuthError, match="^wrong username or password$"):
-        auth.sign_in(db, "nobody", "a-long-password")
+        sign_in(db, "nobody", "a-long-password")
+    # ... also once throttled: the wait does not tell which names exist.
+    for _ in range(auth.FREE_FAILURES):
+        with pytest.raises(auth.AuthError, match="^wrong username or password$"):
+            sign_in(db, "nobody", "a-long-password", "10.1.1.1")
+    with pytest.raises(auth.AuthError, match="try again in"):
+        sign_in(db, "nobody", "a-long-password", "10.1.1.1")
