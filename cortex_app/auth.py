@@ -149,7 +149,7 @@ async def sign_in(db: sa.Engine, username: str, password: str, address: str = ""
     locked. All of it runs on the sign-in pools (_off_loop)."""
     now = utcnow()
     keyset = throttle.keys(username, address)
-    if wait := await _off_loop("sign-in", throttle.reserve, db, keyset, now):
+    if wait := await _off_loop("sign-in", throttle.reserve, db, keyset):
         raise AuthError(f"too many wrong passwords; try again in {wait} s", retry_after_s=wait)
     user = await _off_loop("sign-in", _user, db, username)
     # Verified even when the user does not exist: a wrong name costs what a wrong password does.
@@ -179,8 +179,9 @@ def _verify(password_hash: Optional[str], password: str) -> bool:
     global password_checks
     with _checks_lock:
         password_checks += 1
+    dummy = _dummy_hash()  # made on the first check, known user or not: no first-time tell
     try:
-        return _hasher.verify(password_hash or _dummy_hash(), password)
+        return _hasher.verify(password_hash or dummy, password)
     except (VerifyMismatchError, VerificationError):
         return False
 

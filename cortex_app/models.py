@@ -236,6 +236,7 @@ class SignInThrottle(SQLModel, table=True):
     key: str = Field(sa_column=sa.Column(sa.String(64), primary_key=True))
     attempts: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False))
     locked_until: Optional[datetime] = _time()
+    last_attempt_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
 
 
 class SetupCode(SQLModel, table=True):
