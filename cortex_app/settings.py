@@ -49,9 +49,13 @@ class Settings:
     # it may gain privileges (setuid binaries), and at most this many processes/threads (0: no limit).
     model_no_new_privileges: bool = True
     model_pids_limit: int = 16384
-    # The only origins whose pages may talk to the console (CORS and the websocket): its
-    # public URL's, and this port on the loopback names (an SSH tunnel, the host itself).
-    allowed_origins: tuple[str, ...] = ()
+
+    @property
+    def allowed_origins(self) -> tuple[str, ...]:
+        """The only origins whose pages may talk to the console (CORS and the websocket): its
+        public URL's, and its port on the loopback names (an SSH tunnel, the host itself)."""
+        own = [origin_of(self.public_url)] + [f"http://{h}:{self.port}" for h in ("localhost", "127.0.0.1", "[::1]")]
+        return tuple(dict.fromkeys(own))
 
     @property
     def hf_cache_dir(self) -> Path:
@@ -174,11 +178,6 @@ def origin_of(url: str) -> str:
     return f"{parts.scheme}://{host}" + (f":{port}" if port and port != default else "")
 
 
-def allowed_origins(public_url: str, port: int) -> tuple[str, ...]:
-    own = [origin_of(public_url)] + [f"http://{h}:{port}" for h in ("localhost", "127.0.0.1", "[::1]")]
-    return tuple(dict.fromkeys(own))
-
-
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     data_dir = Path(env.get("CORTEX_DATA_DIR", "").strip() or "./data").expanduser().resolve()
@@ -213,7 +212,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         models_host_dir=_host_dir(env),
         publish_host=_publish_host(env),
         model_no_new_privileges=_bool(env, "CORTEX_MODEL_NO_NEW_PRIVILEGES", True),
-        allowed_origins=allowed_origins(public_url, port),
         model_pids_limit=_whole(env, "CORTEX_MODEL_PIDS_LIMIT", 16384, 0, 4_194_304),
     )
 
