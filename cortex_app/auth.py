@@ -29,7 +29,7 @@ from cortex_app.models import AdminSession, AdminUser, ApiToken, SetupCode, utcn
 SESSION_TTL = timedelta(hours=12)
 HASH_WORKERS = 2
 password_checks = 0  # argon2 verifications since start (/metrics: cortex_password_checks_total)
-_checks_lock = threading.Lock()
+_lock = threading.Lock()  # the counter and the pools
 _pools: dict[str, ThreadPoolExecutor] = {}  # made on first use
 USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 MIN_PASSWORD = 10
@@ -64,11 +64,14 @@ def check_new_credentials(username: str, password: str) -> dict[str, str]:
     return errors
 
 
+def _require_new_credentials(username: str, password: str) -> None:
+    if errors := check_new_credentials(username, password):
+        raise AuthError("; ".join(f"{k}: {v}" for k, v in errors.items()))
+
+
 def create_admin(db: sa.Engine, username: str, password: str, *, only_if_none: bool = True) -> AdminUser:
     """Create an admin. With only_if_none (first run), refuse once any admin exists."""
-    errors = check_new_credentials(username, password)
-    if errors:
-        raise AuthError("; ".join(f"{k}: {v}" for k, v in errors.items()))
+    _require_new_credentials(username, password)
     with Session(db, expire_on_commit=False) as s:
         if only_if_none and s.exec(select(AdminUser.id).limit(1)).first() is not None:
             raise AuthError("an admin account exists already; sign in instead")
@@ -110,9 +113,7 @@ def create_first_admin(db: sa.Engine, username: str, password: str, setup_code: 
     """The first admin, from the browser: needs the setup code printed at the console's start.
     The code is consumed in the same transaction that creates the admin, so of two setups at
     once exactly one succeeds; a wrong code changes nothing."""
-    errors = check_new_credentials(username, password)
-    if errors:
-        raise AuthError("; ".join(f"{k}: {v}" for k, v in errors.items()))
+    _require_new_credentials(username, password)
     code_hash = _setup_hash(setup_code)
 
     def refuse() -> AuthError:
@@ -177,7 +178,7 @@ def _open_session(db: sa.Engine, keyset, user_id: int, rehashed: Optional[str], 
 
 def _verify(password_hash: Optional[str], password: str) -> bool:
     global password_checks
-    with _checks_lock:
+    with _lock:
         password_checks += 1
     dummy = _dummy_hash()  # made on the first check, known user or not: no first-time tell
     try:
@@ -196,7 +197,7 @@ async def _off_loop(pool: str, fn, *args):
     """Sign-in work runs on pools of its own ("sign-in": the throttle and the session rows;
     "password-hash"), never on the default one that the reconciler and the pages use: a flood
     of sign-ins queues there and holds nothing else up."""
-    with _checks_lock:
+    with _lock:
         if pool not in _pools:
             _pools[pool] = ThreadPoolExecutor(max_workers=HASH_WORKERS, thread_name_prefix=pool)
     return await asyncio.get_running_loop().run_in_executor(_pools[pool], functools.partial(fn, *args))

@@ -58,7 +58,7 @@ def keys(username: str, address: str) -> list[tuple[str, int]]:
     return [(h(f"account:{username}\x00{address}"), ACCOUNT_FREE), (h(f"address:{address}"), ADDRESS_FREE)]
 
 
-def reserve(db: sa.Engine, keyset: list[tuple[str, int]], now: Optional[datetime] = None) -> int:
+def reserve(db: sa.Engine, keyset: list[tuple[str, int]]) -> int:
     """Count one attempt on every key, atomically: 0 when the attempt may go ahead, else the
     whole seconds to wait (and nothing is counted). One upsert per key, always in the order of
     `keyset` (clear() deletes in that order too: two sign-ins never lock rows crosswise). A key
@@ -67,35 +67,32 @@ def reserve(db: sa.Engine, keyset: list[tuple[str, int]], now: Optional[datetime
     if time.monotonic() - _forgotten_at > FORGET_EVERY_S:
         _forgotten_at = time.monotonic()
         forget_idle(db)
+    while (wait := _reserve_once(db, keyset, utcnow())) is None:
+        pass  # a locked row was cleared meanwhile (a right password): count again
+    return wait
+
+
+def _reserve_once(db: sa.Engine, keyset: list[tuple[str, int]], now: datetime) -> Optional[int]:
     table = SignInThrottle.__table__
-    while True:
-        now = now or utcnow()
-        with Session(db) as s:
-            insert = (postgresql.insert if s.bind.dialect.name == "postgresql" else sqlite.insert)(table)
-            stale = table.c.last_attempt_at < now - FORGET_AFTER
-            wait = 0
-            for key, free in keyset:
-                attempts = s.execute(insert.values(key=key, attempts=1, locked_until=None, last_attempt_at=now)
-                                     .on_conflict_do_update(
-                                         index_elements=["key"],
-                                         set_={"attempts": sa.case((stale, 1), else_=table.c.attempts + 1),
-                                               "last_attempt_at": now},
-                                         where=sa.or_(table.c.locked_until.is_(None), table.c.locked_until <= now))
-                                     .returning(table.c.attempts)).scalar()
-                if attempts is None:  # locked: nothing is counted
-                    locked = s.execute(sa.select(table.c.locked_until).where(table.c.key == key)).scalar()
-                    wait = math.ceil((locked - now).total_seconds()) if locked else -1
-                    break
-                if (lock := backoff_s(attempts, free)) is not None:
-                    s.execute(table.update().where(table.c.key == key)
-                              .values(locked_until=now + timedelta(seconds=lock)))
-            if wait:
+    with Session(db) as s:
+        insert = (postgresql.insert if s.bind.dialect.name == "postgresql" else sqlite.insert)(table)
+        stale = table.c.last_attempt_at < now - FORGET_AFTER
+        for key, free in keyset:
+            attempts = s.execute(insert.values(key=key, attempts=1, locked_until=None, last_attempt_at=now)
+                                 .on_conflict_do_update(
+                                     index_elements=["key"],
+                                     set_={"attempts": sa.case((stale, 1), else_=table.c.attempts + 1),
+                                           "last_attempt_at": now},
+                                     where=sa.or_(table.c.locked_until.is_(None), table.c.locked_until <= now))
+                                 .returning(table.c.attempts)).scalar()
+            if attempts is None:  # locked: nothing is counted
+                locked = s.execute(sa.select(table.c.locked_until).where(table.c.key == key)).scalar()
                 s.rollback()
-            else:
-                s.commit()
-        if wait >= 0:
-            return max(wait, 1) if wait else 0
-        now = None  # the row was cleared meanwhile (a right password): count again
+                return max(1, math.ceil((locked - now).total_seconds())) if locked else None
+            if (lock := backoff_s(attempts, free)) is not None:
+                s.execute(table.update().where(table.c.key == key).values(locked_until=now + timedelta(seconds=lock)))
+        s.commit()
+    return 0
 
 
 def forget_idle(db: sa.Engine) -> int:
