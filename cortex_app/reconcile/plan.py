@@ -294,7 +294,11 @@ def plan(models: Sequence[ModelView], containers: Sequence[ContainerInfo], healt
             continue
 
         if own is None or not own.running:
-            actions.append(_fail(m, exit_reason(own) + (" while loading" if m.state == S.LOADING else ""), now, own))
+            # Still `created` under an active row: the list is older than the start (Cortex starts
+            # a container before its row says loading). As with one the list does not show, the
+            # executor looks again, and fails the model only if it does not run.
+            seen = None if own is not None and own.state == "created" else own
+            actions.append(_fail(m, exit_reason(seen) + (" while loading" if m.state == S.LOADING else ""), now, seen))
             continue
         if own.spec_hash != m.spec_hash:
             actions.append(_fail(m, "its container does not match the config it was started with", now, own))

@@ -54,6 +54,13 @@ def test_running_row_without_a_live_container_fails(containers, reason, still_ru
     assert a.container_running is still_running
 
 
+def test_a_created_container_under_an_active_row_is_looked_at_again_before_failing():
+    """Found by make test: a pass listed the container between its create and its start, then read
+    the row (already loading) and failed a model whose container was starting fine."""
+    [a] = plan([row(state=S.LOADING)], [ctr(state="created")], set(), NOW)
+    assert a.container_missing and a.container_id is None  # the executor inspects it first
+
+
 def test_a_loading_model_that_dies_says_so():
     [a] = plan([row(state=S.LOADING)], [ctr(state="exited", exit_code=1)], set(), NOW)
     assert a.reason == "its container exited with code 1 while loading" and a.expect is S.LOADING
