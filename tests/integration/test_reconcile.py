@@ -18,7 +18,7 @@ from cortex_app.reconcile.loop import Reconciler
 from cortex_app.reconcile.probes import LOADING_PROBE_TIMEOUT_S
 from cortex_app.runtime.docker import DockerRuntime
 from tests.conftest import BUSYBOX_IMAGE, LLAMA_IMAGE, VLLM_STANDIN_IMAGE
-from tests.integration.conftest import assert_rows_match_containers, start_ready, wait_for
+from tests.integration.conftest import assert_rows_match_containers, settle, start_ready, wait_for
 
 S = ModelState
 
@@ -51,8 +51,10 @@ def test_readiness_is_seen_a_moment_after_health_answers(bed, docker_client):
     for _ in range(3):
         started = bed.lc.start(m.id, actor="admin:test")
         assert started.state is S.LOADING
+        deadline = time.monotonic() + 30
         with httpx.Client(timeout=1) as http:
             while True:
+                assert time.monotonic() < deadline, f"no /health 200 in 30 s: {bed.row(m.id).state_reason}"
                 try:
                     if http.get(bed.lc.health_url(started)).status_code == 200:
                         first_200 = time.monotonic()
@@ -296,6 +298,23 @@ def test_a_paused_loading_container_fails_its_model_without_a_probe_wait(bed, do
     assert report.duration_s < LOADING_PROBE_TIMEOUT_S, report.duration_s  # a probe would take all of it
     assert took < 3.0, took  # the failure itself: a transition, then the paused container discarded
     assert_rows_match_containers(bed, docker_client)
+
+
+def test_a_list_taken_before_the_start_fails_nothing(bed, docker_client, monkeypatch):
+    """Found by make test (the readiness test hung on it): a pass listed the container while it
+    was only created, read the row once it said loading, and failed a model that was starting
+    fine. The stale list is a stand-in for that moment: the real container runs meanwhile."""
+    m = bed.lc.start(bed.llama().id, actor="t")
+    assert m.state is S.LOADING
+    real = bed.rec.runtime.list_managed
+    monkeypatch.setattr(bed.rec.runtime, "list_managed", lambda *a, **kw: [
+        dataclasses.replace(c, state="created") if c.id == m.container_id else c for c in real(*a, **kw)])
+    asyncio.run(bed.rec.reconcile_once())
+    assert bed.row(m.id).state is S.LOADING, bed.row(m.id).state_reason
+    assert docker_client.containers.get(m.container_id).status == "running"
+    monkeypatch.undo()
+    assert settle(bed.rec, m.id).state is S.RUNNING
+    bed.lc.stop(m.id, actor="t")
 
 
 def test_engine_outage_changes_no_state(bed, docker_client):
