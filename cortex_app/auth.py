@@ -15,6 +15,7 @@ import re
 import secrets
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Optional
 
@@ -24,7 +25,7 @@ from argon2.exceptions import VerificationError, VerifyMismatchError
 from sqlmodel import Session, select
 
 from cortex_app import throttle
-from cortex_app.models import AdminSession, AdminUser, ApiToken, SetupCode, utcnow
+from cortex_app.models import AdminSession, AdminUser, ApiToken, SetupCode, TokenScope, utcnow
 
 SESSION_TTL = timedelta(hours=12)
 HASH_WORKERS = 2
@@ -226,30 +227,54 @@ def sign_out(db: sa.Engine, token: Optional[str]) -> None:
 
 # --- API tokens (scripts, monitoring) ---------------------------------------------------
 
-def create_api_token(db: sa.Engine, name: str) -> str:
-    """A new token: returned once, stored only as its SHA-256."""
+TOKEN_EXPIRY_DAYS = (0, 7, 30, 90, 365)  # what the Settings page offers; 0: never expires
+LAST_USE_GRANULARITY = timedelta(minutes=1)  # last_used_at is written at most this often
+
+
+@dataclass(frozen=True)
+class TokenCaller:
+    name: str
+    scope: TokenScope
+
+
+def create_api_token(db: sa.Engine, name: str, scope: str = "read", expires_in_days: int = 0) -> str:
+    """A new token: returned once, stored only as its SHA-256. AuthError on a bad scope or
+    expiry (nothing is made)."""
+    try:
+        scope_value = TokenScope(scope)
+    except ValueError:
+        raise AuthError(f"unknown scope {scope!r}: use one of " + ", ".join(s.value for s in TokenScope)) from None
+    if expires_in_days not in TOKEN_EXPIRY_DAYS:
+        raise AuthError("expiry: use one of " + ", ".join(f"{d} days" if d else "never" for d in TOKEN_EXPIRY_DAYS))
     name = (name or "").strip()[:64] or "token"
     token = "ctx_" + secrets.token_urlsafe(32)
+    now = utcnow()
     with Session(db) as s:
-        s.add(ApiToken(name=name, token_hash=_token_hash(token)))
+        s.add(ApiToken(name=name, token_hash=_token_hash(token), scope=scope_value, created_at=now,
+                       expires_at=now + timedelta(days=expires_in_days) if expires_in_days else None))
         s.commit()
     return token
 
 
-def api_token_name(db: sa.Engine, token: Optional[str]) -> Optional[str]:
+def api_token_caller(db: sa.Engine, token: Optional[str]) -> Optional[TokenCaller]:
+    """The live token's name and scope; None for an unknown, expired or revoked token. Notes
+    the use (at most once a minute per token: a scrape every few seconds writes nothing)."""
     if not token:
         return None
+    now = utcnow()
     with Session(db) as s:
         row = s.exec(select(ApiToken).where(ApiToken.token_hash == _token_hash(token))).first()
-        if row is None:
+        if row is None or row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):
             return None
-        row.last_used_at = utcnow()
-        s.add(row)
-        s.commit()
-        return row.name
+        if row.last_used_at is None or now - row.last_used_at >= LAST_USE_GRANULARITY:
+            s.execute(sa.update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=now))
+            s.commit()
+        return TokenCaller(row.name, row.scope)
 
 
 def revoke_api_token(db: sa.Engine, token_id: int) -> None:
+    """The token stops working at once; its row stays, marked revoked."""
     with Session(db) as s:
-        s.execute(sa.delete(ApiToken).where(ApiToken.id == token_id))
+        s.execute(sa.update(ApiToken).where(ApiToken.id == token_id, ApiToken.revoked_at.is_(None))
+                  .values(revoked_at=utcnow()))
         s.commit()

@@ -317,15 +317,31 @@ class WebhookAttempt(SQLModel, table=True):
     error: Optional[str] = Field(default=None, max_length=500)
 
 
+class TokenScope(str, enum.Enum):
+    """What an API token may do over HTTP; each scope includes the ones before it."""
+
+    READ = "read"  # GET routes, /metrics
+    OPERATE = "operate"  # also start, stop, apply
+    ADMIN = "admin"  # also create, edit, delete: all an admin can do over HTTP
+
+    def allows(self, needed: "TokenScope") -> bool:
+        order = list(TokenScope)
+        return order.index(self) >= order.index(needed)
+
+
 class ApiToken(SQLModel, table=True):
-    """A token for scripts and monitoring (GET /api/models, /metrics); only its SHA-256 is kept."""
+    """A token for scripts and monitoring; only its SHA-256 is kept. Revoked tokens keep their
+    row (the list shows when), and never work again."""
 
     __tablename__ = "api_token"
 
     id: Optional[int] = Field(default=None, primary_key=True)
     name: str = Field(max_length=64)
     token_hash: str = Field(sa_column=sa.Column(sa.String(64), nullable=False, unique=True))
+    scope: TokenScope = Field(default=TokenScope.READ, sa_column=_enum_column(TokenScope, TokenScope.READ))
     created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
+    expires_at: Optional[datetime] = _time()
+    revoked_at: Optional[datetime] = _time()
     last_used_at: Optional[datetime] = _time()
 
 

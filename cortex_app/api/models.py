@@ -1,4 +1,5 @@
-"""The models over HTTP, for scripts (admins only: session or API token).
+"""The models over HTTP, for scripts: an admin's session, or an API token whose scope allows
+the route (read: the GETs; operate: also start, stop, apply; admin: also create, edit, delete).
 
   GET    /api/models              every model with its state and health
   GET    /api/models/{id}         one model
@@ -28,7 +29,7 @@ from fastapi import APIRouter, Body, Depends
 from fastapi.responses import JSONResponse, Response
 
 from cortex_app import crud
-from cortex_app.api.deps import require_admin, require_admin_bearer
+from cortex_app.api.deps import require_admin, require_operate, require_read
 from cortex_app.lifecycle import Refused
 from cortex_app.models import Model
 from cortex_app.runtime.docker import DockerRuntimeError
@@ -51,19 +52,19 @@ def _not_found(model_id: int) -> JSONResponse:
 
 
 @router.get("/api/models")
-async def list_models(user: str = Depends(require_admin)) -> dict:
+async def list_models(user: str = Depends(require_read)) -> dict:
     rows = await asyncio.to_thread(crud.list_models, services().db)
     return {"models": [model_json(m) for m in rows]}
 
 
 @router.get("/api/models/{model_id}")
-async def get_model(model_id: int, user: str = Depends(require_admin)):
+async def get_model(model_id: int, user: str = Depends(require_read)):
     m = await asyncio.to_thread(crud.get_model, services().db, model_id)
     return model_json(m) if m else _not_found(model_id)
 
 
 @router.post("/api/models", status_code=201)
-async def create_model(data: dict[str, Any] = Body(...), user: str = Depends(require_admin_bearer)):
+async def create_model(data: dict[str, Any] = Body(...), user: str = Depends(require_admin)):
     svc = services()
     try:
         m = await asyncio.to_thread(crud.create_model, svc.db, svc.settings, data)
@@ -73,7 +74,7 @@ async def create_model(data: dict[str, Any] = Body(...), user: str = Depends(req
 
 
 @router.put("/api/models/{model_id}")
-async def update_model(model_id: int, data: dict[str, Any] = Body(...), user: str = Depends(require_admin_bearer)):
+async def update_model(model_id: int, data: dict[str, Any] = Body(...), user: str = Depends(require_admin)):
     svc = services()
     try:
         m = await asyncio.to_thread(crud.update_model, svc.db, svc.settings, model_id, data)
@@ -85,7 +86,7 @@ async def update_model(model_id: int, data: dict[str, Any] = Body(...), user: st
 
 
 @router.delete("/api/models/{model_id}")
-async def delete_model(model_id: int, user: str = Depends(require_admin_bearer)):
+async def delete_model(model_id: int, user: str = Depends(require_admin)):
     try:
         await asyncio.to_thread(services().lifecycle.delete, model_id, actor=_actor(user))
     except LookupError:
@@ -116,15 +117,15 @@ async def _act(verb: str, model_id: int, user: str, status: int) -> JSONResponse
 
 
 @router.post("/api/models/{model_id}/start")
-async def start_model(model_id: int, user: str = Depends(require_admin_bearer)) -> JSONResponse:
+async def start_model(model_id: int, user: str = Depends(require_operate)) -> JSONResponse:
     return await _act("start", model_id, user, 202)
 
 
 @router.post("/api/models/{model_id}/stop")
-async def stop_model(model_id: int, user: str = Depends(require_admin_bearer)) -> JSONResponse:
+async def stop_model(model_id: int, user: str = Depends(require_operate)) -> JSONResponse:
     return await _act("stop", model_id, user, 200)
 
 
 @router.post("/api/models/{model_id}/apply")
-async def apply_model(model_id: int, user: str = Depends(require_admin_bearer)) -> JSONResponse:
+async def apply_model(model_id: int, user: str = Depends(require_operate)) -> JSONResponse:
     return await _act("apply", model_id, user, 202)

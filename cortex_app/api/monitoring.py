@@ -14,7 +14,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from sqlmodel import Session, func, select
 
 from cortex_app import auth
-from cortex_app.api.deps import require_admin
+from cortex_app.api.deps import require_read
 from cortex_app.models import Health, Model, ModelState, WebhookDelivery
 from cortex_app.runtime.docker import engine_info
 from cortex_app.services import get as services
@@ -56,7 +56,7 @@ async def ready(request: Request) -> JSONResponse:
     failed = [name for name, result in checks.items() if result != "ok"]
     body = {"status": "ready" if not failed else "unready", "failed": failed}
     try:
-        await require_admin(request)
+        await require_read(request)
         body["checks"] = checks
     except HTTPException:
         pass
@@ -113,7 +113,7 @@ class ConsoleCollector:
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
     if not services().settings.metrics_public:
-        await require_admin(request)
+        await require_read(request)
     registry = CollectorRegistry()
     registry.register(ConsoleCollector())
     body = await asyncio.to_thread(generate_latest, registry)

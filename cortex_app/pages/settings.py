@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import reflex as rx
 
+from cortex_app.auth import TOKEN_EXPIRY_DAYS
 from cortex_app.components.layout import page
+from cortex_app.models import TokenScope
 from cortex_app.states.settings import SettingsState as St
 from cortex_app.webhooks import EVENT_TYPES
+
+SCOPES = [s.value for s in TokenScope]
 
 
 def _once(value, what: str, id_: str) -> rx.Component:
@@ -41,6 +45,17 @@ def _delivery(d: rx.Var) -> rx.Component:
     )
 
 
+def _token(t: rx.Var) -> rx.Component:
+    return rx.table.row(
+        rx.table.cell(t["name"]), rx.table.cell(rx.badge(t["scope"])),
+        rx.table.cell(rx.text(t["created"], size="1")), rx.table.cell(rx.text(t["expires"], size="1")),
+        rx.table.cell(rx.text(t["used"], size="1"), class_name="token-used"),
+        rx.table.cell(rx.cond(t["live"].to(bool), rx.button("Revoke", size="1", variant="ghost", color_scheme="red",
+                                                            on_click=St.revoke_token(t["id"])))),
+        class_name="token-row",
+    )
+
+
 def settings() -> rx.Component:
     return page(
         "Settings",
@@ -65,16 +80,26 @@ def settings() -> rx.Component:
             spacing="3", width="100%"), width="100%"),
         rx.card(rx.vstack(
             rx.heading("API tokens", size="4"),
-            rx.text("For scripts and monitoring: GET /api/models and /metrics with "
-                    "`Authorization: Bearer <token>`. Stored hashed.", size="2", color_scheme="gray"),
+            rx.text("For scripts and monitoring, sent as `Authorization: Bearer <token>`. The scope says what "
+                    "a token may do: read (GET /api/models, /metrics), operate (also start, stop, apply), admin "
+                    "(also create, edit, delete). Stored hashed.", size="2", color_scheme="gray"),
             rx.hstack(rx.input(placeholder="name, e.g. prometheus", value=St.token_name,
                                on_change=St.set_token_name, id="token-name"),
-                      rx.button("Create token", on_click=St.create_token, id="create-token"), spacing="3"),
+                      rx.select.root(rx.select.trigger(id="token-scope"), rx.select.content(
+                          *[rx.select.item(s, value=s) for s in SCOPES]),
+                          value=St.token_scope, on_change=St.set_token_scope),
+                      rx.select.root(rx.select.trigger(id="token-expiry"), rx.select.content(
+                          *[rx.select.item(f"expires in {d} days" if d else "never expires", value=str(d))
+                            for d in TOKEN_EXPIRY_DAYS]),
+                          value=St.token_expiry, on_change=St.set_token_expiry),
+                      rx.button("Create token", on_click=St.create_token, id="create-token"), spacing="3",
+                      wrap="wrap"),
+            rx.cond(St.token_error != "", rx.callout(St.token_error, icon="triangle_alert", color_scheme="red",
+                                                     size="1", id="token-error")),
             _once(St.shown_token, "API token", "shown-token"),
-            rx.table.root(rx.table.body(rx.foreach(St.tokens, lambda t: rx.table.row(
-                rx.table.cell(t["name"]), rx.table.cell(rx.text("created ", t["created"], size="1")),
-                rx.table.cell(rx.text("last used ", t["used"], size="1")),
-                rx.table.cell(rx.button("Revoke", size="1", variant="ghost", color_scheme="red",
-                                        on_click=St.revoke_token(t["id"])))))), size="1", width="100%"),
+            rx.table.root(
+                rx.table.header(rx.table.row(*[rx.table.column_header_cell(h) for h in
+                                               ("Name", "Scope", "Created", "Expiry", "Last used", "")])),
+                rx.table.body(rx.foreach(St.tokens, _token)), size="1", width="100%"),
             spacing="3", width="100%"), width="100%"),
     )

@@ -9,9 +9,21 @@ import reflex as rx
 from sqlmodel import Session, func, select
 
 from cortex_app import auth, webhooks
-from cortex_app.models import ApiToken, WebhookDelivery, WebhookEndpoint
+from cortex_app.models import ApiToken, WebhookDelivery, WebhookEndpoint, utcnow
 from cortex_app.services import get as services
 from cortex_app.states.auth import AdminState
+
+
+def _when(t) -> str:
+    return t.strftime("%Y-%m-%d %H:%M")
+
+
+def _token_expiry(t: ApiToken, now) -> str:
+    if t.revoked_at is not None:
+        return f"revoked {_when(t.revoked_at)}"
+    if t.expires_at is None:
+        return "never expires"
+    return ("expired " if t.expires_at <= now else "expires ") + _when(t.expires_at)
 
 
 class SettingsState(AdminState):
@@ -26,6 +38,9 @@ class SettingsState(AdminState):
     shown_token: str = ""
     ping_result: str = ""
     token_name: str = ""
+    token_error: str = ""
+    token_scope: str = "read"
+    token_expiry: str = "90"  # days; "0": never
 
     def _read(self):
         db = services().db
@@ -47,8 +62,10 @@ class SettingsState(AdminState):
                        "result": (f"HTTP {d.last_status_code}" if d.last_status_code else (d.last_error or "—")),
                        "latency": f"{d.last_latency_ms:.0f} ms" if d.last_latency_ms is not None else "",
                        "at": d.created_at.strftime("%H:%M:%S")} for d, url in recent]
-        toks = [{"id": t.id, "name": t.name, "created": t.created_at.strftime("%Y-%m-%d %H:%M"),
-                 "used": t.last_used_at.strftime("%Y-%m-%d %H:%M") if t.last_used_at else "never"} for t in tokens]
+        now = utcnow()
+        toks = [{"id": t.id, "name": t.name, "scope": t.scope.value, "created": _when(t.created_at),
+                 "expires": _token_expiry(t, now), "used": _when(t.last_used_at) if t.last_used_at else "never",
+                 "live": t.revoked_at is None and (t.expires_at is None or t.expires_at > now)} for t in tokens]
         return endpoints, deliveries, toks
 
     async def _refresh(self):
@@ -58,7 +75,7 @@ class SettingsState(AdminState):
     async def load(self):
         if await self.admin() is None:
             return
-        self.error = self.shown_secret = self.shown_token = self.ping_result = ""
+        self.error = self.token_error = self.shown_secret = self.shown_token = self.ping_result = ""
         await self._refresh()
 
     @rx.event
@@ -77,6 +94,14 @@ class SettingsState(AdminState):
     @rx.event
     def set_token_name(self, v: str):
         self.token_name = v
+
+    @rx.event
+    def set_token_scope(self, v: str):
+        self.token_scope = v
+
+    @rx.event
+    def set_token_expiry(self, v: str):
+        self.token_expiry = v
 
     @rx.event
     def toggle_event(self, name: str, on: bool):
@@ -141,8 +166,13 @@ class SettingsState(AdminState):
     async def create_token(self):
         if await self.admin() is None:
             return rx.redirect("/login")
-        self.shown_token = await asyncio.to_thread(auth.create_api_token, services().db, self.token_name)
-        self.token_name = ""
+        try:
+            self.shown_token = await asyncio.to_thread(auth.create_api_token, services().db, self.token_name,
+                                                       self.token_scope, int(self.token_expiry or 0))
+        except (auth.AuthError, ValueError) as exc:
+            self.token_error = f"token not made: {exc}"
+            return
+        self.token_error, self.token_name = "", ""
         await self._refresh()
 
     @rx.event

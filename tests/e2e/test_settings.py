@@ -1,6 +1,6 @@
 """Settings page in Chromium: a webhook endpoint (bad URL refused, secret shown once, a test
-delivery to a real receiver that verifies its signature) and an API token that works once
-and never shows again."""
+delivery to a real receiver that verifies its signature) and an API token with
+the scope chosen, shown once, then revoked."""
 
 import httpx
 import pytest
@@ -33,13 +33,25 @@ def test_webhook_endpoint_and_api_token(console, page):
     assert Webhook(secret).verify(body, headers)["type"] == "ping"
 
     page.locator("#token-name").fill("prometheus")
+    page.locator("#token-scope").click()
+    page.get_by_role("option", name="operate").click()
+    page.locator("#token-expiry").click()
+    page.get_by_role("option", name="never expires").click()
     page.locator("#create-token").click()
     token = page.locator("#shown-token").inner_text()
     assert token.startswith("ctx_")
-    r = httpx.get(console.url + "/api/models", headers={"Authorization": f"Bearer {token}"})
-    assert r.status_code == 200
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert httpx.get(console.url + "/api/models", headers=bearer).status_code == 200
+    assert httpx.post(console.url + "/api/models/999/stop", headers=bearer).status_code == 404  # operate may
+    assert httpx.post(console.url + "/api/models", headers=bearer, json={}).status_code == 403  # admin only
     page.reload()
-    expect(page.get_by_text("prometheus")).to_be_visible()
+    row = page.locator(".token-row", has_text="prometheus")
+    expect(row).to_contain_text("operate")
+    expect(row).to_contain_text("never expires")
+    expect(row.locator(".token-used")).not_to_have_text("never")  # it was used just now
     assert page.locator("#shown-token").count() == 0 and page.locator("#shown-secret").count() == 0
     assert secret not in page.content() and token not in page.content()
+    row.get_by_role("button", name="Revoke").click()
+    expect(row).to_contain_text("revoked")
+    assert httpx.get(console.url + "/api/models", headers=bearer).status_code == 401
     receiver.close()

@@ -51,9 +51,9 @@ def test_sign_in_then_create_start_stop_over_http(console, docker_client):
     started = api.post(f"/api/models/{mid}/start", headers=bearer)
     assert started.status_code == 202 and started.json()["state"] == "loading"
     assert api.post(f"/api/models/{mid}/start", headers=bearer).status_code == 409  # refused, nothing changed
-    # An API token (Settings page) drives it as well.
+    # An API token (Settings page) with the operate scope drives it as well.
     db = make_engine(console.db_url)
-    api_token = auth.create_api_token(db, "script")
+    api_token = auth.create_api_token(db, "script", "operate")
     db.dispose()
     tok = {"Authorization": f"Bearer {api_token}"}
     for _ in range(100):

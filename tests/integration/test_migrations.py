@@ -129,3 +129,24 @@ def test_the_longest_caller_name_fits_the_actor_column(kind, tmp_path, request):
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT actor FROM model_event")).scalars().all() == [actor]
     engine.dispose()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_tokens_made_before_scopes_become_read_tokens(kind, tmp_path, request):
+    """Before 0012 any token could do everything an admin can over HTTP; the Settings page
+    offered them for scripts and monitoring, so that is what they keep: read."""
+    from cortex_app import auth
+    from cortex_app.models import TokenScope
+
+    url = f"sqlite:///{tmp_path}/c.db" if kind == "sqlite" else request.getfixturevalue("fresh_postgres_db")
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        command.upgrade(_config(conn), "0011")
+    token = "ctx_made-before-scopes"
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO api_token (name, token_hash, created_at) VALUES ('old', :h, :t)"),
+                     {"h": auth._token_hash(token), "t": cortex_app.models.utcnow()})
+    with engine.connect() as conn:
+        command.upgrade(_config(conn), "head")
+    assert auth.api_token_caller(engine, token) == auth.TokenCaller("old", TokenScope.READ)
+    engine.dispose()

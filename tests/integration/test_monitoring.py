@@ -60,8 +60,8 @@ def test_ready_follows_the_engine_and_engine_events_are_sent(start_console, tmp_
 def test_metrics_need_a_token_parse_and_match_the_table(console):
     db = make_engine(console.db_url)
     assert httpx.get(console.url + "/metrics").status_code == 401
-    token = auth.create_api_token(db, "prometheus")
-    console.token = token  # a script's token: it starts the model over the API
+    token = auth.create_api_token(db, "prometheus", "admin")
+    console.token = token  # a script's token: it creates and starts models over the API
     running = console.call("POST", "/api/models", json={"name": "up", "engine": "llamacpp", "source": "tiny.gguf",
                                                          "extra_args": ["-t", "1", "--poll", "0"]}).json()
     console.call("POST", "/api/models", json={"name": "idle", "engine": "llamacpp", "source": "tiny.gguf"})

@@ -5,13 +5,14 @@ import asyncio
 import re
 import threading
 import time
+from datetime import timedelta
 
 import sqlalchemy as sa
 import pytest
 from sqlmodel import Session, select
 
 from cortex_app import auth, throttle
-from cortex_app.models import AdminSession, AdminUser, SetupCode, SignInThrottle
+from cortex_app.models import AdminSession, AdminUser, ApiToken, SetupCode, SignInThrottle, TokenScope, utcnow
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -261,3 +262,55 @@ def test_unknown_user_gets_the_same_answer(db):
             sign_in(db, "nobody", "a-long-password", "10.1.1.1")
     with pytest.raises(auth.AuthError, match="try again in"):
         sign_in(db, "nobody", "a-long-password", "10.1.1.1")
+
+
+@pytest.mark.parametrize("have, needed, allowed", [
+    ("read", "read", True), ("read", "operate", False), ("read", "admin", False),
+    ("operate", "read", True), ("operate", "operate", True), ("operate", "admin", False),
+    ("admin", "read", True), ("admin", "operate", True), ("admin", "admin", True),
+])
+def test_each_scope_includes_the_ones_before_it(have, needed, allowed):
+    assert TokenScope(have).allows(TokenScope(needed)) is allowed
+
+
+def test_api_tokens_have_a_scope_an_expiry_and_stop_at_revoke(db):
+    forever = auth.create_api_token(db, "ci", "operate")
+    week = auth.create_api_token(db, "week", "admin", 7)
+    assert auth.api_token_caller(db, forever) == auth.TokenCaller("ci", TokenScope.OPERATE)
+    assert auth.api_token_caller(db, week).scope is TokenScope.ADMIN
+    with Session(db) as s:
+        rows = {t.name: t for t in s.exec(select(ApiToken)).all()}
+    assert rows["ci"].expires_at is None and rows["ci"].last_used_at is not None
+    assert timedelta(days=6, hours=23) < rows["week"].expires_at - utcnow() <= timedelta(days=7)
+    assert forever not in str(rows["ci"].token_hash)  # only the hash is kept
+    with Session(db) as s:  # a week later
+        s.execute(sa.update(ApiToken).where(ApiToken.name == "week").values(expires_at=utcnow() - timedelta(seconds=1)))
+        s.commit()
+    assert auth.api_token_caller(db, week) is None
+    auth.revoke_api_token(db, rows["ci"].id)
+    assert auth.api_token_caller(db, forever) is None
+    with Session(db) as s:
+        assert s.get(ApiToken, rows["ci"].id).revoked_at is not None  # kept, marked
+
+
+@pytest.mark.parametrize("scope, days, error", [("root", 0, "unknown scope 'root'"), ("read", 3, "expiry: use one of")])
+def test_a_bad_scope_or_expiry_makes_no_token(db, scope, days, error):
+    with pytest.raises(auth.AuthError, match=error):
+        auth.create_api_token(db, "x", scope, days)
+    with Session(db) as s:
+        assert s.exec(select(ApiToken)).all() == []
+
+
+def test_last_use_is_written_at_most_once_a_minute(db):
+    token = auth.create_api_token(db, "scraper")
+    auth.api_token_caller(db, token)
+    with Session(db) as s:
+        first = s.exec(select(ApiToken.last_used_at)).one()
+    auth.api_token_caller(db, token)
+    with Session(db) as s:
+        assert s.exec(select(ApiToken.last_used_at)).one() == first
+        s.execute(sa.update(ApiToken).values(last_used_at=first - auth.LAST_USE_GRANULARITY))
+        s.commit()
+    auth.api_token_caller(db, token)
+    with Session(db) as s:
+        assert s.exec(select(ApiToken.last_used_at)).one() > first

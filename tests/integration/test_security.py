@@ -1,0 +1,145 @@
+"""Every HTTP route against a real console, for each kind of caller: nobody, the browser's
+cookie alone, a read / operate / admin API token, an expired and a revoked one. Each answer's
+exact status, and where refused, nothing changed (the model row, its events, its containers)."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import timedelta
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from cortex_app import auth
+from cortex_app.db import make_engine
+from cortex_app.models import ApiToken, utcnow
+from tests.conftest import LLAMA_IMAGE
+
+ADMIN, PASSWORD = "admin", "security-test-pass-1"
+CALLERS = ("nobody", "cookie", "read", "operate", "admin", "expired", "revoked")
+BODY = {"name": "tiny", "engine": "llamacpp", "source": "tiny.gguf", "threads": 1, "extra_args": ["--poll", "0"]}
+
+
+def _row(nobody, cookie, read, operate, admin, expired, revoked) -> dict[str, int]:
+    return dict(zip(CALLERS, (nobody, cookie, read, operate, admin, expired, revoked)))
+
+
+READ = _row(401, 200, 200, 200, 200, 401, 401)
+PUBLIC = _row(200, 200, 200, 200, 200, 200, 200)
+# Writes never take the cookie (another page of this host could make the browser send it).
+OPERATE = _row(401, 401, 403, 202, 202, 401, 401)
+# (method, path) -> expected status per caller. {id}: a stopped model, made for each call.
+MATRIX = {
+    ("GET", "/api/health"): PUBLIC,
+    ("GET", "/api/ready"): PUBLIC,
+    ("GET", "/metrics"): READ,
+    ("GET", "/api/models"): READ,
+    ("GET", "/api/models/{model_id}"): READ,
+    ("POST", "/api/models"): _row(401, 401, 403, 403, 201, 401, 401),
+    ("PUT", "/api/models/{model_id}"): _row(401, 401, 403, 403, 200, 401, 401),
+    ("DELETE", "/api/models/{model_id}"): _row(401, 401, 403, 403, 204, 401, 401),
+    ("POST", "/api/models/{model_id}/start"): OPERATE,
+    ("POST", "/api/models/{model_id}/stop"): _row(401, 401, 403, 200, 200, 401, 401),
+    ("POST", "/api/models/{model_id}/apply"): OPERATE,
+    ("POST", "/api/session"): _row(401, 401, 401, 401, 401, 401, 401),  # wrong credentials: for anyone
+    ("DELETE", "/api/session"): PUBLIC,  # signing out is never refused (last: it ends the cookie's session)
+}
+# The route must find a running model (and leaves it running when refused).
+NEEDS_RUNNING = {"/api/models/{model_id}/stop", "/api/models/{model_id}/apply"}
+
+
+def test_the_matrix_names_every_route():
+    from cortex_app.api import health, models, monitoring, session
+
+    routes = {(method, r.path) for router in (health.router, models.router, monitoring.router, session.router)
+              for r in router.routes for method in r.methods}
+    assert routes == set(MATRIX)
+
+
+@pytest.fixture(scope="module")
+def console(start_console, tmp_path_factory, tiny_gguf, docker_host):
+    models = tmp_path_factory.mktemp("models")
+    shutil.copy(tiny_gguf, models / "tiny.gguf")
+    c = start_console(DOCKER_HOST=docker_host, CORTEX_MODELS_DIR=str(models), CORTEX_LLAMACPP_IMAGE=LLAMA_IMAGE,
+                      CORTEX_ADMIN_USER=ADMIN, CORTEX_ADMIN_PASSWORD=PASSWORD)
+    yield c
+    c.stop()
+
+
+@pytest.fixture(scope="module")
+def credentials(console) -> dict[str, dict]:
+    """Request keyword arguments per caller; console.token is a session of its own for set-up."""
+    cookie = console.sign_in(ADMIN, PASSWORD).json()["token"]
+    console.sign_in(ADMIN, PASSWORD)  # console.token: the set-up's own session
+    db = make_engine(console.db_url)
+    tokens = {scope: auth.create_api_token(db, f"matrix-{scope}", scope) for scope in ("read", "operate", "admin")}
+    expired = auth.create_api_token(db, "matrix-expired", "admin", 7)
+    revoked = auth.create_api_token(db, "matrix-revoked", "admin")
+    with db.begin() as conn:  # a week and a second later
+        conn.execute(sa.update(ApiToken).where(ApiToken.name == "matrix-expired")
+                     .values(expires_at=utcnow() - timedelta(seconds=1)))
+        revoked_id = conn.execute(sa.select(ApiToken.id).where(ApiToken.name == "matrix-revoked")).scalar_one()
+    auth.revoke_api_token(db, revoked_id)  # as the Settings page's Revoke does
+    db.dispose()
+
+    def bearer(token):
+        return {"headers": {"Authorization": f"Bearer {token}"}}
+
+    return {"nobody": {}, "cookie": {"cookies": {"cortex_session": cookie}},
+            **{scope: bearer(t) for scope, t in tokens.items()},
+            "expired": bearer(expired), "revoked": bearer(revoked)}
+
+
+def _snapshot(console, docker_client) -> tuple:
+    """Everything a refused call could have changed; not what the reconciler moves by itself."""
+    db = make_engine(console.db_url)
+    with db.connect() as conn:
+        models = conn.execute(sa.text("SELECT id, name, served_name, source, threads, context_size, extra_args, state,"
+                                      " container_id, spec_hash, updated_at FROM model ORDER BY id")).all()
+        events = conn.execute(sa.text("SELECT count(*) FROM model_event")).scalar_one()
+        sessions = conn.execute(sa.text("SELECT count(*) FROM admin_session")).scalar_one()
+    db.dispose()
+    containers = sorted(c.id for c in console.containers(docker_client))
+    return models, events, sessions, containers
+
+
+def _fresh_model(console, running: bool) -> int:
+    for m in console.call("GET", "/api/models").json()["models"]:
+        if m["state"] not in ("stopped", "failed"):
+            console.wait_model(m["id"], "running", "failed")  # an allowed start or apply left it loading
+            console.call("POST", f"/api/models/{m['id']}/stop")
+        assert console.call("DELETE", f"/api/models/{m['id']}").status_code == 204
+    created = console.call("POST", "/api/models", json=BODY)
+    assert created.status_code == 201, created.text
+    mid = created.json()["id"]
+    if running:
+        assert console.start_ready(mid)["state"] == "running"
+    return mid
+
+
+@pytest.mark.parametrize("method, path", list(MATRIX))
+def test_each_route_answers_each_caller_exactly(console, credentials, docker_client, method, path):
+    for who in CALLERS:
+        mid = _fresh_model(console, running=path in NEEDS_RUNNING) if "{model_id}" in path else None
+        if mid is None and path == "/api/models":
+            _fresh_model(console, running=False)  # POST makes a second one next to it
+        url = path.replace("{model_id}", str(mid))
+        kwargs = {"json": {**BODY, "name": "made", "served_name": "made"}} if method == "POST" and path == "/api/models" \
+            else {"json": {**BODY, "context_size": 256}} if method == "PUT" \
+            else {"json": {"username": f"nobody-{who}", "password": "wrong-password"}} if path == "/api/session" \
+            and method == "POST" else {}
+        before = _snapshot(console, docker_client)
+        r = httpx.request(method, console.url + url, timeout=60, **kwargs, **credentials[who])
+        expected = MATRIX[(method, path)][who]
+        assert r.status_code == expected, (who, method, url, r.status_code, r.text[:300])
+        if expected in (401, 403) and path != "/api/session":
+            assert _snapshot(console, docker_client) == before, (who, method, url)
+            if expected == 403:
+                assert "this token's scope is" in r.json()["detail"]
+        if path in ("/api/health", "/api/ready"):  # details only for a live caller
+            detailed = "version" in r.json() if path == "/api/health" else "checks" in r.json()
+            assert detailed is (who not in ("nobody", "expired", "revoked")), (who, r.json())
+        if method == "DELETE" and path == "/api/session":
+            signed_out = who == "cookie"  # the cookie's session ended; nobody else's did
+            assert (_snapshot(console, docker_client)[2] == before[2] - 1) is signed_out
