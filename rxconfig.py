@@ -16,6 +16,11 @@ config = rx.Config(
     # Same origin only: CORS and the websocket's Origin check (a page of another site, or of
     # another port of this host, cannot drive the console through the admin's browser).
     cors_allowed_origins=settings.allowed_origins,
+    # Page states (the session token, a shown-once secret, a typed HF token) stay in this
+    # process's memory: Reflex's default pickles every one to .states/ on disk. One process
+    # serves the console (no Redis), so nothing needs them elsewhere; a restart asks the
+    # browser to load its page afresh, as it would anyway.
+    state_manager_mode=rx.constants.StateManagerMode.MEMORY,
     telemetry_enabled=False,
     show_built_with_reflex=False,
     disable_plugins=[SitemapPlugin],

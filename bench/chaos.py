@@ -243,9 +243,8 @@ class Chaos:
         self.db_path = self.workdir / "data" / "cortex.db"
         # The endpoint, as the Settings page makes it (its secret verifies every delivery).
         from cortex_app import webhooks
-        from cortex_app.db import make_engine
 
-        db = make_engine(self.console.db_url)
+        db = self.console.db()
         ep = webhooks.create_endpoint(db, url=self.receiver.url,
                                       event_types=["model.running", "model.stopped", "model.failed"])
         db.dispose()

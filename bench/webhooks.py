@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 from sqlmodel import Session  # noqa: E402
 
 from cortex_app import webhooks  # noqa: E402
+from cortex_app import secretbox  # noqa: E402
 from cortex_app.db import make_engine  # noqa: E402
 from cortex_app.lifecycle import Lifecycle  # noqa: E402
 from cortex_app.models import Engine, Model, ModelState  # noqa: E402
@@ -48,6 +49,7 @@ def main(n: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         settings = load_settings({"CORTEX_DATA_DIR": tmp, "DOCKER_HOST": os.environ.get("DOCKER_HOST", ""),
                                   "CORTEX_RECONCILE_INTERVAL": "3600", "CORTEX_DOCKER_EVENTS": "false"})
+        secretbox.use(settings)
         migrate(settings.db_url)
         db = make_engine(settings.db_url)
         receiver = Receiver()

@@ -13,6 +13,8 @@ from typing import Any, Optional
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
+from cortex_app.secretbox import Sealed
+
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
@@ -128,8 +130,10 @@ class Model(SQLModel, table=True):
 
     extra_args: list[str] = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False))
     extra_env: dict[str, str] = Field(default_factory=dict, sa_column=sa.Column(sa.JSON, nullable=False))
-    # A secret: repr=False keeps it out of reprs and so out of logs; the UI shows mask_secret().
-    hf_token: Optional[str] = Field(default=None, max_length=512, repr=False)
+    # A secret: sealed in the database (secretbox.py); repr=False keeps it out of reprs and so
+    # out of logs; the UI shows mask_secret().
+    hf_token: Optional[str] = Field(default=None, sa_column=sa.Column(Sealed("a model's HF token"), nullable=True),
+                                    repr=False)
     startup_timeout_s: int = 600
     notes: str = ""
 
@@ -270,7 +274,8 @@ class WebhookEndpoint(SQLModel, table=True):
 
     id: Optional[int] = Field(default=None, primary_key=True)
     url: str = Field(sa_column=sa.Column(sa.String(2048), nullable=False))
-    secret: str = Field(max_length=128, repr=False)
+    secret: Optional[str] = Field(sa_column=sa.Column(Sealed("a webhook signing secret"), nullable=False),
+                                  repr=False)  # None: sealed with another key (secretbox.py)
     event_types: list[str] = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False))
     model_ids: Optional[list[int]] = Field(default=None, sa_column=sa.Column(sa.JSON, nullable=True))  # None = all
     payload_format: str = Field(default="standard", max_length=16)  # standard | slack

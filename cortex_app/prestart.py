@@ -13,6 +13,7 @@ change, exit status 2, nothing half-created:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import socket
 import sys
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from cortex_app import secretbox
 from cortex_app.runtime.docker import engine_info
 from cortex_app.settings import Settings, SettingsError, load_settings, redact_url
 
@@ -47,22 +49,14 @@ def check_data_dir(data_dir: Path) -> None:
                             "set CORTEX_DATA_DIR to a writable folder") from None
 
 
-def migrate(db_url: str) -> tuple[str | None, str]:
-    """Bring the schema to head; returns (revision before, revision after)."""
-    from alembic import command
-    from alembic.config import Config
-    from alembic.runtime.migration import MigrationContext
-
+@contextlib.contextmanager
+def _database(db_url: str):
+    """A connection to the database; PrestartError naming CORTEX_DB_URL when there is none."""
     engine = sa.create_engine(db_url, poolclass=sa.pool.NullPool,
                               connect_args={"connect_timeout": 5} if "psycopg" in db_url else {})
     try:
         with engine.connect() as conn:
-            before = MigrationContext.configure(conn).get_current_revision()
-            cfg = Config(str(PROJECT_ROOT / "alembic.ini"))
-            cfg.attributes["connection"] = conn
-            cfg.attributes["configure_logging"] = False
-            command.upgrade(cfg, "head")
-            after = MigrationContext.configure(conn).get_current_revision()
+            yield conn
     except sa.exc.OperationalError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
         raise PrestartError(f"cannot reach the database at {redact_url(db_url)} ({reason}); "
@@ -75,6 +69,26 @@ def migrate(db_url: str) -> tuple[str | None, str]:
                             "check CORTEX_DB_URL (PostgreSQL: postgresql+psycopg://...)") from None
     finally:
         engine.dispose()
+
+
+def check_database(db_url: str) -> None:
+    with _database(db_url) as conn:
+        conn.execute(sa.text("SELECT 1"))
+
+
+def migrate(db_url: str) -> tuple[str | None, str]:
+    """Bring the schema to head; returns (revision before, revision after)."""
+    from alembic import command
+    from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+
+    with _database(db_url) as conn:
+        before = MigrationContext.configure(conn).get_current_revision()
+        cfg = Config(str(PROJECT_ROOT / "alembic.ini"))
+        cfg.attributes["connection"] = conn
+        cfg.attributes["configure_logging"] = False
+        command.upgrade(cfg, "head")
+        after = MigrationContext.configure(conn).get_current_revision()
     return before, after or ""
 
 
@@ -126,13 +140,16 @@ def run(settings: Settings, *, say=print) -> None:
     check_port(settings.port)
     info = engine_info(settings.docker_host)
     placement = check_placement(settings) if info.reachable else None
-    if settings.db_kind == "sqlite":
-        settings.data_dir.mkdir(parents=True, exist_ok=True)  # the database file lives there
-        before, after = migrate(settings.db_url)
-    else:
-        before, after = migrate(settings.db_url)
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.db_kind != "sqlite":
+        check_database(settings.db_url)  # a SQLite file is made in the data dir, below
+    settings.data_dir.mkdir(parents=True, exist_ok=True)  # the key file (and SQLite's database) live there
+    try:
+        key_from = secretbox.use(settings)  # before the migrations: they seal secrets
+    except secretbox.SecretKeyError as exc:
+        raise PrestartError(str(exc)) from None
+    before, after = migrate(settings.db_url)
     say(f"data dir:  {settings.data_dir}")
+    say(f"secrets:   sealed with the key from {key_from}")
     state = "up to date" if before == after else f"migrated {before or 'empty'} -> {after}"
     say(f"database:  {settings.db_kind} at {redact_url(settings.db_url)} (schema {after}, {state})")
     say(f"port:      {settings.port}")

@@ -34,6 +34,17 @@ def frontend_build_dir() -> Path:
     return (web if web.is_absolute() else PROJECT_ROOT / web) / constants.Dirs.STATIC
 
 
+def forget_disk_states() -> None:
+    """Remove what Reflex's disk state manager wrote before this console kept page states in
+    memory (rxconfig.py): pickles of every page's state, secrets included."""
+    import shutil
+
+    from reflex.utils.prerequisites import get_states_dir
+
+    states = get_states_dir()
+    shutil.rmtree(states if states.is_absolute() else PROJECT_ROOT / states, ignore_errors=True)
+
+
 def main(argv: list[str]) -> int:
     try:
         settings = load_settings()
@@ -61,6 +72,7 @@ def main(argv: list[str]) -> int:
     from reflex.utils import exec as reflex_exec
     from reflex_base import constants
 
+    forget_disk_states()
     environment.REFLEX_ENV_MODE.set(constants.Env.PROD)
     environment.REFLEX_SKIP_COMPILE.set(True)
     reflex_exec.run_backend_prod("0.0.0.0", settings.port, constants.LogLevel.INFO,

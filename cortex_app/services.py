@@ -9,6 +9,7 @@ from typing import Optional
 
 import sqlalchemy as sa
 
+from cortex_app import secretbox
 from cortex_app.db import engine_for, installation_id
 from cortex_app.lifecycle import Lifecycle
 from cortex_app.reconcile.leader import LeaderLease
@@ -33,6 +34,7 @@ _lock = threading.Lock()
 
 
 def build(settings: Settings) -> Services:
+    secretbox.use(settings)  # before anything reads a sealed column
     db = engine_for(settings.db_url)
     runtime = DockerRuntime(settings.docker_host, instance=installation_id(db))
     lifecycle = Lifecycle(db, runtime, settings)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Optional
 from urllib.parse import urlsplit
@@ -49,6 +49,8 @@ class Settings:
     # it may gain privileges (setuid binaries), and at most this many processes/threads (0: no limit).
     model_no_new_privileges: bool = True
     model_pids_limit: int = 16384
+    # Seals the secrets kept in the database (secretbox.py); None: the key file in the data dir.
+    secret_key: Optional[str] = field(default=None, repr=False)
 
     @property
     def allowed_origins(self) -> tuple[str, ...]:
@@ -213,7 +215,19 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         publish_host=_publish_host(env),
         model_no_new_privileges=_bool(env, "CORTEX_MODEL_NO_NEW_PRIVILEGES", True),
         model_pids_limit=_whole(env, "CORTEX_MODEL_PIDS_LIMIT", 16384, 0, 4_194_304),
+        secret_key=_secret_key(env),
     )
+
+
+MIN_SECRET_KEY = 32
+
+
+def _secret_key(env: Mapping[str, str]) -> Optional[str]:
+    value = env.get("CORTEX_SECRET_KEY", "").strip()
+    if value and len(value) < MIN_SECRET_KEY:
+        raise SettingsError(f"CORTEX_SECRET_KEY is too short ({len(value)} characters): use at least "
+                            f"{MIN_SECRET_KEY}, e.g. the output of `openssl rand -base64 32`")
+    return value or None
 
 
 def redact_url(url: str) -> str:

@@ -40,6 +40,17 @@ def missing(what: str) -> None:
 from tests.console import Console, free_port, launch, port_is_free  # noqa: E402,F401 - tests import free_port
 
 SESSION_CONSOLE_PORT = free_port()
+TEST_SECRET_KEY = "cortex-tests-only-secret-key-0123456789"
+
+
+@pytest.fixture(autouse=True)
+def secret_key():
+    """The key the tests' own processes seal secrets with (secretbox.py), as the console loads
+    its own at start; a test on a console's database uses that console's key (Console.db)."""
+    from cortex_app import secretbox
+    from cortex_app.settings import load_settings
+
+    secretbox.use(load_settings({"CORTEX_SECRET_KEY": TEST_SECRET_KEY}))
 
 
 def wait_http(url: str, timeout: float, ok=lambda r: r.status_code == 200, proc=None,

@@ -150,3 +150,42 @@ def test_tokens_made_before_scopes_become_read_tokens(kind, tmp_path, request):
         command.upgrade(_config(conn), "head")
     assert auth.api_token_caller(engine, token) == auth.TokenCaller("old", TokenScope.READ)
     engine.dispose()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_secrets_in_clear_are_sealed_by_the_upgrade_and_back_by_the_downgrade(kind, tmp_path, request):
+    from sqlmodel import Session
+
+    from cortex_app import webhooks
+    from cortex_app.models import utcnow
+
+    url = f"sqlite:///{tmp_path}/c.db" if kind == "sqlite" else request.getfixturevalue("fresh_postgres_db")
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        command.upgrade(_config(conn), "0012")
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO webhook_endpoint (url, secret, event_types, payload_format, enabled,"
+                             " created_at) VALUES ('http://x/', 'whsec_clear', '[]', 'standard', true, :t)"),
+                     {"t": cortex_app.models.utcnow()})
+        conn.execute(sa.text("INSERT INTO model (name, served_name, engine, image, source, device, extra_args,"
+                             " extra_env, hf_token, embeddings, enforce_eager, trust_remote_code, startup_timeout_s,"
+                             " notes, state, state_reason, health, consecutive_failures, probe_history,"
+                             " start_on_boot, restart_on_failure, restart_max_attempts, restart_attempts,"
+                             " created_at, updated_at) VALUES ('v', 'v', 'vllm', 'i', 'o/m', 'cpu', '[]', '{}',"
+                             " 'hf_clear_token', false, false, false, 600, '', 'stopped', '', 'unknown', 0, '[]',"
+                             " false, false, 3, 0, :t, :t)"), {"t": utcnow()})
+    with engine.connect() as conn:
+        command.upgrade(_config(conn), "head")
+    with engine.connect() as conn:
+        stored = [conn.execute(sa.text(f"SELECT {c} FROM {t}")).scalar_one()
+                  for t, c in (("webhook_endpoint", "secret"), ("model", "hf_token"))]
+    assert all(v.startswith("fernet:") and "clear" not in v for v in stored), stored
+    assert webhooks.get_endpoint(engine, 1).secret == "whsec_clear"
+    with Session(engine) as s:
+        assert s.exec(sa.select(cortex_app.models.Model)).scalar_one().hf_token == "hf_clear_token"
+    with engine.connect() as conn:
+        command.downgrade(_config(conn), "0012")
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT secret FROM webhook_endpoint")).scalar_one() == "whsec_clear"
+        assert conn.execute(sa.text("SELECT hf_token FROM model")).scalar_one() == "hf_clear_token"
+    engine.dispose()

@@ -33,7 +33,7 @@ def test_ready_follows_the_engine_and_engine_events_are_sent(start_console, tmp_
                                                              restartable_engine):
     """The engine really stops (one this test may stop: never someone's own, never skipped)."""
     console = _console(start_console, tmp_path, tiny_gguf, restartable_engine.host)
-    db = make_engine(console.db_url)
+    db = console.db()
     receiver = Receiver()
     ep = webhooks.create_endpoint(db, url=receiver.url, event_types=["engine.unreachable", "engine.reachable"])
     assert httpx.get(console.url + "/api/ready").json()["status"] == "ready"

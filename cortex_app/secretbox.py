@@ -1,0 +1,131 @@
+"""Secrets at rest: webhook signing secrets and HF tokens are sealed with Fernet (from
+`cryptography`: AES-128-CBC with an HMAC-SHA256) before they reach the database, which then
+holds only `fernet:<token>`.
+
+The key: CORTEX_SECRET_KEY (any string of 32 characters or more; consoles sharing one database
+need the same), else the file `secret.key` in the data dir, made 0600 on the first start. Who
+has the database without the key has no secret. Lose the key and the sealed values are lost:
+the console says so (a webhook delivery fails with "rotate its secret"; an HF token must be
+entered again) and goes on; back up the data dir (README).
+
+`Sealed` is the column type: the ORM reads and writes clear text, the database sees only
+sealed values. The process's key is loaded once at start (`use`), before the database is.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import os
+import secrets
+import stat
+import threading
+from pathlib import Path
+from typing import Optional
+
+import sqlalchemy as sa
+from cryptography.fernet import Fernet, InvalidToken
+
+from cortex_app.settings import MIN_SECRET_KEY, Settings
+
+PREFIX = "fernet:"
+KEY_FILE = "secret.key"
+log = logging.getLogger(__name__)
+_fernet: Optional[Fernet] = None
+_warned: set[str] = set()
+_lock = threading.Lock()
+
+
+class SecretKeyError(RuntimeError):
+    """No usable key; the message says what to change."""
+
+
+def fernet_for(material: str) -> Fernet:
+    """The Fernet key derived from a key string (CORTEX_SECRET_KEY's, or the key file's)."""
+    return Fernet(base64.urlsafe_b64encode(hashlib.sha256(b"cortex-secrets:" + material.encode()).digest()))
+
+
+def key_file(settings: Settings) -> Path:
+    return settings.data_dir / KEY_FILE
+
+
+def load_key(settings: Settings) -> tuple[str, str]:
+    """(the key string, where it came from). Without CORTEX_SECRET_KEY, the key file: made
+    (0600, atomically: two consoles starting at once read the same key) when missing."""
+    if settings.secret_key:
+        return settings.secret_key, "CORTEX_SECRET_KEY"
+    path = key_file(settings)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise SecretKeyError(f"cannot make the key file {path} ({exc.strerror}); make the data dir "
+                             "writable, or set CORTEX_SECRET_KEY") from None
+    else:
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32) + "\n")
+    try:
+        mode = path.stat().st_mode
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            os.chmod(path, 0o600)  # readable by others: not any more
+        text = path.read_text().strip()
+    except OSError as exc:
+        raise SecretKeyError(f"cannot read the key file {path} ({exc.strerror}); set CORTEX_SECRET_KEY "
+                             "or fix the file's owner") from None
+    if len(text) < MIN_SECRET_KEY:
+        raise SecretKeyError(f"the key file {path} holds no usable key (under {MIN_SECRET_KEY} characters); "
+                             "restore it from your backup of the data dir")
+    return text, str(path)
+
+
+def use(settings: Settings) -> str:
+    """Load this process's key; returns where it came from (for the start-up lines)."""
+    global _fernet
+    material, where = load_key(settings)
+    with _lock:
+        _fernet = fernet_for(material)
+    return where
+
+
+def _box() -> Fernet:
+    if _fernet is None:
+        raise SecretKeyError("no secret key loaded (secretbox.use runs at the console's start)")
+    return _fernet
+
+
+def seal(value: str) -> str:
+    return PREFIX + _box().encrypt(value.encode()).decode()
+
+
+def unseal(value: str, what: str = "a secret") -> Optional[str]:
+    """The clear text, or None when the value was sealed with another key (logged once, without
+    the value)."""
+    try:
+        if not value.startswith(PREFIX):
+            raise InvalidToken
+        return _box().decrypt(value[len(PREFIX):].encode()).decode()
+    except InvalidToken:
+        if what not in _warned:
+            _warned.add(what)
+            log.warning("%s in the database cannot be read with this console's secret key (CORTEX_SECRET_KEY "
+                        "or the data dir's %s changed); enter it again", what, KEY_FILE)
+        return None
+
+
+class Sealed(sa.types.TypeDecorator):
+    """A string column stored sealed (see the module's docstring)."""
+
+    impl = sa.String(1024)
+    cache_ok = True
+
+    def __init__(self, what: str = "a secret"):
+        super().__init__()
+        self.what = what
+
+    def process_bind_param(self, value, dialect):
+        return None if value is None else seal(value)
+
+    def process_result_value(self, value, dialect):
+        return None if value is None else unseal(value, self.what)
