@@ -8,6 +8,7 @@ Usage: python bench/ui.py   (after `make test` has set up the venv, bun and Chro
 
 from __future__ import annotations
 
+import re
 import statistics
 import subprocess
 import sys
@@ -67,7 +68,7 @@ def main() -> None:
                 page.fill("#field-username", "bench")
                 page.fill("#field-password", "bench-password-1")
                 page.click("#sign-in")
-                page.wait_for_url("**/models")
+                page.wait_for_url(re.compile(r".*/models/?$"))
                 page.locator(".model-row").nth(N - 1).wait_for(timeout=30_000)
                 renders = []
                 for _ in range(5):

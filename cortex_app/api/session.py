@@ -1,7 +1,12 @@
 """Sign-in over HTTP, for scripts and for the console running headless in its container:
 POST /api/session (username, password) -> the session token, also set as the cookie the
 browser pages use; DELETE /api/session signs out. Same accounts and same slow-down on
-wrong passwords as the sign-in page (auth.py)."""
+wrong passwords as the sign-in page (auth.py).
+
+The cookie is set only here, HttpOnly (no script in a page can read it), SameSite=Strict, and
+Secure when the console is served over https (CORTEX_PUBLIC_URL). The sign-in page signs in
+over its websocket, then posts the new session's token to POST /api/session/adopt, which sets
+it as that cookie: only from the console's own pages (their Origin), only a live session."""
 
 from __future__ import annotations
 
@@ -23,6 +28,22 @@ class Credentials(BaseModel):
     password: str
 
 
+class Adopt(BaseModel):
+    token: str
+
+
+def cookie_options(public_url: str) -> dict:
+    """How the session cookie is set: Secure only where the console is served over https (a
+    browser drops a Secure cookie set over plain http, except on localhost)."""
+    return {"max_age": int(auth.SESSION_TTL.total_seconds()), "path": "/", "samesite": "strict",
+            "httponly": True, "secure": public_url.startswith("https://")}
+
+
+def _with_cookie(response: JSONResponse, token: str) -> JSONResponse:
+    response.set_cookie(SESSION_COOKIE, token, **cookie_options(services().settings.public_url))
+    return response
+
+
 @router.post("/api/session")
 async def sign_in(body: Credentials, request: Request) -> JSONResponse:
     address = request.client.host if request.client else ""
@@ -33,11 +54,19 @@ async def sign_in(body: Credentials, request: Request) -> JSONResponse:
             return JSONResponse({"detail": str(exc)}, status_code=429,
                                 headers={"Retry-After": str(exc.retry_after_s)})
         return JSONResponse({"detail": str(exc)}, status_code=401)
-    response = JSONResponse({"username": body.username, "token": token,
-                             "expires_in_s": int(auth.SESSION_TTL.total_seconds())})
-    response.set_cookie(SESSION_COOKIE, token, max_age=int(auth.SESSION_TTL.total_seconds()), samesite="strict",
-                        path="/")
-    return response
+    return _with_cookie(JSONResponse({"username": body.username, "token": token,
+                                      "expires_in_s": int(auth.SESSION_TTL.total_seconds())}), token)
+
+
+@router.post("/api/session/adopt")
+async def adopt(body: Adopt, request: Request) -> JSONResponse:
+    """The sign-in page's second step: its new session's token becomes the HttpOnly cookie."""
+    if request.headers.get("origin", "") not in services().settings.allowed_origins:
+        return JSONResponse({"detail": "only the console's own pages may do this"}, status_code=403)
+    user = await asyncio.to_thread(auth.session_user, services().db, body.token)
+    if user is None:
+        return JSONResponse({"detail": "no such session (signed out, or expired)"}, status_code=401)
+    return _with_cookie(JSONResponse({"username": user}), body.token)
 
 
 @router.delete("/api/session")
@@ -46,5 +75,5 @@ async def sign_out(request: Request) -> JSONResponse:
     token = header[7:].strip() if header.lower().startswith("bearer ") else request.cookies.get(SESSION_COOKIE)
     await asyncio.to_thread(auth.sign_out, services().db, token)
     response = JSONResponse({"signed_out": True})
-    response.delete_cookie(SESSION_COOKIE, path="/")
+    response.delete_cookie(SESSION_COOKIE, path="/", samesite="strict", httponly=True)
     return response

@@ -1,29 +1,52 @@
-"""Sign-in, first-run setup, sign-out, and the check every protected page and action runs."""
+"""Sign-in, first-run setup, sign-out, and the check every protected page and action runs.
+
+The session cookie is HttpOnly, so no script in the page can read it: it is set by an HTTP
+route (api/session.py), and the server reads it from the websocket's handshake, which the
+browser makes with its cookies. A sign-in here makes the session, hands its token to the
+page once (`adopt`: the page posts it to /api/session/adopt, which sets the cookie) and then
+loads /models afresh, so that the new websocket carries the new cookie."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+from http.cookies import CookieError, SimpleCookie
 from typing import Optional
 
 import reflex as rx
 
 from cortex_app import auth
-from cortex_app.auth import SESSION_TTL
+from cortex_app.api.deps import SESSION_COOKIE
 from cortex_app.services import get as services
 
 
+def _adopt(token: str, then: str) -> rx.event.EventSpec:
+    """The page posts the new session's token to the route that sets it as the HttpOnly cookie,
+    then loads `then` afresh (a new websocket, with the cookie)."""
+    body = json.dumps({"token": token})
+    return rx.call_script(
+        f"fetch('/api/session/adopt', {{method: 'POST', credentials: 'same-origin', "
+        f"headers: {{'Content-Type': 'application/json'}}, body: {json.dumps(body)}}})"
+        f".then(r => window.location.assign(r.ok ? {json.dumps(then)} : '/login'))")
+
+
 class AuthState(rx.State):
-    # The session token (random; the server keeps only its hash). Set by this state's events.
-    token: str = rx.Cookie("", name="cortex_session", max_age=int(SESSION_TTL.total_seconds()),
-                           same_site="strict", path="/")
     username: str = ""
     error: str = ""
     field_errors: dict[str, str] = {}
     busy: bool = False
 
+    def _session_token(self) -> str:
+        """The session cookie the browser sent with this websocket's handshake."""
+        try:
+            morsel = SimpleCookie(self.router.headers.cookie or "").get(SESSION_COOKIE)
+        except CookieError:
+            return ""
+        return morsel.value if morsel else ""
+
     async def verified(self) -> Optional[str]:
         """The signed-in admin, checked against the database on every call."""
-        user = await asyncio.to_thread(auth.session_user, services().db, self.token)
+        user = await asyncio.to_thread(auth.session_user, services().db, self._session_token())
         self.username = user or ""
         return user
 
@@ -38,6 +61,7 @@ class AuthState(rx.State):
     @rx.event
     async def open_login(self):
         self.error = ""
+        self.busy = False
         if not await asyncio.to_thread(auth.admin_exists, services().db):
             return rx.redirect("/setup")
         if await self.verified():
@@ -56,14 +80,13 @@ class AuthState(rx.State):
         self.error = ""
         yield
         try:
-            self.token = await auth.sign_in(services().db, form.get("username", "").strip(), form.get("password", ""),
-                                            self.router.session.client_ip)
+            token = await auth.sign_in(services().db, form.get("username", "").strip(), form.get("password", ""),
+                                       self.router.session.client_ip)
         except auth.AuthError as exc:
             self.error = str(exc)
-            return
-        finally:
             self.busy = False
-        yield rx.redirect("/models")
+            return
+        yield _adopt(token, "/models")  # busy until the page is replaced
 
     @rx.event
     async def create_first_admin(self, form: dict):
@@ -77,18 +100,20 @@ class AuthState(rx.State):
         try:
             await auth.run_hashing(auth.create_first_admin, services().db, username, password,
                                    form.get("setup_code", ""))
-            self.token = await auth.sign_in(services().db, username, password, self.router.session.client_ip)
+            token = await auth.sign_in(services().db, username, password, self.router.session.client_ip)
         except auth.AuthError as exc:
             self.error = str(exc)
             return
-        return rx.redirect("/models")
+        return _adopt(token, "/models")
 
     @rx.event
     async def sign_out(self):
-        await asyncio.to_thread(auth.sign_out, services().db, self.token)
-        self.token = ""
+        """The session ends here; the page then has its (now dead) cookie deleted and loads the
+        sign-in page afresh."""
+        await asyncio.to_thread(auth.sign_out, services().db, self._session_token())
         self.username = ""
-        return rx.redirect("/login")
+        return rx.call_script("fetch('/api/session', {method: 'DELETE', credentials: 'same-origin'})"
+                              ".finally(() => window.location.assign('/login'))")
 
 
 class AdminState(rx.State):

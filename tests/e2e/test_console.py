@@ -13,7 +13,7 @@ from cortex_app import auth, crud
 from cortex_app.db import make_engine
 from cortex_app.engines.spec import LABEL_MODEL_ID
 from tests.conftest import LLAMA_IMAGE
-from tests.e2e.conftest import ADMIN, PASSWORD, sign_in
+from tests.e2e.conftest import ADMIN, LOGIN_PAGE, MODELS_PAGE, PASSWORD, sign_in
 
 # A 1M-token f32 KV cache makes the tiny model's real load take ~1.3 s: long enough to
 # see `loading` in the page before `running`.
@@ -65,16 +65,16 @@ def test_1_first_run_creates_the_admin_and_signs_in(console, page, db):
     page.locator("#field-password").fill(PASSWORD)
     page.locator("#field-confirm").fill(PASSWORD)
     page.locator("#create-admin").click()
-    page.wait_for_url("**/models")
+    page.wait_for_url(MODELS_PAGE)
     page.locator("#no-models").wait_for()
     page.reload()  # the session survives a reload
     page.locator("#no-models").wait_for()
     page.locator("#sign-out").click()
-    page.wait_for_url("**/login")
+    page.wait_for_url(LOGIN_PAGE)
     page.goto(console.url + "/models")
-    page.wait_for_url("**/login")  # signed out means signed out
+    page.wait_for_url(LOGIN_PAGE)  # signed out means signed out
     page.goto(console.url + "/setup")
-    page.wait_for_url("**/login")  # and there is no second first run
+    page.wait_for_url(LOGIN_PAGE)  # and there is no second first run
 
 
 def test_2_wrong_password_is_refused_and_slowed(console, page):
@@ -94,12 +94,15 @@ def test_3_unauthenticated_visits_redirect_and_api_says_401(console, page):
     time.sleep(2)  # the slow-down from the previous test has passed
     for path in ("/models", "/models/new", "/gpus", "/system", "/models/1"):
         page.goto(console.url + path)
-        page.wait_for_url("**/login")
+        page.wait_for_url(LOGIN_PAGE)
     assert httpx.get(console.url + "/api/models").status_code == 401
     forged = httpx.get(console.url + "/api/models", cookies={"cortex_session": "forged-token"})
     assert forged.status_code == 401
     sign_in(page, console.url)
-    token = next(c["value"] for c in page.context.cookies() if c["name"] == "cortex_session")
+    [cookie] = [c for c in page.context.cookies() if c["name"] == "cortex_session"]
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    assert "cortex_session" not in page.evaluate("document.cookie")  # no script in the page reads it
+    token = cookie["value"]
     ok = httpx.get(console.url + "/api/models", cookies={"cortex_session": token})
     assert ok.status_code == 200 and ok.json() == {"models": []}
 

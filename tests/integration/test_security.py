@@ -43,6 +43,7 @@ MATRIX = {
     ("POST", "/api/models/{model_id}/stop"): _row(401, 401, 403, 200, 200, 401, 401),
     ("POST", "/api/models/{model_id}/apply"): OPERATE,
     ("POST", "/api/session"): _row(401, 401, 401, 401, 401, 401, 401),  # wrong credentials: for anyone
+    ("POST", "/api/session/adopt"): _row(401, 401, 401, 401, 401, 401, 401),  # a dead session token: for anyone
     ("DELETE", "/api/session"): PUBLIC,  # signing out is never refused (last: it ends the cookie's session)
 }
 # The route must find a running model (and leaves it running when refused).
@@ -128,9 +129,13 @@ def test_each_route_answers_each_caller_exactly(console, credentials, docker_cli
         kwargs = {"json": {**BODY, "name": "made", "served_name": "made"}} if method == "POST" and path == "/api/models" \
             else {"json": {**BODY, "context_size": 256}} if method == "PUT" \
             else {"json": {"username": f"nobody-{who}", "password": "wrong-password"}} if path == "/api/session" \
-            and method == "POST" else {}
+            and method == "POST" \
+            else {"json": {"token": "not-a-session"}, "headers": {"Origin": console.url}} if path.endswith("/adopt") \
+            else {}
         before = _snapshot(console, docker_client)
-        r = httpx.request(method, console.url + url, timeout=60, **kwargs, **credentials[who])
+        headers = {**kwargs.pop("headers", {}), **credentials[who].get("headers", {})}
+        r = httpx.request(method, console.url + url, timeout=60, headers=headers, **kwargs,
+                          **{k: v for k, v in credentials[who].items() if k != "headers"})
         expected = MATRIX[(method, path)][who]
         assert r.status_code == expected, (who, method, url, r.status_code, r.text[:300])
         if expected in (401, 403) and path != "/api/session":
@@ -143,3 +148,30 @@ def test_each_route_answers_each_caller_exactly(console, credentials, docker_cli
         if method == "DELETE" and path == "/api/session":
             signed_out = who == "cookie"  # the cookie's session ended; nobody else's did
             assert (_snapshot(console, docker_client)[2] == before[2] - 1) is signed_out
+
+
+def test_the_session_cookie_is_httponly_and_set_only_for_the_consoles_own_pages(console):
+    """The sign-in page's second step (states/auth.py): its new session's token, posted by the
+    page, becomes an HttpOnly cookie; never for another origin, never for a dead token."""
+    for r in (httpx.post(console.url + "/api/session", json={"username": ADMIN, "password": PASSWORD}),):
+        cookie = r.headers["set-cookie"].lower()
+        assert r.status_code == 200 and "httponly" in cookie and "samesite=strict" in cookie
+        assert "secure" not in cookie  # served over http: a Secure cookie would be dropped
+        token = r.json()["token"]
+    own = httpx.post(console.url + "/api/session/adopt", json={"token": token}, headers={"Origin": console.url})
+    assert own.status_code == 200 and own.cookies.get("cortex_session") == token
+    assert "httponly" in own.headers["set-cookie"].lower()
+    for headers in ({"Origin": "http://evil.example"}, {}):
+        r = httpx.post(console.url + "/api/session/adopt", json={"token": token}, headers=headers)
+        assert r.status_code == 403 and "set-cookie" not in r.headers
+    httpx.delete(console.url + "/api/session", headers={"Authorization": f"Bearer {token}"})
+    dead = httpx.post(console.url + "/api/session/adopt", json={"token": token}, headers={"Origin": console.url})
+    assert dead.status_code == 401 and "set-cookie" not in dead.headers
+
+
+@pytest.mark.parametrize("public_url, secure", [("http://gpu-host:3000", False), ("https://cortex.example", True)])
+def test_the_cookie_is_secure_when_the_console_is_served_over_https(public_url, secure):
+    from cortex_app.api.session import cookie_options
+
+    options = cookie_options(public_url)
+    assert options["secure"] is secure and options["httponly"] is True and options["samesite"] == "strict"
