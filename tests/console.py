@@ -116,15 +116,21 @@ class Console:
     def db_url(self) -> str:
         return self.env.get("CORTEX_DB_URL") or f"sqlite:///{self.data_dir}/cortex.db"
 
+    @property
+    def settings(self):
+        """Its settings, as it reads them from its environment."""
+        from cortex_app.settings import load_settings
+
+        return load_settings(self.env)
+
     def db(self):
         """Its database, with its secret key loaded in this process (the key file the console
         made in its data dir, or its CORTEX_SECRET_KEY): what this process seals there, the
         console reads, and the other way round."""
         from cortex_app import secretbox
         from cortex_app.db import make_engine
-        from cortex_app.settings import load_settings
 
-        secretbox.use(load_settings(self.env))
+        secretbox.use(self.settings)
         return make_engine(self.db_url)
 
     # --- the HTTP API, as a script uses it ----------------------------------------------------

@@ -44,7 +44,7 @@ class AuthState(rx.State):
             return ""
         return morsel.value if morsel else ""
 
-    async def verified(self) -> Optional[str]:
+    async def _verified(self) -> Optional[str]:
         """The signed-in admin, checked against the database on every call."""
         user = await asyncio.to_thread(auth.session_user, services().db, self._session_token())
         self.username = user or ""
@@ -53,7 +53,7 @@ class AuthState(rx.State):
     @rx.event
     async def require_admin(self):
         """on_load of every protected page."""
-        if await self.verified() is None:
+        if await self._verified() is None:
             if not await asyncio.to_thread(auth.admin_exists, services().db):
                 return rx.redirect("/setup")
             return rx.redirect("/login")
@@ -64,7 +64,7 @@ class AuthState(rx.State):
         self.busy = False
         if not await asyncio.to_thread(auth.admin_exists, services().db):
             return rx.redirect("/setup")
-        if await self.verified():
+        if await self._verified():
             return rx.redirect("/models")
 
     @rx.event
@@ -117,8 +117,8 @@ class AuthState(rx.State):
 
 
 class AdminState(rx.State):
-    """Base of every page state that reads or changes anything: its handlers call `admin()`
+    """Base of every page state that reads or changes anything: its handlers call `_admin()` (private: no client can call it as an event)
     first, because a websocket event can be sent without ever loading the page."""
 
-    async def admin(self) -> Optional[str]:
-        return await (await self.get_state(AuthState)).verified()
+    async def _admin(self) -> Optional[str]:
+        return await (await self.get_state(AuthState))._verified()

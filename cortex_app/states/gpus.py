@@ -36,7 +36,7 @@ class GpuState(AdminState):
 
     @rx.event
     async def load(self):
-        if await self.admin() is None:
+        if await self._admin() is None:
             return
         status, holders, samples = await asyncio.to_thread(self._read)
         self.series = [f"gpu{i}" for i in sorted(samples)]

@@ -68,7 +68,7 @@ class ModelDetailState(AdminState):
         return m, events, logs, note, svc.lifecycle.is_stale(m)
 
     async def _refresh(self, with_logs: bool):
-        if await self.admin() is None:
+        if await self._admin() is None:
             return
         got = await asyncio.to_thread(self._read, self._model_id(), with_logs)
         if got is None:

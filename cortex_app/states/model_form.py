@@ -78,7 +78,7 @@ class ModelFormState(AdminState):
 
     @rx.event
     async def open_new(self):
-        if await self.admin() is None:
+        if await self._admin() is None:
             return
         self.model_id, self.values, self.errors, self.token_hint, self.running_note = 0, dict(EMPTY), {}, "", ""
         self.flags = {f: False for f in FLAGS}
@@ -86,7 +86,7 @@ class ModelFormState(AdminState):
 
     @rx.event
     async def open_edit(self):
-        if await self.admin() is None:
+        if await self._admin() is None:
             return
         model_id = model_id_in(self.router.url.path)
         m = await asyncio.to_thread(crud.get_model, services().db, model_id)
@@ -115,7 +115,7 @@ class ModelFormState(AdminState):
 
     @rx.event
     async def save(self):
-        if await self.admin() is None:
+        if await self._admin() is None:
             return rx.redirect("/login")
         data: dict = {k: v for k, v in self.values.items() if k not in ("hf_token", "extra_env")}
         env = parse_env_text(self.values.get("extra_env", ""))

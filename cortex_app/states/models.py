@@ -82,14 +82,14 @@ class ModelsState(AdminState):
 
     @rx.event
     async def load(self):
-        if await self.admin() is None:
+        if await self._admin() is None:
             return
         signature, rows, self.engine_error = await asyncio.to_thread(self._read)
         self._signature, self.rows, self.loaded = signature, rows, True
 
     @rx.event
     async def tick(self, _=None):
-        if await self.admin() is None:
+        if await self._admin() is None:
             return
         signature, rows, engine_error = await asyncio.to_thread(self._read)
         if engine_error != self.engine_error:
@@ -107,7 +107,7 @@ class ModelsState(AdminState):
 
     async def _act(self, verb: str, model_id: int):
         async with self:
-            user = await self.admin()
+            user = await self._admin()
         if user is None:
             async with self:
                 self.message = "your session ended; sign in again"

@@ -73,14 +73,14 @@ class SettingsState(AdminState):
 
     @rx.event
     async def load(self):
-        if await self.admin() is None:
+        if await self._admin() is None:
             return
         self.error = self.token_error = self.shown_secret = self.shown_token = self.ping_result = ""
         await self._refresh()
 
     @rx.event
     async def tick(self, _=None):
-        if await self.admin() is not None:
+        if await self._admin() is not None:
             await self._refresh()
 
     @rx.event
@@ -109,7 +109,7 @@ class SettingsState(AdminState):
 
     @rx.event
     async def add_endpoint(self):
-        if await self.admin() is None:
+        if await self._admin() is None:
             return rx.redirect("/login")
         try:
             ep = await asyncio.to_thread(webhooks.create_endpoint, services().db, url=self.new_url,
@@ -123,27 +123,27 @@ class SettingsState(AdminState):
 
     @rx.event
     async def rotate(self, endpoint_id: int):
-        if await self.admin() is None:
+        if await self._admin() is None:
             return rx.redirect("/login")
         self.shown_secret = await asyncio.to_thread(webhooks.rotate_secret, services().db, endpoint_id)
 
     @rx.event
     async def toggle_enabled(self, endpoint_id: int):
-        if await self.admin() is None:
+        if await self._admin() is None:
             return rx.redirect("/login")
         await asyncio.to_thread(webhooks.toggle_endpoint, services().db, endpoint_id)
         await self._refresh()
 
     @rx.event
     async def remove(self, endpoint_id: int):
-        if await self.admin() is None:
+        if await self._admin() is None:
             return rx.redirect("/login")
         await asyncio.to_thread(webhooks.delete_endpoint, services().db, endpoint_id)
         await self._refresh()
 
     @rx.event
     async def ping(self, endpoint_id: int):
-        if await self.admin() is None:
+        if await self._admin() is None:
             yield rx.redirect("/login")
             return
         ep = await asyncio.to_thread(webhooks.get_endpoint, services().db, endpoint_id)
@@ -157,14 +157,14 @@ class SettingsState(AdminState):
 
     @rx.event
     async def redeliver(self, delivery_id: int):
-        if await self.admin() is None:
+        if await self._admin() is None:
             return rx.redirect("/login")
         await asyncio.to_thread(webhooks.redeliver, services().db, delivery_id)
         await self._refresh()
 
     @rx.event
     async def create_token(self):
-        if await self.admin() is None:
+        if await self._admin() is None:
             return rx.redirect("/login")
         try:
             self.shown_token = await asyncio.to_thread(auth.create_api_token, services().db, self.token_name,
@@ -177,7 +177,7 @@ class SettingsState(AdminState):
 
     @rx.event
     async def revoke_token(self, token_id: int):
-        if await self.admin() is None:
+        if await self._admin() is None:
             return rx.redirect("/login")
         await asyncio.to_thread(auth.revoke_api_token, services().db, token_id)
         await self._refresh()
