@@ -30,9 +30,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    # Before this revision every token could do everything: revoked tokens and tokens meant to
-    # expire must not come back to life that way.
-    op.execute(sa.text("DELETE FROM api_token WHERE revoked_at IS NOT NULL OR expires_at IS NOT NULL"))
+    # Before this revision every token could do everything: only admin tokens that never
+    # expire and are not revoked stay; a read or operate token must not gain the admin's power.
+    op.execute(sa.text("DELETE FROM api_token WHERE revoked_at IS NOT NULL OR expires_at IS NOT NULL"
+                       " OR scope <> 'admin'"))
     with op.batch_alter_table("api_token") as batch_op:
         batch_op.drop_column("revoked_at")
         batch_op.drop_column("expires_at")

@@ -149,6 +149,13 @@ def test_tokens_made_before_scopes_become_read_tokens(kind, tmp_path, request):
     with engine.connect() as conn:
         command.upgrade(_config(conn), "head")
     assert auth.api_token_caller(engine, token) == auth.TokenCaller("old", TokenScope.READ)
+    # Going back, a token could do everything again: only never-expiring admin tokens stay.
+    for scope, days in (("operate", 0), ("admin", 0), ("admin", 7)):
+        auth.create_api_token(engine, f"{scope}-{days}", scope, days)
+    with engine.connect() as conn:
+        command.downgrade(_config(conn), "0011")
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT name FROM api_token")).scalars().all() == ["admin-0"]
     engine.dispose()
 
 
