@@ -18,6 +18,15 @@ if config.config_file_name is not None and config.attributes.get("configure_logg
 target_metadata = SQLModel.metadata
 
 
+def _load_key() -> None:
+    """Migrations that seal or unseal secrets need the console's key: the caller's (prestart
+    loads it first), else the one the settings name (alembic run by hand)."""
+    from cortex_app import secretbox
+
+    if not secretbox.loaded():
+        secretbox.use(load_settings())
+
+
 def _url() -> str:
     return config.get_main_option("sqlalchemy.url") or load_settings().db_url
 
@@ -30,6 +39,7 @@ def run_migrations_offline() -> None:
 
 
 def run_migrations_online() -> None:
+    _load_key()
     connection = config.attributes.get("connection")
     if connection is not None:
         _run(connection)

@@ -56,16 +56,8 @@ def load_key(settings: Settings) -> tuple[str, str]:
     if settings.secret_key:
         return settings.secret_key, "CORTEX_SECRET_KEY"
     path = key_file(settings)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    except OSError as exc:
-        raise SecretKeyError(f"cannot make the key file {path} ({exc.strerror}); make the data dir "
-                             "writable, or set CORTEX_SECRET_KEY") from None
-    else:
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(32) + "\n")
+    if not path.exists():
+        _make_key_file(path)
     try:
         mode = path.stat().st_mode
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
@@ -80,12 +72,39 @@ def load_key(settings: Settings) -> tuple[str, str]:
     return text, str(path)
 
 
+def _make_key_file(path: Path) -> None:
+    """Written whole to a file of its own, then linked into place: a console starting at the
+    same moment reads either no file or the whole key, never half of one, and of two starts
+    the first link wins (the other's key is dropped)."""
+    tmp = path.with_name(f".{KEY_FILE}.{os.getpid()}.{threading.get_ident()}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+    except OSError as exc:
+        raise SecretKeyError(f"cannot make the key file {path} ({exc.strerror}); make the data dir "
+                             "writable, or set CORTEX_SECRET_KEY") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def loaded() -> bool:
+    return _fernet is not None
+
+
 def use(settings: Settings) -> str:
     """Load this process's key; returns where it came from (for the start-up lines)."""
     global _fernet
     material, where = load_key(settings)
     with _lock:
         _fernet = fernet_for(material)
+        _warned.clear()  # a new key: say again what it cannot read
     return where
 
 

@@ -339,8 +339,8 @@ def validate_model(
             if _blank(value):
                 return None
             value = str(value).strip()
-            if len(value) > 512 or any(c.isspace() for c in value):
-                raise ValueError("must be a single token without spaces")
+            if len(value) > 512 or not all("!" <= c <= "~" for c in value):
+                raise ValueError("must be a single token of printable ASCII, without spaces (at most 512)")
             return value
         check("hf_token", hf_token)
 

@@ -215,6 +215,7 @@ def test_out_of_range_and_wrong_kinds(models_dir, field, value):
     ({**LLAMA, "gpu_ids": [0]}, "gpu_ids"),  # GPUs on a cpu model
     ({**LLAMA, "colour": "red"}, "colour"),
     ({**LLAMA, "hf_token": "has space"}, "hf_token"),
+    ({**LLAMA, "hf_token": "hf_" + "\U0001F600" * 200}, "hf_token"),  # sealed, it would not fit its column
 ])
 def test_other_refusals(models_dir, data, field):
     assert field in refused(models_dir, **data)
