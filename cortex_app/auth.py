@@ -28,6 +28,7 @@ from cortex_app import throttle
 from cortex_app.models import AdminSession, AdminUser, ApiToken, SetupCode, TokenScope, utcnow
 
 SESSION_TTL = timedelta(hours=12)
+HANDOFF_TTL = timedelta(minutes=1)  # a page's sign-in, waiting for the page to adopt it
 HASH_WORKERS = 2
 password_checks = 0  # argon2 verifications since start (/metrics: cortex_password_checks_total)
 _lock = threading.Lock()  # the counter and the pools
@@ -144,11 +145,12 @@ def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-async def sign_in(db: sa.Engine, username: str, password: str, address: str = "") -> str:
+async def sign_in(db: sa.Engine, username: str, password: str, address: str = "", *, handoff: bool = False) -> str:
     """A new session token, or AuthError (wrong credentials, or wait `retry_after_s`).
     `address`: the client's, for throttling (throttle.py): the attempt is counted at once,
     before the password is checked, and refused without any hash work while its keys are
-    locked. All of it runs on the sign-in pools (_off_loop)."""
+    locked. All of it runs on the sign-in pools (_off_loop). With `handoff` (the sign-in
+    page), a one-time code for `adopt` instead of the token (see models.AdminSession)."""
     now = utcnow()
     keyset = throttle.keys(username, address)
     if wait := await _off_loop("sign-in", throttle.reserve, db, keyset):
@@ -158,7 +160,7 @@ async def sign_in(db: sa.Engine, username: str, password: str, address: str = ""
     if not await run_hashing(_verify, user.password_hash if user else None, password) or user is None:
         raise AuthError("wrong username or password")
     rehashed = await run_hashing(_hasher.hash, password) if _hasher.check_needs_rehash(user.password_hash) else None
-    return await _off_loop("sign-in", _open_session, db, keyset, user.id, rehashed, now)
+    return await _off_loop("sign-in", _open_session, db, keyset, user.id, rehashed, now, handoff)
 
 
 def _user(db: sa.Engine, username: str) -> Optional[AdminUser]:
@@ -166,15 +168,33 @@ def _user(db: sa.Engine, username: str) -> Optional[AdminUser]:
         return s.exec(select(AdminUser).where(AdminUser.username == username)).first()
 
 
-def _open_session(db: sa.Engine, keyset, user_id: int, rehashed: Optional[str], now) -> str:
+def _open_session(db: sa.Engine, keyset, user_id: int, rehashed: Optional[str], now, handoff: bool) -> str:
     throttle.clear(db, keyset)
     token = secrets.token_urlsafe(32)
+    code = secrets.token_urlsafe(32) if handoff else None  # the token is then never given out
     with Session(db) as s:
         values = {"last_login_at": now} | ({"password_hash": rehashed} if rehashed else {})
         s.execute(sa.update(AdminUser).where(AdminUser.id == user_id).values(**values))
-        s.add(AdminSession(token_hash=_token_hash(token), user_id=user_id, expires_at=now + SESSION_TTL))
+        s.add(AdminSession(token_hash=_token_hash(token), user_id=user_id,
+                           expires_at=now + (HANDOFF_TTL if handoff else SESSION_TTL),
+                           handoff_hash=_token_hash(code) if code else None))
         s.commit()
-    return token
+    return code or token
+
+
+def adopt(db: sa.Engine, code: str) -> Optional[str]:
+    """The session a sign-in page's one-time code stands for, given its token now (for the
+    HttpOnly cookie); None for an unknown, used or expired code. Once only, even when two
+    requests race for one code."""
+    if not code:
+        return None
+    token, now = secrets.token_urlsafe(32), utcnow()
+    with Session(db) as s:
+        done = s.execute(sa.update(AdminSession)
+                         .where(AdminSession.handoff_hash == _token_hash(code), AdminSession.expires_at > now)
+                         .values(token_hash=_token_hash(token), handoff_hash=None, expires_at=now + SESSION_TTL))
+        s.commit()
+    return token if done.rowcount == 1 else None
 
 
 def _verify(password_hash: Optional[str], password: str) -> bool:

@@ -255,7 +255,12 @@ class SetupCode(SQLModel, table=True):
 
 class AdminSession(SQLModel, table=True):
     """A signed-in browser. The cookie holds a random token; only its SHA-256 is stored, so a
-    database leak gives no usable session. Sign-out deletes the row."""
+    database leak gives no usable session. Sign-out deletes the row.
+
+    A sign-in on the page first makes a session waiting to be handed over (`handoff_hash`, the
+    SHA-256 of a one-time code, valid for a minute; its token was never given out). The page
+    posts the code to /api/session/adopt, which gives the row a new token, sets that as the
+    HttpOnly cookie, and clears the code: the session token never passes through the page."""
 
     __tablename__ = "admin_session"
 
@@ -264,6 +269,7 @@ class AdminSession(SQLModel, table=True):
                                              nullable=False, index=True))
     created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
     expires_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
+    handoff_hash: Optional[str] = Field(default=None, sa_column=sa.Column(sa.String(64), nullable=True, unique=True))
 
 
 class WebhookEndpoint(SQLModel, table=True):

@@ -5,8 +5,9 @@ wrong passwords as the sign-in page (auth.py).
 
 The cookie is set only here, HttpOnly (no script in a page can read it), SameSite=Strict, and
 Secure when the console is served over https (CORTEX_PUBLIC_URL). The sign-in page signs in
-over its websocket, then posts the new session's token to POST /api/session/adopt, which sets
-it as that cookie: only from the console's own pages (their Origin), only a live session."""
+over its websocket and gets a one-time code, which it posts to POST /api/session/adopt: that
+route gives the session its token and sets it as the cookie (only for the console's own pages,
+by their Origin; a code works once, for a minute)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ class Credentials(BaseModel):
 
 
 class Adopt(BaseModel):
-    token: str
+    code: str
 
 
 def cookie_options(public_url: str) -> dict:
@@ -60,13 +61,13 @@ async def sign_in(body: Credentials, request: Request) -> JSONResponse:
 
 @router.post("/api/session/adopt")
 async def adopt(body: Adopt, request: Request) -> JSONResponse:
-    """The sign-in page's second step: its new session's token becomes the HttpOnly cookie."""
+    """The sign-in page's second step: its one-time code becomes the session's HttpOnly cookie."""
     if request.headers.get("origin", "") not in services().settings.allowed_origins:
         return JSONResponse({"detail": "only the console's own pages may do this"}, status_code=403)
-    user = await asyncio.to_thread(auth.session_user, services().db, body.token)
-    if user is None:
-        return JSONResponse({"detail": "no such session (signed out, or expired)"}, status_code=401)
-    return _with_cookie(JSONResponse({"username": user}), body.token)
+    token = await asyncio.to_thread(auth.adopt, services().db, body.code)
+    if token is None:
+        return JSONResponse({"detail": "no such sign-in (used, or more than a minute old)"}, status_code=401)
+    return _with_cookie(JSONResponse({"signed_in": True}), token)
 
 
 @router.delete("/api/session")

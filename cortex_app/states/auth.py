@@ -2,28 +2,29 @@
 
 The session cookie is HttpOnly, so no script in the page can read it: it is set by an HTTP
 route (api/session.py), and the server reads it from the websocket's handshake, which the
-browser makes with its cookies. A sign-in here makes the session, hands its token to the
-page once (`adopt`: the page posts it to /api/session/adopt, which sets the cookie) and then
-loads /models afresh, so that the new websocket carries the new cookie."""
+browser makes with its cookies. A sign-in here makes a session waiting to be handed over and
+gives the page a one-time code (`_adopt`: the page posts it to /api/session/adopt, which sets
+the cookie; the session token never passes through the page), then loads /models afresh, so
+that the new websocket carries the new cookie."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from http.cookies import CookieError, SimpleCookie
 from typing import Optional
 
 import reflex as rx
+from starlette.requests import cookie_parser
 
 from cortex_app import auth
 from cortex_app.api.deps import SESSION_COOKIE
 from cortex_app.services import get as services
 
 
-def _adopt(token: str, then: str) -> rx.event.EventSpec:
-    """The page posts the new session's token to the route that sets it as the HttpOnly cookie,
+def _adopt(code: str, then: str) -> rx.event.EventSpec:
+    """The page posts the sign-in's one-time code to the route that sets the HttpOnly cookie,
     then loads `then` afresh (a new websocket, with the cookie)."""
-    body = json.dumps({"token": token})
+    body = json.dumps({"code": code})
     return rx.call_script(
         f"fetch('/api/session/adopt', {{method: 'POST', credentials: 'same-origin', "
         f"headers: {{'Content-Type': 'application/json'}}, body: {json.dumps(body)}}})"
@@ -38,11 +39,9 @@ class AuthState(rx.State):
 
     def _session_token(self) -> str:
         """The session cookie the browser sent with this websocket's handshake."""
-        try:
-            morsel = SimpleCookie(self.router.headers.cookie or "").get(SESSION_COOKIE)
-        except CookieError:
-            return ""
-        return morsel.value if morsel else ""
+        # Starlette's parser, as the HTTP routes read cookies: a malformed cookie of another
+        # app on this host (cookies are shared across ports) does not hide ours.
+        return cookie_parser(self.router.headers.cookie or "").get(SESSION_COOKIE, "")
 
     async def _verified(self) -> Optional[str]:
         """The signed-in admin, checked against the database on every call."""
@@ -80,13 +79,13 @@ class AuthState(rx.State):
         self.error = ""
         yield
         try:
-            token = await auth.sign_in(services().db, form.get("username", "").strip(), form.get("password", ""),
-                                       self.router.session.client_ip)
+            code = await auth.sign_in(services().db, form.get("username", "").strip(), form.get("password", ""),
+                                      self.router.session.client_ip, handoff=True)
         except auth.AuthError as exc:
             self.error = str(exc)
             self.busy = False
             return
-        yield _adopt(token, "/models")  # busy until the page is replaced
+        yield _adopt(code, "/models")  # busy until the page is replaced
 
     @rx.event
     async def create_first_admin(self, form: dict):
@@ -100,11 +99,12 @@ class AuthState(rx.State):
         try:
             await auth.run_hashing(auth.create_first_admin, services().db, username, password,
                                    form.get("setup_code", ""))
-            token = await auth.sign_in(services().db, username, password, self.router.session.client_ip)
+            code = await auth.sign_in(services().db, username, password, self.router.session.client_ip,
+                                      handoff=True)
         except auth.AuthError as exc:
             self.error = str(exc)
             return
-        return _adopt(token, "/models")
+        return _adopt(code, "/models")
 
     @rx.event
     async def sign_out(self):

@@ -12,7 +12,7 @@ import httpx
 from playwright.sync_api import expect
 
 from tests.conftest import ROOT, VLLM_STANDIN_IMAGE
-from tests.e2e.conftest import MODELS_PAGE, sign_in
+from tests.e2e.conftest import LOGIN_PAGE, MODELS_PAGE, sign_in
 from tests.unit.test_webhooks import Receiver
 
 ADMIN, PASSWORD = "keeper", "typed-password-7Qx9"
@@ -63,6 +63,7 @@ def test_nothing_typed_or_shown_is_kept_in_clear(start_console, docker_host, pag
     api_token = page.locator("#shown-token").inner_text()
     assert httpx.get(console.url + "/api/models", headers={"Authorization": f"Bearer {api_token}"}).status_code == 200
     page.locator("#sign-out").click()
+    page.wait_for_url(LOGIN_PAGE)  # the sign-out loads the sign-in page by itself
     sign_in(page, console.url, ADMIN, PASSWORD)  # the password typed once more
     session = next(c["value"] for c in page.context.cookies() if c["name"] == "cortex_session")
     receiver.close()

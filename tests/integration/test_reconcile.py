@@ -76,6 +76,13 @@ def test_one_slow_removal_holds_up_no_other_model(bed, docker_client, test_label
     bed.scheduler(reconcile_interval_s=60, docker_events=True)
     victim = bed.start_ready(bed.llama("victim").id)
     stopped = bed.llama("idle")
+    # `run` is a create, then a start: a pass (the victim's start event triggers some) that lists
+    # the forged container in between removes it, and the start fails (seen once in CI). Forge it
+    # once the passes have settled.
+    passes = -1
+    while passes != bed.rec.passes:
+        passes = bed.rec.passes
+        time.sleep(0.3)
     stubborn = docker_client.containers.run(
         BUSYBOX_IMAGE, ["sh", "-c", "trap '' TERM; while :; do sleep 1; done"], detach=True,
         labels={**test_labels, LABEL_MANAGED: "true", "cortex.model-id": str(stopped.id),

@@ -43,7 +43,7 @@ MATRIX = {
     ("POST", "/api/models/{model_id}/stop"): _row(401, 401, 403, 200, 200, 401, 401),
     ("POST", "/api/models/{model_id}/apply"): OPERATE,
     ("POST", "/api/session"): _row(401, 401, 401, 401, 401, 401, 401),  # wrong credentials: for anyone
-    ("POST", "/api/session/adopt"): _row(401, 401, 401, 401, 401, 401, 401),  # a dead session token: for anyone
+    ("POST", "/api/session/adopt"): _row(401, 401, 401, 401, 401, 401, 401),  # an unknown sign-in code: for anyone
     ("DELETE", "/api/session"): PUBLIC,  # signing out is never refused (last: it ends the cookie's session)
 }
 # The route must find a running model (and leaves it running when refused).
@@ -130,7 +130,7 @@ def test_each_route_answers_each_caller_exactly(console, credentials, docker_cli
             else {"json": {**BODY, "context_size": 256}} if method == "PUT" \
             else {"json": {"username": f"nobody-{who}", "password": "wrong-password"}} if path == "/api/session" \
             and method == "POST" \
-            else {"json": {"token": "not-a-session"}, "headers": {"Origin": console.url}} if path.endswith("/adopt") \
+            else {"json": {"code": "not-a-code"}, "headers": {"Origin": console.url}} if path.endswith("/adopt") \
             else {}
         before = _snapshot(console, docker_client)
         headers = {**kwargs.pop("headers", {}), **credentials[who].get("headers", {})}
@@ -151,22 +151,33 @@ def test_each_route_answers_each_caller_exactly(console, credentials, docker_cli
 
 
 def test_the_session_cookie_is_httponly_and_set_only_for_the_consoles_own_pages(console):
-    """The sign-in page's second step (states/auth.py): its new session's token, posted by the
-    page, becomes an HttpOnly cookie; never for another origin, never for a dead token."""
-    for r in (httpx.post(console.url + "/api/session", json={"username": ADMIN, "password": PASSWORD}),):
-        cookie = r.headers["set-cookie"].lower()
-        assert r.status_code == 200 and "httponly" in cookie and "samesite=strict" in cookie
-        assert "secure" not in cookie  # served over http: a Secure cookie would be dropped
-        token = r.json()["token"]
-    own = httpx.post(console.url + "/api/session/adopt", json={"token": token}, headers={"Origin": console.url})
-    assert own.status_code == 200 and own.cookies.get("cortex_session") == token
-    assert "httponly" in own.headers["set-cookie"].lower()
+    """The sign-in page's second step (states/auth.py): its one-time code, posted by the page,
+    becomes the session's HttpOnly cookie; never for another origin, never twice, and a session
+    token is no such code."""
+    import asyncio
+
+    r = httpx.post(console.url + "/api/session", json={"username": ADMIN, "password": PASSWORD})
+    cookie = r.headers["set-cookie"].lower()
+    assert r.status_code == 200 and "httponly" in cookie and "samesite=strict" in cookie
+    assert "secure" not in cookie  # served over http: a Secure cookie would be dropped
+    db = make_engine(console.db_url)
+    code = asyncio.run(auth.sign_in(db, ADMIN, PASSWORD, "127.0.0.1", handoff=True))  # as the page's sign-in
+    db.dispose()
+
+    def adopt(value, **headers):
+        return httpx.post(console.url + "/api/session/adopt", json={"code": value}, headers=headers)
+
     for headers in ({"Origin": "http://evil.example"}, {}):
-        r = httpx.post(console.url + "/api/session/adopt", json={"token": token}, headers=headers)
-        assert r.status_code == 403 and "set-cookie" not in r.headers
-    httpx.delete(console.url + "/api/session", headers={"Authorization": f"Bearer {token}"})
-    dead = httpx.post(console.url + "/api/session/adopt", json={"token": token}, headers={"Origin": console.url})
-    assert dead.status_code == 401 and "set-cookie" not in dead.headers
+        refused = adopt(code, **headers)
+        assert refused.status_code == 403 and "set-cookie" not in refused.headers
+    own = adopt(code, Origin=console.url)
+    assert own.status_code == 200 and "httponly" in own.headers["set-cookie"].lower()
+    token = own.cookies.get("cortex_session")
+    assert token and token != code
+    assert httpx.get(console.url + "/api/models", cookies={"cortex_session": token}).status_code == 200
+    for used in (code, r.json()["token"]):  # used up; and a session token is no code
+        again = adopt(used, Origin=console.url)
+        assert again.status_code == 401 and "set-cookie" not in again.headers
 
 
 @pytest.mark.parametrize("public_url, secure", [("http://gpu-host:3000", False), ("https://cortex.example", True)])
