@@ -1,13 +1,17 @@
 # Cortex: `make up` runs the console, `make test` runs every test. See README.md.
 # The recipes source scripts/env.sh, which is bash (Debian's /bin/sh is dash).
 SHELL := /bin/bash
-.PHONY: up down test engine-up engine-down images bootstrap bench chaos clean
+.PHONY: up down restart test engine-up engine-down images bootstrap bench chaos clean
 
 up:
 	@scripts/up.sh
 
 down:
 	@scripts/down.sh
+
+# Stop, then start with this shell's settings (what `make up` says to do when they changed).
+restart:
+	@scripts/down.sh && scripts/up.sh
 
 test:
 	@scripts/test.sh

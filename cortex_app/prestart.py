@@ -92,16 +92,17 @@ def migrate(db_url: str) -> tuple[str | None, str]:
     return before, after or ""
 
 
-def check_port(port: int) -> None:
+def check_port(port: int, host: str = "0.0.0.0") -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.bind(("0.0.0.0", port))
+            s.bind((host, port))
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise PrestartError(f"port {port} is already in use (another console or program holds it); "
                                     "stop it (`make down`) or set CORTEX_PORT to a free port") from None
-            raise PrestartError(f"cannot listen on port {port} ({exc.strerror}); set CORTEX_PORT") from None
+            raise PrestartError(f"cannot listen on {host}:{port} ({exc.strerror}); set CORTEX_PORT "
+                                "(or CORTEX_LISTEN)") from None
 
 
 def seed_admin(settings: Settings, env=None) -> str:
@@ -137,7 +138,7 @@ def seed_admin(settings: Settings, env=None) -> str:
 def run(settings: Settings, *, say=print) -> None:
     # Every check that can fail runs before anything is created on disk or in the database.
     check_data_dir(settings.data_dir)
-    check_port(settings.port)
+    check_port(settings.port, settings.listen)
     info = engine_info(settings.docker_host)
     placement = check_placement(settings) if info.reachable else None
     if settings.db_kind != "sqlite":
@@ -152,7 +153,8 @@ def run(settings: Settings, *, say=print) -> None:
     say(f"secrets:   sealed with the key from {key_from}")
     state = "up to date" if before == after else f"migrated {before or 'empty'} -> {after}"
     say(f"database:  {settings.db_kind} at {redact_url(settings.db_url)} (schema {after}, {state})")
-    say(f"port:      {settings.port}")
+    say(f"listen:    {settings.listen}:{settings.port}"
+        + (" (every interface: CORTEX_LISTEN=127.0.0.1 keeps it to this host)" if settings.listen == "0.0.0.0" else ""))
     say(f"admin:     {seed_admin(settings)}")
     if info.reachable:
         say(f"docker:    engine {info.version} at {info.host}")

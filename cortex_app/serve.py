@@ -75,7 +75,7 @@ def main(argv: list[str]) -> int:
     forget_disk_states()
     environment.REFLEX_ENV_MODE.set(constants.Env.PROD)
     environment.REFLEX_SKIP_COMPILE.set(True)
-    reflex_exec.run_backend_prod("0.0.0.0", settings.port, constants.LogLevel.INFO,
+    reflex_exec.run_backend_prod(settings.listen, settings.port, constants.LogLevel.INFO,
                                  mount_frontend_compiled_app=True)
     return 0
 

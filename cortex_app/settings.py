@@ -51,6 +51,7 @@ class Settings:
     model_pids_limit: int = 16384
     # Seals the secrets kept in the database (secretbox.py); None: the key file in the data dir.
     secret_key: Optional[str] = field(default=None, repr=False)
+    listen: str = "0.0.0.0"  # the interface the console serves on (CORTEX_PORT's)
 
     @property
     def allowed_origins(self) -> tuple[str, ...]:
@@ -216,7 +217,22 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         model_no_new_privileges=_bool(env, "CORTEX_MODEL_NO_NEW_PRIVILEGES", True),
         model_pids_limit=_whole(env, "CORTEX_MODEL_PIDS_LIMIT", 16384, 0, 4_194_304),
         secret_key=_secret_key(env),
+        listen=_listen(env),
     )
+
+
+def _listen(env: Mapping[str, str]) -> str:
+    raw = env.get("CORTEX_LISTEN", "").strip()
+    if not raw:
+        return "0.0.0.0"
+    try:
+        address = ipaddress.ip_address(raw)
+    except ValueError:
+        raise SettingsError(f"CORTEX_LISTEN={raw!r} is not an IP address; use 0.0.0.0 (every interface, the "
+                            "default), 127.0.0.1 (this host only) or one of this host's addresses") from None
+    if address.version != 4:
+        raise SettingsError(f"CORTEX_LISTEN={raw!r}: use an IPv4 address (0.0.0.0 for every interface)")
+    return str(address)
 
 
 MIN_SECRET_KEY = 32

@@ -12,12 +12,31 @@ trap 'echo "cortex: error: make up stopped at scripts/up.sh line $LINENO (exit $
 cd "$ROOT"
 mkdir -p "$RUN_DIR"
 PIDFILE=$RUN_DIR/cortex.pid
+# The settings a console was started with, as one hash per variable (never the values: some
+# are secrets), so that a second `make up` can tell whether it would have started another one.
+settings_fingerprint() {
+  local name
+  for name in $(compgen -e | grep -E '^(CORTEX_[A-Z_]+|DOCKER_HOST)$' | grep -v -x -E 'CORTEX_(RUN_DIR|ROOT|TEST_STRICT)' | sort); do
+    [ -n "${!name}" ] && printf '%s %s\n' "$name" "$(printf '%s' "${!name}" | sha256sum | cut -c1-16)"
+  done
+  return 0
+}
 if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
-  echo "cortex: already running (pid $(cat "$PIDFILE")); \`make down\` stops it" >&2
+  changed=$( { diff <(cat "$RUN_DIR/cortex.settings" 2>/dev/null || true) <(settings_fingerprint) || true; } \
+            | sed -n 's/^[<>] \([A-Z_]*\) .*/\1/p' | sort -u | tr '\n' ' ')
+  if [ -n "$changed" ]; then
+    echo "cortex: already running (pid $(cat "$PIDFILE")) with other settings: ${changed% } differ from" \
+         "this shell's; \`make restart\` restarts it with these" >&2
+    exit 1
+  fi
+  echo "cortex: already running (pid $(cat "$PIDFILE")) with these settings; \`make down\` stops it," \
+       "\`make restart\` restarts it" >&2
   exit 0
 fi
 python -m cortex_app.prestart || exit $?
-PORT=$(python -c 'from cortex_app.settings import load_settings; print(load_settings().port)')
+read -r PORT LISTEN < <(python -c 'from cortex_app.settings import load_settings as l; s = l(); print(s.port, s.listen)')
+[ "$LISTEN" = 0.0.0.0 ] && PROBE=127.0.0.1 || PROBE=$LISTEN
+case $LISTEN in 0.0.0.0|127.*) SHOW=localhost ;; *) SHOW=$LISTEN ;; esac
 LOG=$RUN_DIR/cortex.log
 # Appended, never overwritten: what the last run said before it died (a crash, a kill) stays
 # readable after the restart. Rotated at 10 MB (one old copy kept).
@@ -61,12 +80,14 @@ echo "cortex: starting on port $PORT (log: $LOG)"
 # setsid: its own process group, so `make down` stops the server and every worker it spawned.
 REFLEX_WEB_WORKDIR=$BUILD setsid python -m cortex_app.serve --checked >>"$LOG" 2>&1 < /dev/null &
 echo $! > "$PIDFILE"
+settings_fingerprint > "$RUN_DIR/cortex.settings"
 for _ in $(seq 1 600); do
-  if curl -sf "http://127.0.0.1:$PORT/api/health" >/dev/null 2>&1; then
+  if curl -sf "http://$PROBE:$PORT/api/health" >/dev/null 2>&1; then
     if [ -n "${CORTEX_PUBLIC_URL:-}" ]; then
-      echo "cortex: serving at ${CORTEX_PUBLIC_URL%/}/ (and http://localhost:$PORT/)"
+      echo "cortex: serving at ${CORTEX_PUBLIC_URL%/}/ (and http://$SHOW:$PORT/), listening on $LISTEN:$PORT"
     else
-      echo "cortex: serving at http://localhost:$PORT/ (from another machine: set CORTEX_PUBLIC_URL to the address you open)"
+      echo "cortex: serving at http://$SHOW:$PORT/, listening on $LISTEN:$PORT (from another machine: set" \
+           "CORTEX_PUBLIC_URL to the address you open)"
     fi
     exit 0
   fi
