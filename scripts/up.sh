@@ -25,8 +25,8 @@ if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
   changed=$( { diff <(cat "$RUN_DIR/cortex.settings" 2>/dev/null || true) <(settings_fingerprint) || true; } \
             | sed -n 's/^[<>] \([A-Z_]*\) .*/\1/p' | sort -u | tr '\n' ' ')
   if [ -n "$changed" ]; then
-    echo "cortex: already running (pid $(cat "$PIDFILE")) with other settings: ${changed% } differ from" \
-         "this shell's; \`make restart\` restarts it with these" >&2
+    echo "cortex: already running (pid $(cat "$PIDFILE")), started with other settings than this shell's:" \
+         "${changed% }; \`make restart\` restarts it with these" >&2
     exit 1
   fi
   echo "cortex: already running (pid $(cat "$PIDFILE")) with these settings; \`make down\` stops it," \
