@@ -29,6 +29,7 @@ CONTROLLED_ENV = frozenset({"NVIDIA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES", "H
                             "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE", "LLAMA_API_KEY", "LLAMA_ARG_API_KEY",
                             "LLAMA_ARG_API_KEY_FILE", "LLAMA_ARG_HF_REPO", "LLAMA_ARG_MODEL_URL", "LLAMA_ARG_MODEL",
                             "LLAMA_ARG_HOST", "LLAMA_ARG_PORT", "LLAMA_ARG_ALIAS", "VLLM_API_KEY"})
+HF_TOKEN_ENV = frozenset({"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"})
 # Bounds on the free-form fields (the UI and the API alike): a config is a few lines, and
 # the source fits its column.
 MAX_SOURCE = 512
@@ -149,6 +150,9 @@ def parse_extra_env(value: Any) -> dict[str, str]:
         if not isinstance(key, str) or not ENV_KEY.match(key) or len(key) > MAX_ENV_NAME:
             raise ValueError(f"{str(key)[:40]!r} is not a valid variable name (letters, digits, _; "
                              f"at most {MAX_ENV_NAME})")
+        if key in HF_TOKEN_ENV:
+            raise ValueError(f"{key}: a Hugging Face token goes in the HF token field (vLLM models; kept sealed, "
+                             "shown masked); a llama.cpp model loads a GGUF file from the models dir and needs none")
         if key in CONTROLLED_ENV:
             raise ValueError(f"{key} is set by the console and may not be given as extra env")
         if key.startswith(LOADER_ENV_PREFIX):

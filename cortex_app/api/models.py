@@ -31,7 +31,7 @@ from fastapi.responses import JSONResponse, Response
 from cortex_app import crud
 from cortex_app.api.deps import require_admin, require_operate, require_read
 from cortex_app.lifecycle import Refused
-from cortex_app.models import Model
+from cortex_app.models import Model, ModelState
 from cortex_app.runtime.docker import DockerRuntimeError
 from cortex_app.services import get as services
 from cortex_app.validation import ConfigInvalid
@@ -40,10 +40,11 @@ router = APIRouter()
 
 
 def model_json(m: Model) -> dict:
-    """What a script needs; never the HF token."""
+    """What a script needs; never the HF token. Health only for a running model (a stopped one
+    has none: the last probe's verdict would be stale)."""
     return {"id": m.id, "name": m.name, "served_name": m.served_name, "engine": m.engine.value,
             "image": m.image, "source": m.source, "state": m.state.value, "state_reason": m.state_reason,
-            "health": m.health.value, "host_port": m.host_port, "container_id": m.container_id,
+            "health": m.health.value if m.state == ModelState.RUNNING else None, "host_port": m.host_port, "container_id": m.container_id,
             "stale": services().lifecycle.is_stale(m)}
 
 

@@ -67,7 +67,9 @@ def _llamacpp_common() -> rx.Component:
             rx.cond(F.errors.contains("source"),
                     rx.text(F.errors["source"], size="1", color_scheme="red", class_name="field-error",
                             id="error-source"),
-                    rx.text(F.gguf_files.length().to_string() + " GGUF files found in the models dir", size="1",
+                    rx.text(F.gguf_files.length().to_string()
+                            + rx.cond(F.gguf_files.length() == 1, " GGUF file", " GGUF files")
+                            + " found in the models dir", size="1", id="gguf-count",
                             color_scheme="gray")),
             spacing="1", width="100%",
         ),

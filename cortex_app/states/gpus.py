@@ -37,7 +37,7 @@ class GpuState(AdminState):
     @rx.event
     async def load(self):
         if await self._admin() is None:
-            return
+            return rx.redirect("/login")  # the session ended (signed out elsewhere, expired)
         status, holders, samples = await asyncio.to_thread(self._read)
         self.series = [f"gpu{i}" for i in sorted(samples)]
         points: dict[float, dict] = {}

@@ -69,7 +69,7 @@ class ModelDetailState(AdminState):
 
     async def _refresh(self, with_logs: bool):
         if await self._admin() is None:
-            return
+            return rx.redirect("/login")  # the session ended (signed out elsewhere, expired)
         got = await asyncio.to_thread(self._read, self._model_id(), with_logs)
         if got is None:
             self.found = False
@@ -92,11 +92,11 @@ class ModelDetailState(AdminState):
     @rx.event
     async def load(self):
         self.log_query = ""
-        await self._refresh(with_logs=True)
+        return await self._refresh(with_logs=True)
 
     @rx.event
     async def tick(self, _=None):
-        await self._refresh(with_logs=self.follow and self.row.get("state") in ("loading", "running"))
+        return await self._refresh(with_logs=self.follow and self.row.get("state") in ("loading", "running"))
 
     @rx.event
     def set_log_query(self, value: str):

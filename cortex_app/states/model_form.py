@@ -79,7 +79,7 @@ class ModelFormState(AdminState):
     @rx.event
     async def open_new(self):
         if await self._admin() is None:
-            return
+            return rx.redirect("/login")  # the session ended (signed out elsewhere, expired)
         self.model_id, self.values, self.errors, self.token_hint, self.running_note = 0, dict(EMPTY), {}, "", ""
         self.flags = {f: False for f in FLAGS}
         self.gguf_files = await asyncio.to_thread(self._gguf)
@@ -87,7 +87,7 @@ class ModelFormState(AdminState):
     @rx.event
     async def open_edit(self):
         if await self._admin() is None:
-            return
+            return rx.redirect("/login")  # the session ended (signed out elsewhere, expired)
         model_id = model_id_in(self.router.url.path)
         m = await asyncio.to_thread(crud.get_model, services().db, model_id)
         if m is None:

@@ -83,14 +83,14 @@ class ModelsState(AdminState):
     @rx.event
     async def load(self):
         if await self._admin() is None:
-            return
+            return rx.redirect("/login")  # the session ended (signed out elsewhere, expired)
         signature, rows, self.engine_error = await asyncio.to_thread(self._read)
         self._signature, self.rows, self.loaded = signature, rows, True
 
     @rx.event
     async def tick(self, _=None):
         if await self._admin() is None:
-            return
+            return rx.redirect("/login")  # the session ended (signed out elsewhere, expired)
         signature, rows, engine_error = await asyncio.to_thread(self._read)
         if engine_error != self.engine_error:
             self.engine_error = engine_error

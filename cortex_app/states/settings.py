@@ -74,14 +74,15 @@ class SettingsState(AdminState):
     @rx.event
     async def load(self):
         if await self._admin() is None:
-            return
+            return rx.redirect("/login")  # the session ended (signed out elsewhere, expired)
         self.error = self.token_error = self.shown_secret = self.shown_token = self.ping_result = ""
         await self._refresh()
 
     @rx.event
     async def tick(self, _=None):
-        if await self._admin() is not None:
-            await self._refresh()
+        if await self._admin() is None:
+            return rx.redirect("/login")  # the session ended (signed out elsewhere, expired)
+        await self._refresh()
 
     @rx.event
     def set_new_url(self, v: str):

@@ -82,7 +82,7 @@ class SystemState(AdminState):
     @rx.event
     async def refresh(self):
         if await self._admin() is None:
-            return
+            return rx.redirect("/login")  # the session ended (signed out elsewhere, expired)
         # The SDK blocks (up to its timeout when the engine is gone): keep it off the event loop.
         settings, info, images, leader, last_pass, wiring, self.jobs, self.events = await asyncio.to_thread(self._read)
         self.engine_host = info.host

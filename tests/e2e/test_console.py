@@ -105,6 +105,11 @@ def test_3_unauthenticated_visits_redirect_and_api_says_401(console, page):
     token = cookie["value"]
     ok = httpx.get(console.url + "/api/models", cookies={"cortex_session": token})
     assert ok.status_code == 200 and ok.json() == {"models": []}
+    # Signed out elsewhere (another tab, a script): this tab goes to sign-in at its next tick.
+    page.goto(console.url + "/models")
+    page.locator("#no-models").wait_for()
+    assert httpx.delete(console.url + "/api/session", cookies={"cortex_session": token}).status_code == 200
+    page.wait_for_url(LOGIN_PAGE, timeout=10_000)
 
 
 def test_4_bad_form_shows_field_errors_and_saves_nothing(console, page, db):

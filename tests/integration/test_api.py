@@ -82,8 +82,10 @@ def test_sign_in_then_create_start_stop_over_http(console, docker_client):
             break
         time.sleep(0.1)
     assert row["state"] == "running", row
+    assert row["health"] in ("healthy", "unknown"), row
     stopped = api.post(f"/api/models/{mid}/stop", headers=tok)
     assert stopped.status_code == 200 and stopped.json()["state"] == "stopped"
+    assert stopped.json()["health"] is None  # a stopped model has no health
     assert docker_client.containers.list(all=True, filters={"id": row["container_id"]}) == []
 
     missing = api.post("/api/models", json={**body, "name": "gone", "served_name": "gone",

@@ -156,6 +156,28 @@ def test_without_a_session_every_mutating_handler_is_refused(console, world, doc
             sock.close()
 
 
+def test_without_a_session_the_pages_read_nothing(console, world):
+    """Every page's load and tick sends a tab without a session to sign-in, with none of the
+    data (model, endpoint, token names) in what it gets back."""
+    _, model_id, _, _ = world
+    reads = [(f"{MODELS}.load", "/models"), (f"{MODELS}.tick", "/models"),
+             (f"{ADMIN_STATE}.cortex_app___states___model_detail____model_detail_state.load", f"/models/{model_id}"),
+             (f"{ADMIN_STATE}.cortex_app___states___model_detail____model_detail_state.tick", f"/models/{model_id}"),
+             (f"{FORM}.open_edit", f"/models/{model_id}/edit"), (f"{FORM}.open_new", "/models/new"),
+             (f"{SETTINGS}.load", "/settings"), (f"{SETTINGS}.tick", "/settings"),
+             (f"{ADMIN_STATE}.cortex_app___states___gpus____gpu_state.load", "/gpus"),
+             (f"{ADMIN_STATE}.cortex_app___states___system____system_state.refresh", "/system")]
+    sock = RawSocket(console.url, console.url)
+    try:
+        for handler, page in reads:
+            updates = sock.call(handler, page, until=_to_login)
+            assert _to_login(updates), handler
+            seen = json.dumps([u.get("delta", {}) for u in updates])
+            assert not any(word in seen for word in ('"tiny"', "127.0.0.1:9/hook", '"kept"', "tiny.gguf")), (handler, seen)
+    finally:
+        sock.close()
+
+
 def test_a_foreign_origin_gets_no_websocket(console, world, docker_client):
     db, *_ = world
     before = _snapshot(db, console, docker_client)

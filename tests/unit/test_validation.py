@@ -180,7 +180,7 @@ def test_unparseable_extra_args(models_dir):
 
 @pytest.mark.parametrize("env, message", [
     ({"NVIDIA_VISIBLE_DEVICES": "0"}, "set by the console"),
-    ({"HF_TOKEN": "x"}, "set by the console"),
+    ({"HF_TOKEN": "x"}, "goes in the HF token field"),
     ({"LD_PRELOAD": "/models/evil.so"}, "LD_PRELOAD is a dynamic loader variable"),
     ({"LD_LIBRARY_PATH": "/models"}, "LD_LIBRARY_PATH is a dynamic loader variable"),
     ({"LD_AUDIT": "/x.so"}, "may not be given as extra env"),
@@ -230,3 +230,8 @@ def test_mask_secret_shows_only_the_end():
     assert mask_secret("hf_abcdefghijklmnopWXYZ") == "••••WXYZ"
     assert mask_secret("short") == "••••"
     assert mask_secret(None) == ""
+
+
+@pytest.mark.parametrize("name", ["HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"])
+def test_an_hf_token_in_extra_env_is_refused_saying_where_it_goes(models_dir, name):
+    assert "goes in the HF token field" in refused(models_dir, **{**LLAMA, "extra_env": {name: "hf_abc"}})["extra_env"]
