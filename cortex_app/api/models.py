@@ -98,7 +98,9 @@ async def delete_model(model_id: int, user: str = Depends(require_admin)):
 
 
 def _actor(user: str) -> str:
-    return user.replace("token:", "api:")
+    """How the action came, for the model's events: `token:<name>`, or `admin:<user> (api)` for an
+    admin's session over HTTP (the pages record `admin:<user> (browser)`)."""
+    return user if user.startswith("token:") else f"{user} (api)"
 
 
 async def _act(verb: str, model_id: int, user: str, status: int) -> JSONResponse:

@@ -114,7 +114,7 @@ class ModelsState(AdminState):
             yield rx.redirect("/login")
             return
         lc = services().lifecycle
-        actor = f"admin:{user}"
+        actor = f"admin:{user} (browser)"  # how it came (the API records `(api)` or `token:<name>`)
         # No waiting for readiness here: the reconciler moves loading -> running (its loading
         # watcher runs a pass as soon as /health answers), so no thread waits out a load.
         calls = {"start": lambda: lc.start(model_id, actor=actor),

@@ -7,6 +7,7 @@ import shutil
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from playwright.sync_api import expect
 
 from cortex_app import auth, crud
@@ -153,6 +154,10 @@ def test_5_create_start_watch_logs_stop_delete(console, page, db, docker_client)
     row.locator(".act-stop").click()
     expect(badge).to_have_text("stopped", timeout=30_000)
     assert docker_client.containers.list(all=True, filters={"label": f"{LABEL_MODEL_ID}={model.id}"}) == []
+    with db.connect() as conn:  # the events say how the actions came
+        actors = conn.execute(sa.text("SELECT to_state, actor FROM model_event WHERE model_id = :m AND actor"
+                                      " != 'reconciler'"), {"m": model.id}).all()
+    assert ("starting", f"admin:{ADMIN} (browser)") in actors and ("stopped", f"admin:{ADMIN} (browser)") in actors
     row.locator(".act-delete").click()
     page.locator(".confirm-delete").click()
     expect(page.locator("#no-models")).to_be_visible()

@@ -6,6 +6,7 @@ import time
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from cortex_app import auth, throttle
 from cortex_app.db import make_engine
@@ -98,6 +99,10 @@ def test_sign_in_then_create_start_stop_over_http(console, docker_client):
     assert api.get(f"/api/models/{missing['id']}", headers=bearer).status_code == 404
     assert api.delete(f"/api/models/{missing['id']}", headers=bearer).status_code == 404
 
+    with make_engine(console.db_url).connect() as conn:  # the events say how the actions came
+        actors = set(conn.execute(sa.text("SELECT to_state, actor FROM model_event WHERE model_id = :m"),
+                                  {"m": mid}).all())
+    assert {("starting", f"admin:{ADMIN} (api)"), ("stopped", "token:script")} <= actors, actors
     assert api.delete("/api/session", headers=bearer).status_code == 200
     assert httpx.get(f"{console.url}/api/models", headers=bearer).status_code == 401  # signed out
 
