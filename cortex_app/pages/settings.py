@@ -16,7 +16,10 @@ SCOPES = [s.value for s in TokenScope]
 def _once(value, what: str, id_: str) -> rx.Component:
     return rx.cond(value != "", rx.callout(
         rx.vstack(rx.text(f"The {what} — copy it now; it is not shown again:", size="2"),
-                  rx.code(value, id=id_, size="2")),
+                  rx.hstack(rx.code(value, id=id_, size="2"),
+                            rx.button(rx.icon("copy", size=14), "Copy", size="1", variant="soft",
+                                      on_click=rx.set_clipboard(value), id=f"copy-{id_}"),
+                            align="center", wrap="wrap")),
         icon="key-round", color_scheme="green"))
 
 

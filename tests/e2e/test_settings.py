@@ -40,6 +40,11 @@ def test_webhook_endpoint_and_api_token(console, page):
     page.locator("#create-token").click()
     token = page.locator("#shown-token").inner_text()
     assert token.startswith("ctx_")
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=console.url)
+    page.locator("#copy-shown-token").click()
+    assert page.evaluate("navigator.clipboard.readText()") == token  # the Copy button
+    page.locator("#copy-shown-secret").click()
+    assert page.evaluate("navigator.clipboard.readText()") == secret
     bearer = {"Authorization": f"Bearer {token}"}
     assert httpx.get(console.url + "/api/models", headers=bearer).status_code == 200
     assert httpx.post(console.url + "/api/models/999/stop", headers=bearer).status_code == 404  # operate may
