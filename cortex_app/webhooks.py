@@ -33,7 +33,8 @@ import httpx
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
-from cortex_app.models import (EventKind, ModelState, WebhookAttempt, WebhookDelivery, WebhookEndpoint, utcnow)
+from cortex_app.models import (EventKind, Model, ModelState, WebhookAttempt, WebhookDelivery, WebhookEndpoint,
+                               utcnow)
 
 log = logging.getLogger(__name__)
 
@@ -322,6 +323,20 @@ def redeliver(db: sa.Engine, delivery_id: int) -> None:
         s.execute(sa.update(WebhookDelivery).where(WebhookDelivery.id == delivery_id).values(
             status="pending", attempts=0, next_attempt_at=utcnow()))
         s.commit()
+
+
+def model_ids_named(db: sa.Engine, names: str) -> Optional[list[int]]:
+    """The ids of the models named in `names` (comma-separated, as the Settings form takes
+    them); None (every model) for none. EndpointInvalid names the models that do not exist."""
+    wanted = [n.strip() for n in (names or "").split(",") if n.strip()]
+    if not wanted:
+        return None
+    with Session(db) as s:
+        found = dict(s.exec(select(Model.name, Model.id).where(Model.name.in_(wanted))).all())
+    if missing := [n for n in wanted if n not in found]:
+        raise EndpointInvalid("no model named " + ", ".join(repr(n) for n in missing)
+                              + " (the filter takes model names, comma-separated; empty = every model)")
+    return sorted({found[n] for n in wanted})
 
 
 def create_endpoint(db: sa.Engine, *, url: str, event_types: list[str], payload_format: str = "standard",

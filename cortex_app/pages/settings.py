@@ -6,6 +6,7 @@ import reflex as rx
 
 from cortex_app.auth import TOKEN_EXPIRY_DAYS
 from cortex_app.components.layout import page
+from cortex_app.components.prose import prose
 from cortex_app.models import TokenScope
 from cortex_app.states.settings import SettingsState as St
 from cortex_app.webhooks import EVENT_TYPES
@@ -27,6 +28,7 @@ def _endpoint(ep: rx.Var) -> rx.Component:
     return rx.table.row(
         rx.table.cell(rx.code(ep["url"], size="1")),
         rx.table.cell(rx.text(ep["events"], size="1")),
+        rx.table.cell(rx.text(ep["models"], size="1"), class_name="endpoint-models"),
         rx.table.cell(ep["format"]),
         rx.table.cell(rx.switch(checked=ep["enabled"].to(bool), on_change=lambda _: St.toggle_enabled(ep["id"]))),
         rx.table.cell(rx.text(ep["counts"], size="1")),
@@ -69,8 +71,11 @@ def settings() -> rx.Component:
                     color_scheme="gray"),
             rx.hstack(rx.input(placeholder="https://receiver.example/hook", value=St.new_url,
                                on_change=St.set_new_url, width="420px", id="webhook-url"),
+                      rx.input(placeholder="models: names, comma-separated (empty: every model)",
+                               value=St.new_models, on_change=St.set_new_models, width="300px", id="webhook-models"),
                       rx.select(["standard", "slack"], value=St.new_format, on_change=St.set_new_format),
-                      rx.button("Add endpoint", on_click=St.add_endpoint, id="add-endpoint"), spacing="3"),
+                      rx.button("Add endpoint", on_click=St.add_endpoint, id="add-endpoint"), spacing="3",
+                      wrap="wrap"),
             rx.flex(*[rx.checkbox(e, checked=St.new_events[e], on_change=lambda v, e=e: St.toggle_event(e, v),
                                   size="1") for e in EVENT_TYPES], wrap="wrap", spacing="3"),
             rx.cond(St.error != "", rx.callout(St.error, icon="triangle_alert", color_scheme="red", size="1",
@@ -83,7 +88,7 @@ def settings() -> rx.Component:
             spacing="3", width="100%"), width="100%"),
         rx.card(rx.vstack(
             rx.heading("API tokens", size="4"),
-            rx.text("For scripts and monitoring, sent as `Authorization: Bearer <token>`. The scope says what "
+            prose("For scripts and monitoring, sent as `Authorization: Bearer <token>`. The scope says what "
                     "a token may do: read (GET /api/models, /metrics), operate (also start, stop, apply), admin "
                     "(also create, edit, delete). Stored hashed.", size="2", color_scheme="gray"),
             rx.hstack(rx.input(placeholder="name, e.g. prometheus", value=St.token_name,

@@ -9,7 +9,7 @@ import reflex as rx
 from sqlmodel import Session, func, select
 
 from cortex_app import auth, webhooks
-from cortex_app.models import ApiToken, WebhookDelivery, WebhookEndpoint, utcnow
+from cortex_app.models import ApiToken, Model, WebhookDelivery, WebhookEndpoint, utcnow
 from cortex_app.services import get as services
 from cortex_app.states.auth import AdminState
 
@@ -33,6 +33,7 @@ class SettingsState(AdminState):
     new_url: str = ""
     new_events: dict[str, bool] = {e: e not in ("console.started",) for e in webhooks.EVENT_TYPES}
     new_format: str = "standard"
+    new_models: str = ""  # model names, comma-separated; empty: every model
     error: str = ""
     shown_secret: str = ""  # once, right after it was made
     shown_token: str = ""
@@ -52,10 +53,13 @@ class SettingsState(AdminState):
                             .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
                             .order_by(WebhookDelivery.id.desc()).limit(50)).all()
             tokens = s.exec(select(ApiToken).order_by(ApiToken.id)).all()
+            names = dict(s.exec(select(Model.id, Model.name)).all())
         per = {}
         for ep_id, status, n in counts:
             per.setdefault(ep_id, {})[status] = n
         endpoints = [{"id": e.id, "url": e.url, "events": ", ".join(e.event_types), "format": e.payload_format,
+                      "models": "every model" if e.model_ids is None else
+                      ", ".join(names.get(i, f"#{i} (deleted)") for i in e.model_ids),
                       "enabled": e.enabled, "counts": " · ".join(f"{k} {v}" for k, v in sorted(per.get(e.id, {}).items()))
                       or "no deliveries yet"} for e in eps]
         deliveries = [{"id": d.id, "url": url, "event": d.event_type, "status": d.status, "attempts": d.attempts,
@@ -93,6 +97,10 @@ class SettingsState(AdminState):
         self.new_format = v
 
     @rx.event
+    def set_new_models(self, v: str):
+        self.new_models = v
+
+    @rx.event
     def set_token_name(self, v: str):
         self.token_name = v
 
@@ -112,14 +120,16 @@ class SettingsState(AdminState):
     async def add_endpoint(self):
         if await self._admin() is None:
             return rx.redirect("/login")
+        db = services().db
         try:
-            ep = await asyncio.to_thread(webhooks.create_endpoint, services().db, url=self.new_url,
+            model_ids = await asyncio.to_thread(webhooks.model_ids_named, db, self.new_models)
+            ep = await asyncio.to_thread(webhooks.create_endpoint, db, url=self.new_url,
                                          event_types=[e for e, on in self.new_events.items() if on],
-                                         payload_format=self.new_format)
+                                         payload_format=self.new_format, model_ids=model_ids)
         except webhooks.EndpointInvalid as exc:
             self.error = str(exc)
             return
-        self.error, self.new_url, self.shown_secret = "", "", ep.secret
+        self.error, self.new_url, self.new_models, self.shown_secret = "", "", "", ep.secret
         await self._refresh()
 
     @rx.event

@@ -7,6 +7,7 @@ import pytest
 from playwright.sync_api import expect
 from standardwebhooks import Webhook
 
+from cortex_app import crud
 from tests.e2e.conftest import ADMIN, PASSWORD, sign_in
 from tests.unit.test_webhooks import Receiver
 
@@ -17,6 +18,9 @@ def console(start_console, docker_host):
 
 
 def test_webhook_endpoint_and_api_token(console, page):
+    db = console.db()
+    crud.create_model(db, console.settings, {"name": "chatbot", "engine": "vllm", "source": "org/chat"})
+    db.dispose()
     receiver = Receiver()
     sign_in(page, console.url)
     page.goto(console.url + "/settings")
@@ -24,8 +28,13 @@ def test_webhook_endpoint_and_api_token(console, page):
     page.locator("#add-endpoint").click()
     expect(page.locator("#settings-error")).to_contain_text("must start with http:// or https://")
     page.locator("#webhook-url").fill(receiver.url)
+    page.locator("#webhook-models").fill("chatbot, ghost")  # the model filter, by name
+    page.locator("#add-endpoint").click()
+    expect(page.locator("#settings-error")).to_contain_text("no model named 'ghost'")
+    page.locator("#webhook-models").fill("chatbot")
     page.locator("#add-endpoint").click()
     secret = page.locator("#shown-secret").inner_text()
+    expect(page.locator(".endpoint-models")).to_have_text("chatbot")
     assert secret.startswith("whsec_")
     page.locator(".ping").first.click()
     expect(page.locator("#ping-result")).to_contain_text("delivered (HTTP 204")

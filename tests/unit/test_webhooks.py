@@ -276,3 +276,16 @@ def test_a_disabled_endpoint_waits_and_a_deleted_one_takes_its_rows(db):
         assert s.exec(select(WebhookDelivery)).all() == [] and s.exec(select(WebhookAttempt)).all() == []
     assert webhooks.get_endpoint(db, ep.id) is None
     receiver.close()
+
+
+def test_the_forms_model_filter_takes_names_and_names_the_unknown(db):
+    from cortex_app.models import Engine, Model
+
+    with Session(db) as s:
+        s.add_all([Model(name=n, served_name=n, engine=Engine.LLAMACPP, image="i", source="a.gguf") for n in ("a", "b")])
+        s.commit()
+        ids = dict(s.exec(select(Model.name, Model.id)).all())
+    assert webhooks.model_ids_named(db, "") is None and webhooks.model_ids_named(db, " , ") is None  # every model
+    assert webhooks.model_ids_named(db, " b, a ,b") == sorted([ids["a"], ids["b"]])
+    with pytest.raises(webhooks.EndpointInvalid, match="no model named 'zz', 'yy'"):
+        webhooks.model_ids_named(db, "a, zz, yy")
