@@ -5,6 +5,7 @@ from __future__ import annotations
 import reflex as rx
 
 from cortex_app.components.layout import centered_card
+from cortex_app.components.prose import prose
 from cortex_app.states.auth import AuthState
 
 
@@ -39,8 +40,8 @@ def setup() -> rx.Component:
     return centered_card(
         rx.text("First run: create the admin account. There is no default password.", size="2",
                 color_scheme="gray"),
-        rx.text("The setup code is in what the console printed when it started (make up's output, or "
-                "`docker logs cortex`).", size="2", color_scheme="gray"),
+        prose("The setup code is in what the console printed when it started (`make up`'s output, or "
+              "`docker logs cortex`).", size="2", color_scheme="gray"),
         rx.form(
             rx.vstack(_field("setup_code", "Setup code"), _field("username", "Username"), _field("password", "Password (10+ characters)", "password"),
                       _field("confirm", "Password again", "password"), _error(),

@@ -5,7 +5,9 @@ from __future__ import annotations
 import reflex as rx
 
 from cortex_app.components.layout import page
-from cortex_app.states.model_form import ModelFormState as F
+from cortex_app.components.prose import prose
+from cortex_app.states.model_form import ENGINE_DEFAULT, ModelFormState as F
+from cortex_app.validation import CACHE_TYPES
 
 
 def field(name: str, label: str, hint: str = "", kind: str = "text", placeholder: str = "") -> rx.Component:
@@ -16,15 +18,18 @@ def field(name: str, label: str, hint: str = "", kind: str = "text", placeholder
         rx.cond(F.errors.contains(name),
                 rx.text(F.errors[name], size="1", color_scheme="red", class_name="field-error",
                         id=f"error-{name}"),
-                rx.text(hint, size="1", color_scheme="gray")),
+                prose(hint, size="1", color_scheme="gray")),
         spacing="1", width="100%",
     )
 
 
-def choice(name: str, label: str, options: list[str]) -> rx.Component:
+def choice(name: str, label: str, options: list[str], engine_default: bool = False) -> rx.Component:
+    """A select; with `engine_default`, its first choice leaves the setting to the engine."""
+    items = [ENGINE_DEFAULT, *options] if engine_default else options
+    value = rx.cond(F.values[name] == "", ENGINE_DEFAULT, F.values[name]) if engine_default else F.values[name]
     return rx.vstack(
         rx.text(label, size="2", weight="medium"),
-        rx.select(options, value=F.values[name], on_change=lambda v: F.set_value(name, v), id=f"field-{name}"),
+        rx.select(items, value=value, on_change=lambda v: F.set_value(name, v), id=f"field-{name}"),
         rx.cond(F.errors.contains(name), rx.text(F.errors[name], size="1", color_scheme="red",
                                                  class_name="field-error")),
         spacing="1",
@@ -34,9 +39,11 @@ def choice(name: str, label: str, options: list[str]) -> rx.Component:
 def tristate(name: str, label: str) -> rx.Component:
     return rx.vstack(
         rx.text(label, size="2", weight="medium"),
-        rx.select.root(rx.select.trigger(placeholder="engine default"),
-                       rx.select.content(rx.select.item("on", value="true"), rx.select.item("off", value="false")),
-                       value=F.values[name], on_change=lambda v: F.set_value(name, v)),
+        rx.select.root(rx.select.trigger(id=f"field-{name}"),
+                       rx.select.content(rx.select.item(ENGINE_DEFAULT, value=ENGINE_DEFAULT),
+                                         rx.select.item("on", value="true"), rx.select.item("off", value="false")),
+                       value=rx.cond(F.values[name] == "", ENGINE_DEFAULT, F.values[name]),
+                       on_change=lambda v: F.set_value(name, v)),
         spacing="1",
     )
 
@@ -102,11 +109,8 @@ def _advanced() -> rx.Component:
     return rx.vstack(
         rx.cond(
             F.is_llamacpp,
-            rx.grid(field("threads", "Threads"), choice("cache_type_k", "K cache type",
-                                                        ["f16", "f32", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl",
-                                                         "q5_0", "q5_1"]),
-                    choice("cache_type_v", "V cache type",
-                           ["f16", "f32", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"]),
+            rx.grid(field("threads", "Threads"), choice("cache_type_k", "K cache type", CACHE_TYPES, engine_default=True),
+                    choice("cache_type_v", "V cache type", CACHE_TYPES, engine_default=True),
                     tristate("flash_attn", "Flash attention"), flag("embeddings", "Embeddings endpoint"),
                     columns="3", spacing="4", width="100%"),
             rx.grid(choice("dtype", "dtype", ["auto", "half", "float16", "bfloat16", "float", "float32"]),

@@ -23,6 +23,7 @@ TEXT_FIELDS = ["name", "served_name", "engine", "image", "source", "device", "gp
                "flash_attn", "enable_prefix_caching"]  # the last two: "" (engine default), true, false
 FLAGS = ["embeddings", "enforce_eager", "trust_remote_code", "start_on_boot", "restart_on_failure"]
 SPECIAL = ("extra_args", "extra_env", "hf_token", "gpu_ids")  # not shown as stored
+ENGINE_DEFAULT = "engine default"  # a select's choice that leaves the setting unset
 EMPTY = {f: "" for f in TEXT_FIELDS} | {"engine": "llamacpp", "device": "cpu", "startup_timeout_s": "600"}
 
 
@@ -102,7 +103,7 @@ class ModelFormState(AdminState):
 
     @rx.event
     def set_value(self, field: str, value: str):
-        self.values[field] = value
+        self.values[field] = "" if value == ENGINE_DEFAULT else value
         self.errors.pop(field, None)
 
     @rx.event

@@ -37,9 +37,12 @@ class RawSocket:
         self.ws = simple_websocket.Client(
             f"{url.replace('http://', 'ws://')}/_event/?EIO=4&transport=websocket&token={uuid.uuid4()}",
             headers=headers)
-        assert self.ws.receive(timeout=10).startswith("0{")  # engine.io open
+        # Generous: once in CI the open packet took over 10 s to come (the console busy with the
+        # first admin's password hashes and sign-in on a loaded machine).
+        opened = self.ws.receive(timeout=30)
+        assert opened and opened.startswith("0{"), opened  # engine.io open
         self.ws.send(f"40{NS},")
-        assert self._next(10).startswith(f"40{NS},")  # namespace joined
+        assert self._next(30).startswith(f"40{NS},")  # namespace joined
 
     def _next(self, timeout: float) -> str:
         while True:

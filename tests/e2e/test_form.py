@@ -1,0 +1,49 @@
+"""The model form's small promises in Chromium: selects that can go back to the engine's
+default, help text whose `code` shows as code, and the GGUF count in the singular."""
+
+import re
+import shutil
+
+import pytest
+import sqlalchemy as sa
+from playwright.sync_api import expect
+
+from tests.conftest import LLAMA_IMAGE
+from tests.e2e.conftest import ADMIN, PASSWORD, sign_in
+
+
+@pytest.fixture(scope="module")
+def console(start_console, tmp_path_factory, tiny_gguf, docker_host):
+    models = tmp_path_factory.mktemp("models")
+    shutil.copy(tiny_gguf, models / "tiny.gguf")
+    return start_console(DOCKER_HOST=docker_host, CORTEX_MODELS_DIR=str(models), CORTEX_LLAMACPP_IMAGE=LLAMA_IMAGE,
+                         CORTEX_ADMIN_USER=ADMIN, CORTEX_ADMIN_PASSWORD=PASSWORD)
+
+
+def _pick(page, select_id: str, option: str) -> None:
+    page.locator(f"#{select_id}").click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def test_selects_go_back_to_the_engine_default(console, page):
+    sign_in(page, console.url)
+    page.goto(console.url + "/models/new")
+    expect(page.locator("#gguf-count")).to_have_text("1 GGUF file found in the models dir")
+    # `model` in the served name's help is code, not backticks.
+    assert page.locator("code", has_text=re.compile(r"^model$")).count() == 1
+    assert "`model`" not in page.content()
+    page.locator("#field-name").fill("defaults")
+    page.locator("#field-source").fill("tiny.gguf")
+    page.locator("#toggle-advanced").click()
+    _pick(page, "field-cache_type_k", "f32")
+    _pick(page, "field-cache_type_k", "engine default")  # changed one's mind
+    _pick(page, "field-cache_type_v", "q8_0")
+    _pick(page, "field-flash_attn", "on")
+    _pick(page, "field-flash_attn", "engine default")
+    page.locator("#save").click()
+    page.wait_for_url(re.compile(r".*/models/\d+$"))
+    engine = sa.create_engine(console.db_url)
+    with engine.connect() as conn:
+        row = conn.execute(sa.text("SELECT cache_type_k, cache_type_v, flash_attn FROM model")).one()
+    engine.dispose()
+    assert tuple(row) == (None, "q8_0", None)
