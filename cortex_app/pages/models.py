@@ -42,6 +42,9 @@ def _row(row: rx.Var) -> rx.Component:
         rx.table.cell(row["engine"]),
         rx.table.cell(row["devices"]),
         rx.table.cell(rx.vstack(state_badge(row["state"]),
+                                rx.cond(row["state"] == "failed",  # why, inline (also the row's tooltip)
+                                        rx.text(row["reason"], size="1", color_scheme="red", class_name="row-reason",
+                                                max_width="320px")),
                                 rx.cond(row["stale"], rx.text("config changed — Apply to restart", size="1",
                                                               color_scheme="blue")),
                                 spacing="1")),

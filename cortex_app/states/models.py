@@ -47,8 +47,9 @@ def model_row(m: Model, stale: bool, now: datetime) -> dict:
         "endpoint": f"http://127.0.0.1:{m.host_port}/v1" if active and m.host_port else "",
         "uptime": human_duration((now - m.ready_at).total_seconds()) if m.state == S.RUNNING and m.ready_at else "",
         "stale": stale,
+        # Only the actions that apply: a failed model is started again or deleted, not stopped.
         "can_start": m.state in (S.STOPPED, S.FAILED),
-        "can_stop": m.state in (S.LOADING, S.RUNNING, S.FAILED),
+        "can_stop": m.state in (S.LOADING, S.RUNNING),
         "can_delete": m.state in (S.STOPPED, S.FAILED),
     }
 

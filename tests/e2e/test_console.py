@@ -175,6 +175,8 @@ def test_6_a_container_killed_outside_turns_failed_in_the_open_page(console, pag
     docker_client.containers.get(model.container_id).kill()
     expect(row.locator(".state-badge")).to_have_text("failed", timeout=5_000)
     assert "exited with code 137" in row.get_attribute("title")
+    expect(row.locator(".row-reason")).to_contain_text("exited with code 137")  # inline, not only on hover
+    assert row.locator(".act-stop").count() == 0 and row.locator(".act-start").count() == 1  # what applies
     row.locator(".act-delete").click()
     page.locator(".confirm-delete").click()
     expect(page.locator("#no-models")).to_be_visible()
