@@ -16,7 +16,10 @@ PIDFILE=$RUN_DIR/cortex.pid
 # are secrets), so that a second `make up` can tell whether it would have started another one.
 settings_fingerprint() {
   local name
-  for name in $(compgen -e | grep -E '^(CORTEX_[A-Z_]+|DOCKER_HOST)$' | grep -v -x -E 'CORTEX_(RUN_DIR|ROOT|TEST_STRICT)' | sort); do
+  # CORTEX_ADMIN_*: read only while no admin exists (and an unsalted hash of a password does
+  # not belong on disk).
+  for name in $(compgen -e | grep -E '^(CORTEX_[A-Z_]+|DOCKER_HOST)$' \
+                | grep -v -x -E 'CORTEX_(RUN_DIR|ROOT|TEST_STRICT|ADMIN_USER|ADMIN_PASSWORD)' | sort); do
     [ -n "${!name}" ] && printf '%s %s\n' "$name" "$(printf '%s' "${!name}" | sha256sum | cut -c1-16)"
   done
   return 0
@@ -80,7 +83,8 @@ echo "cortex: starting on port $PORT (log: $LOG)"
 # setsid: its own process group, so `make down` stops the server and every worker it spawned.
 REFLEX_WEB_WORKDIR=$BUILD setsid python -m cortex_app.serve --checked >>"$LOG" 2>&1 < /dev/null &
 echo $! > "$PIDFILE"
-settings_fingerprint > "$RUN_DIR/cortex.settings"
+rm -f "$RUN_DIR/cortex.settings"  # made anew, owner only: it holds hashes of the DB URL and the key
+(umask 077 && settings_fingerprint > "$RUN_DIR/cortex.settings")
 for _ in $(seq 1 600); do
   if curl -sf "http://$PROBE:$PORT/api/health" >/dev/null 2>&1; then
     if [ -n "${CORTEX_PUBLIC_URL:-}" ]; then

@@ -33,6 +33,7 @@ def test_make_up_in_a_fresh_clone_leaves_it_clean_and_restarts_fast(tmp_path, do
         first = _make(clone, "up", env)
         assert first.returncode == 0, first.stdout + first.stderr
         assert f"listening on 0.0.0.0:{port}" in first.stdout
+        assert (clone / ".run" / "cortex.settings").stat().st_mode & 0o077 == 0  # hashes of secrets: owner only
         again = _make(clone, "up", env)  # nothing changed: nothing to do
         assert again.returncode == 0 and "already running" in again.stderr and "with these settings" in again.stderr
         other = _make(clone, "up", env | {"CORTEX_RECONCILE_INTERVAL": "7"})
