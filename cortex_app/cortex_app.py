@@ -16,6 +16,7 @@ from cortex_app.api.monitoring import router as monitoring_router
 from cortex_app.api.session import router as session_router
 from cortex_app.states.auth import AuthState
 from cortex_app.states.gpus import GpuState
+from cortex_app.states.images import ImagesState
 from cortex_app.states.model_detail import ModelDetailState
 from cortex_app.states.model_form import ModelFormState
 from cortex_app.states.models import ModelsState
@@ -54,14 +55,14 @@ app.register_lifespan_task(console_lifespan)
 guard = AuthState.require_admin  # every signed-in page checks the session first
 app.add_page(pages.login, route="/login", title="Sign in · Cortex", on_load=AuthState.open_login)
 app.add_page(pages.setup, route="/setup", title="Set up · Cortex", on_load=AuthState.open_setup)
-app.add_page(pages.models, route="/", title="Cortex", on_load=[guard, ModelsState.load])
-app.add_page(pages.models, route="/models", title="Models · Cortex", on_load=[guard, ModelsState.load])
+app.add_page(pages.models, route="/", title="Cortex", on_load=[guard, ModelsState.load, ImagesState.load_pulls])
+app.add_page(pages.models, route="/models", title="Models · Cortex", on_load=[guard, ModelsState.load, ImagesState.load_pulls])
 app.add_page(pages.model_form, route="/models/new", title="New model · Cortex",
-             on_load=[guard, ModelFormState.open_new])
+             on_load=[guard, ModelFormState.open_new, ImagesState.load_pulls])
 app.add_page(pages.model_detail, route="/models/[model_id]", title="Model · Cortex",
              on_load=[guard, ModelDetailState.load])
 app.add_page(pages.model_form, route="/models/[model_id]/edit", title="Edit model · Cortex",
-             on_load=[guard, ModelFormState.open_edit])
+             on_load=[guard, ModelFormState.open_edit, ImagesState.load_pulls])
 app.add_page(pages.gpus, route="/gpus", title="GPUs · Cortex", on_load=[guard, GpuState.load])
-app.add_page(pages.system, route="/system", title="System · Cortex", on_load=[guard, SystemState.refresh])
+app.add_page(pages.system, route="/system", title="System · Cortex", on_load=[guard, SystemState.refresh, ImagesState.load_pulls])
 app.add_page(pages.settings, route="/settings", title="Settings · Cortex", on_load=[guard, SettingsState.load])

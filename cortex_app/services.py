@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from cortex_app import secretbox
 from cortex_app.db import engine_for, installation_id
 from cortex_app.lifecycle import Lifecycle
+from cortex_app.pulls import Pulls
 from cortex_app.reconcile.leader import LeaderLease
 from cortex_app.reconcile.loop import Reconciler
 from cortex_app.reconcile.scheduler import ConsoleScheduler
@@ -27,6 +28,7 @@ class Services:
     lifecycle: Lifecycle
     reconciler: Reconciler
     scheduler: ConsoleScheduler
+    pulls: Pulls
 
 
 _services: Optional[Services] = None
@@ -42,7 +44,7 @@ def build(settings: Settings) -> Services:
     # A console container that was removed (an upgrade: docker rm -f, then docker run) leaves its
     # lease to the next one at once: the engine says it no longer runs.
     scheduler = ConsoleScheduler(reconciler, LeaderLease(db, container_running=runtime.is_running), settings)
-    return Services(settings, db, runtime, lifecycle, reconciler, scheduler)
+    return Services(settings, db, runtime, lifecycle, reconciler, scheduler, Pulls(db, runtime))
 
 
 def get() -> Services:

@@ -21,6 +21,7 @@ if [ "$MODE" = dev ]; then
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || want_pkg postgresql
   command -v debootstrap >/dev/null || want_pkg debootstrap
   want_pkg busybox-static
+  want_pkg docker-registry
   command -v iptables >/dev/null || want_pkg iptables
 fi
 if [ ${#apt_missing[@]} -gt 0 ]; then

@@ -134,6 +134,32 @@ def test_labels(request, docker_client) -> Iterator[dict[str, str]]:
         c.remove(force=True)
 
 
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory) -> Iterator:
+    """A real registry on loopback (Debian's docker-registry; tests/registry.py)."""
+    from tests.registry import REGISTRY_BIN, Registry
+
+    if not Path(REGISTRY_BIN).exists():
+        missing("Debian's docker-registry is not installed")
+    reg = Registry(tmp_path_factory.mktemp("registry"))
+    yield reg
+    reg.close()
+
+
+@pytest.fixture
+def pulled_images(docker_client) -> Iterator[list[str]]:
+    """Images a test pulls (it appends them): removed from the engine after it."""
+    import docker
+
+    images: list[str] = []
+    yield images
+    for image in images:
+        try:
+            docker_client.images.remove(image, force=True)
+        except docker.errors.ImageNotFound:
+            pass
+
+
 # --- a database and settings for code under test ------------------------------------
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import reflex as rx
 
+from cortex_app.components.images import follow_pulls, image_status
 from cortex_app.components.layout import page
 from cortex_app.components.prose import prose
 from cortex_app.states.model_form import ENGINE_DEFAULT, ModelFormState as F
@@ -135,11 +136,16 @@ def _advanced() -> rx.Component:
 def model_form() -> rx.Component:
     return page(
         F.title,
+        follow_pulls(),
         rx.card(rx.vstack(
             rx.grid(choice("engine", "Engine", ["llamacpp", "vllm"]), field("name", "Name", "lowercase, digits, -"),
                     field("served_name", "Served name", "what clients send as `model`; empty = the name"),
                     choice("device", "Device", ["cpu", "cuda"]), columns="4", spacing="4", width="100%"),
             rx.cond(F.is_llamacpp, _llamacpp_common(), _vllm_common()),
+            rx.cond(F.image_here.contains("image"),
+                    rx.hstack(rx.text("Image", size="2", weight="medium"), rx.code(F.image_here["image"], size="1"),
+                              image_status(F.image_here["image"].to(str), F.image_here["present"].to(bool)),
+                              spacing="3", align="center", id="form-image", wrap="wrap")),
             rx.button(rx.cond(F.show_advanced, "Hide advanced", "Advanced"), variant="ghost", size="1",
                       on_click=F.toggle_advanced, id="toggle-advanced"),
             rx.cond(F.show_advanced, _advanced()),

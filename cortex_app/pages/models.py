@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import reflex as rx
 
+from cortex_app.components.images import follow_pulls, image_status
 from cortex_app.components.layout import health_badge, page, state_badge
+from cortex_app.states.images import pull_view
 from cortex_app.states.models import ModelsState
 
 TICK_MS = 500  # the table follows the database at this pace (goal: a change shows within 1 s)
@@ -58,10 +60,37 @@ def _row(row: rx.Var) -> rx.Component:
     )
 
 
+def _pull_offer() -> rx.Component:
+    """Start on a model whose image the engine lacks: offer the pull, then Start (never both in one click)."""
+    offer = ModelsState.pull_offer
+    image = offer["image"].to(str)
+    return rx.dialog.root(
+        rx.dialog.content(
+            rx.dialog.title("Pull the image first?"),
+            rx.dialog.description(
+                rx.text("The Docker Engine does not have ", rx.code(image), ", the image of ", offer["name"].to(str),
+                        ". Pull it now; the model starts when you press Start after the pull.", size="2")),
+            rx.box(image_status(image, False), padding_y="12px"),
+            rx.hstack(
+                rx.dialog.close(rx.button("Close", variant="soft", color_scheme="gray")),
+                rx.cond(pull_view(image).get("state", "") == "done",
+                        rx.button("Start ", offer["name"].to(str), id="offer-start",
+                                  on_click=[ModelsState.pull_offer_open(False),
+                                            ModelsState.start(offer["model_id"].to(int))])),
+                spacing="3", justify="end"),
+            id="pull-offer",
+        ),
+        open=ModelsState.offering_pull,
+        on_open_change=ModelsState.pull_offer_open,
+    )
+
+
 def models() -> rx.Component:
     return page(
         "Models",
         rx.moment(interval=TICK_MS, on_change=ModelsState.tick, display="none"),
+        follow_pulls(),
+        _pull_offer(),
         rx.hstack(
             rx.input(placeholder="Filter by name", value=ModelsState.query, on_change=ModelsState.set_query,
                      width="260px", id="filter"),

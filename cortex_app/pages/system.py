@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import reflex as rx
 
+from cortex_app.components.images import follow_pulls, image_status
 from cortex_app.components.layout import page
 from cortex_app.states.system import SystemState
 
@@ -50,14 +51,15 @@ def _fact(icon: str, label: str, value, id: str = "") -> rx.Component:
 def _images() -> rx.Component:
     return rx.card(rx.vstack(
         rx.text("Engine images", weight="bold"),
+        rx.text("Images models use or default to. Pull fetches a missing one from its registry with the "
+                "engine's credentials; it goes on if you leave the page.", size="1", color_scheme="gray"),
         rx.table.root(
-            rx.table.header(rx.table.row(rx.table.column_header_cell("Image"), rx.table.column_header_cell("Here"),
-                                         rx.table.column_header_cell("Used by"))),
+            _cell_head("Image", "On the engine", "Used by"),
             rx.table.body(rx.foreach(SystemState.images, lambda i: rx.table.row(
                 rx.table.cell(rx.code(i["image"], size="1")),
-                rx.table.cell(rx.badge(i["present"], color_scheme=rx.cond(i["present"] == "present", "green",
-                                                                          "orange"))),
-                rx.table.cell(i["models"])))),
+                rx.table.cell(image_status(i["image"], i["present"].to(bool))),
+                rx.table.cell(i["models"]),
+                class_name="image-row"))),
             size="1", width="100%"),
         width="100%"), width="100%")
 
@@ -107,6 +109,7 @@ def _journal() -> rx.Component:
 def system() -> rx.Component:
     return page(
         "System",
+        follow_pulls(),
         _engine_card(),
         rx.grid(
             _fact("database", "Database", SystemState.db_kind),

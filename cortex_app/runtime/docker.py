@@ -8,7 +8,7 @@ with `asyncio.to_thread`.
 from __future__ import annotations
 
 import threading
-from typing import Optional
+from typing import Callable, Iterator, Optional
 
 import docker
 import docker.errors
@@ -18,6 +18,7 @@ import requests.exceptions
 from cortex_app.engines.spec import (LABEL_INSTANCE, LABEL_MANAGED, LABEL_MODEL_ID, PUBLISH_HOST,
                                      ContainerSpec)
 from cortex_app.hosting import SelfContainer, SelfMount
+from cortex_app.images import PullError, explain_pull_error, split_reference
 from cortex_app.runtime.types import ContainerInfo, EngineInfo  # noqa: F401 - re-exported
 
 # A container nobody asked for gets this long to exit on SIGTERM before it is killed: it is
@@ -354,6 +355,37 @@ class DockerRuntime:
         except Exception as exc:  # noqa: BLE001
             raise self._map(exc) from None
         return sorted(t for i in images for t in (i.get("RepoTags") or []) if t != "<none>:<none>")
+
+    def image_present(self, image: str) -> bool:
+        try:
+            self._c().api.inspect_image(image)
+            return True
+        except docker.errors.ImageNotFound:
+            return False
+        except Exception as exc:  # noqa: BLE001
+            raise self._map(exc) from None
+
+    def pull(self, image: str, cancelled: Callable[[], bool]) -> Iterator[dict]:
+        """The engine's progress messages while it pulls `image` (`{"status", "id",
+        "progressDetail"}`), on a connection of the pull's own: once `cancelled()` is true the
+        iteration stops and that connection closes, and the engine abandons the pull. Raises
+        PullError with what the admin can do, or EngineUnreachable."""
+        repo, ref = split_reference(image)
+        try:
+            api = docker.APIClient(base_url=self.host, timeout=self._timeout)
+        except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
+            raise _unreachable(self.host, exc) from None
+        try:
+            for msg in api.pull(repo, tag=ref, stream=True, decode=True):
+                yield msg
+                if cancelled():
+                    return
+        except (requests.exceptions.ConnectionError, ConnectionError) as exc:
+            raise _unreachable(self.host, exc) from None
+        except docker.errors.APIError as exc:
+            raise PullError(explain_pull_error(image, exc.explanation or str(exc))) from None
+        finally:
+            api.close()
 
     def inspect(self, container_id: str) -> Optional[ContainerInfo]:
         try:

@@ -11,6 +11,8 @@ import shlex
 import reflex as rx
 
 from cortex_app import crud
+from cortex_app.images import canonical, is_present
+from cortex_app.runtime.docker import DockerRuntimeError
 from cortex_app.services import get as services
 from cortex_app.states.auth import AdminState
 from cortex_app.states.models import model_id_in
@@ -62,6 +64,9 @@ class ModelFormState(AdminState):
     gguf_files: list[str] = []
     running_note: str = ""
     show_advanced: bool = False
+    image_here: dict = {}  # {"image": the image Start would use, "present": on the engine}
+    _defaults: dict[str, str] = {}
+    _tags: set[str] = set()
 
     @rx.var
     def is_llamacpp(self) -> bool:
@@ -70,6 +75,19 @@ class ModelFormState(AdminState):
     @rx.var
     def title(self) -> str:
         return f"Edit {self.values.get('name', '')}" if self.model_id else "New model"
+
+    def _check_image(self) -> None:
+        image = self.values.get("image", "").strip() or self._defaults.get(self.values.get("engine", "llamacpp"), "")
+        self.image_here = {"image": canonical(image), "present": is_present(image, self._tags)} if image else {}
+
+    async def _read_images(self) -> None:
+        svc = services()
+        self._defaults = {"llamacpp": svc.settings.llamacpp_image, "vllm": svc.settings.vllm_image}
+        try:
+            self._tags = set(await asyncio.to_thread(svc.runtime.image_tags))
+        except DockerRuntimeError:
+            self._tags = set()  # the engine is away: every image reads as missing, Pull says why
+        self._check_image()
 
     def _gguf(self) -> list[str]:
         root = services().settings.models_dir
@@ -84,6 +102,7 @@ class ModelFormState(AdminState):
         self.model_id, self.values, self.errors, self.token_hint, self.running_note = 0, dict(EMPTY), {}, "", ""
         self.flags = {f: False for f in FLAGS}
         self.gguf_files = await asyncio.to_thread(self._gguf)
+        await self._read_images()
 
     @rx.event
     async def open_edit(self):
@@ -100,11 +119,14 @@ class ModelFormState(AdminState):
         self.flags = {f: bool(getattr(m, f)) for f in FLAGS}
         self.token_hint = mask_secret(m.hf_token)
         self.gguf_files = await asyncio.to_thread(self._gguf)
+        await self._read_images()
 
     @rx.event
     def set_value(self, field: str, value: str):
         self.values[field] = "" if value == ENGINE_DEFAULT else value
         self.errors.pop(field, None)
+        if field in ("image", "engine"):
+            self._check_image()
 
     @rx.event
     def set_flag(self, field: str, value: bool):

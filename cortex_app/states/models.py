@@ -11,6 +11,7 @@ from datetime import datetime
 import reflex as rx
 
 from cortex_app import crud
+from cortex_app.images import canonical
 from cortex_app.lifecycle import Refused
 from cortex_app.runtime.docker import DockerRuntimeError
 from cortex_app.models import Model, ModelState, utcnow
@@ -61,6 +62,7 @@ class ModelsState(AdminState):
     message: str = ""
     engine_error: str = ""  # the reconciler's last word on the Docker Engine, if it is gone
     loaded: bool = False
+    pull_offer: dict = {}  # {model_id, name, image} while Start offers to pull a missing image
     _signature: str = ""
 
     @rx.var
@@ -115,6 +117,12 @@ class ModelsState(AdminState):
             yield rx.redirect("/login")
             return
         lc = services().lifecycle
+        if verb == "start":
+            offer = await asyncio.to_thread(self._missing_image, model_id)
+            if offer:  # Start on an image the engine lacks offers the pull; it starts nothing itself
+                async with self:
+                    self.pull_offer = offer
+                return
         actor = f"admin:{user} (browser)"  # how it came (the API records `(api)` or `token:<name>`)
         # No waiting for readiness here: the reconciler moves loading -> running (its loading
         # watcher runs a pass as soon as /health answers), so no thread waits out a load.
@@ -130,6 +138,30 @@ class ModelsState(AdminState):
         async with self:
             self.message = text
             self._signature = "stale"  # force the next tick to send the rows
+
+    @staticmethod
+    def _missing_image(model_id: int) -> dict:
+        """The pull to offer when the model's image is not on the engine (else {}). An engine
+        that cannot say is left to Start, which reports it."""
+        svc = services()
+        model = crud.get_model(svc.db, model_id)
+        if model is None:
+            return {}
+        try:
+            if svc.runtime.image_present(model.image):
+                return {}
+        except DockerRuntimeError:
+            return {}
+        return {"model_id": model.id, "name": model.name, "image": canonical(model.image)}
+
+    @rx.var
+    def offering_pull(self) -> bool:
+        return bool(self.pull_offer)
+
+    @rx.event
+    def pull_offer_open(self, is_open: bool):
+        if not is_open:
+            self.pull_offer = {}
 
     @rx.event(background=True)
     async def start(self, model_id: int):

@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 import reflex as rx
 
 from cortex_app import __version__, crud, journal
+from cortex_app.images import canonical, is_present
 from cortex_app.runtime.docker import DockerRuntimeError, engine_info
 from cortex_app.services import get as services
 from cortex_app.states.auth import AdminState
@@ -60,10 +61,9 @@ class SystemState(AdminState):
             tags = set(svc.runtime.image_tags()) if info.reachable else set()
             wanted: dict[str, list[str]] = {}
             for m in crud.list_models(svc.db):
-                wanted.setdefault(m.image, []).append(m.name)
-            for image in sorted(set(wanted) | {settings.llamacpp_image, settings.vllm_image}):
-                present = image in tags or (":" not in image.rsplit("/", 1)[-1] and f"{image}:latest" in tags)
-                images.append({"image": image, "present": "present" if present else "missing",
+                wanted.setdefault(canonical(m.image), []).append(m.name)
+            for image in sorted({canonical(i) for i in set(wanted) | {settings.llamacpp_image, settings.vllm_image}}):
+                images.append({"image": image, "present": is_present(image, tags),
                                "models": ", ".join(wanted.get(image, [])) or "—"})
             if info.reachable:
                 placement = svc.lifecycle.try_placement()
