@@ -10,6 +10,9 @@ ARG BASE=python:3.11-slim
 
 # --- build: the Python dependencies, and the frontend compiled once, here -------------------
 FROM ${BASE} AS build
+# The classic builder keeps this stage as an untagged image (the next build's cache); the label
+# lets old ones go: docker image prune --filter label=cortex.build-stage=build
+LABEL cortex.build-stage=build
 COPY docker/extra-ca/ /usr/local/share/ca-certificates/cortex-extra/
 RUN find /usr/local/share/ca-certificates/cortex-extra -type f ! -name '*.crt' -delete \
  && update-ca-certificates >/dev/null

@@ -47,6 +47,7 @@ def build_image(client, context: Path, tag: str = IMAGE, *, nocache: bool = Fals
     A failed step raises with the build's last lines."""
     t0 = time.perf_counter()
     lines: list[str] = []
+    before = _image_id(client, tag)
     for chunk in client.api.build(path=str(context), tag=tag, buildargs={"BASE": BASE, **(buildargs or {})},
                                   nocache=nocache, rm=True, forcerm=True, decode=True):
         if "stream" in chunk:
@@ -54,7 +55,35 @@ def build_image(client, context: Path, tag: str = IMAGE, *, nocache: bool = Fals
         if "error" in chunk:
             tail = "\n".join(lines[-30:])
             raise RuntimeError(f"docker build failed: {chunk['error']}\n{tail}")
-    return time.perf_counter() - t0, lines
+    took = time.perf_counter() - t0
+    _drop_leftovers(client, before if before != _image_id(client, tag) else None)
+    return took, lines
+
+
+def _image_id(client, tag: str) -> Optional[str]:
+    import docker
+
+    try:
+        return client.images.get(tag).id
+    except docker.errors.ImageNotFound:
+        return None
+
+
+def _drop_leftovers(client, replaced: Optional[str]) -> None:
+    """What builds leave: the image this tag named before (now untagged) and the build stages
+    of earlier builds. The newest build stage stays: it is the next build's cache."""
+    import docker
+
+    stages = sorted(client.images.list(filters={"dangling": True, "label": "cortex.build-stage=build"}),
+                    key=lambda i: i.attrs.get("Created", ""))
+    doomed = [i.id for i in stages[:-1]]
+    if replaced and not client.images.get(replaced).tags:
+        doomed.append(replaced)
+    for image_id in doomed:
+        try:
+            client.images.remove(image_id)
+        except docker.errors.APIError:
+            pass  # a container still uses it, or another build's child: left for docker image prune
 
 
 def socket_path(docker_host: str) -> str:

@@ -51,6 +51,31 @@ def _health_chart() -> rx.Component:
         width="100%"), width="100%")
 
 
+def _line_chart(title: str, key: str, id: str) -> rx.Component:
+    return rx.vstack(
+        rx.text(title, size="1", weight="medium"),
+        rx.recharts.line_chart(rx.recharts.line(data_key=key, stroke=rx.color("accent", 9), dot=False,
+                                                is_animation_active=False, connect_nulls=False),
+                               rx.recharts.x_axis(data_key="t", min_tick_gap=40), rx.recharts.y_axis(width=48),
+                               rx.recharts.cartesian_grid(stroke_dasharray="3 3"), rx.recharts.graphing_tooltip(),
+                               data=D.resource_points, height=150, width="100%"),
+        width="100%", id=id, spacing="1")
+
+
+def _resources() -> rx.Component:
+    return rx.card(rx.vstack(
+        rx.text("Resources", weight="bold", size="2"),
+        rx.cond(D.resource_points.length() > 0,
+                rx.grid(_line_chart("CPU (% of one core)", "cpu", "chart-cpu"),
+                        _line_chart("Memory (MiB)", "mem_mib", "chart-mem"),
+                        rx.cond(D.has_gpu_mem, _line_chart("GPU memory (MiB)", "gpu_mib", "chart-gpu")),
+                        rx.cond(D.has_tokens, _line_chart("Generated tokens/s", "tokens_s", "chart-tokens")),
+                        columns=rx.breakpoints(initial="1", md="2"), spacing="4", width="100%"),
+                rx.text("Figures appear while the model runs (the last 10 minutes; a restart begins anew).",
+                        size="2", color_scheme="gray")),
+        width="100%"), width="100%")
+
+
 def _events() -> rx.Component:
     return rx.card(rx.vstack(
         rx.text("Events", weight="bold", size="2"),
@@ -80,6 +105,6 @@ def model_detail() -> rx.Component:
     return page(
         D.row["name"].to(str),
         rx.moment(interval=TICK_MS, on_change=D.tick, display="none"),
-        rx.cond(D.found, rx.vstack(_summary(), _health_chart(), _events(), _logs(), spacing="4", width="100%"),
+        rx.cond(D.found, rx.vstack(_summary(), _resources(), _health_chart(), _events(), _logs(), spacing="4", width="100%"),
                 rx.callout("No such model.", icon="info")),
     )

@@ -37,6 +37,13 @@ def _actions(row: rx.Var) -> rx.Component:
     )
 
 
+def _usage(row: rx.Var) -> rx.Component:
+    use = ModelsState.usage.get(row["id"].to(str), {})
+    return rx.vstack(rx.text(use.get("figures", "").to(str), size="1", class_name="row-usage"),
+                     rx.text(use.get("engine", "").to(str), size="1", color_scheme="gray", class_name="row-engine-use"),
+                     spacing="0")
+
+
 def _row(row: rx.Var) -> rx.Component:
     return rx.table.row(
         rx.table.cell(rx.link(row["name"], href=f"/models/{row['id']}", weight="medium")),
@@ -53,6 +60,7 @@ def _row(row: rx.Var) -> rx.Component:
         rx.table.cell(health_badge(row["health"])),
         rx.table.cell(rx.cond(row["endpoint"] != "", rx.code(row["endpoint"], size="1"), rx.text("—"))),
         rx.table.cell(rx.cond(row["uptime"] != "", row["uptime"], "—")),
+        rx.table.cell(_usage(row)),
         rx.table.cell(_actions(row)),
         id=f"model-row-{row['name']}",
         class_name="model-row",
@@ -113,7 +121,7 @@ def models() -> rx.Component:
                            icon="info", id="no-models"),
                 rx.table.root(
                     rx.table.header(rx.table.row(*[rx.table.column_header_cell(h) for h in (
-                        "Name", "Served name", "Engine", "Device", "State", "Health", "Endpoint", "Uptime", "")])),
+                        "Name", "Served name", "Engine", "Device", "State", "Health", "Endpoint", "Uptime", "Resources", "")])),
                     rx.table.body(rx.foreach(ModelsState.visible, _row)),
                     width="100%", variant="surface", size="1",
                 ),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -39,6 +40,28 @@ class ProbeResult:
     error: Optional[str] = None
 
 
+_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient]" = weakref.WeakKeyDictionary()
+
+
+def model_client() -> httpx.AsyncClient:
+    """The client this event loop reaches model endpoints with (/health, /metrics), made on
+    first use and kept: making one costs ~50 ms of CPU (its TLS context), more than a whole
+    round of probes. No keep-alive: llama-server closes streamed connections, and a request
+    every few seconds gains nothing from reuse. Each caller bounds its own concurrency."""
+    loop = asyncio.get_running_loop()
+    client = _clients.get(loop)
+    if client is None or client.is_closed:
+        client = _clients[loop] = httpx.AsyncClient(limits=httpx.Limits(max_keepalive_connections=0,
+                                                                        max_connections=None))
+    return client
+
+
+async def close_model_client() -> None:
+    client = _clients.pop(asyncio.get_running_loop(), None)
+    if client is not None:
+        await client.aclose()
+
+
 async def probe_one(client: httpx.AsyncClient, model_id: int, url: str, timeout: float) -> ProbeResult:
     t0 = time.perf_counter()
     try:
@@ -57,22 +80,36 @@ async def probe_many(targets: Sequence[tuple[int, str]], *, timeout: float = 1.0
     if not targets:
         return {}
     gate = asyncio.Semaphore(concurrency)
-    own = client is None
-    # No keep-alive pool: llama-server closes streamed connections, and a probe per few
-    # seconds gains nothing from reuse.
-    client = client or httpx.AsyncClient(limits=httpx.Limits(max_keepalive_connections=0,
-                                                             max_connections=concurrency))
+    client = client or model_client()
 
     async def gated(mid: int, url: str) -> ProbeResult:
         async with gate:
             return await probe_one(client, mid, url, timeout)
 
-    try:
-        results = await asyncio.gather(*(gated(mid, url) for mid, url in targets))
-    finally:
-        if own:
-            await client.aclose()
+    results = await asyncio.gather(*(gated(mid, url) for mid, url in targets))
     return {r.model_id: r for r in results}
+
+
+async def scrape_many(targets: Sequence[tuple[int, str]], *, timeout: float = 1.0,
+                      concurrency: int = 50) -> dict[int, str]:
+    """GET every (model id, url) concurrently (the engines' /metrics): the bodies of those
+    that answered 200; a model that did not is left out."""
+    if not targets:
+        return {}
+    gate = asyncio.Semaphore(concurrency)
+
+    client = model_client()
+
+    async def one(mid: int, url: str):
+        async with gate:
+            try:
+                r = await asyncio.wait_for(client.get(url, timeout=timeout), timeout=timeout)
+            except (httpx.HTTPError, asyncio.TimeoutError, OSError):
+                return mid, None
+            return mid, r.text if r.status_code == 200 else None
+
+    results = await asyncio.gather(*(one(mid, url) for mid, url in targets))
+    return {mid: text for mid, text in results if text is not None}
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,10 @@ from cortex_app.models import ModelState, utcnow
 from cortex_app.reconcile.jobs import JobStatus, job_failed, job_succeeded
 from cortex_app.reconcile.leader import LeaderLease
 from cortex_app.reconcile.loop import Reconciler
-from cortex_app.reconcile.probes import LOADING_PROBE_TIMEOUT_S, loading_probe_interval, probe_many
+from cortex_app.reconcile.probes import (LOADING_PROBE_TIMEOUT_S, close_model_client, loading_probe_interval,
+                                         probe_many, scrape_many)
 from cortex_app.runtime.gpu import GpuHistory
+from cortex_app.sampler import ResourceSampler
 from cortex_app.settings import Settings
 from cortex_app.webhooks import Deliverer
 
@@ -47,8 +49,11 @@ EVENTS_RETRY_S = 0.25
 LOADING_REFRESH_S = 0.5  # the loading watcher re-reads which models load (other processes' starts)
 WEBHOOK_POLL_S = 0.25  # the outbox is read this often (a query; sends only when something is due)
 GPU_SAMPLE_S = 5.0
+# Which containers the stats readers follow (they sample every second themselves), and the
+# engines' /metrics: a scrape of 20 models costs ~30 ms of CPU, so not more often than this.
+RESOURCES_SAMPLE_S = 5.0
 SHUTDOWN_DRAIN_S = 3.0  # at shutdown, how long actions under way may take before the models are stopped
-JOBS = ("reconcile", "probes", "loading", "webhooks", "gpus", "lease", "docker-events")
+JOBS = ("reconcile", "probes", "loading", "webhooks", "gpus", "resources", "lease", "docker-events")
 
 
 class Coalesced:
@@ -85,6 +90,8 @@ class ConsoleScheduler:
         self.reconciler = reconciler
         self.deliverer = deliverer or Deliverer(reconciler.lc.db)
         self.gpu_history = GpuHistory()
+        self.resources = ResourceSampler(reconciler.lc.runtime)
+        self._live: dict[int, str] = {}  # model id -> container id of each loading or running model
         self.docker_events_seen = 0
         self.lease = lease
         self.settings = settings
@@ -132,6 +139,7 @@ class ConsoleScheduler:
         sched.add_job(self._probe_job, "interval", seconds=self.settings.probe_interval_s, id="probes", **common)
         sched.add_job(self._webhook_poll, "interval", seconds=WEBHOOK_POLL_S, id="webhooks", **common)
         sched.add_job(self._gpu_job, "interval", seconds=GPU_SAMPLE_S, id="gpus", **common)
+        sched.add_job(self._resources_job, "interval", seconds=RESOURCES_SAMPLE_S, id="resources", **common)
         sched.add_job(self._lease_job, "interval", seconds=max(1.0, self.lease.ttl_s / 3), id="lease", **common)
         sched.start()
         self._scheduler = sched
@@ -184,6 +192,8 @@ class ConsoleScheduler:
                 pass
         await self._reconcile_soon.cancel()
         await self._deliver_soon.cancel()
+        self.resources.close()
+        await close_model_client()
         was_leader = self.lease.is_leader
         try:
             if was_leader and self._pass_lock is not None:
@@ -307,12 +317,34 @@ class ConsoleScheduler:
             self._failed("webhooks", str(exc) or type(exc).__name__)
 
     async def _gpu_job(self) -> None:
-        """Sample the GPUs for the history chart (every process: the UI of each reads its own)."""
+        """Sample the GPUs for the history chart (every process: the UI of each reads its own),
+        and each running model's share of GPU memory where NVML can say."""
         try:
-            await asyncio.to_thread(self.gpu_history.sample)
+            status = await asyncio.to_thread(self.gpu_history.sample)
+            if status.process_memory and self._live:
+                await asyncio.to_thread(self.resources.record_gpu, dict(self._live), status.process_memory)
             self._ok("gpus")
         except Exception as exc:  # noqa: BLE001
             self._failed("gpus", str(exc) or type(exc).__name__)
+
+    async def _resources_job(self) -> None:
+        """Point the stats readers at the live containers and scrape the running engines'
+        /metrics (every process: each one's pages read its own figures)."""
+        try:
+            rows = await asyncio.to_thread(self.reconciler.rows)
+            self._live = {m.id: m.container_id for m in rows
+                          if m.state in (ModelState.LOADING, ModelState.RUNNING) and m.container_id}
+            self.resources.follow(self._live)
+            targets = {m.id: (m.engine.value, url.removesuffix("/health") + "/metrics") for m in rows
+                       if m.state == ModelState.RUNNING and (url := self.reconciler.lc.health_url(m))}
+            texts = await scrape_many([(mid, url) for mid, (_, url) in targets.items()],
+                                      timeout=self.reconciler.probe_timeout)
+            at = time.time()
+            for mid, text in texts.items():
+                self.resources.record_metrics(mid, targets[mid][0], text, at)
+            self._ok("resources")
+        except Exception as exc:  # noqa: BLE001
+            self._failed("resources", str(exc) or type(exc).__name__)
 
     async def _webhook_poll(self) -> None:
         async with self._webhook_lock:  # never two delivery rounds at once (order per model)

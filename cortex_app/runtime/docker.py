@@ -387,6 +387,41 @@ class DockerRuntime:
         finally:
             api.close()
 
+    def stats(self, container_id: str, stopped: Callable[[], bool]) -> Iterator[dict]:
+        """The engine's stats messages for one container (about one a second) on a connection
+        of their own, until the container goes, the engine closes the stream, or `stopped()` is
+        true at the next message. Raises EngineUnreachable; a container already gone ends it."""
+        try:
+            api = docker.APIClient(base_url=self.host, timeout=self._timeout)
+        except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
+            raise _unreachable(self.host, exc) from None
+        try:
+            for msg in api.stats(container_id, decode=True, stream=True):
+                # A container that stopped gets empty messages (read 0001-01-01) for ever.
+                if stopped() or str(msg.get("read", "")).startswith("0001-"):
+                    return
+                yield msg
+        except docker.errors.NotFound:
+            return
+        except (requests.exceptions.ConnectionError, ConnectionError) as exc:
+            raise _unreachable(self.host, exc) from None
+        except docker.errors.APIError as exc:
+            raise self._map(exc) from None
+        finally:
+            api.close()
+
+    def container_pids(self, container_id: str) -> list[int]:
+        """The host PIDs of a container's processes (as the engine sees them; [] once it is gone)."""
+        try:
+            top = self._c().api.top(container_id, ps_args="-o pid")
+        except docker.errors.APIError as exc:
+            if exc.status_code in (404, 409):  # gone, or not running
+                return []
+            raise self._map(exc) from None
+        except Exception as exc:  # noqa: BLE001
+            raise self._map(exc) from None
+        return [int(row[0]) for row in top.get("Processes") or [] if row and str(row[0]).isdigit()]
+
     def inspect(self, container_id: str) -> Optional[ContainerInfo]:
         try:
             a = self._c().api.inspect_container(container_id)

@@ -34,6 +34,9 @@ class GpuStatus:
     notice: str = ""
     gpus: list[GpuReading] = field(default_factory=list)
     driver_version: str = ""
+    # GPU memory in bytes by host PID, over every GPU (what NVML can attribute to processes;
+    # empty where it cannot, e.g. a driver that hides other namespaces' processes)
+    process_memory: dict[int, int] = field(default_factory=dict)
 
 
 def _text(value: Any) -> str:
@@ -72,16 +75,19 @@ def read_gpus(nvml: Any = None) -> GpuStatus:
         count = nvml.nvmlDeviceGetCount()
         if count == 0:
             return GpuStatus(False, "The NVIDIA driver reports no GPU on this host.", driver_version=driver)
-        gpus = []
+        gpus, processes = [], {}
         for i in range(count):
             h = nvml.nvmlDeviceGetHandleByIndex(i)
+            for p in _guard(nvml, getattr(nvml, "nvmlDeviceGetComputeRunningProcesses", lambda _h: []), h) or []:
+                if getattr(p, "usedGpuMemory", None):  # None: the driver will not say
+                    processes[int(p.pid)] = processes.get(int(p.pid), 0) + int(p.usedGpuMemory)
             gpus.append(reading(
                 i, nvml.nvmlDeviceGetName(h), _memory(nvml, h),
                 nvml.nvmlDeviceGetUtilizationRates(h),
                 _guard(nvml, nvml.nvmlDeviceGetTemperature, h, nvml.NVML_TEMPERATURE_GPU),
                 _guard(nvml, nvml.nvmlDeviceGetPowerUsage, h),
                 _guard(nvml, nvml.nvmlDeviceGetEnforcedPowerLimit, h)))
-        return GpuStatus(True, gpus=gpus, driver_version=driver)
+        return GpuStatus(True, gpus=gpus, driver_version=driver, process_memory=processes)
     except nvml.NVMLError as exc:
         return GpuStatus(False, f"NVML failed while reading the GPUs: {exc}")
     finally:

@@ -11,6 +11,7 @@ from sqlmodel import Session, select
 
 from cortex_app import crud
 from cortex_app.models import ModelEvent, ModelState, utcnow
+from cortex_app.resources import Sample
 from cortex_app.runtime.docker import DockerRuntimeError
 from cortex_app.services import get as services
 from cortex_app.states.auth import AdminState
@@ -28,6 +29,9 @@ class ModelDetailState(AdminState):
     loading_elapsed_s: int = 0
     events: list[dict] = []
     health_points: list[dict] = []
+    resource_points: list[dict] = []  # the sampler's history: CPU %, memory and GPU memory MiB, tokens/s
+    has_tokens: bool = False
+    has_gpu_mem: bool = False
     logs: list[str] = []
     log_query: str = ""
     follow: bool = True
@@ -65,7 +69,7 @@ class ModelDetailState(AdminState):
                 note = "" if m.container_id else ("lines kept when it failed" if logs else "no container")
             except DockerRuntimeError as exc:
                 logs, note = [], str(exc)
-        return m, events, logs, note, svc.lifecycle.is_stale(m)
+        return m, events, logs, note, svc.lifecycle.is_stale(m), svc.scheduler.resources.history.series(model_id)
 
     async def _refresh(self, with_logs: bool):
         if await self._admin() is None:
@@ -74,7 +78,7 @@ class ModelDetailState(AdminState):
         if got is None:
             self.found = False
             return
-        m, events, logs, note, stale = got
+        m, events, logs, note, stale, series = got
         now = utcnow()
         self.found = True
         self.row = model_row(m, stale, now)
@@ -86,6 +90,11 @@ class ModelDetailState(AdminState):
                        for e in events]
         self.health_points = [{"t": datetime.fromtimestamp(t).strftime("%H:%M:%S"), "ms": ms}
                               for t, ms in (m.probe_history or [])[-60:]]
+        points = resource_points(series)
+        if points != self.resource_points:
+            self.resource_points = points
+            self.has_tokens = any(p["tokens_s"] is not None for p in points)
+            self.has_gpu_mem = any(p["gpu_mib"] is not None for p in points)
         if logs is not None:
             self.logs, self.logs_note = logs, note
 
@@ -105,6 +114,16 @@ class ModelDetailState(AdminState):
     @rx.event
     def set_follow(self, value: bool):
         self.follow = value
+
+
+def resource_points(series: list[Sample]) -> list[dict]:
+    """The chart's points: one per sample, in the page's units."""
+    mib = 1024 * 1024
+    return [{"t": datetime.fromtimestamp(x.at).strftime("%H:%M:%S"),
+             "cpu": None if x.cpu_pct is None else round(x.cpu_pct, 1),
+             "mem_mib": None if x.mem_bytes is None else round(x.mem_bytes / mib, 1),
+             "gpu_mib": None if x.gpu_mem_bytes is None else round(x.gpu_mem_bytes / mib),
+             "tokens_s": None if x.tokens_s is None else round(x.tokens_s, 2)} for x in series]
 
 
 def _time(t: datetime) -> str:

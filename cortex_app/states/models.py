@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import re
 from datetime import datetime
+from typing import Optional
 
 import reflex as rx
 
@@ -15,6 +16,7 @@ from cortex_app.images import canonical
 from cortex_app.lifecycle import Refused
 from cortex_app.runtime.docker import DockerRuntimeError
 from cortex_app.models import Model, ModelState, utcnow
+from cortex_app.resources import Sample
 from cortex_app.services import get as services
 from cortex_app.states.auth import AdminState
 
@@ -36,6 +38,15 @@ def human_duration(seconds: float) -> str:
     if seconds < 86400:
         return f"{seconds // 3600}h {seconds % 3600 // 60}m"
     return f"{seconds // 86400}d {seconds % 86400 // 3600}h"
+
+
+def usage_line(sample: Optional[Sample]) -> dict:
+    """A running model's cost, compact, for its row ("" where not known yet)."""
+    v = sample.view() if sample else {"cpu": "", "mem": "", "gpu_mem": "", "tokens_s": "", "in_flight": ""}
+    first = " · ".join(x for x in (v["cpu"] and v["cpu"] + " CPU", v["mem"],
+                                   v["gpu_mem"] and v["gpu_mem"] + " GPU") if x)
+    second = " · ".join(x for x in (v["tokens_s"], v["in_flight"] and v["in_flight"] + " in flight") if x)
+    return {"figures": first, "engine": second}
 
 
 def model_row(m: Model, stale: bool, now: datetime) -> dict:
@@ -62,6 +73,7 @@ class ModelsState(AdminState):
     message: str = ""
     engine_error: str = ""  # the reconciler's last word on the Docker Engine, if it is gone
     loaded: bool = False
+    usage: dict[str, dict] = {}  # model id -> usage_line() of each loading or running model
     pull_offer: dict = {}  # {model_id, name, image} while Start offers to pull a missing image
     _signature: str = ""
 
@@ -72,7 +84,7 @@ class ModelsState(AdminState):
                 if (not q or q in r["name"].lower() or q in r["served_name"].lower())
                 and (self.state_filter == "all" or r["state"] == self.state_filter)]
 
-    def _read(self) -> tuple[str, list[dict], str]:
+    def _read(self) -> tuple[str, list[dict], str, dict]:
         """Runs in a worker thread: reads only, the handler sets the vars."""
         svc = services()
         report = svc.reconciler.last_report
@@ -81,22 +93,26 @@ class ModelsState(AdminState):
         signature = f"{len(models)}#" + "|".join(
             f"{m.id}:{m.state.value}:{m.health.value}:{m.updated_at.isoformat()}" for m in models)
         now = utcnow()
-        return signature, [model_row(m, svc.lifecycle.is_stale(m), now) for m in models], engine_error
+        history = svc.scheduler.resources.history  # in memory, kept by the sampler
+        usage = {str(m.id): usage_line(history.latest(m.id)) for m in models if m.state in (S.LOADING, S.RUNNING)}
+        return signature, [model_row(m, svc.lifecycle.is_stale(m), now) for m in models], engine_error, usage
 
     @rx.event
     async def load(self):
         if await self._admin() is None:
             return rx.redirect("/login")  # the session ended (signed out elsewhere, expired)
-        signature, rows, self.engine_error = await asyncio.to_thread(self._read)
+        signature, rows, self.engine_error, self.usage = await asyncio.to_thread(self._read)
         self._signature, self.rows, self.loaded = signature, rows, True
 
     @rx.event
     async def tick(self, _=None):
         if await self._admin() is None:
             return rx.redirect("/login")  # the session ended (signed out elsewhere, expired)
-        signature, rows, engine_error = await asyncio.to_thread(self._read)
+        signature, rows, engine_error, usage = await asyncio.to_thread(self._read)
         if engine_error != self.engine_error:
             self.engine_error = engine_error
+        if usage != self.usage:  # apart from the rows: figures move every second, rows seldom
+            self.usage = usage
         if signature != self._signature or any(r["uptime"] for r in rows):
             self._signature, self.rows = signature, rows
 

@@ -66,6 +66,11 @@ class FakeNvml:
             raise self.NVMLError("Not Supported")
         return 612345
 
+    def nvmlDeviceGetComputeRunningProcesses(self, h):
+        # One model's process on both GPUs, and one whose memory the driver will not say.
+        return [[SimpleNamespace(pid=4242, usedGpuMemory=40 * 1024**3), SimpleNamespace(pid=77, usedGpuMemory=None)],
+                [SimpleNamespace(pid=4242, usedGpuMemory=1024**3)]][h]
+
     def nvmlDeviceGetEnforcedPowerLimit(self, h):
         if h == 1:
             raise self.NVMLError("Not Supported")
@@ -123,3 +128,14 @@ def test_history_keeps_the_last_samples_per_gpu():
     empty = GpuHistory()
     empty.sample(FakeNvml(init_error="NVML Shared Library Not Found"))
     assert empty.samples == {} and not empty.status.available
+
+
+def test_gpu_memory_is_attributed_to_processes_across_gpus():
+    assert read_gpus(FakeNvml()).process_memory == {4242: 41 * 1024**3}
+
+
+def test_a_driver_without_the_process_list_still_reads_the_gpus():
+    nvml = FakeNvml()
+    nvml.nvmlDeviceGetComputeRunningProcesses = lambda h: (_ for _ in ()).throw(nvml.NVMLError("Not Supported"))
+    status = read_gpus(nvml)
+    assert status.available and status.process_memory == {} and len(status.gpus) == 2
