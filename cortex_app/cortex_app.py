@@ -20,6 +20,7 @@ from cortex_app.states.images import ImagesState
 from cortex_app.states.model_detail import ModelDetailState
 from cortex_app.states.model_form import ModelFormState
 from cortex_app.states.models import ModelsState
+from cortex_app.states.overview import OverviewState
 from cortex_app.states.settings import SettingsState
 from cortex_app.states.system import SystemState
 
@@ -55,7 +56,7 @@ app.register_lifespan_task(console_lifespan)
 guard = AuthState.require_admin  # every signed-in page checks the session first
 app.add_page(pages.login, route="/login", title="Sign in · Cortex", on_load=AuthState.open_login)
 app.add_page(pages.setup, route="/setup", title="Set up · Cortex", on_load=AuthState.open_setup)
-app.add_page(pages.models, route="/", title="Cortex", on_load=[guard, ModelsState.load, ImagesState.load_pulls])
+app.add_page(pages.overview, route="/", title="Overview · Cortex", on_load=[guard, OverviewState.load])
 app.add_page(pages.models, route="/models", title="Models · Cortex", on_load=[guard, ModelsState.load, ImagesState.load_pulls])
 app.add_page(pages.model_form, route="/models/new", title="New model · Cortex",
              on_load=[guard, ModelFormState.open_new, ImagesState.load_pulls])

@@ -6,7 +6,7 @@ import reflex as rx
 
 from cortex_app.states.auth import AuthState
 
-NAV = [("Models", "/models", "boxes"), ("GPUs", "/gpus", "cpu"), ("System", "/system", "server"),
+NAV = [("Overview", "/", "layout-dashboard"), ("Models", "/models", "boxes"), ("GPUs", "/gpus", "cpu"), ("System", "/system", "server"),
        ("Settings", "/settings", "settings")]
 
 

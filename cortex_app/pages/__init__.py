@@ -5,7 +5,8 @@ from .gpus import gpus
 from .model_detail import model_detail
 from .model_form import model_form
 from .models import models
+from .overview import overview
 from .settings import settings
 from .system import system
 
-__all__ = ["gpus", "login", "model_detail", "model_form", "models", "settings", "setup", "system"]
+__all__ = ["gpus", "login", "model_detail", "model_form", "models", "overview", "settings", "setup", "system"]

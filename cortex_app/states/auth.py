@@ -64,7 +64,7 @@ class AuthState(rx.State):
         if not await asyncio.to_thread(auth.admin_exists, services().db):
             return rx.redirect("/setup")
         if await self._verified():
-            return rx.redirect("/models")
+            return rx.redirect("/")
 
     @rx.event
     async def open_setup(self):
@@ -85,7 +85,7 @@ class AuthState(rx.State):
             self.error = str(exc)
             self.busy = False
             return
-        yield _adopt(code, "/models")  # busy until the page is replaced
+        yield _adopt(code, "/")  # the Overview; busy until the page is replaced
 
     @rx.event
     async def create_first_admin(self, form: dict):
@@ -104,7 +104,7 @@ class AuthState(rx.State):
         except auth.AuthError as exc:
             self.error = str(exc)
             return
-        return _adopt(code, "/models")
+        return _adopt(code, "/")
 
     @rx.event
     async def sign_out(self):

@@ -7,9 +7,9 @@ import pytest
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 ADMIN, PASSWORD = "admin", "e2e-password-123"
-# The Models page, as a sign-in lands on it: loaded afresh (the new websocket carries the new
-# HttpOnly cookie), so the server's static files answer it as /models/.
-MODELS_PAGE = re.compile(r".*/models/?$")
+# The Overview, where a sign-in lands: loaded afresh (the new websocket carries the new
+# HttpOnly cookie).
+HOME_PAGE = re.compile(r"^https?://[^/]+/$")
 LOGIN_PAGE = re.compile(r".*/login/?$")  # likewise after a sign-out
 
 
@@ -27,8 +27,11 @@ def page(browser, request):
 
 
 def sign_in(page, url: str, user: str = ADMIN, password: str = PASSWORD) -> None:
+    """Sign in (the console lands on the Overview), then open the Models page."""
     page.goto(url + "/login")
     page.locator("#field-username").fill(user)
     page.locator("#field-password").fill(password)
     page.locator("#sign-in").click()
-    page.wait_for_url(MODELS_PAGE)
+    page.wait_for_url(HOME_PAGE)
+    page.locator("#overview-models").wait_for()
+    page.goto(url + "/models")  # where the tests begin

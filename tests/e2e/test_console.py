@@ -14,7 +14,7 @@ from cortex_app import auth, crud
 from cortex_app.db import make_engine
 from cortex_app.engines.spec import LABEL_MODEL_ID
 from tests.conftest import LLAMA_IMAGE
-from tests.e2e.conftest import ADMIN, LOGIN_PAGE, MODELS_PAGE, PASSWORD, sign_in
+from tests.e2e.conftest import ADMIN, LOGIN_PAGE, HOME_PAGE, PASSWORD, sign_in
 
 # A 1M-token f32 KV cache makes the tiny model's real load take ~1.3 s: long enough to
 # see `loading` in the page before `running`.
@@ -66,7 +66,9 @@ def test_1_first_run_creates_the_admin_and_signs_in(console, page, db):
     page.locator("#field-password").fill(PASSWORD)
     page.locator("#field-confirm").fill(PASSWORD)
     page.locator("#create-admin").click()
-    page.wait_for_url(MODELS_PAGE)
+    page.wait_for_url(HOME_PAGE)  # the Overview: nothing yet
+    expect(page.locator("#overview-count-running")).to_contain_text("0")
+    page.goto(console.url + "/models")
     page.locator("#no-models").wait_for()
     page.reload()  # the session survives a reload
     page.locator("#no-models").wait_for()

@@ -12,7 +12,7 @@ import httpx
 from playwright.sync_api import expect
 
 from tests.conftest import ROOT, VLLM_STANDIN_IMAGE
-from tests.e2e.conftest import LOGIN_PAGE, MODELS_PAGE, sign_in
+from tests.e2e.conftest import LOGIN_PAGE, HOME_PAGE, sign_in
 from tests.unit.test_webhooks import Receiver
 
 ADMIN, PASSWORD = "keeper", "typed-password-7Qx9"
@@ -39,7 +39,7 @@ def test_nothing_typed_or_shown_is_kept_in_clear(start_console, docker_host, pag
     page.locator("#field-password").fill(PASSWORD)
     page.locator("#field-confirm").fill(PASSWORD)
     page.locator("#create-admin").click()
-    page.wait_for_url(MODELS_PAGE)
+    page.wait_for_url(HOME_PAGE)
 
     page.goto(console.url + "/models/new")
     page.locator("#field-engine").click()

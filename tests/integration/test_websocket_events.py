@@ -25,6 +25,7 @@ ADMIN_STATE = "reflex___state____state.cortex_app___states___auth____admin_state
 MODELS = f"{ADMIN_STATE}.cortex_app___states___models____models_state"
 FORM = f"{ADMIN_STATE}.cortex_app___states___model_form____model_form_state"
 SETTINGS = f"{ADMIN_STATE}.cortex_app___states___settings____settings_state"
+IMAGES = f"{ADMIN_STATE}.cortex_app___states___images____images_state"
 PASSWORD = "socket-test-pass-1"
 
 
@@ -139,6 +140,8 @@ def _mutating_calls(model_id: int, endpoint_id: int, token_id: int) -> list[tupl
         (f"{SETTINGS}.redeliver", "/settings", {"delivery_id": 1}, []),
         (f"{SETTINGS}.create_token", "/settings", {}, [(f"{SETTINGS}.set_token_scope", {"v": "admin"})]),
         (f"{SETTINGS}.revoke_token", "/settings", {"token_id": token_id}, []),
+        (f"{IMAGES}.pull", "/system", {"image": "127.0.0.1:9/forged:1"}, []),
+        (f"{IMAGES}.cancel_pull", "/system", {"image": "127.0.0.1:9/forged:1"}, []),
     ]
 
 
@@ -169,7 +172,10 @@ def test_without_a_session_the_pages_read_nothing(console, world):
              (f"{FORM}.open_edit", f"/models/{model_id}/edit"), (f"{FORM}.open_new", "/models/new"),
              (f"{SETTINGS}.load", "/settings"), (f"{SETTINGS}.tick", "/settings"),
              (f"{ADMIN_STATE}.cortex_app___states___gpus____gpu_state.load", "/gpus"),
-             (f"{ADMIN_STATE}.cortex_app___states___system____system_state.refresh", "/system")]
+             (f"{ADMIN_STATE}.cortex_app___states___system____system_state.refresh", "/system"),
+             (f"{IMAGES}.load_pulls", "/system"),
+             (f"{ADMIN_STATE}.cortex_app___states___overview____overview_state.load", "/"),
+             (f"{ADMIN_STATE}.cortex_app___states___overview____overview_state.tick", "/")]
     sock = RawSocket(console.url, console.url)
     try:
         for handler, page in reads:
@@ -226,12 +232,14 @@ def test_the_first_admin_needs_the_setup_code_then_a_session_works(console, worl
 # Handlers that change nothing on the server: page loads and ticks (they read only for a
 # signed-in admin), the form's inputs, and sign-in/out themselves.
 NOT_MUTATING = {"load", "tick", "refresh", "open_new", "open_edit", "open_login", "open_setup", "require_admin",
-                "toggle_advanced", "toggle_event", "setvar", "sign_in", "sign_out", "create_first_admin"}
+                "toggle_advanced", "toggle_event", "setvar", "sign_in", "sign_out", "create_first_admin",
+                "load_pulls", "pull_offer_open"}  # the latter only closes a dialog in the page
 
 
 def test_the_list_names_every_handler_that_changes_something():
     """A new handler must be added to the calls above (or shown to change nothing)."""
-    from cortex_app.states import gpus, model_detail, model_form, models, settings, system  # noqa: F401
+    from cortex_app.states import (gpus, images, model_detail, model_form, models, overview,  # noqa: F401
+                                   settings, system)
     from cortex_app.states.auth import AdminState, AuthState
 
     def states(cls):

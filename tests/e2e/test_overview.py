@@ -1,0 +1,56 @@
+"""The Overview in Chromium, where a sign-in lands: the host (engine, the GPU notice here),
+models by state with what the running ones cost, a failure of the last day with its reason,
+and webhook deliveries retrying while their receiver is down."""
+
+import shutil
+
+import pytest
+from playwright.sync_api import expect
+
+from cortex_app import webhooks
+from tests.conftest import LLAMA_IMAGE, free_port
+from tests.e2e.conftest import ADMIN, ARTIFACTS, HOME_PAGE, PASSWORD, sign_in
+
+
+@pytest.fixture(scope="module")
+def console(start_console, tmp_path_factory, tiny_gguf, docker_host):
+    models = tmp_path_factory.mktemp("models")
+    shutil.copy(tiny_gguf, models / "tiny.gguf")
+    return start_console(DOCKER_HOST=docker_host, CORTEX_MODELS_DIR=str(models), CORTEX_LLAMACPP_IMAGE=LLAMA_IMAGE,
+                         CORTEX_ADMIN_USER=ADMIN, CORTEX_ADMIN_PASSWORD=PASSWORD)
+
+
+def _model(console, name: str, args: str) -> int:
+    r = console.call("POST", "/api/models", json={"name": name, "engine": "llamacpp", "source": "tiny.gguf",
+                                                  "device": "cpu", "extra_args": args})
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def test_the_overview_shows_host_models_failures_and_webhooks(console, page):
+    console.sign_in(ADMIN, PASSWORD)
+    db = console.db()
+    webhooks.create_endpoint(db, url=f"http://127.0.0.1:{free_port()}/down", event_types=["model.failed"])
+    db.dispose()
+    ok = _model(console, "fine", "-t 1 --poll 0")
+    broken = _model(console, "broken", "--no-such-flag")
+    console.start_ready(ok)
+    console.call("POST", f"/api/models/{broken}/start")
+    console.wait_model(broken, "failed")
+    sign_in(page, console.url)
+    page.goto(console.url + "/")
+    page.wait_for_url(HOME_PAGE)
+    expect(page.locator("#overview-host")).to_contain_text("engine reachable")
+    expect(page.locator("#overview-gpu-notice")).to_contain_text("NVIDIA")  # no GPU here: said plainly
+    expect(page.locator("#overview-count-running")).to_contain_text("1")
+    expect(page.locator("#overview-count-failed")).to_contain_text("1")
+    expect(page.locator("#overview-cost")).to_contain_text("% CPU", timeout=15_000)
+    failure = page.locator(".overview-failure", has_text="broken")
+    expect(failure).to_contain_text("exit")  # why it failed, as the row says
+    expect(page.locator("#overview-webhook-verdict")).to_contain_text("retrying", timeout=20_000)
+    page.screenshot(path=str(ARTIFACTS / "overview.png"), full_page=True)
+    page.locator("#overview-failures a", has_text="broken").click()
+    page.wait_for_url(f"**/models/{broken}")
+    page.goto(console.url + "/models")
+    page.locator("#model-row-fine .act-stop").click()
+    console.wait_model(ok, "stopped")
