@@ -317,12 +317,15 @@ class Deliverer:
         return sum(len(g) for g in groups)
 
 
-def redeliver(db: sa.Engine, delivery_id: int) -> None:
-    """Send a delivery again (same message id, so receivers can still drop a duplicate)."""
+def redeliver(db: sa.Engine, delivery_id: int) -> bool:
+    """Send a delivery again (same message id, so receivers can still drop a duplicate);
+    False when there is no such delivery."""
     with Session(db) as s:
-        s.execute(sa.update(WebhookDelivery).where(WebhookDelivery.id == delivery_id).values(
-            status="pending", attempts=0, next_attempt_at=utcnow()))
+        found = s.execute(sa.update(WebhookDelivery).where(WebhookDelivery.id == delivery_id).values(
+            status="pending", attempts=0, next_attempt_at=utcnow())).rowcount
         s.commit()
+    wake()
+    return bool(found)
 
 
 def model_ids_named(db: sa.Engine, names: str) -> Optional[list[int]]:
@@ -387,7 +390,26 @@ def delete_endpoint(db: sa.Engine, endpoint_id: int) -> None:
         s.commit()
 
 
-async def send_ping(endpoint: WebhookEndpoint) -> Outcome:
+async def send_ping(db: sa.Engine, endpoint: WebhookEndpoint) -> Outcome:
+    """A test delivery, sent now and logged like any other (event `ping`, one attempt; a
+    failed one is not retried, but Redeliver sends it again)."""
+    message_id = f"msg_{uuid.uuid4().hex}"
     body = payload(endpoint.payload_format, "ping", utcnow(), {"reason": "test delivery from Cortex"})
     async with httpx.AsyncClient() as client:
-        return await send(client, endpoint.url, endpoint.secret, f"msg_{uuid.uuid4().hex}", body)
+        out = await send(client, endpoint.url, endpoint.secret, message_id, body)
+    await asyncio.to_thread(_log_ping, db, endpoint.id, message_id, body, out)
+    return out
+
+
+def _log_ping(db: sa.Engine, endpoint_id: int, message_id: str, body: dict, out: Outcome) -> None:
+    now = utcnow()
+    with Session(db) as s:
+        d = WebhookDelivery(endpoint_id=endpoint_id, message_id=message_id, event_type="ping", payload=body,
+                            status="delivered" if out.ok else "failed", attempts=1, next_attempt_at=now,
+                            last_status_code=out.status_code, last_error=(out.error or "")[:500] or None,
+                            last_latency_ms=out.latency_ms, delivered_at=now if out.ok else None)
+        s.add(d)
+        s.flush()
+        s.add(WebhookAttempt(delivery_id=d.id, at=now, status_code=out.status_code, latency_ms=out.latency_ms,
+                             error=(out.error or "")[:500] or None))
+        s.commit()

@@ -1,4 +1,5 @@
-"""The page frame every signed-in page shares: a sidebar with navigation and a content column."""
+"""The page frame every signed-in page shares: a sidebar with navigation and a content column;
+below 1024 px (a phone, a narrow window) a top bar with a menu instead of the sidebar."""
 
 from __future__ import annotations
 
@@ -6,8 +7,17 @@ import reflex as rx
 
 from cortex_app.states.auth import AuthState
 
-NAV = [("Overview", "/", "layout-dashboard"), ("Models", "/models", "boxes"), ("GPUs", "/gpus", "cpu"), ("System", "/system", "server"),
-       ("Settings", "/settings", "settings")]
+NAV = [("Overview", "/", "layout-dashboard"), ("Models", "/models", "boxes"), ("GPUs", "/gpus", "cpu"),
+       ("System", "/system", "server"), ("Settings", "/settings", "settings")]
+WIDE = "md"  # from this breakpoint (1024 px) up the sidebar shows; below it, the top bar
+
+
+def wide_only(display: str = "flex"):
+    return rx.breakpoints(initial="none", **{WIDE: display})
+
+
+def narrow_only(display: str = "flex"):
+    return rx.breakpoints(initial=display, **{WIDE: "none"})
 
 
 def _nav_item(label: str, href: str, icon: str) -> rx.Component:
@@ -43,18 +53,42 @@ def sidebar() -> rx.Component:
         border_right=f"1px solid {rx.color('gray', 5)}",
         position="sticky",
         top="0",
+        display=wide_only(),
+    )
+
+
+def top_bar() -> rx.Component:
+    return rx.hstack(
+        rx.hstack(rx.icon("brain-circuit", size=20), rx.heading("Cortex", size="4"), align="center", spacing="2"),
+        rx.spacer(),
+        rx.menu.root(
+            rx.menu.trigger(rx.button(rx.icon("menu", size=16), "Menu", size="2", variant="soft", id="nav-menu")),
+            rx.menu.content(
+                *[rx.menu.item(rx.hstack(rx.icon(icon, size=14), label, spacing="2", align="center"),
+                               on_click=rx.redirect(href), class_name="nav-item") for label, href, icon in NAV],
+                rx.menu.separator(),
+                rx.menu.item(rx.hstack(rx.icon("log-out", size=14), "Sign out ", AuthState.username, spacing="2",
+                                       align="center"), on_click=AuthState.sign_out, color="red"),
+            ),
+        ),
+        width="100%", align="center", padding="10px 12px",
+        border_bottom=f"1px solid {rx.color('gray', 5)}",
+        display=narrow_only(),
     )
 
 
 def page(title: rx.Var | str, *children: rx.Component, actions: rx.Component | None = None) -> rx.Component:
-    return rx.hstack(
+    return rx.flex(
         sidebar(),
+        top_bar(),
         rx.vstack(
-            rx.hstack(rx.heading(title, size="6"), rx.spacer(), actions or rx.fragment(), width="100%",
-                      align="center"),
+            rx.hstack(rx.heading(title, size="6", id="page-title"), rx.spacer(), actions or rx.fragment(), width="100%",
+                      align="center", wrap="wrap"),
             *children,
-            padding="24px", spacing="4", width="100%", max_width="1200px",
+            padding=rx.breakpoints(initial="12px", **{WIDE: "24px"}), spacing="4", width="100%",
+            max_width="1200px", min_width="0",
         ),
+        direction=rx.breakpoints(initial="column", **{WIDE: "row"}),
         spacing="0",
         align="start",
         width="100%",

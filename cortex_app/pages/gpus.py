@@ -36,7 +36,7 @@ def gpus() -> rx.Component:
         rx.cond(~GpuState.checked, rx.hstack(rx.spinner(), rx.text("Reading the GPUs…")),
                 rx.cond(GpuState.available,
                         rx.vstack(rx.text("NVIDIA driver ", GpuState.driver, size="2", color_scheme="gray"),
-                                  rx.grid(rx.foreach(GpuState.gpus, _gpu), columns="2", spacing="4", width="100%"),
+                                  rx.grid(rx.foreach(GpuState.gpus, _gpu), columns=rx.breakpoints(initial="1", md="2"), spacing="4", width="100%"),
                                   _history(), width="100%"),
                         rx.callout(GpuState.notice, icon="info", id="gpu-notice"))),
         actions=rx.button(rx.icon("refresh-cw", size=14), "Refresh", size="1", variant="soft",

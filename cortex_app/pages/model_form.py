@@ -84,7 +84,7 @@ def _llamacpp_common() -> rx.Component:
         field("context_size", "Context size", "tokens; empty = the model's default"),
         field("gpu_layers", "GPU layers", "0-999; empty = all on CUDA, none on CPU"),
         field("parallel_slots", "Parallel slots"),
-        columns="2", spacing="4", width="100%",
+        columns=rx.breakpoints(initial="1", md="2"), spacing="4", width="100%",
     )
 
 
@@ -102,7 +102,7 @@ def _vllm_common() -> rx.Component:
             rx.cond(F.errors.contains("hf_token"), rx.text(F.errors["hf_token"], size="1", color_scheme="red")),
             spacing="1", width="100%",
         ),
-        columns="2", spacing="4", width="100%",
+        columns=rx.breakpoints(initial="1", md="2"), spacing="4", width="100%",
     )
 
 
@@ -113,17 +113,17 @@ def _advanced() -> rx.Component:
             rx.grid(field("threads", "Threads"), choice("cache_type_k", "K cache type", CACHE_TYPES, engine_default=True),
                     choice("cache_type_v", "V cache type", CACHE_TYPES, engine_default=True),
                     tristate("flash_attn", "Flash attention"), flag("embeddings", "Embeddings endpoint"),
-                    columns="3", spacing="4", width="100%"),
+                    columns=rx.breakpoints(initial="1", md="3"), spacing="4", width="100%"),
             rx.grid(choice("dtype", "dtype", ["auto", "half", "float16", "bfloat16", "float", "float32"]),
                     field("quantization", "Quantization", "awq, gptq, fp8, …"),
                     field("max_num_seqs", "Max sequences"), tristate("enable_prefix_caching", "Prefix caching"),
                     flag("enforce_eager", "Enforce eager"), flag("trust_remote_code", "Trust remote code"),
-                    columns="3", spacing="4", width="100%"),
+                    columns=rx.breakpoints(initial="1", md="3"), spacing="4", width="100%"),
         ),
         rx.grid(field("image", "Image", "empty = the engine's default image"),
                 field("gpu_ids", "GPU indices", "e.g. 0,1; empty = all (device cuda only)"),
                 field("startup_timeout_s", "Startup timeout (s)"),
-                columns="3", spacing="4", width="100%"),
+                columns=rx.breakpoints(initial="1", md="3"), spacing="4", width="100%"),
         textarea("extra_args", "Extra flags", "passed verbatim as arguments (never through a shell)"),
         textarea("extra_env", "Extra environment", "one NAME=value per line"),
         rx.hstack(flag("start_on_boot", "Start when the console starts"),
@@ -140,7 +140,7 @@ def model_form() -> rx.Component:
         rx.card(rx.vstack(
             rx.grid(choice("engine", "Engine", ["llamacpp", "vllm"]), field("name", "Name", "lowercase, digits, -"),
                     field("served_name", "Served name", "what clients send as `model`; empty = the name"),
-                    choice("device", "Device", ["cpu", "cuda"]), columns="4", spacing="4", width="100%"),
+                    choice("device", "Device", ["cpu", "cuda"]), columns=rx.breakpoints(initial="1", md="4"), spacing="4", width="100%"),
             rx.cond(F.is_llamacpp, _llamacpp_common(), _vllm_common()),
             rx.cond(F.image_here.contains("image"),
                     rx.hstack(rx.text("Image", size="2", weight="medium"), rx.code(F.image_here["image"], size="1"),

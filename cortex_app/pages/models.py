@@ -5,7 +5,7 @@ from __future__ import annotations
 import reflex as rx
 
 from cortex_app.components.images import follow_pulls, image_status
-from cortex_app.components.layout import health_badge, page, state_badge
+from cortex_app.components.layout import health_badge, narrow_only, page, state_badge, wide_only
 from cortex_app.states.images import pull_view
 from cortex_app.states.models import ModelsState
 
@@ -20,7 +20,7 @@ def _actions(row: rx.Var) -> rx.Component:
                                            on_click=ModelsState.stop(mid), class_name="act-stop")),
         rx.cond(row["stale"], rx.button("Apply", size="1", color_scheme="blue", variant="outline",
                                         on_click=ModelsState.apply(mid), class_name="act-apply")),
-        rx.link(rx.button("Edit", size="1", variant="ghost"), href=f"/models/{mid}/edit"),
+        rx.link(rx.button("Edit", size="1", variant="ghost", class_name="act-edit"), href=f"/models/{mid}/edit"),
         rx.cond(row["can_delete"], rx.alert_dialog.root(
             rx.alert_dialog.trigger(rx.button("Delete", size="1", color_scheme="red", variant="ghost",
                                               class_name="act-delete")),
@@ -33,7 +33,7 @@ def _actions(row: rx.Var) -> rx.Component:
                           spacing="3", justify="end"),
             ),
         )),
-        spacing="2",
+        spacing="2", wrap="wrap",
     )
 
 
@@ -44,23 +44,30 @@ def _usage(row: rx.Var) -> rx.Component:
                      spacing="0")
 
 
+def _wide_cell(*children, **props) -> rx.Component:
+    """A cell only a wide screen shows (a phone keeps name, state and actions)."""
+    return rx.table.cell(*children, display=wide_only("table-cell"), **props)
+
+
 def _row(row: rx.Var) -> rx.Component:
     return rx.table.row(
         rx.table.cell(rx.link(row["name"], href=f"/models/{row['id']}", weight="medium")),
-        rx.table.cell(rx.code(row["served_name"], size="1")),
-        rx.table.cell(row["engine"]),
-        rx.table.cell(row["devices"]),
-        rx.table.cell(rx.vstack(state_badge(row["state"]),
+        _wide_cell(rx.code(row["served_name"], size="1")),
+        _wide_cell(row["engine"]),
+        _wide_cell(row["devices"]),
+        rx.table.cell(rx.vstack(rx.hstack(state_badge(row["state"]),
+                                          rx.box(health_badge(row["health"]), display=narrow_only("block")),
+                                          spacing="1", wrap="wrap"),
                                 rx.cond(row["state"] == "failed",  # why, inline (also the row's tooltip)
                                         rx.text(row["reason"], size="1", color_scheme="red", class_name="row-reason",
                                                 max_width="320px")),
                                 rx.cond(row["stale"], rx.text("config changed — Apply to restart", size="1",
                                                               color_scheme="blue")),
                                 spacing="1")),
-        rx.table.cell(health_badge(row["health"])),
-        rx.table.cell(rx.cond(row["endpoint"] != "", rx.code(row["endpoint"], size="1"), rx.text("—"))),
-        rx.table.cell(rx.cond(row["uptime"] != "", row["uptime"], "—")),
-        rx.table.cell(_usage(row)),
+        _wide_cell(health_badge(row["health"])),
+        _wide_cell(rx.cond(row["endpoint"] != "", rx.code(row["endpoint"], size="1"), rx.text("—"))),
+        _wide_cell(rx.cond(row["uptime"] != "", row["uptime"], "—")),
+        _wide_cell(_usage(row)),
         rx.table.cell(_actions(row)),
         id=f"model-row-{row['name']}",
         class_name="model-row",
@@ -101,10 +108,10 @@ def models() -> rx.Component:
         _pull_offer(),
         rx.hstack(
             rx.input(placeholder="Filter by name", value=ModelsState.query, on_change=ModelsState.set_query,
-                     width="260px", id="filter"),
+                     width=rx.breakpoints(initial="200px", sm="260px"), id="filter"),
             rx.select(["all", "running", "loading", "starting", "stopping", "stopped", "failed"],
                       value=ModelsState.state_filter, on_change=ModelsState.set_state_filter),
-            spacing="3",
+            spacing="3", wrap="wrap",
         ),
         rx.cond(ModelsState.engine_error != "",
                 rx.callout(ModelsState.engine_error + " — states shown are the last known; nothing can start "
@@ -120,8 +127,11 @@ def models() -> rx.Component:
                 rx.callout("No models yet. Add one: pick an engine, a model file or repo, and Start it.",
                            icon="info", id="no-models"),
                 rx.table.root(
-                    rx.table.header(rx.table.row(*[rx.table.column_header_cell(h) for h in (
-                        "Name", "Served name", "Engine", "Device", "State", "Health", "Endpoint", "Uptime", "Resources", "")])),
+                    rx.table.header(rx.table.row(*[
+                        rx.table.column_header_cell(h, display=None if h in ("Name", "State", "") else
+                                                    wide_only("table-cell"))
+                        for h in ("Name", "Served name", "Engine", "Device", "State", "Health", "Endpoint", "Uptime",
+                                  "Resources", "")])),
                     rx.table.body(rx.foreach(ModelsState.visible, _row)),
                     width="100%", variant="surface", size="1",
                 ),

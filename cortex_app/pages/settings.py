@@ -36,18 +36,37 @@ def _endpoint(ep: rx.Var) -> rx.Component:
             rx.button("Send test", size="1", variant="soft", on_click=St.ping(ep["id"]), class_name="ping"),
             rx.button("Rotate secret", size="1", variant="ghost", on_click=St.rotate(ep["id"])),
             rx.button("Delete", size="1", variant="ghost", color_scheme="red", on_click=St.remove(ep["id"])),
-            spacing="2")),
+            spacing="2", wrap="wrap"), min_width="150px"),
     )
+
+
+DELIVERY_COLUMNS = ("Created", "Event", "Model", "Endpoint", "Webhook id", "Status", "Attempts", "Next attempt",
+                    "Last result", "")
 
 
 def _delivery(d: rx.Var) -> rx.Component:
     return rx.table.row(
         rx.table.cell(rx.text(d["at"], size="1")), rx.table.cell(rx.code(d["event"], size="1")),
-        rx.table.cell(rx.text(d["url"], size="1")), rx.table.cell(d["status"]),
-        rx.table.cell(d["attempts"]), rx.table.cell(rx.text(d["result"], " ", d["latency"], size="1")),
-        rx.table.cell(rx.button("Redeliver", size="1", variant="ghost", on_click=St.redeliver(d["id"]))),
+        rx.table.cell(rx.text(d["model"], size="1")),
+        rx.table.cell(rx.text(d["endpoint"], size="1"), title=d["url"]),
+        rx.table.cell(rx.code(d["message_id"], size="1")),
+        rx.table.cell(rx.badge(d["status"], color_scheme=rx.match(d["status"], ("delivered", "green"),
+                                                                   ("failed", "red"), "orange"))),
+        rx.table.cell(d["attempts"]), rx.table.cell(rx.text(d["next"], size="1"), class_name="delivery-next"),
+        rx.table.cell(rx.text(d["result"], " ", d["latency"], size="1")),
+        rx.table.cell(rx.button("Redeliver", size="1", variant="ghost", on_click=St.redeliver(d["id"]),
+                                class_name="redeliver")),
         class_name="delivery-row",
     )
+
+
+def _head(*names: str) -> rx.Component:
+    return rx.table.header(rx.table.row(*[rx.table.column_header_cell(n) for n in names]))
+
+
+def _scroll(table: rx.Component) -> rx.Component:
+    """A wide table scrolls inside its card on a narrow screen; the page never does."""
+    return rx.box(table, width="100%", overflow_x="auto")
 
 
 def _token(t: rx.Var) -> rx.Component:
@@ -70,9 +89,11 @@ def settings() -> rx.Component:
             rx.text("Signed per Standard Webhooks (webhook-id, webhook-timestamp, webhook-signature).", size="2",
                     color_scheme="gray"),
             rx.hstack(rx.input(placeholder="https://receiver.example/hook", value=St.new_url,
-                               on_change=St.set_new_url, width="420px", id="webhook-url"),
+                               on_change=St.set_new_url, width=rx.breakpoints(initial="100%", md="420px"),
+                               id="webhook-url"),
                       rx.input(placeholder="models: names, comma-separated (empty: every model)",
-                               value=St.new_models, on_change=St.set_new_models, width="300px", id="webhook-models"),
+                               value=St.new_models, on_change=St.set_new_models,
+                               width=rx.breakpoints(initial="100%", md="300px"), id="webhook-models"),
                       rx.select(["standard", "slack"], value=St.new_format, on_change=St.set_new_format),
                       rx.button("Add endpoint", on_click=St.add_endpoint, id="add-endpoint"), spacing="3",
                       wrap="wrap"),
@@ -82,9 +103,15 @@ def settings() -> rx.Component:
                                                id="settings-error")),
             _once(St.shown_secret, "endpoint's signing secret", "shown-secret"),
             rx.cond(St.ping_result != "", rx.text(St.ping_result, size="2", id="ping-result")),
-            rx.table.root(rx.table.body(rx.foreach(St.endpoints, _endpoint)), size="1", width="100%"),
-            rx.text("Recent deliveries", weight="bold", size="2"),
-            rx.table.root(rx.table.body(rx.foreach(St.deliveries, _delivery)), size="1", width="100%"),
+            rx.cond(St.endpoints.length() > 0, _scroll(rx.table.root(
+                _head("URL", "Events", "Models", "Format", "On", "Deliveries", ""),
+                rx.table.body(rx.foreach(St.endpoints, _endpoint)), size="1", width="100%", id="endpoints"))),
+            rx.text("Delivery log (newest first)", weight="bold", size="2"),
+            rx.cond(St.deliveries.length() > 0,
+                    _scroll(rx.table.root(_head(*DELIVERY_COLUMNS),
+                                          rx.table.body(rx.foreach(St.deliveries, _delivery)), size="1",
+                                          width="100%", id="delivery-log")),
+                    rx.text("No deliveries yet.", size="2", color_scheme="gray")),
             spacing="3", width="100%"), width="100%"),
         rx.card(rx.vstack(
             rx.heading("API tokens", size="4"),
@@ -105,9 +132,7 @@ def settings() -> rx.Component:
             rx.cond(St.token_error != "", rx.callout(St.token_error, icon="triangle_alert", color_scheme="red",
                                                      size="1", id="token-error")),
             _once(St.shown_token, "API token", "shown-token"),
-            rx.table.root(
-                rx.table.header(rx.table.row(*[rx.table.column_header_cell(h) for h in
-                                               ("Name", "Scope", "Created", "Expiry", "Last used", "")])),
-                rx.table.body(rx.foreach(St.tokens, _token)), size="1", width="100%"),
+            _scroll(rx.table.root(_head("Name", "Scope", "Created", "Expiry", "Last used", ""),
+                                  rx.table.body(rx.foreach(St.tokens, _token)), size="1", width="100%")),
             spacing="3", width="100%"), width="100%"),
     )

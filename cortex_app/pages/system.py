@@ -117,7 +117,7 @@ def system() -> rx.Component:
             _fact("crown", "Reconciler leader", SystemState.leader),
             _fact("refresh-ccw", "Last reconcile pass", SystemState.last_pass),
             _fact("network", "Model wiring", SystemState.wiring, id="model-wiring"),
-            columns="2", spacing="4", width="100%",
+            columns=rx.breakpoints(initial="1", md="2"), spacing="4", width="100%",
         ),
         _jobs(),
         _images(),

@@ -66,6 +66,19 @@ def model_row(m: Model, stale: bool, now: datetime) -> dict:
     }
 
 
+def action_toast(verb: str, model: Optional[Model], error: str) -> rx.event.EventSpec:
+    """What an admin is told after Start, Stop, Apply or Delete: where the model is now, or why not."""
+    if error:
+        return rx.toast.error(f"{verb} refused: {error}")
+    if model is None:  # deleted
+        return rx.toast.success("model deleted")
+    if model.state == S.FAILED:
+        return rx.toast.error(f"{model.name} failed: {model.state_reason}")
+    said = {S.LOADING: "started; loading", S.STOPPED: "stopped", S.RUNNING: "running"}.get(model.state,
+                                                                                           model.state.value)
+    return rx.toast.success(f"{model.name} {said}")
+
+
 class ModelsState(AdminState):
     rows: list[dict] = []
     query: str = ""
@@ -147,13 +160,14 @@ class ModelsState(AdminState):
                  "apply": lambda: lc.apply(model_id, actor=actor),
                  "delete": lambda: lc.delete(model_id, actor=actor)}
         try:
-            await asyncio.to_thread(calls[verb])
+            model = await asyncio.to_thread(calls[verb])
             text = ""
         except (Refused, LookupError, DockerRuntimeError) as exc:
-            text = str(exc)
+            model, text = None, str(exc)
         async with self:
             self.message = text
             self._signature = "stale"  # force the next tick to send the rows
+        yield action_toast(verb, model, text)
 
     @staticmethod
     def _missing_image(model_id: int) -> dict:

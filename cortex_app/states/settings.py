@@ -26,6 +26,18 @@ def _token_expiry(t: ApiToken, now) -> str:
     return ("expired " if t.expires_at <= now else "expires ") + _when(t.expires_at)
 
 
+def delivery_row(d: WebhookDelivery, url: str, names: dict[int, str]) -> dict:
+    """One line of the delivery log: what, about which model, to where, how it went, and
+    when the next attempt is due while it is still pending."""
+    model = "" if d.model_id is None else names.get(d.model_id, f"#{d.model_id} (deleted)")
+    return {"id": d.id, "url": url, "endpoint": f"#{d.endpoint_id}", "event": d.event_type, "model": model or "—",
+            "message_id": d.message_id, "status": d.status, "attempts": str(d.attempts),
+            "next": d.next_attempt_at.strftime("%H:%M:%S") if d.status == "pending" else "—",
+            "result": (f"HTTP {d.last_status_code}" if d.last_status_code else (d.last_error or "—")),
+            "latency": f"{d.last_latency_ms:.0f} ms" if d.last_latency_ms is not None else "",
+            "at": d.created_at.strftime("%H:%M:%S")}
+
+
 class SettingsState(AdminState):
     endpoints: list[dict] = []
     deliveries: list[dict] = []
@@ -62,10 +74,7 @@ class SettingsState(AdminState):
                       ", ".join(names.get(i, f"#{i} (deleted)") for i in e.model_ids),
                       "enabled": e.enabled, "counts": " · ".join(f"{k} {v}" for k, v in sorted(per.get(e.id, {}).items()))
                       or "no deliveries yet"} for e in eps]
-        deliveries = [{"id": d.id, "url": url, "event": d.event_type, "status": d.status, "attempts": d.attempts,
-                       "result": (f"HTTP {d.last_status_code}" if d.last_status_code else (d.last_error or "—")),
-                       "latency": f"{d.last_latency_ms:.0f} ms" if d.last_latency_ms is not None else "",
-                       "at": d.created_at.strftime("%H:%M:%S")} for d, url in recent]
+        deliveries = [delivery_row(d, url, names) for d, url in recent]
         now = utcnow()
         toks = [{"id": t.id, "name": t.name, "scope": t.scope.value, "created": _when(t.created_at),
                  "expires": _token_expiry(t, now), "used": _when(t.last_used_at) if t.last_used_at else "never",
@@ -131,12 +140,14 @@ class SettingsState(AdminState):
             return
         self.error, self.new_url, self.new_models, self.shown_secret = "", "", "", ep.secret
         await self._refresh()
+        return rx.toast.success(f"endpoint {ep.url} added; copy its secret now")
 
     @rx.event
     async def rotate(self, endpoint_id: int):
         if await self._admin() is None:
             return rx.redirect("/login")
         self.shown_secret = await asyncio.to_thread(webhooks.rotate_secret, services().db, endpoint_id)
+        return rx.toast.success("a new signing secret is in use; copy it now")
 
     @rx.event
     async def toggle_enabled(self, endpoint_id: int):
@@ -144,6 +155,9 @@ class SettingsState(AdminState):
             return rx.redirect("/login")
         await asyncio.to_thread(webhooks.toggle_endpoint, services().db, endpoint_id)
         await self._refresh()
+        ep = next((e for e in self.endpoints if e["id"] == endpoint_id), None)
+        if ep is not None:
+            return rx.toast.info(f"{ep['url']}: {'enabled' if ep['enabled'] else 'disabled'}")
 
     @rx.event
     async def remove(self, endpoint_id: int):
@@ -151,6 +165,7 @@ class SettingsState(AdminState):
             return rx.redirect("/login")
         await asyncio.to_thread(webhooks.delete_endpoint, services().db, endpoint_id)
         await self._refresh()
+        return rx.toast.success("endpoint deleted, with its delivery log")
 
     @rx.event
     async def ping(self, endpoint_id: int):
@@ -162,16 +177,21 @@ class SettingsState(AdminState):
             return
         self.ping_result = f"Sending a test to {ep.url}…"
         yield
-        out = await webhooks.send_ping(ep)
+        out = await webhooks.send_ping(services().db, ep)
         self.ping_result = (f"Test to {ep.url}: " + (f"delivered (HTTP {out.status_code}, {out.latency_ms:.0f} ms)"
                                                       if out.ok else f"failed — {out.error}"))
+        await self._refresh()  # the test is in the delivery log
+        yield (rx.toast.success if out.ok else rx.toast.error)(self.ping_result)
 
     @rx.event
     async def redeliver(self, delivery_id: int):
         if await self._admin() is None:
             return rx.redirect("/login")
-        await asyncio.to_thread(webhooks.redeliver, services().db, delivery_id)
+        found = await asyncio.to_thread(webhooks.redeliver, services().db, delivery_id)
         await self._refresh()
+        if not found:
+            return rx.toast.error(f"delivery {delivery_id} is gone (its endpoint was deleted)")
+        return rx.toast.success(f"delivery {delivery_id} queued again: it is sent within a second")
 
     @rx.event
     async def create_token(self):
@@ -185,6 +205,7 @@ class SettingsState(AdminState):
             return
         self.token_error, self.token_name = "", ""
         await self._refresh()
+        return rx.toast.success("token made; copy it now")
 
     @rx.event
     async def revoke_token(self, token_id: int):
@@ -192,3 +213,4 @@ class SettingsState(AdminState):
             return rx.redirect("/login")
         await asyncio.to_thread(auth.revoke_api_token, services().db, token_id)
         await self._refresh()
+        return rx.toast.success("token revoked: it is refused from now on")

@@ -2,6 +2,7 @@
 models by state with what the running ones cost, a failure of the last day with its reason,
 and webhook deliveries retrying while their receiver is down."""
 
+import re
 import shutil
 
 import pytest
@@ -51,6 +52,17 @@ def test_the_overview_shows_host_models_failures_and_webhooks(console, page):
     page.screenshot(path=str(ARTIFACTS / "overview.png"), full_page=True)
     page.locator("#overview-failures a", has_text="broken").click()
     page.wait_for_url(f"**/models/{broken}")
+    # The delivery log during the receiver's outage: which model, what event, when it is tried next.
+    page.goto(console.url + "/settings")
+    pending = page.locator(".delivery-row", has_text="model.failed").first
+    expect(pending).to_contain_text("broken")
+    expect(pending).to_contain_text("pending")
+    expect(pending.locator(".delivery-next")).to_have_text(re.compile(r"^\d\d:\d\d:\d\d$"))
+    page.locator(".ping").first.click()  # a test delivery to the same dead receiver: logged too
+    expect(page.locator(".delivery-row", has_text="ping").first).to_contain_text("failed")
+    pending.locator(".redeliver").click()
+    expect(page.locator("[data-sonner-toast]", has_text="queued again")).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / "delivery_log_outage.png"), full_page=True)
     page.goto(console.url + "/models")
     page.locator("#model-row-fine .act-stop").click()
     console.wait_model(ok, "stopped")
