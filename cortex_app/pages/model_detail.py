@@ -42,8 +42,11 @@ def _health_chart() -> rx.Component:
         rx.text("Health probe latency (ms)", weight="bold", size="2"),
         rx.cond(D.health_points.length() > 0,
                 rx.recharts.line_chart(rx.recharts.line(data_key="ms", stroke=rx.color("accent", 9), dot=False,
-                                                        is_animation_active=False),
-                                       rx.recharts.x_axis(data_key="t"), rx.recharts.y_axis(),
+                                                        is_animation_active=False, connect_nulls=False),
+                                       rx.recharts.x_axis(data_key="t", min_tick_gap=40),
+                                       # Evenly spaced whole-number ticks from 0, every one labelled.
+                                       rx.recharts.y_axis(domain=[0, "auto"], tick_count=5, allow_decimals=False,
+                                                          interval=0, width=48),
                                        rx.recharts.cartesian_grid(stroke_dasharray="3 3"),
                                        rx.recharts.graphing_tooltip(),
                                        data=D.health_points, height=180, width="100%"),
@@ -56,7 +59,8 @@ def _line_chart(title: str, key: str, id: str) -> rx.Component:
         rx.text(title, size="1", weight="medium"),
         rx.recharts.line_chart(rx.recharts.line(data_key=key, stroke=rx.color("accent", 9), dot=False,
                                                 is_animation_active=False, connect_nulls=False),
-                               rx.recharts.x_axis(data_key="t", min_tick_gap=40), rx.recharts.y_axis(width=48),
+                               rx.recharts.x_axis(data_key="t", min_tick_gap=40),
+                               rx.recharts.y_axis(width=48, domain=[0, "auto"], tick_count=5, interval=0),
                                rx.recharts.cartesian_grid(stroke_dasharray="3 3"), rx.recharts.graphing_tooltip(),
                                data=D.resource_points, height=150, width="100%"),
         width="100%", id=id, spacing="1")
@@ -78,13 +82,24 @@ def _resources() -> rx.Component:
 
 def _events() -> rx.Component:
     return rx.card(rx.vstack(
-        rx.text("Events", weight="bold", size="2"),
-        rx.table.root(rx.table.body(rx.foreach(D.events, lambda e: rx.table.row(
+        rx.hstack(rx.text("Events", weight="bold", size="2"), rx.spacer(),
+                  rx.text(D.event_pages, size="1", color_scheme="gray", id="event-pages"),
+                  rx.button("Newer", size="1", variant="soft", disabled=D.event_page == 0,
+                            on_click=D.newer_events, id="events-newer"),
+                  rx.button("Older", size="1", variant="soft", disabled=~D.has_older, on_click=D.older_events,
+                            id="events-older"),
+                  width="100%", align="center", wrap="wrap"),
+        rx.box(rx.table.root(rx.table.body(rx.foreach(D.events, lambda e: rx.table.row(
             rx.table.cell(rx.text(e["at"], size="1")),
-            rx.table.cell(rx.text(e["from"], " → ", e["to"], size="1")),
+            rx.table.cell(rx.text(e["from"], " → ", e["to"], size="1",
+                                  weight=rx.cond(e["failed"].to(bool), "bold", "regular"))),
             rx.table.cell(rx.text(e["reason"], size="1")),
             rx.table.cell(rx.text(e["actor"], size="1", color_scheme="gray")),
-            class_name="event-row"))), size="1", width="100%"),
+            # A failure stands out in the timeline.
+            class_name=rx.cond(e["failed"].to(bool), "event-row event-failed", "event-row"),
+            background=rx.cond(e["failed"].to(bool), rx.color("red", 3), "transparent"),
+            color=rx.cond(e["failed"].to(bool), rx.color("red", 11), "inherit")))), size="1", width="100%"),
+            width="100%", overflow_x="auto"),
         width="100%"), width="100%")
 
 

@@ -99,6 +99,27 @@ def holder_is_dead(holder: str, me: str) -> bool:
     return recorded is not None and recorded != started
 
 
+def describe_holder(holder: str) -> str:
+    """A holder id as an admin reads it: which process on which host or in which container."""
+    parts = holder.split(":")
+    if len(parts) != 4 or not parts[1].isdigit():
+        return holder
+    host, pid = parts[0], parts[1]
+    if _CONTAINER_ID.match(host):
+        return f"process {pid} in container {host[:12]}"
+    return f"process {pid} on host {host}"
+
+
+def lease_holder(db: sa.Engine) -> Optional[str]:
+    """Who holds the lease row (SQLite); None where nobody does or the lock is PostgreSQL's."""
+    if db.dialect.name == "postgresql":
+        return None
+    table = LeaseRow.__table__
+    with db.connect() as conn:
+        return conn.execute(sa.select(table.c.holder).where(table.c.name == LEASE_NAME,
+                                                            table.c.expires_at >= utcnow())).scalar()
+
+
 def holder_container(holder: str) -> Optional[str]:
     """The container id a holder ran in, if it ran in one."""
     host = holder.split(":", 1)[0]

@@ -7,7 +7,7 @@ import asyncio
 from datetime import datetime
 
 import reflex as rx
-from sqlmodel import Session, select
+from sqlmodel import Session, func, select
 
 from cortex_app import crud
 from cortex_app.models import ModelEvent, ModelState, utcnow
@@ -18,6 +18,30 @@ from cortex_app.states.auth import AdminState
 from cortex_app.states.models import model_id_in, model_row
 
 LOG_LINES = 300
+EVENTS_PER_PAGE = 20
+
+
+def latency_points(history: list, gap_s: float) -> list[dict]:
+    """The probe-latency chart's points: a failed probe is a gap, and so is the time between
+    two runs (samples further apart than `gap_s`), so a line never joins one run to the next."""
+    points: list[dict] = []
+    last = None
+    for t, ms in history:
+        if last is not None and t - last > gap_s:
+            points.append({"t": "", "ms": None})
+        points.append({"t": datetime.fromtimestamp(t).strftime("%H:%M:%S"), "ms": ms})
+        last = t
+    return points
+
+
+def logs_note(state: ModelState, has_container: bool, kept: bool) -> str:
+    """What the logs box shows: the live container's; the lines kept at the failure only while
+    the model is failed (after a clean stop they would belong to an older run)."""
+    if has_container:
+        return ""
+    if state == ModelState.FAILED:
+        return "lines kept when it failed" if kept else "no lines were kept when it failed"
+    return "no container: logs show while it runs"
 
 
 class ModelDetailState(AdminState):
@@ -28,6 +52,8 @@ class ModelDetailState(AdminState):
     startup_timeout_s: int = 0
     loading_elapsed_s: int = 0
     events: list[dict] = []
+    event_page: int = 0  # 0 = the newest EVENTS_PER_PAGE
+    event_total: int = 0
     health_points: list[dict] = []
     resource_points: list[dict] = []  # the sampler's history: CPU %, memory and GPU memory MiB, tokens/s
     has_tokens: bool = False
@@ -54,31 +80,37 @@ class ModelDetailState(AdminState):
     def _model_id(self) -> int:
         return model_id_in(self.router.url.path)
 
-    def _read(self, model_id: int, with_logs: bool):
+    def _read(self, model_id: int, with_logs: bool, page: int):
         svc = services()
         m = crud.get_model(svc.db, model_id)
         if m is None:
             return None
         with Session(svc.db) as s:
+            total = s.exec(select(func.count()).select_from(ModelEvent).where(ModelEvent.model_id == model_id)).one()
             events = s.exec(select(ModelEvent).where(ModelEvent.model_id == model_id)
-                            .order_by(ModelEvent.id.desc()).limit(100)).all()
+                            .order_by(ModelEvent.id.desc()).offset(page * EVENTS_PER_PAGE)
+                            .limit(EVENTS_PER_PAGE)).all()
         logs, note = None, ""
         if with_logs:
             try:
-                logs = svc.lifecycle.logs(model_id, LOG_LINES).splitlines()
-                note = "" if m.container_id else ("lines kept when it failed" if logs else "no container")
+                if m.container_id or m.state == ModelState.FAILED:
+                    logs = svc.lifecycle.logs(model_id, LOG_LINES).splitlines()
+                else:
+                    logs = []
+                note = logs_note(m.state, bool(m.container_id), bool(logs))
             except DockerRuntimeError as exc:
                 logs, note = [], str(exc)
-        return m, events, logs, note, svc.lifecycle.is_stale(m), svc.scheduler.resources.history.series(model_id)
+        return (m, events, total, logs, note, svc.lifecycle.is_stale(m),
+                svc.scheduler.resources.history.series(model_id), svc.settings.probe_interval_s)
 
     async def _refresh(self, with_logs: bool):
         if await self._admin() is None:
             return rx.redirect("/login")  # the session ended (signed out elsewhere, expired)
-        got = await asyncio.to_thread(self._read, self._model_id(), with_logs)
+        got = await asyncio.to_thread(self._read, self._model_id(), with_logs, self.event_page)
         if got is None:
             self.found = False
             return
-        m, events, logs, note, stale, series = got
+        m, events, self.event_total, logs, note, stale, series, probe_interval_s = got
         now = utcnow()
         self.found = True
         self.row = model_row(m, stale, now)
@@ -86,10 +118,11 @@ class ModelDetailState(AdminState):
         self.loading_elapsed_s = int((now - m.started_at).total_seconds()) if (
             m.state == ModelState.LOADING and m.started_at) else 0
         self.events = [{"at": _time(e.created_at), "from": e.from_state.value if e.from_state else "",
-                        "to": e.to_state.value, "kind": e.kind.value, "reason": e.reason, "actor": e.actor}
+                        "to": e.to_state.value, "kind": e.kind.value, "reason": e.reason, "actor": e.actor,
+                        "failed": e.to_state == ModelState.FAILED and e.kind.value == "state"}
                        for e in events]
-        self.health_points = [{"t": datetime.fromtimestamp(t).strftime("%H:%M:%S"), "ms": ms}
-                              for t, ms in (m.probe_history or [])[-60:]]
+        # Probes come every probe interval; three missed in a row mean the model was not running.
+        self.health_points = latency_points((m.probe_history or [])[-60:], gap_s=3 * probe_interval_s + 1)
         points = resource_points(series)
         if points != self.resource_points:
             self.resource_points = points
@@ -98,10 +131,31 @@ class ModelDetailState(AdminState):
         if logs is not None:
             self.logs, self.logs_note = logs, note
 
+    @rx.var
+    def event_pages(self) -> str:
+        pages = max(1, -(-self.event_total // EVENTS_PER_PAGE))
+        return f"page {self.event_page + 1} of {pages} · {self.event_total} events"
+
+    @rx.var
+    def has_older(self) -> bool:
+        return (self.event_page + 1) * EVENTS_PER_PAGE < self.event_total
+
     @rx.event
     async def load(self):
         self.log_query = ""
+        self.event_page = 0
         return await self._refresh(with_logs=True)
+
+    @rx.event
+    async def older_events(self):
+        if self.has_older:
+            self.event_page += 1
+        return await self._refresh(with_logs=False)
+
+    @rx.event
+    async def newer_events(self):
+        self.event_page = max(0, self.event_page - 1)
+        return await self._refresh(with_logs=False)
 
     @rx.event
     async def tick(self, _=None):

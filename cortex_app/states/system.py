@@ -11,6 +11,7 @@ import reflex as rx
 
 from cortex_app import __version__, crud, journal
 from cortex_app.images import canonical, is_present
+from cortex_app.reconcile.leader import describe_holder, lease_holder
 from cortex_app.runtime.docker import DockerRuntimeError, engine_info
 from cortex_app.services import get as services
 from cortex_app.states.auth import AdminState
@@ -69,7 +70,12 @@ class SystemState(AdminState):
                 placement = svc.lifecycle.try_placement()
                 wiring = placement.describe() if placement else f"cannot start models: {svc.lifecycle.placement_problem}"
             lease = svc.scheduler.lease
-            leader = f"this console ({lease.holder})" if lease.is_leader else "another console process"
+            if lease.is_leader:
+                leader = f"this console: {describe_holder(lease.holder)}"
+            else:
+                other = lease_holder(svc.db)  # SQLite keeps the holder in a row; PostgreSQL holds a lock
+                leader = ("another console: " + describe_holder(other) if other else "another console process") + \
+                    f" (this one, {describe_holder(lease.holder)}, stands by)"
             report = svc.reconciler.last_report
             if report is not None:
                 at = datetime.fromtimestamp(report.started_at, timezone.utc).strftime("%H:%M:%S UTC")

@@ -28,6 +28,21 @@ def _model(console, name: str, args: str) -> int:
     return r.json()["id"]
 
 
+def _many_events(console, model_id: int, n: int) -> None:
+    """A long history (as weeks of health flips would leave), written as the console writes it."""
+    from sqlmodel import Session
+
+    from cortex_app.models import EventKind, ModelEvent, ModelState
+
+    db = console.db()
+    with Session(db) as s:
+        for i in range(n):
+            s.add(ModelEvent(model_id=model_id, model_name="broken", from_state=ModelState.FAILED,
+                             to_state=ModelState.FAILED, kind=EventKind.HEALTH, reason=f"note {i}", actor="test"))
+        s.commit()
+    db.dispose()
+
+
 def test_the_overview_shows_host_models_failures_and_webhooks(console, page):
     console.sign_in(ADMIN, PASSWORD)
     db = console.db()
@@ -52,6 +67,18 @@ def test_the_overview_shows_host_models_failures_and_webhooks(console, page):
     page.screenshot(path=str(ARTIFACTS / "overview.png"), full_page=True)
     page.locator("#overview-failures a", has_text="broken").click()
     page.wait_for_url(f"**/models/{broken}")
+    # Its detail page: the failure stands out in the timeline, the kept lines say what they are.
+    expect(page.locator(".event-failed").first).to_contain_text("exited with code 1")
+    expect(page.locator("#logs")).to_contain_text("no-such-flag")
+    expect(page.get_by_text("lines kept when it failed")).to_be_visible()
+    _many_events(console, broken, 25)
+    page.reload()
+    expect(page.locator("#event-pages")).to_contain_text("page 1 of 2")
+    assert page.locator(".event-row").count() == 20
+    page.locator("#events-older").click()
+    expect(page.locator("#event-pages")).to_contain_text("page 2 of 2")
+    expect(page.locator("#events-older")).to_be_disabled()
+    expect(page.locator(".event-row", has_text="start requested")).to_be_visible()  # the oldest is there
     # The delivery log during the receiver's outage: which model, what event, when it is tried next.
     page.goto(console.url + "/settings")
     pending = page.locator(".delivery-row", has_text="model.failed").first

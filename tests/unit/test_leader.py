@@ -115,3 +115,21 @@ def test_a_console_container_that_no_longer_runs_leaves_the_lease_at_once(tmp_pa
                        container_running=engine.get).acquire_or_renew() is False
     # Without an engine to ask (a console on the host), only the expiry or the pid tells.
     assert LeaderLease(db, ttl_s=300, holder="host:1:ns.boot:1-aaaaaa").acquire_or_renew() is False
+
+
+def test_the_holder_is_named_readably_and_read_back(tmp_path):
+    from cortex_app.reconcile.leader import describe_holder, lease_holder
+
+    assert describe_holder("vm:20214:4026531836:22410bc5-16cce8") == "process 20214 on host vm"
+    cid = "0123456789ab" * 5 + "cdef"  # a container id, as the holder records it
+    assert describe_holder(f"{cid}:7:4026532000:99-abcdef") == "process 7 in container 0123456789ab"
+    assert describe_holder("something else") == "something else"
+    url = f"sqlite:///{tmp_path}/c.db"
+    migrate(url)
+    db = sa.create_engine(url)
+    assert lease_holder(db) is None
+    a = LeaderLease(db, ttl_s=5, holder="vm:1:2:3-x")
+    a.acquire_or_renew()
+    assert lease_holder(db) == "vm:1:2:3-x"
+    a.release()
+    assert lease_holder(db) is None
