@@ -40,6 +40,13 @@ def test_webhook_endpoint_and_api_token(console, page):
     expect(page.locator("#ping-result")).to_contain_text("delivered (HTTP 204")
     [(headers, body)] = receiver.got
     assert Webhook(secret).verify(body, headers)["type"] == "ping"
+    expect(page.locator(".delivery-row", has_text="ping")).to_contain_text("delivered")  # tests are logged
+    # On a 1366 px laptop screen no button of the endpoint's row or the log is cut off.
+    page.set_viewport_size({"width": 1366, "height": 768})
+    for button in (*page.locator("#endpoints button").all(), page.locator(".redeliver").first):
+        box = button.bounding_box()
+        assert box and box["x"] >= 0 and box["x"] + box["width"] <= 1366, (button.inner_text(), box)
+    page.set_viewport_size({"width": 1280, "height": 800})
 
     page.locator("#token-name").fill("prometheus")
     page.locator("#token-scope").click()
