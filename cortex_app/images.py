@@ -4,6 +4,7 @@ tells an admin. No Docker here: `runtime.docker` streams the messages, `pulls` r
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Optional
@@ -26,13 +27,18 @@ def split_reference(image: str) -> tuple[str, str]:
 
 
 def canonical(image: str) -> str:
-    """The reference as the engine lists it: `name` means `name:latest`."""
+    """The reference as the engine lists it: `name` means `name:latest`, and Docker Hub's own
+    prefixes (`docker.io/`, `docker.io/library/`) are left out."""
     repo, ref = split_reference(image)
+    for prefix in ("docker.io/library/", "index.docker.io/library/", "docker.io/", "index.docker.io/"):
+        if repo.startswith(prefix):
+            repo = repo[len(prefix):]
+            break
     return f"{repo}@{ref}" if ref.startswith("sha256:") else f"{repo}:{ref}"
 
 
 def is_present(image: str, tags: set[str]) -> bool:
-    """Whether `image` is among the engine's tags (`image_tags`)."""
+    """Whether `image` is among the engine's tags and digests (`image_tags`)."""
     return canonical(image) in tags or image.strip() in tags
 
 
@@ -48,18 +54,25 @@ def _mb(n: int) -> str:
     return f"{n / 1e6:.0f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
 
 
+# A layer is downloaded, then extracted: the bar gives the download this share of a layer.
+DOWNLOAD_SHARE = 0.9
+
+
 @dataclass
 class PullProgress:
-    """One pull: its layers' progress as the engine reports it, and how it ended."""
+    """One pull: its layers' progress as the engine reports it, and how it ended. The pull's
+    thread applies messages while pages read views: both under the progress's own lock."""
     image: str
     actor: str = ""
     state: str = PULLING
     error: str = ""
     started_at: float = field(default_factory=time.time)
     finished_at: Optional[float] = None
-    # layer id -> [bytes so far, bytes in all (0 while unknown), done]
+    # layer id -> [bytes downloaded, bytes in all (0 while unknown), extracted 0..1, done]
     layers: dict[str, list] = field(default_factory=dict)
     status: str = "asking the registry"
+    _shown: float = 0.0  # the bar never goes back (a layer's size is learnt only when it starts)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def apply(self, msg: dict) -> None:
         """Fold one of the engine's pull messages in (`{"status", "id", "progressDetail"}`)."""
@@ -68,52 +81,80 @@ class PullProgress:
                                                or (msg.get("errorDetail") or {}).get("message", "")))
         status, layer = str(msg.get("status") or ""), msg.get("id")
         detail = msg.get("progressDetail") or {}
-        if not layer or status.startswith(("Pulling from", "Digest:", "Status:")) or layer == split_reference(
-                self.image)[1]:
-            if status:
-                self.status = status
-            return
-        row = self.layers.setdefault(layer, [0, 0, False])
-        if status == "Downloading" and detail.get("total"):
-            row[0], row[1] = int(detail.get("current") or 0), int(detail["total"])
-        elif status in ("Download complete", "Verifying Checksum") and row[1]:
-            row[0] = row[1]
-        elif status in ("Pull complete", "Already exists"):
-            row[0], row[2] = row[1], True
-        self.status = status or self.status
+        with self._lock:
+            if not layer or status.startswith(("Pulling from", "Digest:", "Status:")) or layer == split_reference(
+                    self.image)[1]:
+                if status:
+                    self.status = status
+                return
+            row = self.layers.setdefault(layer, [0, 0, 0.0, False])
+            if status == "Downloading" and detail.get("total"):
+                row[0], row[1] = int(detail.get("current") or 0), int(detail["total"])
+            elif status in ("Download complete", "Verifying Checksum") and row[1]:
+                row[0] = row[1]
+            elif status == "Extracting" and detail.get("total"):
+                row[0] = row[1] or row[0]
+                row[2] = min(1.0, int(detail.get("current") or 0) / int(detail["total"]))
+            elif status in ("Pull complete", "Already exists"):
+                row[0], row[2], row[3] = row[1], 1.0, True
+            self.status = status or self.status
+
+    @property
+    def finished_cleanly(self) -> bool:
+        """The engine said the image is there (its last word on a pull that went to the end)."""
+        return self.status.startswith(("Status: Downloaded newer image", "Status: Image is up to date"))
+
+    def _fraction(self) -> float:
+        rows = list(self.layers.values())
+        if self.state == DONE:
+            return 1.0
+        if not rows:
+            return 0.0
+        known = [r[1] for r in rows if r[1]]
+        guess = sum(known) / len(known) if known else 1
+        # A layer weighs its size; one still waiting weighs as an average one; one the engine
+        # already had ("Already exists") weighs nothing: there is nothing to fetch.
+        weights = [r[1] or (0 if r[3] else guess) for r in rows]
+        done = [1.0 if r[3] else (r[0] / r[1] if r[1] else 0.0) * DOWNLOAD_SHARE + r[2] * (1 - DOWNLOAD_SHARE)
+                for r in rows]
+        now = (sum(w * d for w, d in zip(weights, done)) / sum(weights) if sum(weights)
+               else sum(done) / len(done))
+        self._shown = max(self._shown, min(1.0, now))
+        return self._shown
 
     @property
     def fraction(self) -> float:
-        """0..1 over the layers whose size is known; a layer done counts in full."""
-        if not self.layers:
-            return 1.0 if self.state == DONE else 0.0
-        if self.state == DONE:
-            return 1.0
-        total = sum(r[1] for r in self.layers.values())
-        if total == 0:
-            return sum(1 for r in self.layers.values() if r[2]) / len(self.layers)
-        return min(1.0, sum(r[0] for r in self.layers.values()) / total)
+        """0..1: each layer's download and extraction, weighted by its size (an average size
+        while it waits); never less than shown before."""
+        with self._lock:
+            return self._fraction()
 
-    def describe(self) -> str:
+    def _describe(self) -> str:
         if self.state == FAILED:
             return self.error
         if self.state == CANCELLED:
             return "cancelled; nothing was kept of a layer not finished"
-        done = sum(1 for r in self.layers.values() if r[2])
-        total = sum(r[1] for r in self.layers.values())
-        got = sum(r[0] for r in self.layers.values())
+        rows = list(self.layers.values())
+        done = sum(1 for r in rows if r[3])
+        total = sum(r[1] for r in rows)
+        got = sum(r[0] for r in rows)
         if self.state == DONE:
             took = (self.finished_at or time.time()) - self.started_at
             return f"pulled in {took:.1f} s" + (f" ({_mb(total)})" if total else "")
-        if not self.layers:
+        if not rows:
             return self.status
         size = f"{_mb(got)} of {_mb(total)}, " if total else ""
-        return f"{size}{done} of {len(self.layers)} layers done"
+        return f"{size}{done} of {len(rows)} layers done"
+
+    def describe(self) -> str:
+        with self._lock:
+            return self._describe()
 
     def view(self) -> dict:
         """What pages show: plain values only."""
-        return {"image": self.image, "state": self.state, "percent": round(self.fraction * 100),
-                "text": self.describe(), "active": self.state == PULLING}
+        with self._lock:
+            return {"image": self.image, "state": self.state, "percent": round(self._fraction() * 100),
+                    "text": self._describe(), "active": self.state == PULLING}
 
 
 class PullError(RuntimeError):

@@ -47,15 +47,15 @@ def deliveries(db: sa.Engine, since: datetime) -> dict:
     with Session(db) as s:
         endpoints = s.exec(select(func.count()).select_from(WebhookEndpoint)
                            .where(WebhookEndpoint.enabled == True)).one()  # noqa: E712 - SQL, not Python
-        tried = (WebhookDelivery.attempts > 0).label("tried")
-        rows = s.exec(select(WebhookDelivery.status, tried, func.count())
-                      .where(WebhookDelivery.created_at >= since)
-                      .group_by(WebhookDelivery.status, tried)).all()
-        last_ok: Optional[datetime] = s.exec(select(func.max(WebhookDelivery.delivered_at))
-                                             .where(WebhookDelivery.status == "delivered")).one()
+        # Real deliveries only: a "Send test" to a receiver that is down is not an outage.
+        real = [WebhookDelivery.created_at >= since, WebhookDelivery.event_type != "ping"]
+        rows = s.exec(select(WebhookDelivery.status, WebhookDelivery.attempts, func.count()).where(*real)
+                      .group_by(WebhookDelivery.status, WebhookDelivery.attempts)).all()
+        last_ok: Optional[datetime] = s.exec(select(func.max(WebhookDelivery.delivered_at)).where(
+            WebhookDelivery.status == "delivered", WebhookDelivery.event_type != "ping")).one()
     counts = {"delivered": 0, "pending": 0, "retrying": 0, "failed": 0}
-    for status, was_tried, n in rows:
-        key = "retrying" if status == "pending" and was_tried else status
+    for status, attempts, n in rows:
+        key = "retrying" if status == "pending" and attempts else status
         counts[key] = counts.get(key, 0) + n
     return {"endpoints": endpoints, **counts, "last_ok": last_ok}
 

@@ -65,6 +65,8 @@ class Pulls:
             for image, p in list(self._pulls.items()):
                 if p.finished_at and now - p.finished_at > KEEP_FINISHED_S:
                     del self._pulls[image]
+                    self._cancel.pop(image, None)
+                    self._threads.pop(image, None)
             return {image: p.view() for image, p in self._pulls.items()}
 
     def wait(self, image: str, timeout: float) -> Optional[PullProgress]:
@@ -77,9 +79,10 @@ class Pulls:
 
     def _run(self, progress: PullProgress, cancel: threading.Event) -> None:
         try:
-            for msg in self.runtime.pull(progress.image, cancel.is_set):
+            for msg in self.runtime.pull(progress.image, cancel):
                 progress.apply(msg)
-            state, error = (CANCELLED, "") if cancel.is_set() else (DONE, "")
+            # Cancel pressed as the last message came: the image is there, and says so.
+            state, error = (CANCELLED, "") if cancel.is_set() and not progress.finished_cleanly else (DONE, "")
         except (PullError, DockerRuntimeError) as exc:
             state, error = FAILED, str(exc)
         except Exception as exc:  # noqa: BLE001 - a thread's end must always be recorded

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Iterable, Optional
 
 KEEP = 300  # samples per model: 10 minutes at the 2 s the sampler records at
+FRESH_S = 15.0  # figures older than this are not shown as a model's current ones
 
 # The engine's own series (summed over their labels): generated tokens (a counter) and
 # requests being processed now (a gauge). llama-server needs --metrics, which Cortex passes.
@@ -131,9 +132,15 @@ class ResourceHistory:
             else:
                 series[-1] = latest
 
-    def latest(self, model_id: int) -> Optional[Sample]:
+    def latest(self, model_id: int, max_age_s: Optional[float] = None, now: Optional[float] = None
+               ) -> Optional[Sample]:
+        """The newest figures; None when there are none, or none younger than `max_age_s` (its
+        readers stopped: the engine went away while the row still says running)."""
         with self._lock:
-            return self._latest.get(model_id)
+            sample = self._latest.get(model_id)
+        if sample is not None and max_age_s is not None and (time.time() if now is None else now) - sample.at > max_age_s:
+            return None
+        return sample
 
     def series(self, model_id: int) -> list[Sample]:
         with self._lock:

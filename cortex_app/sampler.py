@@ -56,7 +56,7 @@ class ResourceSampler:
                 cpu = cpu_percent(msg)
                 if cpu is not None:
                     self.history.update(model_id, cpu_pct=cpu, mem_bytes=memory_bytes(msg))
-        except DockerRuntimeError as exc:
+        except Exception as exc:  # noqa: BLE001 - the engine went away mid-stream (urllib3's errors too)
             log.debug("stats of %s ended: %s", container_id[:12], exc)
         finally:
             with self._lock:  # the next sync starts a new reader if the container still runs
@@ -64,12 +64,14 @@ class ResourceSampler:
                     del self._readers[container_id]
 
     def record_metrics(self, model_id: int, engine: str, text: str, at: Optional[float] = None) -> None:
-        """One scrape of a model's /metrics."""
+        """One scrape of a model's /metrics ("" when it did not answer)."""
         at = time.time() if at is None else at
-        tokens, in_flight = parse_metrics(text, engine)
+        tokens, in_flight = parse_metrics(text, engine)  # "" (no answer): neither is known
         rate = None
-        if tokens is not None:
-            with self._lock:
+        with self._lock:
+            if tokens is None:
+                self._tokens.pop(model_id, None)
+            else:
                 rate = tokens_per_s(self._tokens.get(model_id), (at, tokens))
                 self._tokens[model_id] = (at, tokens)
         self.history.update(model_id, tokens_s=rate, in_flight=in_flight)

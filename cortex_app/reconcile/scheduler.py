@@ -331,7 +331,11 @@ class ConsoleScheduler:
         """Point the stats readers at the live containers and scrape the running engines'
         /metrics (every process: each one's pages read its own figures)."""
         try:
+            if self._stopping.is_set():
+                return
             rows = await asyncio.to_thread(self.reconciler.rows)
+            if self._stopping.is_set():
+                return  # stop() has closed the readers and the client: start neither again
             self._live = {m.id: m.container_id for m in rows
                           if m.state in (ModelState.LOADING, ModelState.RUNNING) and m.container_id}
             self.resources.follow(self._live)
@@ -340,8 +344,8 @@ class ConsoleScheduler:
             texts = await scrape_many([(mid, url) for mid, (_, url) in targets.items()],
                                       timeout=self.reconciler.probe_timeout)
             at = time.time()
-            for mid, text in texts.items():
-                self.resources.record_metrics(mid, targets[mid][0], text, at)
+            for mid, (engine, _) in targets.items():  # no answer: no figures, rather than old ones
+                self.resources.record_metrics(mid, engine, texts.get(mid, ""), at)
             self._ok("resources")
         except Exception as exc:  # noqa: BLE001
             self._failed("resources", str(exc) or type(exc).__name__)

@@ -7,6 +7,7 @@ with `asyncio.to_thread`.
 
 from __future__ import annotations
 
+import socket
 import threading
 from typing import Callable, Iterator, Optional
 
@@ -104,6 +105,19 @@ def _exit_code(status: str) -> Optional[int]:
         code = status[len("Exited ("):status.index(")")]
         return int(code) if code.lstrip("-").isdigit() else None
     return None
+
+
+def _abort(response) -> None:
+    """Close a streamed response from another thread. Its socket is shut down first: that wakes
+    a read blocked in it, which closing alone may not."""
+    raw = getattr(response, "raw", None)
+    sock = getattr(getattr(raw, "_connection", None), "sock", None)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+    response.close()
 
 
 class DockerRuntime:
@@ -349,12 +363,13 @@ class DockerRuntime:
                              image=r.get("Image", ""))
 
     def image_tags(self) -> list[str]:
-        """Every tagged image on the engine."""
+        """Every image reference on the engine: its tags and its digests (`repo@sha256:…`)."""
         try:
             images = self._c().api.images()
         except Exception as exc:  # noqa: BLE001
             raise self._map(exc) from None
-        return sorted(t for i in images for t in (i.get("RepoTags") or []) if t != "<none>:<none>")
+        return sorted(t for i in images for t in (i.get("RepoTags") or []) + (i.get("RepoDigests") or [])
+                      if not t.startswith("<none>"))
 
     def image_present(self, image: str) -> bool:
         try:
@@ -365,26 +380,44 @@ class DockerRuntime:
         except Exception as exc:  # noqa: BLE001
             raise self._map(exc) from None
 
-    def pull(self, image: str, cancelled: Callable[[], bool]) -> Iterator[dict]:
+    def pull(self, image: str, cancel: threading.Event) -> Iterator[dict]:
         """The engine's progress messages while it pulls `image` (`{"status", "id",
-        "progressDetail"}`), on a connection of the pull's own: once `cancelled()` is true the
-        iteration stops and that connection closes, and the engine abandons the pull. Raises
-        PullError with what the admin can do, or EngineUnreachable."""
+        "progressDetail"}`), on a connection of the pull's own. Setting `cancel` closes that
+        connection at once, even while the engine sends nothing (a stalled registry), and the
+        engine abandons the pull; the iteration then ends. Raises PullError with what the admin
+        can do, or EngineUnreachable."""
         repo, ref = split_reference(image)
         try:
             api = docker.APIClient(base_url=self.host, timeout=self._timeout)
         except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
             raise _unreachable(self.host, exc) from None
+        responses: list = []  # the pull's streamed response, for the closer below
+        api.hooks["response"].append(lambda r, *args, **kwargs: responses.append(r))
+        finished = threading.Event()
+
+        def closer() -> None:
+            while not finished.is_set():
+                if cancel.wait(0.2):
+                    for r in responses:
+                        _abort(r)
+                    return
+
+        threading.Thread(target=closer, name=f"pull-cancel {image}", daemon=True).start()
         try:
             for msg in api.pull(repo, tag=ref, stream=True, decode=True):
-                yield msg
-                if cancelled():
+                if cancel.is_set():
                     return
-        except (requests.exceptions.ConnectionError, ConnectionError) as exc:
-            raise _unreachable(self.host, exc) from None
+                yield msg
         except docker.errors.APIError as exc:
             raise PullError(explain_pull_error(image, exc.explanation or str(exc))) from None
+        except Exception as exc:  # noqa: BLE001 - a connection closed by cancel, or the engine gone
+            if cancel.is_set():
+                return
+            raise _unreachable(self.host, exc) from None
         finally:
+            finished.set()
+            for r in responses:
+                r.close()
             api.close()
 
     def stats(self, container_id: str, stopped: Callable[[], bool]) -> Iterator[dict]:

@@ -111,6 +111,9 @@ class ModelDetailState(AdminState):
             self.found = False
             return
         m, events, self.event_total, logs, note, stale, series, probe_interval_s = got
+        last_page = max(0, -(-self.event_total // EVENTS_PER_PAGE) - 1)
+        if self.event_page > last_page:  # events went (the model was deleted and made anew)
+            self.event_page = last_page
         now = utcnow()
         self.found = True
         self.row = model_row(m, stale, now)

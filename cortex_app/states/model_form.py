@@ -160,8 +160,10 @@ class ModelFormState(AdminState):
                 m = await asyncio.to_thread(crud.create_model, svc.db, svc.settings, data)
         except ConfigInvalid as exc:
             self.errors = exc.errors
-            return
-        return rx.redirect(f"/models/{m.id}")
+            return rx.toast.error("nothing saved: fix the fields marked in red")
+        return [rx.redirect(f"/models/{m.id}"),
+                rx.toast.success(f"{m.name} saved" + (" — Apply to restart it with this" if self.model_id and
+                                                      m.state.value in ("loading", "running") else ""))]
 
 
 def _quote(arg: str) -> str:

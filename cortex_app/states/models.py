@@ -16,7 +16,7 @@ from cortex_app.images import canonical
 from cortex_app.lifecycle import Refused
 from cortex_app.runtime.docker import DockerRuntimeError
 from cortex_app.models import Model, ModelState, utcnow
-from cortex_app.resources import Sample
+from cortex_app.resources import FRESH_S, Sample
 from cortex_app.services import get as services
 from cortex_app.states.auth import AdminState
 
@@ -107,7 +107,7 @@ class ModelsState(AdminState):
             f"{m.id}:{m.state.value}:{m.health.value}:{m.updated_at.isoformat()}" for m in models)
         now = utcnow()
         history = svc.scheduler.resources.history  # in memory, kept by the sampler
-        usage = {str(m.id): usage_line(history.latest(m.id)) for m in models if m.state in (S.LOADING, S.RUNNING)}
+        usage = {str(m.id): usage_line(history.latest(m.id, FRESH_S)) for m in models if m.state in (S.LOADING, S.RUNNING)}
         return signature, [model_row(m, svc.lifecycle.is_stale(m), now) for m in models], engine_error, usage
 
     @rx.event

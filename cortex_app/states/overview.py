@@ -10,7 +10,7 @@ import reflex as rx
 
 from cortex_app import crud, overview
 from cortex_app.models import ModelState
-from cortex_app.resources import human_bytes
+from cortex_app.resources import FRESH_S, human_bytes
 from cortex_app.runtime.docker import engine_info
 from cortex_app.runtime.gpu import read_gpus
 from cortex_app.services import get as services
@@ -38,7 +38,7 @@ class OverviewState(AdminState):
         report = svc.reconciler.last_report
         history = svc.scheduler.resources.history
         live = [m.id for m in crud.list_models(svc.db) if m.state in (ModelState.LOADING, ModelState.RUNNING)]
-        samples = [s for s in (history.latest(i) for i in live) if s is not None]
+        samples = [s for s in (history.latest(i, FRESH_S) for i in live) if s is not None]
         return data, status, info, (report.engine_error if report else ""), samples
 
     async def _refresh(self, with_engine: bool):

@@ -2,22 +2,11 @@
 default, help text whose `code` shows as code, and the GGUF count in the singular."""
 
 import re
-import shutil
 
-import pytest
 import sqlalchemy as sa
 from playwright.sync_api import expect
 
-from tests.conftest import LLAMA_IMAGE
-from tests.e2e.conftest import ADMIN, PASSWORD, sign_in
-
-
-@pytest.fixture(scope="module")
-def console(start_console, tmp_path_factory, tiny_gguf, docker_host):
-    models = tmp_path_factory.mktemp("models")
-    shutil.copy(tiny_gguf, models / "tiny.gguf")
-    return start_console(DOCKER_HOST=docker_host, CORTEX_MODELS_DIR=str(models), CORTEX_LLAMACPP_IMAGE=LLAMA_IMAGE,
-                         CORTEX_ADMIN_USER=ADMIN, CORTEX_ADMIN_PASSWORD=PASSWORD)
+from tests.e2e.conftest import sign_in
 
 
 def _pick(page, select_id: str, option: str) -> None:

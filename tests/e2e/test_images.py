@@ -3,9 +3,7 @@ progress bar moving (and going on while the page is away), then Start; and Start
 whose image is missing offering the pull first, creating nothing until the admin starts it."""
 
 import re
-import shutil
 
-import pytest
 from playwright.sync_api import expect
 
 from cortex_app.engines.spec import LABEL_MODEL_ID
@@ -15,12 +13,14 @@ from tests.e2e.conftest import ADMIN, ARTIFACTS, PASSWORD, sign_in
 RATE = 5_000_000  # bytes/s through the relay: a 20 MB layer takes ~4 s, long enough to watch
 
 
-@pytest.fixture(scope="module")
-def console(start_console, tmp_path_factory, tiny_gguf, docker_host):
-    models = tmp_path_factory.mktemp("models")
-    shutil.copy(tiny_gguf, models / "tiny.gguf")
-    return start_console(DOCKER_HOST=docker_host, CORTEX_MODELS_DIR=str(models), CORTEX_LLAMACPP_IMAGE=LLAMA_IMAGE,
-                         CORTEX_ADMIN_USER=ADMIN, CORTEX_ADMIN_PASSWORD=PASSWORD)
+def _model_on_a_new_image(console, registry, docker_client, pulled_images, name: str) -> tuple[str, int]:
+    """A llama image with a fresh 20 MB layer in the registry (not on the engine), behind the
+    slow relay, and a model `name` that uses it: (its reference, the model's id)."""
+    image = registry.push_new(docker_client, LLAMA_IMAGE, f"cortex-test/llama-{name}", size=20_000_000)
+    slow = image.replace(registry.host, registry.slow(RATE))
+    pulled_images.append(slow)
+    console.sign_in(ADMIN, PASSWORD)
+    return slow, _model_with_image(console, name, slow)
 
 
 def _model_with_image(console, name: str, image: str) -> int:
@@ -37,11 +37,7 @@ def _stop(page, console, name: str, model_id: int) -> None:
 
 
 def test_pull_on_the_system_page_shows_progress_then_start(console, page, registry, docker_client, pulled_images):
-    image = registry.push_new(docker_client, LLAMA_IMAGE, "cortex-test/llama-pulled", size=20_000_000)
-    slow = image.replace(registry.host, registry.slow(RATE))
-    pulled_images.append(slow)
-    console.sign_in(ADMIN, PASSWORD)
-    model_id = _model_with_image(console, "pulled", slow)
+    slow, model_id = _model_on_a_new_image(console, registry, docker_client, pulled_images, "pulled")
     sign_in(page, console.url)
     page.goto(console.url + "/system")
     row = page.locator(".image-row", has_text=slow)
@@ -69,11 +65,7 @@ def test_pull_on_the_system_page_shows_progress_then_start(console, page, regist
 
 def test_start_on_a_missing_image_offers_the_pull_and_starts_nothing_itself(console, page, registry, docker_client,
                                                                             pulled_images):
-    image = registry.push_new(docker_client, LLAMA_IMAGE, "cortex-test/llama-offered", size=20_000_000)
-    slow = image.replace(registry.host, registry.slow(RATE))
-    pulled_images.append(slow)
-    console.sign_in(ADMIN, PASSWORD)
-    model_id = _model_with_image(console, "offered", slow)
+    slow, model_id = _model_on_a_new_image(console, registry, docker_client, pulled_images, "offered")
     sign_in(page, console.url)
     page.locator("#model-row-offered .act-start").click()
     offer = page.locator("#pull-offer")

@@ -3,37 +3,19 @@ Models-page action within reach (Start, Stop, Edit, Delete), the menu instead of
 and the form in one column."""
 
 import re
-import shutil
 
 import pytest
 from playwright.sync_api import expect
 
-from tests.conftest import LLAMA_IMAGE
-from tests.e2e.conftest import ADMIN, ARTIFACTS, PASSWORD, sign_in
+from tests.e2e.conftest import ADMIN, ARTIFACTS, PASSWORD, screenshotted_page, sign_in
 
 WIDTH, HEIGHT = 390, 844
 
 
-@pytest.fixture(scope="module")
-def console(start_console, tmp_path_factory, tiny_gguf, docker_host):
-    models = tmp_path_factory.mktemp("models")
-    shutil.copy(tiny_gguf, models / "tiny.gguf")
-    return start_console(DOCKER_HOST=docker_host, CORTEX_MODELS_DIR=str(models), CORTEX_LLAMACPP_IMAGE=LLAMA_IMAGE,
-                         CORTEX_ADMIN_USER=ADMIN, CORTEX_ADMIN_PASSWORD=PASSWORD)
-
-
 @pytest.fixture
 def phone(browser, request):
-    context = browser.new_context(viewport={"width": WIDTH, "height": HEIGHT}, device_scale_factor=2,
-                                  is_mobile=True, has_touch=True)
-    p = context.new_page()
-    p.set_default_timeout(20_000)
-    yield p
-    ARTIFACTS.mkdir(exist_ok=True)
-    try:
-        p.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
-    finally:
-        context.close()
+    yield from screenshotted_page(browser, request, viewport={"width": WIDTH, "height": HEIGHT},
+                                  device_scale_factor=2, is_mobile=True, has_touch=True)
 
 
 def _fits(page, what: str) -> None:

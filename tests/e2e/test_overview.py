@@ -3,22 +3,12 @@ models by state with what the running ones cost, a failure of the last day with 
 and webhook deliveries retrying while their receiver is down."""
 
 import re
-import shutil
 
-import pytest
 from playwright.sync_api import expect
 
 from cortex_app import webhooks
-from tests.conftest import LLAMA_IMAGE, free_port
+from tests.conftest import free_port
 from tests.e2e.conftest import ADMIN, ARTIFACTS, HOME_PAGE, PASSWORD, sign_in
-
-
-@pytest.fixture(scope="module")
-def console(start_console, tmp_path_factory, tiny_gguf, docker_host):
-    models = tmp_path_factory.mktemp("models")
-    shutil.copy(tiny_gguf, models / "tiny.gguf")
-    return start_console(DOCKER_HOST=docker_host, CORTEX_MODELS_DIR=str(models), CORTEX_LLAMACPP_IMAGE=LLAMA_IMAGE,
-                         CORTEX_ADMIN_USER=ADMIN, CORTEX_ADMIN_PASSWORD=PASSWORD)
 
 
 def _model(console, name: str, args: str) -> int:

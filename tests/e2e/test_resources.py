@@ -2,22 +2,11 @@
 answers completions, and the detail page's charts (CPU, memory, generated tokens/s)."""
 
 import re
-import shutil
 
 import httpx
-import pytest
 from playwright.sync_api import expect
 
-from tests.conftest import LLAMA_IMAGE
 from tests.e2e.conftest import ADMIN, ARTIFACTS, PASSWORD, sign_in
-
-
-@pytest.fixture(scope="module")
-def console(start_console, tmp_path_factory, tiny_gguf, docker_host):
-    models = tmp_path_factory.mktemp("models")
-    shutil.copy(tiny_gguf, models / "tiny.gguf")
-    return start_console(DOCKER_HOST=docker_host, CORTEX_MODELS_DIR=str(models), CORTEX_LLAMACPP_IMAGE=LLAMA_IMAGE,
-                         CORTEX_ADMIN_USER=ADMIN, CORTEX_ADMIN_PASSWORD=PASSWORD)
 
 
 def test_resource_figures_move_on_the_models_page_and_the_detail_charts(console, page):

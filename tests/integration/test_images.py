@@ -73,6 +73,24 @@ def test_cancel_stops_the_pull_and_keeps_nothing(pulls, registry, docker_client,
     assert journal.recent(migrated_db)[0].kind == "image cancelled"
 
 
+def test_cancel_ends_a_pull_the_registry_stalls(pulls, registry, docker_client, pulled_images):
+    """The registry stops sending mid-layer: the engine reports nothing more, and Cancel must
+    still end the pull at once (its connection is shut, not left to a read that never returns)."""
+    image = registry.push_new(docker_client, BUSYBOX_IMAGE, "cortex-test/pull-me", size=1_000_000)
+    stalled = image.replace(registry.host, registry.slow(1))  # the first 16 kB, then a byte a second
+    pulled_images.append(stalled)
+    pulls.start(stalled, actor="admin:test")
+    wait_for(lambda: pulls.views()[canonical(stalled)]["text"].endswith("layers done"), 30)
+    time.sleep(1.0)  # stalled: no message comes
+    assert pulls.views()[canonical(stalled)]["active"]
+    t0 = time.monotonic()
+    assert pulls.cancel(stalled)
+    progress = pulls.wait(stalled, 10)
+    took = time.monotonic() - t0
+    print(f"\ncancel of a stalled pull ended it in {took * 1000:.0f} ms")
+    assert progress.state == CANCELLED and took < 2, (progress.state, took)
+
+
 def test_a_tag_the_registry_lacks_says_so(pulls, registry):
     image = f"{registry.host}/cortex-test/nothing-here:1"
     pulls.start(image, actor="admin:test")

@@ -24,6 +24,11 @@ def test_presence_knows_the_implicit_latest():
     assert is_present("127.0.0.1:5000/x/y:1.2", tags)
     assert not is_present("127.0.0.1:5000/x/y", tags)  # :latest is another tag
     assert canonical("busybox") == "busybox:latest" and canonical("b@sha256:1") == "b@sha256:1"
+    # Docker Hub's own prefixes are not in the engine's list; digests are (image_tags lists them).
+    assert canonical("docker.io/library/busybox:1") == "busybox:1"
+    assert canonical("docker.io/vllm/vllm-openai") == "vllm/vllm-openai:latest"
+    assert is_present("docker.io/vllm/vllm-openai:latest", tags)
+    assert is_present("repo@sha256:abc", {"repo@sha256:abc"})
 
 
 @pytest.mark.parametrize("ref, registry", [
@@ -49,17 +54,34 @@ def test_progress_counts_bytes_of_layers_with_a_known_size():
     p = PullProgress(image="127.0.0.1:5000/cortex-test/pull-me:b68dc255")
     for m in _msgs():
         p.apply(m)
-    assert p.fraction == pytest.approx(0.25)
-    assert p.view()["percent"] == 25 and p.view()["active"]
+    # A quarter downloaded of the one layer to fetch (the one the engine had weighs nothing);
+    # the download is 90 % of a layer's bar, its extraction the rest.
+    assert p.fraction == pytest.approx(0.225)
+    assert p.view()["percent"] == 22 and p.view()["active"]
     assert p.describe() == "6 MB of 24 MB, 1 of 2 layers done"
     p.apply({"status": "Download complete", "progressDetail": {}, "id": "1ce68aa2a31e"})
-    assert p.fraction == 1.0
+    assert p.fraction == pytest.approx(0.9)
+    p.apply({"status": "Extracting", "progressDetail": {"current": 12_000_000, "total": 24_000_000},
+             "id": "1ce68aa2a31e"})
+    assert p.fraction == pytest.approx(0.95)
     p.apply({"status": "Pull complete", "progressDetail": {}, "id": "1ce68aa2a31e"})
+    assert p.fraction == 1.0
     p.apply({"status": "Digest: sha256:0"})
     p.apply({"status": "Status: Downloaded newer image for x"})
     assert p.describe() == "24 MB of 24 MB, 2 of 2 layers done"
     p.state, p.finished_at = DONE, p.started_at + 3.25
     assert p.describe() == "pulled in 3.2 s (24 MB)"
+
+
+def test_a_layer_that_waits_weighs_as_an_average_one_and_the_bar_never_goes_back():
+    p = PullProgress(image="a")
+    for layer in ("l1", "l2"):
+        p.apply({"status": "Pulling fs layer", "progressDetail": {}, "id": layer})
+    p.apply({"status": "Downloading", "progressDetail": {"current": 10, "total": 10}, "id": "l1"})
+    assert p.fraction == pytest.approx(0.45)  # l1 downloaded (90 % of its part), l2 waits at its size guess
+    p.apply({"status": "Downloading", "progressDetail": {"current": 1, "total": 1000}, "id": "l2"})
+    assert p.fraction == pytest.approx(0.45)  # l2 turned out big: the figure would drop; the bar holds
+    assert p.view()["percent"] == 45
 
 
 def test_progress_before_any_layer_says_what_the_engine_does():

@@ -48,6 +48,8 @@ def test_reads_failures_of_the_last_day_and_deliveries_by_outcome(tmp_path):
         for status, attempts in (("delivered", 1), ("pending", 0), ("pending", 2), ("pending", 3), ("failed", 9)):
             s.add(WebhookDelivery(endpoint_id=ep.id, message_id=f"m{status}{attempts}", event_type="model.failed",
                                   status=status, attempts=attempts, delivered_at=now if status == "delivered" else None))
+        s.add(WebhookDelivery(endpoint_id=ep.id, message_id="mping", event_type="ping", status="failed",
+                              attempts=1))  # a "Send test" to a receiver that is down: no outage
         s.commit()
     data = overview.read(db, now=now + timedelta(seconds=1))
     assert [(e.model_name, e.reason) for e in data["failures"]] == [("new", "exit 1")]

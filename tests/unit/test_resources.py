@@ -108,3 +108,23 @@ def test_the_row_says_what_is_known():
     s = Sample(at=0, cpu_pct=12.4, mem_bytes=48 << 20, gpu_mem_bytes=6 << 30, tokens_s=31.25, in_flight=2)
     assert usage_line(s) == {"figures": "12 % CPU · 48 MiB · 6.0 GiB GPU", "engine": "31.2 tok/s · 2 in flight"}
     assert usage_line(Sample(at=0, cpu_pct=0.0, mem_bytes=1 << 20)) == {"figures": "0 % CPU · 1.0 MiB", "engine": ""}
+
+
+def test_old_figures_are_not_shown_as_current():
+    h = ResourceHistory()
+    h.update(1, at=100.0, cpu_pct=3.0)
+    assert h.latest(1, max_age_s=15, now=110.0) is not None
+    assert h.latest(1, max_age_s=15, now=120.0) is None  # its reader stopped: the engine went away
+    assert h.latest(1) is not None
+
+
+def test_a_scrape_that_got_no_answer_clears_the_engine_figures():
+    from cortex_app.sampler import ResourceSampler
+
+    s = ResourceSampler(runtime=None)
+    s.record_metrics(1, "llamacpp", LLAMA_METRICS, at=10.0)
+    s.record_metrics(1, "llamacpp", LLAMA_METRICS.replace("tokens_predicted_total 64", "tokens_predicted_total 84"),
+                     at=12.0)
+    assert s.history.latest(1).tokens_s == pytest.approx(10.0) and s.history.latest(1).in_flight == 2
+    s.record_metrics(1, "llamacpp", "", at=14.0)
+    assert s.history.latest(1).tokens_s is None and s.history.latest(1).in_flight is None
