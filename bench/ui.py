@@ -67,11 +67,13 @@ def group_cpu_s(pgid: int) -> float:
 
 
 def sign_in(page, url: str, user: str, password: str) -> None:
+    """Sign in (it lands on the Overview), then open the Models page."""
     page.goto(url + "/login")
     page.fill("#field-username", user)
     page.fill("#field-password", password)
     page.click("#sign-in")
-    page.wait_for_url(re.compile(r".*/models/?$"))
+    page.wait_for_url(re.compile(r"^https?://[^/]+/$"))
+    page.goto(url + "/models")
 
 
 def row_changes(page, db_url: str, names: list[str]) -> list[float]:

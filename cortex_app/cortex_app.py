@@ -50,7 +50,7 @@ async def console_lifespan():
         await svc.scheduler.stop()
 
 
-app = rx.App(api_transformer=api)
+app = rx.App(api_transformer=api, stylesheets=["/layout.css"])
 app.register_lifespan_task(console_lifespan)
 
 guard = AuthState.require_admin  # every signed-in page checks the session first

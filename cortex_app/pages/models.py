@@ -5,7 +5,7 @@ from __future__ import annotations
 import reflex as rx
 
 from cortex_app.components.images import follow_pulls, image_status
-from cortex_app.components.layout import health_badge, narrow_only, page, state_badge, wide_only
+from cortex_app.components.layout import health_badge, page, state_badge
 from cortex_app.states.images import pull_view
 from cortex_app.states.models import ModelsState
 
@@ -39,14 +39,14 @@ def _actions(row: rx.Var) -> rx.Component:
 
 def _usage(row: rx.Var) -> rx.Component:
     use = ModelsState.usage.get(row["id"].to(str), {})
-    return rx.vstack(rx.text(use.get("figures", "").to(str), size="1", class_name="row-usage"),
-                     rx.text(use.get("engine", "").to(str), size="1", color_scheme="gray", class_name="row-engine-use"),
-                     spacing="0")
+    return rx.fragment(rx.text(use.get("figures", "").to(str), size="1", class_name="row-usage"),
+                       rx.text(use.get("engine", "").to(str), size="1", color_scheme="gray",
+                               class_name="row-engine-use"))
 
 
-def _wide_cell(*children, **props) -> rx.Component:
-    """A cell only a wide screen shows (a phone keeps name, state and actions)."""
-    return rx.table.cell(*children, display=wide_only("table-cell"), **props)
+def _wide_cell(*children) -> rx.Component:
+    """A cell only a wide screen shows (a phone keeps name, state and actions): assets/layout.css."""
+    return rx.table.cell(*children, class_name="wide-only")
 
 
 def _row(row: rx.Var) -> rx.Component:
@@ -55,9 +55,7 @@ def _row(row: rx.Var) -> rx.Component:
         _wide_cell(rx.code(row["served_name"], size="1")),
         _wide_cell(row["engine"]),
         _wide_cell(row["devices"]),
-        rx.table.cell(rx.vstack(rx.hstack(state_badge(row["state"]),
-                                          rx.box(health_badge(row["health"]), display=narrow_only("block")),
-                                          spacing="1", wrap="wrap"),
+        rx.table.cell(rx.vstack(state_badge(row["state"]),
                                 rx.cond(row["state"] == "failed",  # why, inline (also the row's tooltip)
                                         rx.text(row["reason"], size="1", color_scheme="red", class_name="row-reason",
                                                 max_width="320px")),
@@ -128,8 +126,8 @@ def models() -> rx.Component:
                            icon="info", id="no-models"),
                 rx.table.root(
                     rx.table.header(rx.table.row(*[
-                        rx.table.column_header_cell(h, display=None if h in ("Name", "State", "") else
-                                                    wide_only("table-cell"))
+                        rx.table.column_header_cell(h, class_name=None if h in ("Name", "State", "") else
+                                                    "wide-only")
                         for h in ("Name", "Served name", "Engine", "Device", "State", "Health", "Endpoint", "Uptime",
                                   "Resources", "")])),
                     rx.table.body(rx.foreach(ModelsState.visible, _row)),
