@@ -64,6 +64,8 @@ def read(db: sa.Engine, now: Optional[datetime] = None) -> dict:
     now = now or utcnow()
     since = now - RECENT
     with Session(db) as s:
-        states = [st.value for st in s.exec(select(Model.state)).all()]
-    return {"counts": state_counts(states), "total": len(states), "failures": recent_failures(db, since),
-            "deliveries": deliveries(db, since)}
+        rows = s.exec(select(Model.id, Model.state)).all()
+    states = [st.value for _, st in rows]
+    live = [mid for mid, st in rows if st in (ModelState.LOADING, ModelState.RUNNING)]
+    return {"counts": state_counts(states), "total": len(states), "live": live,
+            "failures": recent_failures(db, since), "deliveries": deliveries(db, since)}

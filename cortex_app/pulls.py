@@ -70,7 +70,7 @@ class Pulls:
             return {image: p.view() for image, p in self._pulls.items()}
 
     def wait(self, image: str, timeout: float) -> Optional[PullProgress]:
-        """Block until the pull of `image` ends (tests and the API's callers)."""
+        """Block until the pull of `image` ends, or `timeout` passes."""
         with self._lock:
             thread = self._threads.get(canonical(image))
         if thread is not None:

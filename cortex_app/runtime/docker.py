@@ -371,6 +371,14 @@ class DockerRuntime:
         return sorted(t for i in images for t in (i.get("RepoTags") or []) + (i.get("RepoDigests") or [])
                       if not t.startswith("<none>"))
 
+    def _stream_client(self) -> docker.APIClient:
+        """A connection of one stream's own (a pull, a stats reader): closing it ends that stream
+        and nothing else."""
+        try:
+            return docker.APIClient(base_url=self.host, timeout=self._timeout)
+        except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
+            raise _unreachable(self.host, exc) from None
+
     def image_present(self, image: str) -> bool:
         try:
             self._c().api.inspect_image(image)
@@ -387,10 +395,7 @@ class DockerRuntime:
         engine abandons the pull; the iteration then ends. Raises PullError with what the admin
         can do, or EngineUnreachable."""
         repo, ref = split_reference(image)
-        try:
-            api = docker.APIClient(base_url=self.host, timeout=self._timeout)
-        except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
-            raise _unreachable(self.host, exc) from None
+        api = self._stream_client()
         responses: list = []  # the pull's streamed response, for the closer below
         api.hooks["response"].append(lambda r, *args, **kwargs: responses.append(r))
         finished = threading.Event()
@@ -424,10 +429,7 @@ class DockerRuntime:
         """The engine's stats messages for one container (about one a second) on a connection
         of their own, until the container goes, the engine closes the stream, or `stopped()` is
         true at the next message. Raises EngineUnreachable; a container already gone ends it."""
-        try:
-            api = docker.APIClient(base_url=self.host, timeout=self._timeout)
-        except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
-            raise _unreachable(self.host, exc) from None
+        api = self._stream_client()
         try:
             for msg in api.stats(container_id, decode=True, stream=True):
                 # A container that stopped gets empty messages (read 0001-01-01) for ever.

@@ -8,8 +8,7 @@ import asyncio
 
 import reflex as rx
 
-from cortex_app import crud, overview
-from cortex_app.models import ModelState
+from cortex_app import overview
 from cortex_app.resources import FRESH_S, human_bytes
 from cortex_app.runtime.docker import engine_info
 from cortex_app.runtime.gpu import read_gpus
@@ -37,8 +36,7 @@ class OverviewState(AdminState):
         info = engine_info(svc.settings.docker_host) if with_engine else None
         report = svc.reconciler.last_report
         history = svc.scheduler.resources.history
-        live = [m.id for m in crud.list_models(svc.db) if m.state in (ModelState.LOADING, ModelState.RUNNING)]
-        samples = [s for s in (history.latest(i, FRESH_S) for i in live) if s is not None]
+        samples = [s for s in (history.latest(i, FRESH_S) for i in data["live"]) if s is not None]
         return data, status, info, (report.engine_error if report else ""), samples
 
     async def _refresh(self, with_engine: bool):
