@@ -25,7 +25,6 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timezone
 from typing import Optional
 
-import httpx
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from cortex_app import __version__, journal, webhooks
@@ -272,40 +271,39 @@ class ConsoleScheduler:
         due: dict[int, float] = {}  # model id -> when to probe it next (monotonic)
         targets = []
         refresh_at = 0.0
-        async with httpx.AsyncClient(limits=httpx.Limits(max_keepalive_connections=0)) as client:
-            while not self._stopping.is_set():
-                try:
-                    now = time.monotonic()
-                    if self._loading_wake.is_set() or now >= refresh_at:
-                        self._loading_wake.clear()
-                        refresh_at = now + LOADING_REFRESH_S
-                        targets = (await asyncio.to_thread(self.reconciler.loading_targets)
-                                   if self.lease.is_leader and self.booted else [])
-                        due = {t.model_id: due.get(t.model_id, now) for t in targets}
-                    wall = utcnow()
-                    todo = [t for t in targets if t.url and due[t.model_id] <= now]
-                    kick = False
-                    if todo:
-                        results = await probe_many([(t.model_id, t.url) for t in todo],
-                                                   timeout=LOADING_PROBE_TIMEOUT_S, client=client)
-                        kick = any(r.ok for r in results.values())
-                        after = time.monotonic()
-                        for t in todo:
-                            loading_for = (wall - t.started_at).total_seconds() if t.started_at else 0.0
-                            due[t.model_id] = after + loading_probe_interval(loading_for)
-                            kick = kick or loading_for > t.startup_timeout_s
-                    if kick:
-                        self._reconcile_soon.kick()
-                    self._ok("loading")
-                    # A model with no address yet (the wiring is not known) waits for the refresh.
-                    wake_at = min([refresh_at, *(due[t.model_id] for t in targets if t.url)])
-                except Exception as exc:  # noqa: BLE001 - the watcher never dies; the periodic pass covers it
-                    self._failed("loading", str(exc) or type(exc).__name__)
-                    wake_at = time.monotonic() + 1.0
-                try:
-                    await asyncio.wait_for(self._loading_wake.wait(), max(0.0, wake_at - time.monotonic()))
-                except asyncio.TimeoutError:
-                    pass
+        while not self._stopping.is_set():
+            try:
+                now = time.monotonic()
+                if self._loading_wake.is_set() or now >= refresh_at:
+                    self._loading_wake.clear()
+                    refresh_at = now + LOADING_REFRESH_S
+                    targets = (await asyncio.to_thread(self.reconciler.loading_targets)
+                               if self.lease.is_leader and self.booted else [])
+                    due = {t.model_id: due.get(t.model_id, now) for t in targets}
+                wall = utcnow()
+                todo = [t for t in targets if t.url and due[t.model_id] <= now]
+                kick = False
+                if todo:
+                    results = await probe_many([(t.model_id, t.url) for t in todo],
+                                               timeout=LOADING_PROBE_TIMEOUT_S)
+                    kick = any(r.ok for r in results.values())
+                    after = time.monotonic()
+                    for t in todo:
+                        loading_for = (wall - t.started_at).total_seconds() if t.started_at else 0.0
+                        due[t.model_id] = after + loading_probe_interval(loading_for)
+                        kick = kick or loading_for > t.startup_timeout_s
+                if kick:
+                    self._reconcile_soon.kick()
+                self._ok("loading")
+                # A model with no address yet (the wiring is not known) waits for the refresh.
+                wake_at = min([refresh_at, *(due[t.model_id] for t in targets if t.url)])
+            except Exception as exc:  # noqa: BLE001 - the watcher never dies; the periodic pass covers it
+                self._failed("loading", str(exc) or type(exc).__name__)
+                wake_at = time.monotonic() + 1.0
+            try:
+                await asyncio.wait_for(self._loading_wake.wait(), max(0.0, wake_at - time.monotonic()))
+            except asyncio.TimeoutError:
+                pass
 
     async def _webhook_job(self) -> None:
         """Deliver due webhooks. Its own job, with timeouts: a slow receiver delays only itself."""

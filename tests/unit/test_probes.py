@@ -37,14 +37,14 @@ def test_probes_run_concurrently_and_time_out_individually():
         targets += [(100, f"http://127.0.0.1:{ok_port}/health"), (101, f"http://127.0.0.1:{loading_port}/health"),
                     (102, "http://127.0.0.1:1/health")]
         t0 = time.perf_counter()
-        results = await probe_many(targets, timeout=0.5)
+        results = await probe_many(targets, timeout=1.0)  # the product's default
         took = time.perf_counter() - t0
         for s in (ok, loading, hang):
             s.close()
         return results, took
 
     results, took = asyncio.run(main())
-    assert took < 2.0, f"20 hanging probes took {took:.2f} s: not concurrent"
+    assert took < 4.0, f"20 hanging probes took {took:.2f} s: not concurrent (serial would be 20 s)"
     assert results[100].ok and results[100].latency_ms is not None
     assert not results[101].ok and results[101].status == 503
     assert not results[102].ok and results[102].error
