@@ -9,11 +9,13 @@ import reflex as rx
 from fastapi import FastAPI
 
 from cortex_app import pages
+from cortex_app.api.gateway import router as gateway_router
 from cortex_app.api.health import router as health_router
 from cortex_app.api.limits import BodyLimit
 from cortex_app.api.models import router as models_router
 from cortex_app.api.monitoring import router as monitoring_router
 from cortex_app.api.session import router as session_router
+from cortex_app.gateway.service import GatewayASGI
 from cortex_app.states.auth import AuthState
 from cortex_app.states.gpus import GpuState
 from cortex_app.states.images import ImagesState
@@ -27,6 +29,7 @@ from cortex_app.states.system import SystemState
 # No public schema or docs: the routes are in the README, and /docs would map them for anyone.
 api = FastAPI(title="Cortex API", docs_url=None, redoc_url=None, openapi_url=None)
 api.add_middleware(BodyLimit)
+api.include_router(gateway_router)
 api.include_router(health_router)
 api.include_router(models_router)
 api.include_router(monitoring_router)
@@ -44,13 +47,16 @@ async def console_lifespan():
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per health probe, likewise
     svc = services.get()
     await svc.scheduler.start()
+    await svc.gateway.start()
     try:
         yield
     finally:
+        await svc.gateway.stop()
         await svc.scheduler.stop()
 
 
-app = rx.App(api_transformer=api, stylesheets=["/layout.css"])
+# The gateway (/v1) wraps the whole app: in front of the admin routes and their middleware.
+app = rx.App(api_transformer=[api, GatewayASGI], stylesheets=["/layout.css"])
 app.register_lifespan_task(console_lifespan)
 
 guard = AuthState.require_admin  # every signed-in page checks the session first

@@ -288,24 +288,30 @@ class Lifecycle:
         return self.health_url_of(model.engine, model.container_id, model.host_port)
 
     def health_url_of(self, engine, container_id: Optional[str], host_port: Optional[int]) -> Optional[str]:
-        """Where the console reaches a model's /health: by container id on the shared network
-        when it runs in a container, else on its published port (None: no address). Uses the
-        placement only once known (never asks the engine from here).
+        """Where the console reaches a model's /health (None: no address).
 
         Readiness is judged in one place only, the reconcile pass (loading -> running on a 200):
         whoever waits for a model to be ready waits for its row."""
+        base = self.base_url_of(engine, container_id, host_port)
+        return base and base + "/health"
+
+    def base_url_of(self, engine, container_id: Optional[str], host_port: Optional[int]) -> Optional[str]:
+        """Where the console reaches a model's HTTP server (probes, scrapes, the gateway): by
+        container id on the shared network when it runs in a container, else on its published
+        port (None: no address). Uses the placement only once known (never asks the engine
+        from here)."""
         placement = self._placement
         if placement is not None and placement.probe_by_name:
             # By the container's short id, which the network resolves like its name, and
             # which, unlike the name, does not change when the model is renamed meanwhile.
             if not container_id:
                 return None
-            return f"http://{container_id[:12]}:{CONTAINER_PORTS[engine]}/health"
+            return f"http://{container_id[:12]}:{CONTAINER_PORTS[engine]}"
         if not host_port:
             return None
         host = placement.publish_host if placement and placement.publish_host else PUBLISH_HOST
         host = PUBLISH_HOST if host in ("0.0.0.0", "::") else host
-        return f"http://{'[' + host + ']' if ':' in host else host}:{host_port}/health"
+        return f"http://{'[' + host + ']' if ':' in host else host}:{host_port}"
 
     # --- stop / apply / delete ----------------------------------------------------------
 

@@ -130,6 +130,8 @@ class Model(SQLModel, table=True):
 
     extra_args: list[str] = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False))
     extra_env: dict[str, str] = Field(default_factory=dict, sa_column=sa.Column(sa.JSON, nullable=False))
+    # What the gateway adds to a request that does not set it (temperature, max_tokens, ...).
+    request_defaults: dict[str, Any] = Field(default_factory=dict, sa_column=sa.Column(sa.JSON, nullable=False))
     # A secret: sealed in the database (secretbox.py); repr=False keeps it out of reprs and so
     # out of logs; the UI shows mask_secret().
     hf_token: Optional[str] = Field(default=None, sa_column=sa.Column(Sealed("a model's HF token"), nullable=True),
@@ -366,3 +368,42 @@ class Installation(SQLModel, table=True):
 
     id: str = Field(sa_column=sa.Column(sa.String(32), primary_key=True))
     created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
+
+
+class InferenceKey(SQLModel, table=True):
+    """A key for the OpenAI-compatible gateway (/v1 only; never accepted by /api). Only the
+    key's SHA-256 is kept, found by its lookup id (the characters after `sk-cortex-`, before
+    the secret). Revoked keys keep their row, as their usage does."""
+
+    __tablename__ = "inference_key"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    name: str = Field(max_length=64)
+    lookup: str = Field(sa_column=sa.Column(sa.String(16), nullable=False, unique=True))
+    key_hash: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    models: Optional[list[str]] = Field(default=None, sa_column=sa.Column(sa.JSON, nullable=True))  # None = all
+    rpm_limit: Optional[int] = None  # requests per minute; None = no limit
+    created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
+    expires_at: Optional[datetime] = _time()
+    revoked_at: Optional[datetime] = _time()
+
+
+class UsageRecord(SQLModel, table=True):
+    """One request through the gateway: who, which model, the tokens the engine reported, how
+    long it took. Written in batches off the request path."""
+
+    __tablename__ = "usage_record"
+    __table_args__ = (sa.Index("ix_usage_record_at", "at"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
+    key_id: Optional[int] = None
+    key_name: str = Field(max_length=64)
+    model_name: str = Field(max_length=128)  # the served name the client asked for
+    endpoint: str = Field(max_length=32)  # chat | completions | embeddings
+    stream: bool = False
+    status: int = 200
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_ms: float = 0.0
+    ttft_ms: Optional[float] = None  # streamed requests: until the first content chunk

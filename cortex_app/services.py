@@ -1,5 +1,5 @@
 """The console's long-lived objects (settings, database, runtime, lifecycle, reconciler,
-scheduler), made once on first use in this process — never at import time."""
+scheduler, pulls, gateway), made once on first use in this process — never at import time."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from cortex_app import secretbox
 from cortex_app.db import engine_for, installation_id
+from cortex_app.gateway.service import Gateway
 from cortex_app.lifecycle import Lifecycle
 from cortex_app.pulls import Pulls
 from cortex_app.reconcile.leader import LeaderLease
@@ -29,6 +30,7 @@ class Services:
     reconciler: Reconciler
     scheduler: ConsoleScheduler
     pulls: Pulls
+    gateway: Gateway
 
 
 _services: Optional[Services] = None
@@ -44,7 +46,8 @@ def build(settings: Settings) -> Services:
     # A console container that was removed (an upgrade: docker rm -f, then docker run) leaves its
     # lease to the next one at once: the engine says it no longer runs.
     scheduler = ConsoleScheduler(reconciler, LeaderLease(db, container_running=runtime.is_running), settings)
-    return Services(settings, db, runtime, lifecycle, reconciler, scheduler, Pulls(db, runtime))
+    return Services(settings, db, runtime, lifecycle, reconciler, scheduler, Pulls(db, runtime),
+                    Gateway(db, lifecycle, reconciler, settings))
 
 
 def get() -> Services:

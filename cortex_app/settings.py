@@ -52,6 +52,10 @@ class Settings:
     # Seals the secrets kept in the database (secretbox.py); None: the key file in the data dir.
     secret_key: Optional[str] = field(default=None, repr=False)
     listen: str = "0.0.0.0"  # the interface the console serves on (CORTEX_PORT's)
+    # The gateway (/v1): how long a model may keep a request waiting (first answer, or the
+    # next streamed chunk) before the client gets 504, and whether each request is metered.
+    gateway_timeout_s: float = 600.0
+    gateway_metering: bool = True
 
     @property
     def allowed_origins(self) -> tuple[str, ...]:
@@ -218,6 +222,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         model_pids_limit=_whole(env, "CORTEX_MODEL_PIDS_LIMIT", 16384, 0, 4_194_304),
         secret_key=_secret_key(env),
         listen=_listen(env),
+        gateway_timeout_s=_number(env, "CORTEX_GATEWAY_TIMEOUT", 600.0, 1, 86400),
+        gateway_metering=_bool(env, "CORTEX_GATEWAY_METERING", True),
     )
 
 

@@ -7,6 +7,8 @@ It reads the filesystem (does the GGUF file exist under the models dir) and noth
 
 from __future__ import annotations
 
+import json
+
 import re
 import shlex
 from pathlib import Path, PurePosixPath
@@ -166,6 +168,42 @@ def parse_extra_env(value: Any) -> dict[str, str]:
     return env
 
 
+_DEFAULT_NUMBERS = ("temperature", "top_p", "min_p", "presence_penalty", "frequency_penalty", "repeat_penalty")
+_DEFAULT_INTS = ("top_k", "max_tokens", "seed")
+
+
+def parse_request_defaults(value: Any) -> dict[str, Any]:
+    """What the gateway adds to a request that does not set it: a JSON object (or its text)
+    of generation settings, e.g. {"temperature": 0.7, "max_tokens": 512}."""
+    if _blank(value):
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ValueError('must be a JSON object, e.g. {"temperature": 0.7, "max_tokens": 512}') from None
+    if not isinstance(value, Mapping):
+        raise ValueError('must be a JSON object, e.g. {"temperature": 0.7, "max_tokens": 512}')
+    out: dict[str, Any] = {}
+    for key, val in value.items():
+        if key in _DEFAULT_NUMBERS:
+            if isinstance(val, bool) or not isinstance(val, (int, float)) or not -1e6 <= val <= 1e6:
+                raise ValueError(f"{key} must be a number")
+        elif key in _DEFAULT_INTS:
+            if isinstance(val, bool) or not isinstance(val, int) or not 0 <= val <= 2**31 - 1:
+                raise ValueError(f"{key} must be a whole number, 0 or more")
+        elif key == "stop":
+            items = [val] if isinstance(val, str) else val
+            if not isinstance(items, list) or not 1 <= len(items) <= 4 or not all(
+                    isinstance(i, str) and 0 < len(i) <= 64 for i in items):
+                raise ValueError("stop must be a text, or a list of 1 to 4 texts (each at most 64 characters)")
+        else:
+            raise ValueError(f"{str(key)[:40]!r} cannot have a default here; use one of "
+                             + ", ".join((*_DEFAULT_NUMBERS, *_DEFAULT_INTS, "stop")))
+        out[key] = val
+    return out
+
+
 def parse_gpu_ids(value: Any) -> Optional[list[int]]:
     if _blank(value) or value == "all":
         return None
@@ -201,7 +239,7 @@ def validate_model(
             errors[field] = str(exc)
 
     known = {"name", "served_name", "engine", "image", "source", "device", "gpu_ids", "extra_args",
-             "extra_env", "hf_token", "notes", "cache_type_k", "cache_type_v", "dtype", "quantization",
+             "extra_env", "request_defaults", "hf_token", "notes", "cache_type_k", "cache_type_v", "dtype", "quantization",
              "gpu_memory_utilization", *INT_RANGES, *BOOLS}
     for key in data:
         if key not in known:
@@ -336,6 +374,7 @@ def validate_model(
         eng, lambda arg: llamacpp.controlled_flag(arg) or vllm.controlled_flag(arg))
     check("extra_args", lambda: parse_extra_args(data.get("extra_args"), controlled))
     check("extra_env", lambda: parse_extra_env(data.get("extra_env")))
+    check("request_defaults", lambda: parse_request_defaults(data.get("request_defaults")))
 
     if "hf_token" in data:
         def hf_token() -> Optional[str]:

@@ -44,6 +44,7 @@ def model_json(m: Model) -> dict:
     has none: the last probe's verdict would be stale)."""
     return {"id": m.id, "name": m.name, "served_name": m.served_name, "engine": m.engine.value,
             "image": m.image, "source": m.source, "state": m.state.value, "state_reason": m.state_reason,
+            "request_defaults": m.request_defaults,
             "health": m.health.value if m.state == ModelState.RUNNING else None, "host_port": m.host_port, "container_id": m.container_id,
             "stale": services().lifecycle.is_stale(m)}
 

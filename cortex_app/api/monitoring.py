@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from sqlmodel import Session, func, select
 
 from cortex_app import auth
@@ -108,6 +108,27 @@ class ConsoleCollector:
         for status in ("pending", "delivered", "failed"):
             dq.add_metric([status], deliveries.get(status, 0))
         yield dq
+        yield from gateway_series(svc.gateway.metrics)
+
+
+def gateway_series(gm):
+    """The gateway's figures in this process since it started."""
+    req = CounterMetricFamily("cortex_gateway_requests", "Gateway requests by model and HTTP status",
+                              labels=["model", "status"])
+    for (model, status), n in list(gm.requests.items()):
+        req.add_metric([model, str(status)], n)
+    yield req
+    tok = CounterMetricFamily("cortex_gateway_tokens", "Tokens the engines reported through the gateway",
+                              labels=["model", "kind"])
+    for (model, kind), n in list(gm.tokens.items()):
+        tok.add_metric([model, kind], n)
+    yield tok
+    for name, doc, hists in (("cortex_gateway_request_seconds", "Gateway request latency", gm.latency),
+                             ("cortex_gateway_ttft_seconds", "Gateway time to first streamed chunk", gm.ttft)):
+        fam = HistogramMetricFamily(name, doc, labels=["model"])
+        for model, h in list(hists.items()):
+            fam.add_metric([model], h.buckets(), sum_value=h.total)
+        yield fam
 
 
 @router.get("/metrics")

@@ -126,6 +126,8 @@ def _advanced() -> rx.Component:
                 columns=rx.breakpoints(initial="1", md="3"), spacing="4", width="100%"),
         textarea("extra_args", "Extra flags", "passed verbatim as arguments (never through a shell)"),
         textarea("extra_env", "Extra environment", "one NAME=value per line"),
+        textarea("request_defaults", "Gateway request defaults",
+                 'JSON, used where a request through /v1 sets nothing, e.g. {"temperature": 0.7, "max_tokens": 512}'),
         rx.hstack(flag("start_on_boot", "Start when the console starts"),
                   flag("restart_on_failure", "Restart on failure (3 tries, backoff)"), spacing="5"),
         textarea("notes", "Notes", ""),

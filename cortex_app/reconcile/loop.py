@@ -33,7 +33,7 @@ from cortex_app.models import EventKind, Model, ModelState, utcnow
 from cortex_app.reconcile.plan import (LEGACY_NAME_PREFIXES, Boot, FailModel, LeaveAlone, MarkRunning, MarkStopped,
                                        ModelView, RemoveContainer, ResetRestarts, RestartModel, exit_reason,
                                        overlay_deaths, plan, subject)
-from cortex_app.reconcile.probes import LOADING_PROBE_TIMEOUT_S, health_update, probe_many
+from cortex_app.reconcile.probes import LOADING_PROBE_TIMEOUT_S, ProbeResult, health_update, probe_many
 from cortex_app.runtime.docker import ContainerInfo, DockerRuntimeError, EngineUnreachable
 
 log = logging.getLogger(__name__)
@@ -368,6 +368,16 @@ class Reconciler:
         results = await probe_many([(mid, url) for mid, (_, url) in targets.items()], timeout=self.probe_timeout)
         await asyncio.to_thread(self._write_health, rows, results)
         return len(results)
+
+    async def note_failed_probe(self, model_id: int, container_id: Optional[str], error: str) -> None:
+        """Someone else found the model unreachable (the gateway: its connection refused twice):
+        counted as one failed probe of that container, toward `unhealthy`."""
+        def write() -> None:
+            with Session(self.lc.db) as session:
+                row = session.get(Model, model_id)
+            if row is not None and row.state == S.RUNNING and row.container_id == container_id:
+                self._write_health([row], {model_id: ProbeResult(model_id, False, None, error=error[:200])})
+        await asyncio.to_thread(write)
 
     def _write_health(self, rows: list[Model], results: dict) -> None:
         now = utcnow()

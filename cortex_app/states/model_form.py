@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import json
 import re
 import shlex
 
@@ -21,10 +22,10 @@ from cortex_app.validation import ConfigInvalid, mask_secret
 TEXT_FIELDS = ["name", "served_name", "engine", "image", "source", "device", "gpu_ids", "context_size", "gpu_layers",
                "parallel_slots", "threads", "cache_type_k", "cache_type_v", "tensor_parallel_size",
                "gpu_memory_utilization", "dtype", "quantization", "max_model_len", "max_num_seqs",
-               "startup_timeout_s", "notes", "extra_args", "extra_env", "hf_token",
+               "startup_timeout_s", "notes", "extra_args", "extra_env", "request_defaults", "hf_token",
                "flash_attn", "enable_prefix_caching"]  # the last two: "" (engine default), true, false
 FLAGS = ["embeddings", "enforce_eager", "trust_remote_code", "start_on_boot", "restart_on_failure"]
-SPECIAL = ("extra_args", "extra_env", "hf_token", "gpu_ids")  # not shown as stored
+SPECIAL = ("extra_args", "extra_env", "request_defaults", "hf_token", "gpu_ids")  # not shown as stored
 ENGINE_DEFAULT = "engine default"  # a select's choice that leaves the setting unset
 EMPTY = {f: "" for f in TEXT_FIELDS} | {"engine": "llamacpp", "device": "cpu", "startup_timeout_s": "600"}
 
@@ -115,6 +116,7 @@ class ModelFormState(AdminState):
         self.model_id, self.errors, self.running_note = m.id, {}, ""
         self.values = {f: _text(getattr(m, f)) for f in TEXT_FIELDS if f not in SPECIAL}
         self.values |= {"extra_args": " ".join(_quote(a) for a in m.extra_args), "extra_env": env_text(m.extra_env),
+                        "request_defaults": json.dumps(m.request_defaults) if m.request_defaults else "",
                         "hf_token": "", "gpu_ids": ",".join(map(str, m.gpu_ids)) if m.gpu_ids else ""}
         self.flags = {f: bool(getattr(m, f)) for f in FLAGS}
         self.token_hint = mask_secret(m.hf_token)

@@ -1,0 +1,389 @@
+"""The gateway's request path: /v1/* as a plain ASGI handler in front of the console's routes.
+
+Per request it reads only memory: the model table and the keys live in a snapshot that a
+task refreshes every second (and at once after a key changes in this process), so a request
+costs no database round trip. The flow: key -> model route (routing.pick) -> key allows it ->
+rate limit -> the model's defaults -> the engine, the answer passed through (a stream chunk
+by chunk) -> one usage record and the metrics.
+
+A client that goes away cancels its request: the connection to the engine is dropped, and
+llama-server stops generating."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+import weakref
+from typing import Optional
+
+import sqlalchemy as sa
+from sqlmodel import Session, select
+
+from cortex_app.gateway import keys as keymod
+from cortex_app.gateway.routing import ENDPOINTS, GatewayError, Route, error_body, pick, prepare, servable, \
+    is_usage_only, usage_of
+from cortex_app.gateway.upstream import Upstream, UpstreamError
+from cortex_app.gateway.usage import GatewayMetrics, UsageMeter
+from cortex_app.models import Model
+
+log = logging.getLogger(__name__)
+
+REFRESH_S = 1.0
+MAX_BODY_BYTES = 16 * 1024 * 1024  # a long prompt or a batch of inputs to embed
+_PROMPT = re.compile(rb'"prompt_tokens"\s*:\s*(\d+)')
+_COMPLETION = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
+_JSON = [(b"content-type", b"application/json")]
+_SSE = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+
+
+def _tokens_in(body: bytes) -> tuple[int, int]:
+    """(prompt, completion) tokens from a whole JSON answer, without parsing it all (an
+    embeddings answer is mostly numbers). Escaped quotes inside strings cannot match."""
+    p, c = _PROMPT.search(body), _COMPLETION.search(body)
+    return (int(p.group(1)) if p else 0), (int(c.group(1)) if c else 0)
+
+
+class _Exchange:
+    """One request's figures, for the meter."""
+
+    __slots__ = ("t0", "key", "model", "endpoint", "stream", "status", "prompt", "completion", "ttft")
+
+    def __init__(self, t0: float) -> None:
+        self.t0, self.key, self.model, self.endpoint = t0, None, "", ""
+        self.stream, self.status, self.prompt, self.completion, self.ttft = False, 0, 0, 0, None
+
+
+class Gateway:
+    def __init__(self, db: sa.Engine, lifecycle, reconciler, settings) -> None:
+        self.db, self.lifecycle, self.reconciler, self.settings = db, lifecycle, reconciler, settings
+        self.routes: dict[str, Route] = {}
+        self.keys: dict[str, keymod.KeyView] = {}
+        self.limiter = keymod.RateLimiter()
+        self.metrics = GatewayMetrics()
+        self.meter = UsageMeter(db, settings.gateway_metering)
+        self._upstreams: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Upstream]" = weakref.WeakKeyDictionary()
+        self._stopping: Optional[asyncio.Event] = None
+        self._tasks: list[asyncio.Task] = []
+        self.loaded = False
+
+    # --- the snapshot ---------------------------------------------------------------------
+
+    def _read_routes(self) -> dict[str, Route]:
+        with Session(self.db) as s:
+            rows = s.exec(select(Model.id, Model.name, Model.served_name, Model.state, Model.state_reason,
+                                 Model.health, Model.engine, Model.container_id, Model.host_port,
+                                 Model.request_defaults)).all()
+        base = self.lifecycle.base_url_of
+        return {served: Route(mid, name, served, state.value, reason, health.value,
+                              base(engine, cid, port) if state.value == "running" else None, cid, defaults or {})
+                for mid, name, served, state, reason, health, engine, cid, port, defaults in rows}
+
+    def refresh(self) -> None:
+        """Read the model table and the keys into the snapshot (a thread; two small SELECTs)."""
+        self.routes = self._read_routes()
+        self.keys = keymod.key_views(self.db)
+        self.loaded = True
+
+    def refresh_keys(self) -> None:
+        """After a key was made or revoked here: it counts from the next request on."""
+        self.keys = keymod.key_views(self.db)
+
+    async def _refresher(self, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            try:
+                await asyncio.to_thread(self.refresh)
+            except Exception as exc:  # noqa: BLE001 - the last snapshot stays; try again next second
+                log.warning("gateway: could not refresh its view of models and keys: %s", exc)
+            try:
+                await asyncio.wait_for(stopping.wait(), REFRESH_S)
+            except asyncio.TimeoutError:
+                pass
+
+    async def start(self) -> None:
+        self._stopping = asyncio.Event()
+        await asyncio.to_thread(self.refresh)
+        self._tasks = [asyncio.create_task(self._refresher(self._stopping)),
+                       asyncio.create_task(self.meter.run(self._stopping))]
+
+    async def stop(self) -> None:
+        if self._stopping is not None:
+            self._stopping.set()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.meter.flush()
+        up = self._upstreams.pop(asyncio.get_running_loop(), None)
+        if up is not None:
+            up.close()
+
+    def _upstream(self) -> Upstream:
+        loop = asyncio.get_running_loop()
+        up = self._upstreams.get(loop)
+        if up is None:
+            up = self._upstreams[loop] = Upstream()
+        return up
+
+    # --- ASGI -----------------------------------------------------------------------------
+
+    async def handle(self, scope, receive, send) -> None:
+        ex = _Exchange(time.perf_counter())
+        try:
+            await self._handle(scope, receive, send, ex)
+        finally:
+            if ex.model:
+                self._account(ex)
+
+    def _account(self, ex: _Exchange) -> None:
+        latency = time.perf_counter() - ex.t0
+        ttft = None if ex.ttft is None else ex.ttft - ex.t0
+        self.metrics.observe(ex.model, ex.status, ex.prompt, ex.completion, latency, ttft)
+        key = ex.key
+        self.meter.record(key.id if key else None, key.name if key else "", ex.model, ex.endpoint, ex.stream,
+                          ex.status, ex.prompt, ex.completion, latency * 1000, None if ttft is None else ttft * 1000)
+
+    async def _refuse(self, send, err: GatewayError, ex: _Exchange) -> None:
+        ex.status = err.status
+        await send({"type": "http.response.start", "status": err.status, "headers": err.headers()})
+        await send({"type": "http.response.body", "body": err.body()})
+
+    def _key(self, scope) -> keymod.KeyView:
+        presented = ""
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                v = value.decode("latin-1")
+                if v[:7].lower() == "bearer ":
+                    presented = v[7:].strip()
+                break
+        if not presented:
+            raise GatewayError(401, "send an inference key as `Authorization: Bearer sk-cortex-...` (an admin "
+                               "makes one on the Keys page)", "authentication_error", "missing_key")
+        lookup = keymod.lookup_of(presented)
+        if lookup is None:
+            what = ("an admin API token is not accepted on /v1" if presented.startswith("ctx_")
+                    else "this is not an inference key")
+            raise GatewayError(401, f"{what}: use an inference key (sk-cortex-...) from the Keys page",
+                               "authentication_error", "invalid_api_key")
+        view = self.keys.get(lookup)
+        problem = keymod.verify(view, presented, time.time())
+        if problem:
+            raise GatewayError(401, problem, "authentication_error", "invalid_api_key")
+        return view
+
+    async def _handle(self, scope, receive, send, ex: _Exchange) -> None:
+        path, method = scope["path"].rstrip("/"), scope["method"]
+        try:
+            if not self.loaded:
+                raise GatewayError(503, "the gateway is starting; try again shortly", "service_unavailable",
+                                   retry_after=1)
+            endpoint = ENDPOINTS.get(path)
+            if path == "/v1/models" and method == "GET":
+                view = self._key(scope)
+                return await self._list(send, view)
+            if endpoint is None:
+                raise GatewayError(404, f"no route {method} {scope['path']} (the gateway serves GET /v1/models, "
+                                   "POST /v1/chat/completions, /v1/completions and /v1/embeddings)",
+                                   code="unknown_route")
+            if method != "POST":
+                raise GatewayError(405, f"{scope['path']} takes POST", code="method_not_allowed")
+            ex.key = view = self._key(scope)
+            raw = await self._body(receive)
+            if raw is None:
+                return
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                raise GatewayError(400, "the request body is not JSON") from None
+            if not isinstance(body, dict):
+                raise GatewayError(400, "the request body must be a JSON object")
+            route = pick(self.routes, body.get("model"))
+            ex.model, ex.endpoint = route.served_name, endpoint
+            if not keymod.allows(view, route.served_name):
+                raise GatewayError(403, f"this key may not use the model `{route.served_name}`",
+                                   "permission_error", "model_not_allowed", param="model")
+            wait = self.limiter.take(view.id, view.rpm_limit, time.monotonic())
+            if wait:
+                raise GatewayError(429, f"this key's limit of {view.rpm_limit} requests per minute is reached",
+                                   "rate_limit_error", "rate_limit_exceeded", retry_after=wait)
+        except GatewayError as err:
+            return await self._refuse(send, err, ex)
+        prepared = prepare(body, endpoint, route.defaults)
+        ex.stream = prepared.stream
+        await self._forward(scope, receive, send, route, path, json.dumps(prepared.body).encode(),
+                            prepared.client_wants_usage, ex)
+
+    async def _body(self, receive) -> Optional[bytes]:
+        parts, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None  # the client went away
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise GatewayError(413, f"the request body is over {MAX_BODY_BYTES // (1024 * 1024)} MiB")
+            parts.append(chunk)
+            if not message.get("more_body"):
+                return b"".join(parts)
+
+    async def _list(self, send, view: keymod.KeyView) -> None:
+        now = int(time.time())
+        data = [{"id": r.served_name, "object": "model", "created": now, "owned_by": "cortex"}
+                for r in self.routes.values() if servable(r) and keymod.allows(view, r.served_name)]
+        body = json.dumps({"object": "list", "data": sorted(data, key=lambda d: d["id"])}).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": _JSON})
+        await send({"type": "http.response.body", "body": body})
+
+    # --- to the engine and back ------------------------------------------------------------
+
+    async def _forward(self, scope, receive, send, route: Route, path: str, body: bytes, client_wants_usage: bool,
+                       ex: _Exchange) -> None:
+        """Run the exchange while watching the client: if it goes away first, the exchange is
+        cancelled (its engine connection dropped)."""
+        work = asyncio.ensure_future(self._exchange(send, route, path, body, client_wants_usage, ex))
+
+        async def gone() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        watcher = asyncio.ensure_future(gone())
+        try:
+            await asyncio.wait((work, watcher), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not work.done():
+                work.cancel()
+                ex.status = ex.status or 499  # nginx's "client closed request"
+            watcher.cancel()
+        if not work.cancelled():
+            work.result()
+
+    async def _exchange(self, send, route: Route, path: str, body: bytes, client_wants_usage: bool,
+                        ex: _Exchange) -> None:
+        up = self._upstream()
+        timeout = self.settings.gateway_timeout_s
+        resp = None
+        try:
+            try:
+                async with asyncio.timeout(timeout):
+                    try:
+                        resp = await up.request(route.base_url, "POST", path, body, stream=ex.stream)
+                    except UpstreamError as exc:
+                        if not exc.connect:
+                            raise
+                        # Refused or reset before anything came back: once more, on a fresh
+                        # connection (a server that just closed its idle ones, a restart in progress).
+                        resp = await up.request(route.base_url, "POST", path, body, stream=ex.stream)
+            except UpstreamError as exc:
+                self._report(route, str(exc))
+                raise GatewayError(502, f"the model `{route.served_name}` did not answer: {exc}", "upstream_error",
+                                   "upstream_unreachable") from None
+            except TimeoutError:
+                raise GatewayError(504, f"the model `{route.served_name}` did not answer within {timeout:g} s",
+                                   "timeout", "upstream_timeout") from None
+        except GatewayError as err:
+            return await self._refuse(send, err, ex)
+        ex.status = resp.status
+        try:
+            if ex.stream and resp.status == 200:
+                await self._stream(send, resp, client_wants_usage, ex, timeout)
+            else:
+                await self._plain(send, resp, ex, timeout)
+        finally:
+            resp.close()
+
+    async def _plain(self, send, resp, ex: _Exchange, timeout: float) -> None:
+        try:
+            async with asyncio.timeout(timeout):
+                data = await resp.read()
+        except (UpstreamError, TimeoutError) as exc:
+            err = (GatewayError(504, "the model did not finish its answer in time", "timeout", "upstream_timeout")
+                   if isinstance(exc, TimeoutError) else
+                   GatewayError(502, f"the model broke off its answer: {exc}", "upstream_error", "upstream_broken"))
+            return await self._refuse(send, err, ex)
+        if resp.status == 200:
+            ex.prompt, ex.completion = _tokens_in(data)
+        ctype = resp.header(b"content-type") or b"application/json"
+        await send({"type": "http.response.start", "status": resp.status,
+                    "headers": [(b"content-type", ctype), (b"content-length", str(len(data)).encode())]})
+        await send({"type": "http.response.body", "body": data})
+
+    async def _stream(self, send, resp, client_wants_usage: bool, ex: _Exchange, timeout: float) -> None:
+        """SSE passed through as it comes. Only a chunk that mentions `usage` is looked into:
+        its figures are metered, and the usage-only chunk the gateway asked for is dropped
+        unless the client asked for it too."""
+        await send({"type": "http.response.start", "status": 200, "headers": _SSE})
+        loop = asyncio.get_running_loop()
+        held = b""  # an event split across chunks waits for its end
+        try:
+            async with asyncio.timeout(timeout) as deadline:
+                async for chunk in resp.chunks():
+                    deadline.reschedule(loop.time() + timeout)
+                    if ex.ttft is None:
+                        ex.ttft = time.perf_counter()
+                    if held:
+                        chunk, held = held + chunk, b""
+                    if b'"usage"' in chunk:
+                        end = chunk.rfind(b"\n\n") + 2
+                        if end < 2:
+                            held = chunk
+                            continue
+                        chunk, held = self._meter_events(chunk[:end], client_wants_usage, ex), chunk[end:]
+                        if not chunk:
+                            continue
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            if held:
+                await send({"type": "http.response.body", "body": held, "more_body": True})
+        except (UpstreamError, TimeoutError) as exc:
+            ex.status = 504 if isinstance(exc, TimeoutError) else 502
+            message = ("the model sent nothing more in time" if isinstance(exc, TimeoutError)
+                       else f"the model's stream broke off: {exc}")
+            event = error_body(message, "timeout" if ex.status == 504 else "upstream_error")
+            await send({"type": "http.response.body", "body": b"data: " + event + b"\n\n", "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    @staticmethod
+    def _meter_events(data: bytes, client_wants_usage: bool, ex: _Exchange) -> bytes:
+        kept = []
+        for event in data.split(b"\n\n"):
+            if not event:
+                continue
+            if event.startswith(b"data: ") and b'"usage"' in event:
+                try:
+                    payload = json.loads(event[6:])
+                except ValueError:
+                    payload = None
+                tokens = usage_of(payload)
+                if tokens:
+                    ex.prompt, ex.completion = tokens
+                if not client_wants_usage and is_usage_only(payload):
+                    continue
+            kept.append(event + b"\n\n")
+        return b"".join(kept)
+
+    def _report(self, route: Route, error: str) -> None:
+        """An engine that refused the connection twice counts as a failed health probe."""
+        try:
+            asyncio.get_running_loop().create_task(
+                self.reconciler.note_failed_probe(route.model_id, route.container_id, f"gateway: {error}"))
+        except Exception as exc:  # noqa: BLE001
+            log.warning("gateway: could not report %s's failure: %s", route.served_name, exc)
+
+
+class GatewayASGI:
+    """Wraps the console's ASGI app: /v1/* goes to the gateway, everything else on as before.
+    In front of the admin routes' middleware, so a /v1 request pays none of it (and gets no
+    CORS headers: no page of another origin can read an answer)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self._gateway = None
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/v1/"):
+            gw = self._gateway
+            if gw is None:
+                from cortex_app.services import get as services
+
+                gw = self._gateway = services().gateway
+            return await gw.handle(scope, receive, send)
+        return await self.app(scope, receive, send)

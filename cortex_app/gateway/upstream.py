@@ -1,0 +1,197 @@
+"""The gateway's HTTP/1.1 client to model servers: plain asyncio streams, kept connections per
+server, nothing else.
+
+Why not httpx here (probes and webhooks use it): the gateway pays its client on every
+request, and httpx's layers cost ~1 ms of CPU per request on these machines, the whole
+budget for a proxy hop. This speaks exactly what the engines answer: a status line, headers,
+then a body by Content-Length, chunked, or until close.
+
+Kept connections: llama-server says `Keep-Alive` on streamed responses and then closes the
+connection, so a connection that carried a stream is never kept; any other kept connection
+the server closed meanwhile is found dead before use or fails before a single response byte,
+and the request is then sent once more on a fresh connection (`UpstreamError.retryable`)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import AsyncIterator, Optional
+from urllib.parse import urlsplit
+
+CONNECT_TIMEOUT_S = 5.0
+MAX_IDLE_PER_SERVER = 64
+_READ_LIMIT = 1 << 20  # the longest header block or chunk-size line accepted
+
+
+class UpstreamError(Exception):
+    """The model's server could not be reached, or broke the exchange.
+
+    `retryable`: no byte of a response came back on a connection that may have been closed
+    while idle, so sending the request again on a fresh one is safe."""
+
+    def __init__(self, message: str, *, connect: bool = False, retryable: bool = False):
+        super().__init__(message)
+        self.connect, self.retryable = connect, retryable
+
+
+class Response:
+    """A response whose headers are read; the body is read with `read()` or `chunks()`."""
+
+    def __init__(self, client: "Upstream", key, reader, writer, status: int, headers: list, reuse: bool):
+        self._client, self._key, self._reader, self._writer = client, key, reader, writer
+        self.status, self.headers = status, headers
+        self._reuse = reuse
+        self._done = False
+        te = self.header(b"transfer-encoding")
+        length = self.header(b"content-length")
+        self._chunked = te is not None and b"chunked" in te.lower()
+        self._length = int(length) if length is not None and not self._chunked else None
+
+    def header(self, name: bytes) -> Optional[bytes]:
+        for k, v in self.headers:
+            if k == name:
+                return v
+        return None
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body as the server sends it: one piece per HTTP chunk (an SSE event, for the
+        engines), without waiting for more."""
+        r = self._reader
+        try:
+            if self._chunked:
+                while True:
+                    line = await r.readuntil(b"\r\n")
+                    size = int(line.split(b";", 1)[0], 16)
+                    if size == 0:
+                        while await r.readuntil(b"\r\n") != b"\r\n":  # trailers
+                            pass
+                        break
+                    data = await r.readexactly(size + 2)
+                    yield data[:-2]
+            elif self._length is not None:
+                left = self._length
+                while left:
+                    data = await r.read(min(left, 65536))
+                    if not data:
+                        raise asyncio.IncompleteReadError(b"", left)
+                    left -= len(data)
+                    yield data
+            else:
+                self._reuse = False
+                while data := await r.read(65536):
+                    yield data
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, ValueError) as exc:
+            self.close()
+            raise UpstreamError(f"the model's server broke off its answer ({type(exc).__name__})") from None
+        self._done = True
+        self.release()
+
+    async def read(self) -> bytes:
+        parts = [c async for c in self.chunks()]
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def release(self) -> None:
+        """Keep the connection for the next request if the exchange ended cleanly, else close it."""
+        if self._writer is None:
+            return
+        if self._done and self._reuse:
+            self._client._keep(self._key, self._reader, self._writer)
+        else:
+            self._writer.close()
+        self._writer = None
+
+    def close(self) -> None:
+        """Drop the connection (a client that went away: the server sees it close and stops)."""
+        if self._writer is not None:
+            self._writer.transport.abort()
+            self._writer = None
+
+
+class Upstream:
+    def __init__(self) -> None:
+        self._idle: dict[tuple[str, int], list] = {}
+        self._servers: dict[str, tuple[str, int, bytes]] = {}
+
+    def _server(self, base_url: str) -> tuple[str, int, bytes]:
+        known = self._servers.get(base_url)
+        if known is None:
+            parts = urlsplit(base_url)
+            host, port = parts.hostname or "127.0.0.1", parts.port or 80
+            netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            known = self._servers[base_url] = (host, port, netloc.encode())
+        return known
+
+    def _keep(self, key, reader, writer) -> None:
+        idle = self._idle.setdefault(key, [])
+        if len(idle) < MAX_IDLE_PER_SERVER:
+            idle.append((reader, writer))
+        else:
+            writer.close()
+
+    def _take(self, key):
+        idle = self._idle.get(key)
+        while idle:
+            reader, writer = idle.pop()
+            if not (reader.at_eof() or writer.is_closing()):
+                return reader, writer
+            writer.close()
+        return None
+
+    async def request(self, base_url: str, method: str, path: str, body: bytes, *, stream: bool) -> Response:
+        """Send the request and read the response's headers. A kept connection that turns out
+        closed is replaced by a fresh one once (the server never saw the request). `stream`:
+        the connection is not kept afterwards (llama-server closes it after a stream)."""
+        host, port, netloc = self._server(base_url)
+        key = (host, port)
+        head = (f"{method} {path} HTTP/1.1\r\nHost: ".encode() + netloc
+                + b"\r\nContent-Type: application/json\r\nAccept: */*\r\nContent-Length: "
+                + str(len(body)).encode() + b"\r\n\r\n")
+        kept = self._take(key)
+        if kept is not None:
+            try:
+                return await self._exchange(key, *kept, head + body, stream, kept=True)
+            except UpstreamError as exc:
+                if not exc.retryable:
+                    raise
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, limit=_READ_LIMIT),
+                                                    CONNECT_TIMEOUT_S)
+        except (OSError, asyncio.TimeoutError) as exc:
+            raise UpstreamError(f"cannot connect to the model's server ({type(exc).__name__}: {exc})",
+                                connect=True) from None
+        return await self._exchange(key, reader, writer, head + body, stream, kept=False)
+
+    async def _exchange(self, key, reader, writer, data: bytes, stream: bool, kept: bool) -> Response:
+        try:
+            writer.write(data)
+            block = await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            writer.transport.abort()
+            partial = isinstance(exc, asyncio.IncompleteReadError) and exc.partial
+            raise UpstreamError(f"the model's server closed the connection ({type(exc).__name__})",
+                                connect=not kept, retryable=kept and not partial) from None
+        except BaseException:
+            writer.transport.abort()
+            raise
+        lines = block.split(b"\r\n")
+        try:
+            version, code = lines[0].split(b" ", 2)[:2]
+            status = int(code)
+        except ValueError:
+            writer.transport.abort()
+            raise UpstreamError("the model's server answered something that is not HTTP") from None
+        headers = []
+        for line in lines[1:]:
+            if line:
+                name, _, value = line.partition(b":")
+                headers.append((name.strip().lower(), value.strip()))
+        resp = Response(self, key, reader, writer, status, headers, reuse=not stream and version == b"HTTP/1.1")
+        conn = resp.header(b"connection")
+        if conn is not None and conn.lower() == b"close":
+            resp._reuse = False
+        return resp
+
+    def close(self) -> None:
+        for idle in self._idle.values():
+            for _, writer in idle:
+                writer.close()
+        self._idle.clear()

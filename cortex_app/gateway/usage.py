@@ -1,0 +1,196 @@
+"""Usage metering: what each gateway request cost, kept off the request path.
+
+A request appends one tuple to a list (no lock, no I/O: the event loop's thread is the only
+writer); the flusher writes whatever gathered, in one INSERT, every second. The same
+figures feed this process's counters and histograms for /metrics. Reading it back (the Usage
+page, the CSV export) is `summary()` and `rows_csv()`."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import logging
+from bisect import bisect_left
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Iterator, Optional
+
+import sqlalchemy as sa
+from sqlmodel import Session, func, select
+
+from cortex_app.models import UsageRecord, utcnow
+
+log = logging.getLogger(__name__)
+
+FLUSH_INTERVAL_S = 1.0
+MAX_PENDING = 100_000  # a database that cannot keep up loses the oldest records, never the requests
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+_COLUMNS = ("at", "key_id", "key_name", "model_name", "endpoint", "stream", "status", "prompt_tokens",
+            "completion_tokens", "latency_ms", "ttft_ms")
+
+
+class Histogram:
+    __slots__ = ("counts", "total", "n")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.total = 0.0
+        self.n = 0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.total += seconds
+        self.n += 1
+
+    def buckets(self) -> list[tuple[str, int]]:
+        """Cumulative, as Prometheus wants them."""
+        out, acc = [], 0
+        for bound, c in zip((*map(str, LATENCY_BUCKETS), "+Inf"), self.counts):
+            acc += c
+            out.append((bound, acc))
+        return out
+
+
+class GatewayMetrics:
+    """This process's gateway figures since it started (served on /metrics)."""
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, int], int] = defaultdict(int)
+        self.tokens: dict[tuple[str, str], int] = defaultdict(int)
+        self.latency: dict[str, Histogram] = defaultdict(Histogram)
+        self.ttft: dict[str, Histogram] = defaultdict(Histogram)
+
+    def observe(self, model: str, status: int, prompt: int, completion: int, latency_s: float,
+                ttft_s: Optional[float]) -> None:
+        self.requests[(model, status)] += 1
+        if prompt:
+            self.tokens[(model, "prompt")] += prompt
+        if completion:
+            self.tokens[(model, "completion")] += completion
+        self.latency[model].observe(latency_s)
+        if ttft_s is not None:
+            self.ttft[model].observe(ttft_s)
+
+
+class UsageMeter:
+    def __init__(self, db: sa.Engine, enabled: bool = True) -> None:
+        self.db, self.enabled = db, enabled
+        self._pending: list[tuple] = []
+        self.dropped = 0
+        self.written = 0
+
+    def record(self, key_id: Optional[int], key_name: str, model: str, endpoint: str, stream: bool, status: int,
+               prompt: int, completion: int, latency_ms: float, ttft_ms: Optional[float]) -> None:
+        if not self.enabled:
+            return
+        if len(self._pending) >= MAX_PENDING:
+            del self._pending[: MAX_PENDING // 10]
+            self.dropped += MAX_PENDING // 10
+        self._pending.append((utcnow(), key_id, key_name, model, endpoint, stream, status, prompt, completion,
+                              round(latency_ms, 3), None if ttft_ms is None else round(ttft_ms, 3)))
+
+    def _write(self, batch: list[tuple]) -> None:
+        with Session(self.db) as s:
+            s.execute(sa.insert(UsageRecord), [dict(zip(_COLUMNS, row)) for row in batch])
+            s.commit()
+
+    async def flush(self) -> int:
+        batch, self._pending = self._pending, []
+        if not batch:
+            return 0
+        try:
+            await asyncio.to_thread(self._write, batch)
+        except Exception as exc:  # noqa: BLE001 - keep them for the next flush (bounded)
+            log.warning("usage: could not write %d records (kept for the next try): %s", len(batch), exc)
+            self._pending[:0] = batch
+            return 0
+        self.written += len(batch)
+        return len(batch)
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            try:
+                await asyncio.wait_for(stopping.wait(), FLUSH_INTERVAL_S)
+            except asyncio.TimeoutError:
+                pass
+            await self.flush()
+
+
+# --- reading it back -----------------------------------------------------------------------
+
+WINDOWS = {"24h": (timedelta(hours=24), timedelta(hours=1)), "7d": (timedelta(days=7), timedelta(hours=6)),
+           "30d": (timedelta(days=30), timedelta(days=1))}
+
+
+@dataclass(frozen=True)
+class Total:
+    name: str
+    requests: int
+    errors: int
+    prompt_tokens: int
+    completion_tokens: int
+    avg_latency_ms: float
+
+
+def _since(window: str, now: datetime) -> tuple[datetime, timedelta]:
+    span, step = WINDOWS[window]
+    return now - span, step
+
+
+def totals(db: sa.Engine, window: str, by: str, now: Optional[datetime] = None) -> list[Total]:
+    """Per model (`by="model"`) or per key (`by="key"`) over the window, the busiest first."""
+    since, _ = _since(window, now or utcnow())
+    col = UsageRecord.model_name if by == "model" else UsageRecord.key_name
+    with Session(db) as s:
+        rows = s.exec(select(col, func.count(), func.sum(sa.case((UsageRecord.status >= 400, 1), else_=0)),
+                             func.sum(UsageRecord.prompt_tokens), func.sum(UsageRecord.completion_tokens),
+                             func.avg(UsageRecord.latency_ms))
+                      .where(UsageRecord.at >= since).group_by(col)).all()
+    out = [Total(n, r, e or 0, p or 0, c or 0, round(lat or 0.0, 1)) for n, r, e, p, c, lat in rows]
+    return sorted(out, key=lambda t: (-t.requests, t.name))
+
+
+def series(db: sa.Engine, window: str, by: str, now: Optional[datetime] = None) -> tuple[list[str], dict[str, list]]:
+    """Tokens (prompt + completion) per time step over the window for each model or key: the
+    step labels, and each name's values. Bucketed here (portable across SQLite and PostgreSQL)."""
+    now = now or utcnow()
+    since, step = _since(window, now)
+    col = UsageRecord.model_name if by == "model" else UsageRecord.key_name
+    with Session(db) as s:
+        rows = s.exec(select(UsageRecord.at, col, UsageRecord.prompt_tokens + UsageRecord.completion_tokens)
+                      .where(UsageRecord.at >= since)).all()
+    n = int((now - since) / step) + 1
+    start = since.replace(minute=0, second=0, microsecond=0)
+    labels = [(start + i * step).astimezone(timezone.utc).strftime("%m-%d %H:%M") for i in range(n)]
+    values: dict[str, list] = defaultdict(lambda: [0] * n)
+    for at, name, tokens in rows:
+        i = min(n - 1, max(0, int((at - start) / step)))
+        values[name][i] += tokens or 0
+    return labels, dict(values)
+
+
+def rows_csv(db: sa.Engine, window: str, now: Optional[datetime] = None, batch: int = 5000) -> Iterator[str]:
+    """Every record in the window as CSV, oldest first, a batch at a time (an export of a busy
+    month never sits whole in memory)."""
+    since, _ = _since(window, now or utcnow())
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(_COLUMNS)
+    yield buf.getvalue()
+    last_id = 0
+    while True:
+        with Session(db) as s:
+            rows = s.exec(select(UsageRecord).where(UsageRecord.at >= since, UsageRecord.id > last_id)
+                          .order_by(UsageRecord.id).limit(batch)).all()
+        if not rows:
+            return
+        buf.seek(0)
+        buf.truncate()
+        for r in rows:
+            w.writerow([r.at.isoformat(), r.key_id if r.key_id is not None else "", r.key_name, r.model_name,
+                        r.endpoint, int(r.stream), r.status, r.prompt_tokens, r.completion_tokens, r.latency_ms,
+                        "" if r.ttft_ms is None else r.ttft_ms])
+        last_id = rows[-1].id
+        yield buf.getvalue()
