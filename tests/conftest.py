@@ -170,6 +170,15 @@ def tiny_gguf(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def long_gguf(tmp_path_factory) -> Path:
+    """The tiny model with a 4096-token trained context: a stream of a thousand tokens and more
+    (llama-server caps a slot at the trained context), for what needs a stream that lasts."""
+    out = tmp_path_factory.mktemp("gguf-long") / "tiny-long.gguf"
+    subprocess.run([sys.executable, str(ROOT / "scripts/testimages/make_tiny_gguf.py"), str(out), "4096"], check=True)
+    return out
+
+
 @pytest.fixture
 def bed_settings(tmp_path, tiny_gguf, docker_host):
     from cortex_app.settings import load_settings

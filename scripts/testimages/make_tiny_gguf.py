@@ -56,7 +56,7 @@ def vocabulary() -> tuple[list[str], list[float], list[int], list[bool]]:
     return tokens, scores, [int(t) for t in types], printable
 
 
-def write(path: str) -> None:
+def write(path: str, n_ctx: int = N_CTX) -> None:
     rng = np.random.default_rng(SEED)
     tokens, scores, types, printable = vocabulary()
     n_vocab = len(tokens)
@@ -66,7 +66,7 @@ def write(path: str) -> None:
 
     writer = GGUFWriter(path, "llama")
     writer.add_name("cortex-tiny-test")
-    writer.add_context_length(N_CTX)
+    writer.add_context_length(n_ctx)
     writer.add_embedding_length(N_EMBD)
     writer.add_block_count(N_LAYER)
     writer.add_feed_forward_length(N_FF)
@@ -112,6 +112,7 @@ def write(path: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: make_tiny_gguf.py OUT.gguf")
-    write(sys.argv[1])
+    if len(sys.argv) not in (2, 3):
+        sys.exit("usage: make_tiny_gguf.py OUT.gguf [CONTEXT]  (CONTEXT: the trained context, default 256; "
+                 "llama-server caps a slot's context at it, so a long stream needs more)")
+    write(sys.argv[1], int(sys.argv[2]) if len(sys.argv) == 3 else N_CTX)
