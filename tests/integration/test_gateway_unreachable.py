@@ -1,0 +1,48 @@
+"""The gateway's handler (the ASGI app the console mounts in front of /v1) when a running
+model's engine goes away behind the console's back: the kept connection is found dead and
+the request tried once more on a fresh one, the client gets 502 in OpenAI's shape, and the
+reconciler counts a failed probe. Real llama-server, real Docker; no reconciler running, so
+the row still says `running` when the request comes."""
+
+import asyncio
+
+import httpx
+from sqlmodel import Session
+
+from cortex_app.gateway import keys as keymod
+from cortex_app.gateway.service import Gateway, GatewayASGI
+from cortex_app.models import Model
+
+
+def test_an_engine_gone_behind_the_consoles_back_is_502_and_a_failed_probe(bed, docker_client):
+    m = bed.llama("gone")
+    bed.start_ready(m.id)
+    _, key = keymod.create_key(bed.db, "t")
+    gateway = Gateway(bed.db, bed.lc, bed.rec, bed.settings)
+    app = GatewayASGI(None)
+    app._gateway = gateway
+    body = {"model": "gone", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+
+    async def main():
+        await gateway.start()
+        try:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://console",
+                                         headers={"Authorization": f"Bearer {key}"}) as client:
+                ok = await client.post("/v1/chat/completions", json=body)
+                assert ok.status_code == 200, ok.text
+                kept = sum(len(v) for v in gateway._upstream()._idle.values())
+                assert kept == 1  # the plain answer's connection is kept for the next request
+                await asyncio.to_thread(lambda: docker_client.containers.get(bed.row(m.id).container_id).kill())
+                gone = await client.post("/v1/chat/completions", json=body)
+                await asyncio.sleep(0.5)  # the failed probe is written off the request path
+                return gone
+        finally:
+            await gateway.stop()
+
+    gone = asyncio.run(main())
+    assert gone.status_code == 502, gone.text
+    err = gone.json()["error"]
+    assert err["code"] == "upstream_unreachable" and "did not answer" in err["message"]
+    with Session(bed.db) as s:
+        row = s.get(Model, m.id)
+    assert row.consecutive_failures == 1 and row.probe_history[-1][1] is None
