@@ -19,12 +19,14 @@ from cortex_app.gateway.service import GatewayASGI
 from cortex_app.states.auth import AuthState
 from cortex_app.states.gpus import GpuState
 from cortex_app.states.images import ImagesState
+from cortex_app.states.keys import KeysState
 from cortex_app.states.model_detail import ModelDetailState
 from cortex_app.states.model_form import ModelFormState
 from cortex_app.states.models import ModelsState
 from cortex_app.states.overview import OverviewState
 from cortex_app.states.settings import SettingsState
 from cortex_app.states.system import SystemState
+from cortex_app.states.usage import UsageState
 
 # No public schema or docs: the routes are in the README, and /docs would map them for anyone.
 api = FastAPI(title="Cortex API", docs_url=None, redoc_url=None, openapi_url=None)
@@ -70,6 +72,8 @@ app.add_page(pages.model_detail, route="/models/[model_id]", title="Model · Cor
              on_load=[guard, ModelDetailState.load])
 app.add_page(pages.model_form, route="/models/[model_id]/edit", title="Edit model · Cortex",
              on_load=[guard, ModelFormState.open_edit, ImagesState.load_pulls])
+app.add_page(pages.keys, route="/keys", title="Keys · Cortex", on_load=[guard, KeysState.load])
+app.add_page(pages.usage, route="/usage", title="Usage · Cortex", on_load=[guard, UsageState.load])
 app.add_page(pages.gpus, route="/gpus", title="GPUs · Cortex", on_load=[guard, GpuState.load])
 app.add_page(pages.system, route="/system", title="System · Cortex", on_load=[guard, SystemState.refresh, ImagesState.load_pulls])
 app.add_page(pages.settings, route="/settings", title="Settings · Cortex", on_load=[guard, SettingsState.load])

@@ -7,8 +7,9 @@ import reflex as rx
 
 from cortex_app.states.auth import AuthState
 
-NAV = [("Overview", "/", "layout-dashboard"), ("Models", "/models", "boxes"), ("GPUs", "/gpus", "cpu"),
-       ("System", "/system", "server"), ("Settings", "/settings", "settings")]
+NAV = [("Overview", "/", "layout-dashboard"), ("Models", "/models", "boxes"), ("Keys", "/keys", "key-round"),
+       ("Usage", "/usage", "chart-column"), ("GPUs", "/gpus", "cpu"), ("System", "/system", "server"),
+       ("Settings", "/settings", "settings")]
 WIDE = "md"  # from this breakpoint (1024 px) up the sidebar shows; below it, the top bar
 
 

@@ -2,11 +2,14 @@
 
 from .auth import login, setup
 from .gpus import gpus
+from .keys import keys
 from .model_detail import model_detail
 from .model_form import model_form
 from .models import models
 from .overview import overview
 from .settings import settings
 from .system import system
+from .usage import usage
 
-__all__ = ["gpus", "login", "model_detail", "model_form", "models", "overview", "settings", "setup", "system"]
+__all__ = ["gpus", "keys", "login", "model_detail", "model_form", "models", "overview", "settings", "setup", "system",
+           "usage"]

@@ -1,9 +1,10 @@
-"""Model detail: state, health history, endpoint, events, logs."""
+"""Model detail: state, health history, endpoint, how to call it through the gateway, events, logs."""
 
 from __future__ import annotations
 
 import reflex as rx
 
+from cortex_app.components.gateway import gateway_card
 from cortex_app.components.layout import health_badge, page, state_badge
 from cortex_app.states.model_detail import ModelDetailState as D
 from cortex_app.states.models import ModelsState
@@ -120,6 +121,7 @@ def model_detail() -> rx.Component:
     return page(
         D.row["name"].to(str),
         rx.moment(interval=TICK_MS, on_change=D.tick, display="none"),
-        rx.cond(D.found, rx.vstack(_summary(), _resources(), _health_chart(), _events(), _logs(), spacing="4", width="100%"),
+        rx.cond(D.found, rx.vstack(_summary(), gateway_card(D.gateway), _resources(), _health_chart(), _events(),
+                                   _logs(), spacing="4", width="100%"),
                 rx.callout("No such model.", icon="info")),
     )

@@ -1,9 +1,11 @@
-"""One model: state and reason, health history, endpoint and a curl example, the event
-timeline, and its logs (live container, or the lines kept when it failed)."""
+"""One model: state and reason, health history, endpoint and a curl example, how to call it
+through the gateway, the event timeline, and its logs (live container, or the lines kept when
+it failed)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import datetime
 
 import reflex as rx
@@ -62,6 +64,7 @@ class ModelDetailState(AdminState):
     log_query: str = ""
     follow: bool = True
     logs_note: str = ""
+    gateway: dict = {}  # gateway_examples()
 
     @rx.var
     def shown_logs(self) -> str:
@@ -118,6 +121,8 @@ class ModelDetailState(AdminState):
         self.found = True
         self.row = model_row(m, stale, now)
         self.image, self.source, self.startup_timeout_s = m.image, m.source, m.startup_timeout_s
+        self.gateway = gateway_examples(services().settings.public_url, m.served_name, m.embeddings,
+                                        m.request_defaults)
         self.loading_elapsed_s = int((now - m.started_at).total_seconds()) if (
             m.state == ModelState.LOADING and m.started_at) else 0
         self.events = [{"at": _time(e.created_at), "from": e.from_state.value if e.from_state else "",
@@ -171,6 +176,29 @@ class ModelDetailState(AdminState):
     @rx.event
     def set_follow(self, value: bool):
         self.follow = value
+
+
+def gateway_examples(public_url: str, served_name: str, embeddings: bool, defaults: dict) -> dict:
+    """How a client calls the model through the gateway (the console's /v1, an inference key in
+    $CORTEX_KEY): with curl and with the openai Python client; and the defaults the gateway
+    adds to a request that does not set them."""
+    base = public_url.rstrip("/") + "/v1"
+    name = json.dumps(served_name)
+    if embeddings:
+        path, body = "embeddings", {"model": served_name, "input": "Hello"}
+        call = (f'result = client.embeddings.create(model={name}, input="Hello")\n'
+                "print(len(result.data[0].embedding))")
+    else:
+        path, body = "chat/completions", {"model": served_name, "messages": [{"role": "user", "content": "Hello"}]}
+        call = (f"reply = client.chat.completions.create(\n    model={name},\n"
+                '    messages=[{"role": "user", "content": "Hello"}],\n)\n'
+                "print(reply.choices[0].message.content)")
+    curl = (f"curl {base}/{path} \\\n  -H \"Authorization: Bearer $CORTEX_KEY\" \\\n"
+            f"  -H \"Content-Type: application/json\" \\\n  -d '{json.dumps(body)}'")
+    python = (f"import os\n\nfrom openai import OpenAI\n\n"
+              f"client = OpenAI(\n    base_url={json.dumps(base)},\n    api_key=os.environ[\"CORTEX_KEY\"],\n)\n{call}")
+    return {"base": base, "endpoint": f"{base}/{path}", "curl": curl, "python": python,
+            "defaults": json.dumps(defaults, indent=2) if defaults else ""}
 
 
 def resource_points(series: list[Sample]) -> list[dict]:

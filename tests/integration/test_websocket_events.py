@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from simple_websocket.errors import ConnectionError as Refused
 
 from cortex_app import auth, crud, webhooks
+from cortex_app.gateway import keys as keymod
 from tests.conftest import LLAMA_IMAGE
 
 NS = "/_event"
@@ -26,6 +27,8 @@ MODELS = f"{ADMIN_STATE}.cortex_app___states___models____models_state"
 FORM = f"{ADMIN_STATE}.cortex_app___states___model_form____model_form_state"
 SETTINGS = f"{ADMIN_STATE}.cortex_app___states___settings____settings_state"
 IMAGES = f"{ADMIN_STATE}.cortex_app___states___images____images_state"
+KEYS = f"{ADMIN_STATE}.cortex_app___states___keys____keys_state"
+USAGE = f"{ADMIN_STATE}.cortex_app___states___usage____usage_state"
 PASSWORD = "socket-test-pass-1"
 
 
@@ -102,14 +105,16 @@ def console(start_console, tmp_path_factory, tiny_gguf, docker_host):
 
 @pytest.fixture(scope="module")
 def world(console):
-    """What a refused call could change: a model, a webhook endpoint with a delivery, a token."""
+    """What a refused call could change: a model, a webhook endpoint with a delivery, a token,
+    an inference key."""
     db = console.db()
     model = crud.create_model(db, console.settings, {"name": "tiny", "engine": "llamacpp", "source": "tiny.gguf"})
     ep = webhooks.create_endpoint(db, url="http://127.0.0.1:9/hook", event_types=["model.failed"])
     auth.create_api_token(db, "kept", "read")
     with db.connect() as conn:
         token_id = conn.execute(sa.text("SELECT id FROM api_token")).scalar_one()
-    yield db, model.id, ep.id, token_id
+    key, _ = keymod.create_key(db, "kept")
+    yield db, model.id, ep.id, token_id, key.id
     db.dispose()
 
 
@@ -121,12 +126,13 @@ def _snapshot(db, console, docker_client) -> tuple:
             "SELECT id, url, secret, enabled FROM webhook_endpoint ORDER BY id",
             "SELECT id, status, attempts FROM webhook_delivery ORDER BY id",
             "SELECT id, name, scope, revoked_at FROM api_token ORDER BY id",
+            "SELECT id, name, models, revoked_at FROM inference_key ORDER BY id",
             "SELECT id, username FROM admin_user",
             "SELECT count(*) FROM setup_code"))
     return rows, sorted(c.id for c in console.containers(docker_client))
 
 
-def _mutating_calls(model_id: int, endpoint_id: int, token_id: int) -> list[tuple]:
+def _mutating_calls(model_id: int, endpoint_id: int, token_id: int, key_id: int) -> list[tuple]:
     """(handler, page, payload, inputs set first) for every handler that changes something."""
     form = {"name": "forged", "engine": "llamacpp", "source": "tiny.gguf"}
     return [
@@ -140,14 +146,16 @@ def _mutating_calls(model_id: int, endpoint_id: int, token_id: int) -> list[tupl
         (f"{SETTINGS}.redeliver", "/settings", {"delivery_id": 1}, []),
         (f"{SETTINGS}.create_token", "/settings", {}, [(f"{SETTINGS}.set_token_scope", {"v": "admin"})]),
         (f"{SETTINGS}.revoke_token", "/settings", {"token_id": token_id}, []),
+        (f"{KEYS}.create_key", "/keys", {}, [(f"{KEYS}.set_name", {"v": "forged"})]),
+        (f"{KEYS}.revoke_key", "/keys", {"key_id": key_id}, []),
         (f"{IMAGES}.pull", "/system", {"image": "127.0.0.1:9/forged:1"}, []),
         (f"{IMAGES}.cancel_pull", "/system", {"image": "127.0.0.1:9/forged:1"}, []),
     ]
 
 
 def test_without_a_session_every_mutating_handler_is_refused(console, world, docker_client):
-    db, model_id, endpoint_id, token_id = world
-    calls = _mutating_calls(model_id, endpoint_id, token_id)
+    db, model_id, endpoint_id, token_id, key_id = world
+    calls = _mutating_calls(model_id, endpoint_id, token_id, key_id)
     before = _snapshot(db, console, docker_client)
     for forged_cookie in ("", "cortex_session=forged-session-token"):
         sock = RawSocket(console.url, console.url, forged_cookie)
@@ -164,8 +172,8 @@ def test_without_a_session_every_mutating_handler_is_refused(console, world, doc
 
 def test_without_a_session_the_pages_read_nothing(console, world):
     """Every page's load and tick sends a tab without a session to sign-in, with none of the
-    data (model, endpoint, token names) in what it gets back."""
-    _, model_id, _, _ = world
+    data (model, endpoint, token and key names) in what it gets back."""
+    _, model_id, *_ = world
     reads = [(f"{MODELS}.load", "/models"), (f"{MODELS}.tick", "/models"),
              (f"{ADMIN_STATE}.cortex_app___states___model_detail____model_detail_state.load", f"/models/{model_id}"),
              (f"{ADMIN_STATE}.cortex_app___states___model_detail____model_detail_state.tick", f"/models/{model_id}"),
@@ -175,7 +183,8 @@ def test_without_a_session_the_pages_read_nothing(console, world):
              (f"{ADMIN_STATE}.cortex_app___states___system____system_state.refresh", "/system"),
              (f"{IMAGES}.load_pulls", "/system"),
              (f"{ADMIN_STATE}.cortex_app___states___overview____overview_state.load", "/"),
-             (f"{ADMIN_STATE}.cortex_app___states___overview____overview_state.tick", "/")]
+             (f"{ADMIN_STATE}.cortex_app___states___overview____overview_state.tick", "/"),
+             (f"{KEYS}.load", "/keys"), (f"{USAGE}.load", "/usage")]
     sock = RawSocket(console.url, console.url)
     try:
         for handler, page in reads:
@@ -199,7 +208,7 @@ def test_a_foreign_origin_gets_no_websocket(console, world, docker_client):
 
 
 def test_the_first_admin_needs_the_setup_code_then_a_session_works(console, world, docker_client):
-    db, model_id, _, token_id = world
+    db, model_id, _, token_id, key_id = world
     code = re.search(r"setup code ([A-Z0-9]{4}(?:-[A-Z0-9]{4}){3})", console.output).group(1)
     form = {"username": "root", "password": PASSWORD, "confirm": PASSWORD}
     sock = RawSocket(console.url, console.url)
@@ -220,12 +229,14 @@ def test_the_first_admin_needs_the_setup_code_then_a_session_works(console, worl
     signed = RawSocket(console.url, console.url, f"cortex_session={session}")
     try:
         for handler, args in ((f"{SETTINGS}.revoke_token", {"token_id": token_id}),
+                              (f"{KEYS}.revoke_key", {"key_id": key_id}),
                               (f"{MODELS}.delete", {"model_id": model_id})):
             assert not _to_login(signed.call(handler, "/settings", wait=3, **args)), handler
     finally:
         signed.close()
     with db.connect() as conn:
         assert conn.execute(sa.text("SELECT revoked_at FROM api_token")).scalar_one() is not None
+        assert conn.execute(sa.text("SELECT revoked_at FROM inference_key")).scalar_one() is not None
         assert conn.execute(sa.text("SELECT count(*) FROM model")).scalar_one() == 0
 
 
@@ -238,8 +249,8 @@ NOT_MUTATING = {"load", "tick", "refresh", "open_new", "open_edit", "open_login"
 
 def test_the_list_names_every_handler_that_changes_something():
     """A new handler must be added to the calls above (or shown to change nothing)."""
-    from cortex_app.states import (gpus, images, model_detail, model_form, models, overview,  # noqa: F401
-                                   settings, system)
+    from cortex_app.states import (gpus, images, keys, model_detail, model_form, models,  # noqa: F401
+                                   overview, settings, system, usage)
     from cortex_app.states.auth import AdminState, AuthState
 
     def states(cls):
@@ -249,4 +260,4 @@ def test_the_list_names_every_handler_that_changes_something():
 
     handlers = {f"{s.get_full_name()}.{name}" for s in (AuthState, AdminState, *states(AdminState))
                 for name in s.event_handlers if not name.startswith("set_") and name not in NOT_MUTATING}
-    assert handlers == {handler for handler, *_ in _mutating_calls(1, 1, 1)}
+    assert handlers == {handler for handler, *_ in _mutating_calls(1, 1, 1, 1)}
