@@ -57,8 +57,7 @@ async def console_lifespan():
         await svc.scheduler.stop()
 
 
-# The gateway (/v1) wraps the whole app: in front of the admin routes and their middleware.
-app = rx.App(api_transformer=[api, GatewayASGI], stylesheets=["/layout.css"])
+app = rx.App(api_transformer=api, stylesheets=["/layout.css"])
 app.register_lifespan_task(console_lifespan)
 
 guard = AuthState.require_admin  # every signed-in page checks the session first
@@ -77,3 +76,11 @@ app.add_page(pages.usage, route="/usage", title="Usage · Cortex", on_load=[guar
 app.add_page(pages.gpus, route="/gpus", title="GPUs · Cortex", on_load=[guard, GpuState.load])
 app.add_page(pages.system, route="/system", title="System · Cortex", on_load=[guard, SystemState.refresh, ImagesState.load_pulls])
 app.add_page(pages.settings, route="/settings", title="Settings · Cortex", on_load=[guard, SettingsState.load])
+
+
+def served():
+    """What the server runs (serve.py): Reflex's ASGI app with the gateway (/v1) in front of all
+    of it. A gateway request pays none of the console's middleware (CORS, Reflex's context,
+    routing), which cost about as much CPU as the gateway's own work; and it gets no CORS
+    headers, so no page of another origin can read an answer."""
+    return GatewayASGI(app())

@@ -72,11 +72,17 @@ def main(argv: list[str]) -> int:
     from reflex.utils import exec as reflex_exec
     from reflex_base import constants
 
+    from reflex.utils import prerequisites
+
     forget_disk_states()
     environment.REFLEX_ENV_MODE.set(constants.Env.PROD)
     environment.REFLEX_SKIP_COMPILE.set(True)
-    reflex_exec.run_backend_prod(settings.listen, settings.port, constants.LogLevel.INFO,
-                                 mount_frontend_compiled_app=True)
+    environment.REFLEX_MOUNT_FRONTEND_COMPILED_APP.set(True)
+    prerequisites.get_app()  # imported here, so the forked worker shares it (as Reflex's own target)
+    # Reflex's production backend (granian), serving cortex_app.served(): its app with the
+    # gateway in front.
+    reflex_exec.run_granian_backend_prod(settings.listen, settings.port, constants.LogLevel.INFO,
+                                         app_target="cortex_app.cortex_app:served")
     return 0
 
 

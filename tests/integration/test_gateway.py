@@ -224,6 +224,14 @@ def test_credentials_never_cross_between_api_and_v1(bed):
         r = httpx.get(f"{console.url}{path}", headers={"Authorization": f"Bearer {bed.keys['all']}"})
         assert r.status_code == 401, (path, r.status_code)
     assert httpx.get(f"{bed.v1}/models").status_code == 401  # nothing at all
+    # No page of another origin may read an answer: no CORS headers, and no preflight allowed.
+    key = {"Authorization": f"Bearer {bed.keys['all']}"}
+    asked = httpx.get(f"{bed.v1}/models", headers={**key, "Origin": "http://evil.example"})
+    assert asked.status_code == 200 and not any(h.startswith("access-control-") for h in asked.headers)
+    preflight = httpx.options(f"{bed.v1}/chat/completions", headers={
+        "Origin": "http://evil.example", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type"})
+    assert "access-control-allow-origin" not in preflight.headers and preflight.status_code >= 400
 
 
 def test_rate_limit(bed):
