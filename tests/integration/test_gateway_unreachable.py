@@ -5,13 +5,16 @@ reconciler counts a failed probe. Real llama-server, real Docker; no reconciler 
 the row still says `running` when the request comes."""
 
 import asyncio
+import dataclasses
+import time
 
 import httpx
+import sqlalchemy as sa
 from sqlmodel import Session
 
 from cortex_app.gateway import keys as keymod
 from cortex_app.gateway.service import Gateway, GatewayASGI
-from cortex_app.models import Model
+from cortex_app.models import Model, ModelState
 
 
 def test_an_engine_gone_behind_the_consoles_back_is_502_and_a_failed_probe(bed, docker_client):
@@ -46,3 +49,38 @@ def test_an_engine_gone_behind_the_consoles_back_is_502_and_a_failed_probe(bed, 
     with Session(bed.db) as s:
         row = s.get(Model, m.id)
     assert row.consecutive_failures == 1 and row.probe_history[-1][1] is None
+
+
+def test_an_engine_that_never_answers_is_504_after_the_gateway_timeout(bed):
+    """A running model whose server accepts the request and then says nothing (a hung engine):
+    504 after CORTEX_GATEWAY_TIMEOUT, in OpenAI's shape."""
+    m = bed.llama("hung")
+    _, key = keymod.create_key(bed.db, "t")
+    settings = dataclasses.replace(bed.settings, gateway_timeout_s=1.0)
+    gateway = Gateway(bed.db, bed.lc, bed.rec, settings)
+    app = GatewayASGI(None)
+    app._gateway = gateway
+
+    async def hang(reader, writer):
+        await asyncio.sleep(30)
+
+    async def main():
+        server = await asyncio.start_server(hang, "127.0.0.1", 0)
+        with Session(bed.db) as s:  # as the reconciler would have it: running, on that port
+            s.execute(sa.update(Model).where(Model.id == m.id).values(
+                state=ModelState.RUNNING, container_id="c0ffee", host_port=server.sockets[0].getsockname()[1]))
+            s.commit()
+        await gateway.start()
+        try:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://console",
+                                         headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
+                t0 = time.monotonic()
+                r = await client.post("/v1/chat/completions", json={"model": "hung", "messages": []})
+                return r, time.monotonic() - t0
+        finally:
+            await gateway.stop()
+            server.close()
+
+    r, took = asyncio.run(main())
+    assert r.status_code == 504 and r.json()["error"]["code"] == "upstream_timeout", r.text
+    assert 1.0 <= took < 5.0
