@@ -58,6 +58,21 @@ def tiny(name: str) -> dict:
     return {"name": name, "engine": "llamacpp", "source": "tiny.gguf", "threads": 1, "extra_args": ["--poll", "0"]}
 
 
+def group_cpu_s(pgid: int) -> float:
+    """CPU seconds (user + system) used so far by every live process of a process group."""
+    import psutil
+
+    total = 0.0
+    for p in psutil.process_iter(["pid"]):
+        try:
+            if os.getpgid(p.pid) == pgid:
+                t = p.cpu_times()
+                total += t.user + t.system
+        except (ProcessLookupError, psutil.Error):
+            pass
+    return total
+
+
 def group_rss_mb(pgid: int) -> list[float]:
     """RSS (MB) of every process in a process group (a console started by make up is one)."""
     import psutil

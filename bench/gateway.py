@@ -58,7 +58,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import ADMIN, PASSWORD, bench_console, pct  # noqa: E402
+from bench.common import ADMIN, PASSWORD, bench_console, group_cpu_s, pct  # noqa: E402
 from tests.console import Console, console_env, free_port  # noqa: E402
 
 LITELLM_VENV = Path("/tmp/cortex-bench-litellm")
@@ -75,19 +75,6 @@ def log(msg: str) -> None:
 
 
 # --- CPU of a process group ---------------------------------------------------------------------
-
-
-def group_cpu_s(pgid: int) -> float:
-    """CPU seconds (user + system) used so far by every live process of a process group."""
-    total = 0.0
-    for p in psutil.process_iter(["pid"]):
-        try:
-            if os.getpgid(p.pid) == pgid:
-                t = p.cpu_times()
-                total += t.user + t.system
-        except (ProcessLookupError, psutil.Error):
-            pass
-    return total
 
 
 # --- the load generator -------------------------------------------------------------------------

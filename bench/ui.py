@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from cortex_app import auth  # noqa: E402
 from cortex_app.models import Model, ModelState, utcnow  # noqa: E402
-from bench.common import bench_console, group_rss_mb, tiny  # noqa: E402
+from bench.common import bench_console, group_cpu_s, group_rss_mb, tiny  # noqa: E402
 from tests.console import Console, console_env, free_port  # noqa: E402
 
 N = 200
@@ -49,21 +49,6 @@ def seed(db_url: str) -> None:
         conn.execute(sa.insert(Model.__table__), rows)
     auth.create_admin(engine, "bench", "bench-password-1")
     engine.dispose()
-
-
-def group_cpu_s(pgid: int) -> float:
-    """CPU seconds (user + system) used so far by every process of a process group."""
-    import psutil
-
-    total = 0.0
-    for p in psutil.process_iter(["pid"]):
-        try:
-            if os.getpgid(p.pid) == pgid:
-                t = p.cpu_times()
-                total += t.user + t.system
-        except (ProcessLookupError, psutil.Error):
-            pass
-    return total
 
 
 def sign_in(page, url: str, user: str, password: str) -> None:
