@@ -93,6 +93,10 @@ def prepare(body: dict, endpoint: str, defaults: dict) -> Prepared:
     """The request as the engine gets it: the model's defaults where the client set nothing,
     and, for a stream, the usage chunk asked for (the meter needs it; stripped again before the
     client sees it unless the client asked too)."""
+    if "stream" in body and not isinstance(body["stream"], bool):
+        raise GatewayError(400, "`stream` must be true or false", param="stream", code="invalid_type")
+    if body.get("stream_options") is not None and not isinstance(body["stream_options"], dict):
+        raise GatewayError(400, "`stream_options` must be an object", param="stream_options", code="invalid_type")
     out = dict(body)
     if endpoint != "embeddings":
         for k, v in defaults.items():

@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 import re
+import threading
 import time
 import weakref
 from typing import Optional
@@ -32,6 +33,8 @@ from cortex_app.models import Model
 log = logging.getLogger(__name__)
 
 REFRESH_S = 1.0
+STALE_S = 10.0  # a snapshot older than this is not routed on
+REPORT_EVERY_S = 1.0
 MAX_BODY_BYTES = 16 * 1024 * 1024  # a long prompt or a batch of inputs to embed
 _PROMPT = re.compile(rb'"prompt_tokens"\s*:\s*(\d+)')
 _COMPLETION = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
@@ -67,7 +70,10 @@ class Gateway:
         self._upstreams: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Upstream]" = weakref.WeakKeyDictionary()
         self._stopping: Optional[asyncio.Event] = None
         self._tasks: list[asyncio.Task] = []
-        self.loaded = False
+        self._reported: dict[int, float] = {}  # model id -> when its last failure was reported
+        self._reports: set[asyncio.Task] = set()
+        self._lock = threading.Lock()  # a refresh and a key change in this process: the newer read wins
+        self.loaded_at: Optional[float] = None  # monotonic time of the last good refresh
 
     # --- the snapshot ---------------------------------------------------------------------
 
@@ -83,13 +89,17 @@ class Gateway:
 
     def refresh(self) -> None:
         """Read the model table and the keys into the snapshot (a thread; two small SELECTs)."""
-        self.routes = self._read_routes()
-        self.keys = keymod.key_views(self.db)
-        self.loaded = True
+        with self._lock:
+            self.routes = self._read_routes()
+            self.keys = keymod.key_views(self.db)
+            self.loaded_at = time.monotonic()
 
     def refresh_keys(self) -> None:
-        """After a key was made or revoked here: it counts from the next request on."""
-        self.keys = keymod.key_views(self.db)
+        """After a key was made or revoked here: it counts from the next request on. Under the
+        lock, so a periodic refresh that read the keys before the change cannot write them
+        back after it."""
+        with self._lock:
+            self.keys = keymod.key_views(self.db)
 
     async def _refresher(self, stopping: asyncio.Event) -> None:
         while not stopping.is_set():
@@ -173,8 +183,12 @@ class Gateway:
     async def _handle(self, scope, receive, send, ex: _Exchange) -> None:
         path, method = scope["path"].rstrip("/"), scope["method"]
         try:
-            if not self.loaded:
-                raise GatewayError(503, "the gateway is starting; try again shortly", "service_unavailable",
+            if self.loaded_at is None or time.monotonic() - self.loaded_at > STALE_S:
+                # Routing on an old view could send a key to a model that is no longer where
+                # the view says (a port given to another model meanwhile).
+                raise GatewayError(503, "the gateway cannot read the model table right now (database "
+                                   "unreachable?); try again shortly" if self.loaded_at else
+                                   "the gateway is starting; try again shortly", "service_unavailable",
                                    retry_after=1)
             endpoint = ENDPOINTS.get(path)
             if path == "/v1/models" and method == "GET":
@@ -192,7 +206,7 @@ class Gateway:
                 return
             try:
                 body = json.loads(raw)
-            except ValueError:
+            except (ValueError, RecursionError):
                 raise GatewayError(400, "the request body is not JSON") from None
             if not isinstance(body, dict):
                 raise GatewayError(400, "the request body must be a JSON object")
@@ -205,9 +219,9 @@ class Gateway:
             if wait:
                 raise GatewayError(429, f"this key's limit of {view.rpm_limit} requests per minute is reached",
                                    "rate_limit_error", "rate_limit_exceeded", retry_after=wait)
+            prepared = prepare(body, endpoint, route.defaults)
         except GatewayError as err:
             return await self._refuse(send, err, ex)
-        prepared = prepare(body, endpoint, route.defaults)
         ex.stream = prepared.stream
         await self._forward(scope, receive, send, route, path, json.dumps(prepared.body).encode(),
                             prepared.client_wants_usage, ex)
@@ -280,7 +294,8 @@ class Gateway:
                         # connection (a server that just closed its idle ones, a restart in progress).
                         resp = await up.request(route.base_url, "POST", path, body, stream=ex.stream)
             except UpstreamError as exc:
-                self._report(route, str(exc))
+                if exc.connect:
+                    self._report(route, str(exc))
                 raise GatewayError(502, f"the model `{route.served_name}` did not answer: {exc}", "upstream_error",
                                    "upstream_unreachable") from None
             except TimeoutError:
@@ -334,12 +349,14 @@ class Gateway:
                         ex.ttft = time.perf_counter()
                     if held:
                         chunk, held = held + chunk, b""
-                    if b'"usage"' in chunk:
+                    if not chunk.endswith(b"\n\n"):  # an event split across chunks: its end waits
                         end = chunk.rfind(b"\n\n") + 2
                         if end < 2:
                             held = chunk
                             continue
-                        chunk, held = self._meter_events(chunk[:end], client_wants_usage, ex), chunk[end:]
+                        chunk, held = chunk[:end], chunk[end:]
+                    if b'"usage"' in chunk:
+                        chunk = self._meter_events(chunk, client_wants_usage, ex)
                         if not chunk:
                             continue
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
@@ -373,12 +390,16 @@ class Gateway:
         return b"".join(kept)
 
     def _report(self, route: Route, error: str) -> None:
-        """An engine that refused the connection twice counts as a failed health probe."""
-        try:
-            asyncio.get_running_loop().create_task(
-                self.reconciler.note_failed_probe(route.model_id, route.container_id, f"gateway: {error}"))
-        except Exception as exc:  # noqa: BLE001
-            log.warning("gateway: could not report %s's failure: %s", route.served_name, exc)
+        """An engine that refused the connection twice counts as a failed health probe: at most
+        one a second per model (a burst of requests must not make a burst of probes)."""
+        now = time.monotonic()
+        if now - self._reported.get(route.model_id, -REPORT_EVERY_S) < REPORT_EVERY_S:
+            return
+        self._reported[route.model_id] = now
+        task = asyncio.get_running_loop().create_task(
+            self.reconciler.note_failed_probe(route.model_id, route.container_id, f"gateway: {error}"))
+        self._reports.add(task)  # held until done: a task nobody references may be collected
+        task.add_done_callback(self._reports.discard)
 
 
 class GatewayASGI:

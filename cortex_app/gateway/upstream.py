@@ -14,10 +14,12 @@ and the request is then sent once more on a fresh connection (`UpstreamError.ret
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import AsyncIterator, Optional
 from urllib.parse import urlsplit
 
 CONNECT_TIMEOUT_S = 5.0
+IDLE_CLOSE_RACE_S = 1.0  # a kept connection that fails sooner than this was closed idle
 MAX_IDLE_PER_SERVER = 64
 _READ_LIMIT = 1 << 20  # the longest header block or chunk-size line accepted
 
@@ -25,8 +27,9 @@ _READ_LIMIT = 1 << 20  # the longest header block or chunk-size line accepted
 class UpstreamError(Exception):
     """The model's server could not be reached, or broke the exchange.
 
-    `retryable`: no byte of a response came back on a connection that may have been closed
-    while idle, so sending the request again on a fresh one is safe."""
+    `connect`: no connection could be made (the request was never sent).
+    `retryable`: a kept connection failed at once with no byte of an answer: the server had
+    closed it while idle, so sending the request again on a fresh one is safe."""
 
     def __init__(self, message: str, *, connect: bool = False, retryable: bool = False):
         super().__init__(message)
@@ -86,6 +89,15 @@ class Response:
         self.release()
 
     async def read(self) -> bytes:
+        if self._length is not None:  # the common answer: one read, no generator
+            try:
+                data = await self._reader.readexactly(self._length)
+            except (asyncio.IncompleteReadError, ConnectionError) as exc:
+                self.close()
+                raise UpstreamError(f"the model's server broke off its answer ({type(exc).__name__})") from None
+            self._done = True
+            self.release()
+            return data
         parts = [c async for c in self.chunks()]
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
@@ -161,30 +173,35 @@ class Upstream:
         return await self._exchange(key, reader, writer, head + body, stream, kept=False)
 
     async def _exchange(self, key, reader, writer, data: bytes, stream: bool, kept: bool) -> Response:
+        t0 = time.monotonic()
         try:
             writer.write(data)
             block = await reader.readuntil(b"\r\n\r\n")
-        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError) as exc:
             writer.transport.abort()
             partial = isinstance(exc, asyncio.IncompleteReadError) and exc.partial
+            # Sent again only where the server cannot have worked on it: a kept connection it
+            # had closed while idle fails at once, with not a byte of an answer. An engine that
+            # dies while generating fails later, and its request is not sent twice.
             raise UpstreamError(f"the model's server closed the connection ({type(exc).__name__})",
-                                connect=not kept, retryable=kept and not partial) from None
+                                retryable=kept and not partial and time.monotonic() - t0 < IDLE_CLOSE_RACE_S
+                                ) from None
         except BaseException:
             writer.transport.abort()
             raise
-        lines = block.split(b"\r\n")
         try:
+            lines = block.split(b"\r\n")
             version, code = lines[0].split(b" ", 2)[:2]
             status = int(code)
-        except ValueError:
+            headers = []
+            for line in lines[1:]:
+                if line:
+                    name, _, value = line.partition(b":")
+                    headers.append((name.strip().lower(), value.strip()))
+            resp = Response(self, key, reader, writer, status, headers, reuse=not stream and version == b"HTTP/1.1")
+        except ValueError:  # no status line, a bad status or Content-Length
             writer.transport.abort()
             raise UpstreamError("the model's server answered something that is not HTTP") from None
-        headers = []
-        for line in lines[1:]:
-            if line:
-                name, _, value = line.partition(b":")
-                headers.append((name.strip().lower(), value.strip()))
-        resp = Response(self, key, reader, writer, status, headers, reuse=not stream and version == b"HTTP/1.1")
         conn = resp.header(b"connection")
         if conn is not None and conn.lower() == b"close":
             resp._reuse = False

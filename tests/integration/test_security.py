@@ -93,11 +93,13 @@ def credentials(console) -> dict[str, dict]:
 
 
 def _snapshot(console, docker_client) -> tuple:
-    """Everything a refused call could have changed; not what the reconciler moves by itself."""
+    """Everything a refused call could have changed; not what the reconciler moves by itself
+    (its health writes bump `updated_at`, so the configuration's columns are compared instead)."""
     db = make_engine(console.db_url)
     with db.connect() as conn:
-        models = conn.execute(sa.text("SELECT id, name, served_name, source, threads, context_size, extra_args, state,"
-                                      " container_id, spec_hash, updated_at FROM model ORDER BY id")).all()
+        models = conn.execute(sa.text("SELECT id, name, served_name, engine, image, source, threads, context_size,"
+                                      " extra_args, extra_env, request_defaults, notes, state, container_id, spec_hash"
+                                      " FROM model ORDER BY id")).all()
         events = conn.execute(sa.text("SELECT count(*) FROM model_event")).scalar_one()
         sessions = conn.execute(sa.text("SELECT count(*) FROM admin_session")).scalar_one()
     db.dispose()

@@ -133,3 +133,13 @@ def test_request_defaults_refused(value, says):
     with pytest.raises(ValueError) as e:
         parse_request_defaults(value)
     assert says in str(e.value)
+
+
+@pytest.mark.parametrize("body,param", [({"stream": "true"}, "stream"), ({"stream": 1}, "stream"),
+                                        ({"stream": True, "stream_options": "x"}, "stream_options")])
+def test_stream_fields_of_the_wrong_type_are_refused(body, param):
+    """A truthy non-boolean `stream` that an engine would still stream must not slip past the
+    meter (it would go through unmetered, buffered)."""
+    with pytest.raises(GatewayError) as e:
+        prepare({"model": "t", **body}, "chat", {})
+    assert e.value.status == 400 and e.value.param == param

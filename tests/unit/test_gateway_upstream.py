@@ -138,3 +138,24 @@ def test_body_until_close_and_connection_close_header():
             assert await r.read() == b"all of it"
             assert not up._idle.get(("127.0.0.1", int(s.url.rsplit(":", 1)[1])))
     run(main())
+
+
+def test_a_fresh_connection_closed_without_an_answer_is_not_sent_again():
+    """The engine took the request and died before answering: it may have worked on it, so the
+    client gets the error and the engine never sees the request twice."""
+    async def main():
+        async with Server(lambda req: None) as s:  # reads the request, then drops the connection
+            with pytest.raises(UpstreamError) as e:
+                await Upstream().request(s.url, "POST", "/", b"{}", stream=False)
+            return e.value, s.requests
+    err, requests = run(main())
+    assert not err.connect and not err.retryable and requests == 1
+
+
+def test_an_answer_that_is_not_http_is_an_upstream_error():
+    for answer in (b"HTTP/1.1 200 OK\r\nContent-Length: nope\r\n\r\n", b"SSH-2.0-OpenSSH\r\n\r\n"):
+        async def main():
+            async with Server(lambda req: answer, close_after=1) as s:
+                with pytest.raises(UpstreamError):
+                    await Upstream().request(s.url, "POST", "/", b"{}", stream=False)
+        run(main())
