@@ -27,8 +27,9 @@ from cortex_app.gateway import keys as keymod
 from cortex_app.gateway.routing import ENDPOINTS, GatewayError, Route, error_body, pick, prepare, servable, \
     is_usage_only, usage_of
 from cortex_app.gateway.upstream import Upstream, UpstreamError
-from cortex_app.gateway.usage import GatewayMetrics, UsageMeter
+from cortex_app.gateway.usage import FLUSH_INTERVAL_S, GatewayMetrics, UsageMeter
 from cortex_app.models import Model
+from cortex_app.reconcile.jobs import JobStatus, job_failed, job_succeeded
 
 log = logging.getLogger(__name__)
 
@@ -101,28 +102,42 @@ class Gateway:
         with self._lock:
             self.keys = keymod.key_views(self.db)
 
-    async def _refresher(self, stopping: asyncio.Event) -> None:
-        while not stopping.is_set():
+    async def _every(self, job: JobStatus, period_s: float, work) -> None:
+        """Run `work` every `period_s` until the gateway stops. Failures are logged as episodes,
+        as the scheduler's jobs are (reconcile/jobs.py): when one begins, when it changes, when
+        it ends; a database down for an hour is not a line a second. What failed is kept: the
+        last snapshot goes on serving (10 s at most), the records wait for the next flush."""
+        while not self._stopping.is_set():
             try:
-                await asyncio.to_thread(self.refresh)
-            except Exception as exc:  # noqa: BLE001 - the last snapshot stays; try again next second
-                log.warning("gateway: could not refresh its view of models and keys: %s", exc)
+                await work()
+                line = job_succeeded(job, time.time())
+                if line:
+                    log.info("gateway: %s", line)
+            except Exception as exc:  # noqa: BLE001 - the loop never dies
+                line = job_failed(job, str(exc) or type(exc).__name__, time.time())
+                if line:
+                    log.warning("gateway: %s", line)
             try:
-                await asyncio.wait_for(stopping.wait(), REFRESH_S)
+                await asyncio.wait_for(self._stopping.wait(), period_s)
             except asyncio.TimeoutError:
                 pass
 
     async def start(self) -> None:
         self._stopping = asyncio.Event()
         await asyncio.to_thread(self.refresh)
-        self._tasks = [asyncio.create_task(self._refresher(self._stopping)),
-                       asyncio.create_task(self.meter.run(self._stopping))]
+        self._tasks = [
+            asyncio.create_task(self._every(JobStatus("gateway snapshot"), REFRESH_S,
+                                            lambda: asyncio.to_thread(self.refresh))),
+            asyncio.create_task(self._every(JobStatus("usage flush"), FLUSH_INTERVAL_S, self.meter.flush))]
 
     async def stop(self) -> None:
         if self._stopping is not None:
             self._stopping.set()
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.meter.flush()
+        try:
+            await self.meter.flush()
+        except Exception as exc:  # noqa: BLE001
+            log.warning("gateway: %d usage records not written at stop: %s", self.meter.pending, exc)
         up = self._upstreams.pop(asyncio.get_running_loop(), None)
         if up is not None:
             up.close()

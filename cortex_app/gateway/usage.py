@@ -1,7 +1,7 @@
 """Usage metering: what each gateway request cost, kept off the request path.
 
 A request appends one tuple to a list (no lock, no I/O: the event loop's thread is the only
-writer); the flusher writes whatever gathered, in one INSERT, every second. The same
+writer); the gateway flushes whatever gathered, in one INSERT, every second. The same
 figures feed this process's counters and histograms for /metrics. Reading it back (the Usage
 page, the CSV export) is `summary()` and `rows_csv()`."""
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-import logging
 from bisect import bisect_left
 from collections import defaultdict
 from dataclasses import dataclass
@@ -21,8 +20,6 @@ import sqlalchemy as sa
 from sqlmodel import Session, func, select
 
 from cortex_app.models import UsageRecord, utcnow
-
-log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL_S = 1.0
 MAX_PENDING = 100_000  # a database that cannot keep up loses the oldest records, never the requests
@@ -91,6 +88,10 @@ class UsageMeter:
         self._pending.append((utcnow(), key_id, key_name, model, endpoint, stream, status, prompt, completion,
                               round(latency_ms, 3), None if ttft_ms is None else round(ttft_ms, 3)))
 
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
     def _write(self, batch: list[tuple]) -> None:
         # Core's executemany, not the ORM's bulk path: a third less CPU per row, and the
         # thread it runs in shares the GIL with the requests.
@@ -98,25 +99,18 @@ class UsageMeter:
             conn.execute(UsageRecord.__table__.insert(), [dict(zip(_COLUMNS, row)) for row in batch])
 
     async def flush(self) -> int:
+        """Write what gathered; on a failure the records are kept for the next flush (bounded)
+        and the error is raised for the caller to report."""
         batch, self._pending = self._pending, []
         if not batch:
             return 0
         try:
             await asyncio.to_thread(self._write, batch)
-        except Exception as exc:  # noqa: BLE001 - keep them for the next flush (bounded)
-            log.warning("usage: could not write %d records (kept for the next try): %s", len(batch), exc)
+        except Exception:
             self._pending[:0] = batch
-            return 0
+            raise
         self.written += len(batch)
         return len(batch)
-
-    async def run(self, stopping: asyncio.Event) -> None:
-        while not stopping.is_set():
-            try:
-                await asyncio.wait_for(stopping.wait(), FLUSH_INTERVAL_S)
-            except asyncio.TimeoutError:
-                pass
-            await self.flush()
 
 
 # --- reading it back -----------------------------------------------------------------------

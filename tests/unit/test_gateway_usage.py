@@ -7,6 +7,9 @@ import csv
 import io
 from datetime import datetime, timedelta, timezone
 
+import pytest
+import sqlalchemy as sa
+
 from cortex_app.gateway.usage import LATENCY_BUCKETS, Histogram, UsageMeter, rows_csv, series, totals
 
 NOW = datetime(2026, 11, 28, 12, 30, tzinfo=timezone.utc)
@@ -26,6 +29,14 @@ def test_meter_writes_in_one_batch_and_reads_back(migrated_db):
     exported = list(csv.DictReader(io.StringIO("".join(rows_csv(migrated_db, "24h", batch=3)))))
     assert len(exported) == 4 and exported[1]["stream"] == "1" and exported[1]["ttft_ms"] == "4.0"
     assert [r["status"] for r in exported] == ["200", "200", "200", "503"]
+
+
+def test_a_failed_write_keeps_the_records_for_the_next_flush(tmp_path):
+    meter = UsageMeter(sa.create_engine(f"sqlite:///{tmp_path}/empty.db"))  # no usage_record table
+    meter.record(1, "ci", "chat", "chat", False, 200, 10, 5, 12.5, None)
+    with pytest.raises(sa.exc.OperationalError):
+        asyncio.run(meter.flush())
+    assert meter.pending == 1 and meter.written == 0
 
 
 def test_off_means_nothing_recorded(migrated_db):
