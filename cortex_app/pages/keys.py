@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import reflex as rx
 
+from cortex_app.components.confirm import confirmed
 from cortex_app.components.layout import page
 from cortex_app.gateway.keys import EXPIRY_DAYS
 from cortex_app.states.keys import KeysState as K
@@ -58,18 +59,8 @@ def _form() -> rx.Component:
 
 
 def _revoke(k: rx.Var) -> rx.Component:
-    return rx.alert_dialog.root(
-        rx.alert_dialog.trigger(rx.button("Revoke", size="1", variant="ghost", color_scheme="red",
-                                          class_name="key-revoke")),
-        rx.alert_dialog.content(
-            rx.alert_dialog.title("Revoke ", k["name"], "?"),
-            rx.alert_dialog.description("Requests with it are refused from now on; its usage stays on record."),
-            rx.hstack(rx.alert_dialog.cancel(rx.button("Cancel", variant="soft", color_scheme="gray")),
-                      rx.alert_dialog.action(rx.button("Revoke", color_scheme="red", on_click=K.revoke_key(k["id"]),
-                                                       class_name="key-revoke-confirm")),
-                      spacing="3", justify="end"),
-        ),
-    )
+    return confirmed("Revoke", k["name"], "Requests with it are refused from now on; its usage stays on record.",
+                     K.revoke_key(k["id"]), "key-revoke", "key-revoke-confirm")
 
 
 def _key(k: rx.Var) -> rx.Component:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import reflex as rx
 
+from cortex_app.components.confirm import confirmed
 from cortex_app.components.images import follow_pulls, image_status
 from cortex_app.components.layout import health_badge, page, state_badge
 from cortex_app.states.images import pull_view
@@ -21,18 +22,9 @@ def _actions(row: rx.Var) -> rx.Component:
         rx.cond(row["stale"], rx.button("Apply", size="1", color_scheme="blue", variant="outline",
                                         on_click=ModelsState.apply(mid), class_name="act-apply")),
         rx.link(rx.button("Edit", size="1", variant="ghost", class_name="act-edit"), href=f"/models/{mid}/edit"),
-        rx.cond(row["can_delete"], rx.alert_dialog.root(
-            rx.alert_dialog.trigger(rx.button("Delete", size="1", color_scheme="red", variant="ghost",
-                                              class_name="act-delete")),
-            rx.alert_dialog.content(
-                rx.alert_dialog.title("Delete ", row["name"], "?"),
-                rx.alert_dialog.description("The configuration and its history go; model files stay on disk."),
-                rx.hstack(rx.alert_dialog.cancel(rx.button("Cancel", variant="soft", color_scheme="gray")),
-                          rx.alert_dialog.action(rx.button("Delete", color_scheme="red",
-                                                           on_click=ModelsState.delete(mid), class_name="confirm-delete")),
-                          spacing="3", justify="end"),
-            ),
-        )),
+        rx.cond(row["can_delete"], confirmed(
+            "Delete", row["name"], "The configuration and its history go; model files stay on disk.",
+            ModelsState.delete(mid), "act-delete", "confirm-delete")),
         spacing="2", wrap="wrap",
     )
 
