@@ -523,22 +523,18 @@ litellm_settings:
 # --- the console ----------------------------------------------------------------------------------
 
 
-def start_model(console: Console, model_id: int) -> dict:
-    r = console.call("POST", f"/api/models/{model_id}/start")
-    if r.status_code != 202:
-        raise RuntimeError(f"POST /api/models/{model_id}/start: {r.status_code} {r.text}")
-    body = console.wait_model(model_id, "running", "failed", timeout=180)
+def start_model(console: Console, model_id: int, key: str) -> dict:
+    """Start the model through the API, wait for its row to say running (the reconciler judges
+    readiness), then for the gateway's own view to list it (its snapshot: about a second)."""
+    body = console.start_ready(model_id, timeout=180)
     if body["state"] != "running":
         raise RuntimeError(f"the model did not start: {body}\n{console.tail()}")
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # running and answering (the gateway's snapshot: 1 s)
-        try:
-            if httpx.get(f"http://127.0.0.1:{body['host_port']}/health", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    time.sleep(1.5)
+    deadline = time.monotonic() + 30
+    while body["served_name"] not in [m["id"] for m in httpx.get(
+            f"{console.url}/v1/models", headers={"Authorization": f"Bearer {key}"}, timeout=5).json()["data"]]:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the gateway did not list {body['served_name']!r} within 30 s")
+        time.sleep(0.1)
     return body
 
 
@@ -695,13 +691,13 @@ def main() -> int:
         if r.status_code not in (200, 201):
             raise RuntimeError(f"POST /api/models: {r.status_code} {r.text}")
         model = r.json()
-        body = start_model(console, model["id"])
-        served, mport = body["served_name"], body["host_port"]
-        log(f"model {served!r} running, host port {mport}")
         r = console.call("POST", "/api/keys", json={"name": "bench"})
         if r.status_code != 201:
             raise RuntimeError(f"POST /api/keys: {r.status_code} {r.text}")
         key = r.json()["key"]
+        body = start_model(console, model["id"], key)
+        served, mport = body["served_name"], body["host_port"]
+        log(f"model {served!r} running, host port {mport}")
 
         pg = console.pid
         targets = [Target("direct", f"http://127.0.0.1:{mport}", served)]
@@ -747,7 +743,7 @@ def main() -> int:
         console.env["CORTEX_GATEWAY_METERING"] = "false"
         console.start()
         assert console.sign_in(ADMIN, PASSWORD).status_code == 200
-        body = start_model(console, model["id"])
+        body = start_model(console, model["id"], key)
         mport2 = body["host_port"]
         pg = console.pid
         direct2 = Target("direct (2nd ctr)", f"http://127.0.0.1:{mport2}", served)

@@ -121,8 +121,9 @@ class ModelDetailState(AdminState):
         self.found = True
         self.row = model_row(m, stale, now)
         self.image, self.source, self.startup_timeout_s = m.image, m.source, m.startup_timeout_s
-        self.gateway = gateway_examples(services().settings.public_url, m.served_name, m.embeddings,
-                                        m.request_defaults)
+        examples = gateway_examples(services().settings.public_url, m.served_name, m.embeddings, m.request_defaults)
+        if examples != self.gateway:  # set only when it changes: a tick sends no unchanged examples
+            self.gateway = examples
         self.loading_elapsed_s = int((now - m.started_at).total_seconds()) if (
             m.state == ModelState.LOADING and m.started_at) else 0
         self.events = [{"at": _time(e.created_at), "from": e.from_state.value if e.from_state else "",
