@@ -24,12 +24,19 @@ def _field(name: str, label: str, kind: str = "text") -> rx.Component:
     )
 
 
+def _submit(label: str, id_: str, **props) -> rx.Component:
+    """A submit button that stays disabled until the page is hydrated: before React owns the
+    form, a click or Enter would submit it natively, as a GET carrying the password in the URL
+    (into history and access logs)."""
+    return rx.button(label, type="submit", width="100%", id=id_, disabled=~rx.State.is_hydrated, **props)
+
+
 def login() -> rx.Component:
     return centered_card(
         rx.text("Sign in to manage this host's models.", size="2", color_scheme="gray"),
         rx.form(
             rx.vstack(_field("username", "Username"), _field("password", "Password", "password"), _error(),
-                      rx.button("Sign in", type="submit", width="100%", loading=AuthState.busy, id="sign-in"),
+                      _submit("Sign in", "sign-in", loading=AuthState.busy),
                       spacing="3", width="100%"),
             on_submit=AuthState.sign_in, reset_on_submit=False, width="100%",
         ),
@@ -45,7 +52,7 @@ def setup() -> rx.Component:
         rx.form(
             rx.vstack(_field("setup_code", "Setup code"), _field("username", "Username"), _field("password", "Password (10+ characters)", "password"),
                       _field("confirm", "Password again", "password"), _error(),
-                      rx.button("Create admin and sign in", type="submit", width="100%", id="create-admin"),
+                      _submit("Create admin and sign in", "create-admin"),
                       spacing="3", width="100%"),
             on_submit=AuthState.create_first_admin, reset_on_submit=False, width="100%",
         ),

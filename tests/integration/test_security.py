@@ -4,6 +4,7 @@ exact status, and where refused, nothing changed (the model row, its events, its
 
 from __future__ import annotations
 
+import re
 import shutil
 from datetime import timedelta
 
@@ -180,6 +181,16 @@ def test_the_session_cookie_is_httponly_and_set_only_for_the_consoles_own_pages(
     for used in (code, r.json()["token"]):  # used up; and a session token is no code
         again = adopt(used, Origin=console.url)
         assert again.status_code == 401 and "set-cookie" not in again.headers
+
+
+@pytest.mark.parametrize("path, button", [("/login/", "sign-in"), ("/setup/", "create-admin")])
+def test_the_prerendered_sign_in_forms_cannot_submit_before_the_page_is_live(console, path, button):
+    """The pages are prerendered: until React owns the form it is plain HTML, and a click would
+    submit it natively, as GET /login/?username=…&password=… (into history and access logs). Its
+    button ships disabled and is enabled once the page is hydrated (the e2e sign-in clicks it)."""
+    html = httpx.get(console.url + path).text
+    tag = re.search(rf'<button[^>]*id="{button}"[^>]*>', html)
+    assert tag and re.search(r"\sdisabled(=|\s|>)", tag.group(0)), tag
 
 
 @pytest.mark.parametrize("public_url, secure", [("http://gpu-host:3000", False), ("https://cortex.example", True)])
