@@ -56,6 +56,7 @@ class Settings:
     # next streamed chunk) before the client gets 504, and whether each request is metered.
     gateway_timeout_s: float = 600.0
     gateway_metering: bool = True
+    usage_retention_days: int = 90  # gateway usage records older than this are deleted
 
     @property
     def allowed_origins(self) -> tuple[str, ...]:
@@ -224,6 +225,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         listen=_listen(env),
         gateway_timeout_s=_number(env, "CORTEX_GATEWAY_TIMEOUT", 600.0, 1, 86400),
         gateway_metering=_bool(env, "CORTEX_GATEWAY_METERING", True),
+        usage_retention_days=_whole(env, "CORTEX_USAGE_RETENTION_DAYS", 90, 1, 3650),
     )
 
 

@@ -18,6 +18,7 @@ import re
 import threading
 import time
 import weakref
+from datetime import timedelta
 from typing import Optional
 
 import sqlalchemy as sa
@@ -27,8 +28,8 @@ from cortex_app.gateway import keys as keymod
 from cortex_app.gateway.routing import ENDPOINTS, GatewayError, Route, error_body, pick, prepare, servable, \
     is_usage_only, usage_of
 from cortex_app.gateway.upstream import Upstream, UpstreamError
-from cortex_app.gateway.usage import FLUSH_INTERVAL_S, GatewayMetrics, UsageMeter
-from cortex_app.models import Model
+from cortex_app.gateway.usage import FLUSH_INTERVAL_S, GatewayMetrics, UsageMeter, prune
+from cortex_app.models import Model, utcnow
 from cortex_app.reconcile.jobs import JobStatus, job_failed, job_succeeded
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 REFRESH_S = 1.0
 STALE_S = 10.0  # a snapshot older than this is not routed on
 REPORT_EVERY_S = 1.0
+PRUNE_EVERY_S = 3600.0  # usage records past the retention go within the hour
 MAX_BODY_BYTES = 16 * 1024 * 1024  # a long prompt or a batch of inputs to embed
 _PROMPT = re.compile(rb'"prompt_tokens"\s*:\s*(\d+)')
 _COMPLETION = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
@@ -102,6 +104,11 @@ class Gateway:
         with self._lock:
             self.keys = keymod.key_views(self.db)
 
+    def prune_usage(self) -> int:
+        """Delete the usage records older than CORTEX_USAGE_RETENTION_DAYS (a thread: at start,
+        then hourly); the number deleted."""
+        return prune(self.db, utcnow() - timedelta(days=self.settings.usage_retention_days))
+
     async def _every(self, job: JobStatus, period_s: float, work) -> None:
         """Run `work` every `period_s` until the gateway stops. Failures are logged as episodes,
         as the scheduler's jobs are (reconcile/jobs.py): when one begins, when it changes, when
@@ -128,7 +135,9 @@ class Gateway:
         self._tasks = [
             asyncio.create_task(self._every(JobStatus("gateway snapshot"), REFRESH_S,
                                             lambda: asyncio.to_thread(self.refresh))),
-            asyncio.create_task(self._every(JobStatus("usage flush"), FLUSH_INTERVAL_S, self.meter.flush))]
+            asyncio.create_task(self._every(JobStatus("usage flush"), FLUSH_INTERVAL_S, self.meter.flush)),
+            asyncio.create_task(self._every(JobStatus("usage retention"), PRUNE_EVERY_S,
+                                            lambda: asyncio.to_thread(self.prune_usage)))]
 
     async def stop(self) -> None:
         if self._stopping is not None:

@@ -3,7 +3,8 @@
 A request appends one tuple to a list (no lock, no I/O: the event loop's thread is the only
 writer); the gateway flushes whatever gathered, in one INSERT, every second. The same
 figures feed this process's counters and histograms for /metrics. Reading it back (the Usage
-page, the CSV export) is `summary()` and `rows_csv()`."""
+page, the CSV export) is `totals()`, `series()` and `rows_csv()`; `prune()` keeps the table to
+the retention the admin set."""
 
 from __future__ import annotations
 
@@ -19,9 +20,10 @@ from typing import Iterator, Optional
 import sqlalchemy as sa
 from sqlmodel import Session, func, select
 
-from cortex_app.models import UsageRecord, utcnow
+from cortex_app.models import UsageRecord, UTCDateTime, utcnow
 
 FLUSH_INTERVAL_S = 1.0
+PRUNE_BATCH = 10_000
 MAX_PENDING = 100_000  # a database that cannot keep up loses the oldest records, never the requests
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 _COLUMNS = ("at", "key_id", "key_name", "model_name", "endpoint", "stream", "status", "prompt_tokens",
@@ -147,23 +149,48 @@ def totals(db: sa.Engine, window: str, by: str, now: Optional[datetime] = None) 
     return sorted(out, key=lambda t: (-t.requests, t.name))
 
 
+def _step_index(dialect: str, start: datetime, step: timedelta):
+    """SQL for the time step a record falls in, counted from `start` (>= 0 for every record in
+    a window, which starts after `start`). SQLite and PostgreSQL spell time arithmetic apart."""
+    step_s = step.total_seconds()
+    if dialect == "postgresql":
+        return func.floor(func.extract("epoch", UsageRecord.at - sa.literal(start, UTCDateTime())) / step_s)
+    offset_s = (func.julianday(UsageRecord.at) - func.julianday(sa.literal(start, UTCDateTime()))) * 86400.0
+    return sa.cast(offset_s / step_s, sa.Integer)
+
+
 def series(db: sa.Engine, window: str, by: str, now: Optional[datetime] = None) -> tuple[list[str], dict[str, list]]:
     """Tokens (prompt + completion) per time step over the window for each model or key: the
-    step labels, and each name's values. Bucketed here (portable across SQLite and PostgreSQL)."""
+    step labels, and each name's values. Summed by the database: a busy month is millions of
+    records, and what comes back is one row per step and name."""
     now = now or utcnow()
     since, step = _since(window, now)
     col = UsageRecord.model_name if by == "model" else UsageRecord.key_name
-    with Session(db) as s:
-        rows = s.exec(select(UsageRecord.at, col, UsageRecord.prompt_tokens + UsageRecord.completion_tokens)
-                      .where(UsageRecord.at >= since)).all()
-    n = int((now - since) / step) + 1
     start = since.replace(minute=0, second=0, microsecond=0)
+    index = _step_index(db.dialect.name, start, step).label("step")
+    with Session(db) as s:
+        rows = s.exec(select(index, col, func.sum(UsageRecord.prompt_tokens + UsageRecord.completion_tokens))
+                      .where(UsageRecord.at >= since).group_by(index, col)).all()
+    n = int((now - since) / step) + 1
     labels = [(start + i * step).astimezone(timezone.utc).strftime("%m-%d %H:%M") for i in range(n)]
     values: dict[str, list] = defaultdict(lambda: [0] * n)
-    for at, name, tokens in rows:
-        i = min(n - 1, max(0, int((at - start) / step)))
-        values[name][i] += tokens or 0
+    for i, name, tokens in rows:
+        values[name][min(n - 1, max(0, int(i)))] += int(tokens or 0)
     return labels, dict(values)
+
+
+def prune(db: sa.Engine, older_than: datetime, batch: int = PRUNE_BATCH) -> int:
+    """Delete the records from before `older_than` (CORTEX_USAGE_RETENTION_DAYS), a batch per
+    transaction: the meter's flush waits for one batch at most, never for the whole purge."""
+    deleted = 0
+    while True:
+        oldest = (select(UsageRecord.id).where(UsageRecord.at < older_than).order_by(UsageRecord.id)
+                  .limit(batch).scalar_subquery())
+        with db.begin() as conn:
+            n = conn.execute(sa.delete(UsageRecord).where(UsageRecord.id.in_(oldest))).rowcount
+        deleted += n
+        if n < batch:
+            return deleted
 
 
 def rows_csv(db: sa.Engine, window: str, now: Optional[datetime] = None, batch: int = 5000) -> Iterator[str]:

@@ -1,6 +1,6 @@
 """gateway/usage.py: the meter's batched writes and what the Usage page and the CSV export
-read back (totals, buckets over time, the window), on a migrated SQLite database; the
-histograms /metrics serves."""
+read back (totals, buckets over time, the window), on a migrated SQLite database (the time
+arithmetic and the retention also on PostgreSQL); the histograms /metrics serves."""
 
 import asyncio
 import csv
@@ -10,7 +10,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
+from cortex_app.gateway.service import Gateway
 from cortex_app.gateway.usage import LATENCY_BUCKETS, Histogram, UsageMeter, rows_csv, series, totals
+from cortex_app.settings import load_settings
 
 NOW = datetime(2026, 11, 28, 12, 30, tzinfo=timezone.utc)
 
@@ -45,18 +47,62 @@ def test_off_means_nothing_recorded(migrated_db):
     assert asyncio.run(meter.flush()) == 0 and totals(migrated_db, "24h", "model") == []
 
 
-def test_window_and_buckets(migrated_db):
-    meter = UsageMeter(migrated_db)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def usage_db(request, tmp_path):
+    """A migrated database of each kind the console runs on."""
+    from cortex_app.db import make_engine
+    from tests.conftest import migrate
+
+    url = (f"sqlite:///{tmp_path}/cortex.db" if request.param == "sqlite"
+           else request.getfixturevalue("fresh_postgres_db"))
+    migrate(url)
+    engine = make_engine(url)
+    yield engine
+    engine.dispose()
+
+
+def _recorded_at(meter: UsageMeter, when: datetime, name: str = "chat", tokens: int = 1, key: str = "ci") -> None:
+    meter.record(1, key, name, "chat", False, 200, tokens, 0, 1.0, None)
+    meter._pending[-1] = (when, *meter._pending[-1][1:])
+
+
+def test_window_and_buckets(usage_db):
+    meter = UsageMeter(usage_db)
     for hours_ago, tokens in ((0.1, 10), (1.5, 20), (1.6, 5), (30, 100)):
-        meter.record(1, "ci", "chat", "chat", False, 200, tokens, 0, 1.0, None)
-        meter._pending[-1] = (NOW - timedelta(hours=hours_ago), *meter._pending[-1][1:])
+        _recorded_at(meter, NOW - timedelta(hours=hours_ago), tokens=tokens)
+    _recorded_at(meter, NOW - timedelta(hours=2, minutes=59, seconds=59), name="emb", tokens=7, key="ops")
     asyncio.run(meter.flush())
-    labels, values = series(migrated_db, "24h", "model", now=NOW)
+    labels, values = series(usage_db, "24h", "model", now=NOW)
     assert len(labels) == len(values["chat"]) == 25 and sum(values["chat"]) == 35  # 30 h ago is out
-    # hour buckets: 12:24 in the 12:00 one (the last), 11:00 and 10:54 in the two before it
-    assert values["chat"][-3:] == [5, 20, 10]
-    assert sum(sum(v) for v in series(migrated_db, "7d", "model", now=NOW)[1].values()) == 135
-    assert totals(migrated_db, "24h", "model", now=NOW)[0].prompt_tokens == 35
+    # hour buckets: 12:24 in the 12:00 one (the last), 11:00 and 10:54 in the two before it,
+    # 09:30:01 in the 09:00 one
+    assert values["chat"][-3:] == [5, 20, 10] and values["emb"][-4:] == [7, 0, 0, 0]
+    assert labels[-1] == "11-28 12:00" and labels[-4] == "11-28 09:00"
+    assert series(usage_db, "24h", "key", now=NOW)[1]["ops"][-4] == 7
+    week_labels, week = series(usage_db, "7d", "model", now=NOW)
+    # 6 h steps from 12:00 a week ago: 30 h ago (06:30 the day before) is in the step of 06:00
+    assert sum(week["chat"]) == 135 and week["chat"][week_labels.index("11-27 06:00")] == 100
+    assert totals(usage_db, "24h", "model", now=NOW)[0].prompt_tokens == 35
+
+
+def test_records_past_the_retention_are_deleted_in_batches(usage_db, monkeypatch):
+    """What the gateway's hourly retention job runs (Gateway.prune_usage), with its setting."""
+    import cortex_app.gateway.usage as usage_mod
+
+    meter = UsageMeter(usage_db)
+    now = datetime.now(timezone.utc)
+    for days_ago in (400, 100, 31, 31, 31):
+        _recorded_at(meter, now - timedelta(days=days_ago))
+    for days_ago in (29, 1, 0):
+        _recorded_at(meter, now - timedelta(days=days_ago), name="kept")
+    asyncio.run(meter.flush())
+    monkeypatch.setattr(usage_mod.prune, "__defaults__", (2,))  # batches of 2: five old ones take three
+    gateway = Gateway(usage_db, None, None, load_settings({"CORTEX_USAGE_RETENTION_DAYS": "30"}))
+    assert gateway.prune_usage() == 5
+    assert [t.name for t in totals(usage_db, "30d", "model", now=now)] == ["kept"]
+    with usage_db.connect() as c:
+        assert c.execute(sa.text("SELECT count(*) FROM usage_record")).scalar() == 3
+    assert gateway.prune_usage() == 0
 
 
 def test_histogram_is_cumulative_with_inf():

@@ -37,6 +37,8 @@ def test_db_url_uses_psycopg3_for_postgresql(url, expected):
     ({"CORTEX_PORT": "0"}, "CORTEX_PORT"),
     ({"CORTEX_DB_URL": "just-a-path.db"}, "CORTEX_DB_URL"),
     ({"CORTEX_KEEP_MODELS_ON_RESTART": "maybe"}, "CORTEX_KEEP_MODELS_ON_RESTART"),
+    ({"CORTEX_USAGE_RETENTION_DAYS": "0"}, "CORTEX_USAGE_RETENTION_DAYS"),
+    ({"CORTEX_USAGE_RETENTION_DAYS": "30d"}, "CORTEX_USAGE_RETENTION_DAYS"),
 ])
 def test_bad_values_name_the_variable(env, names):
     with pytest.raises(SettingsError, match=names):
@@ -48,6 +50,8 @@ def test_docker_host_and_images_from_env():
                        "CORTEX_VLLM_IMAGE": "c:d", "CORTEX_KEEP_MODELS_ON_RESTART": "true"})
     assert (s.docker_host, s.llamacpp_image, s.vllm_image) == ("tcp://10.0.0.1:2375", "a:b", "c:d")
     assert s.keep_models_on_restart is True
+    assert load_settings({}).usage_retention_days == 90
+    assert load_settings({"CORTEX_USAGE_RETENTION_DAYS": "400"}).usage_retention_days == 400
 
 
 @pytest.mark.parametrize("url, shown", [
