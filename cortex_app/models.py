@@ -407,3 +407,22 @@ class UsageRecord(SQLModel, table=True):
     completion_tokens: int = 0
     latency_ms: float = 0.0
     ttft_ms: Optional[float] = None  # streamed requests: until the first content chunk
+
+
+class UsageHour(SQLModel, table=True):
+    """The usage records summed per hour, model and key name, in the same transaction that
+    writes them: what the Usage page reads (a month is 720 rows per model and key, however
+    busy the gateway). The CSV export reads the records themselves."""
+
+    __tablename__ = "usage_hour"
+    __table_args__ = (sa.UniqueConstraint("hour", "model_name", "key_name", name="uq_usage_hour"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    hour: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))  # the hour's start, UTC
+    model_name: str = Field(max_length=128)
+    key_name: str = Field(max_length=64)
+    requests: int = 0
+    errors: int = 0  # answered 400 or more
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_ms_sum: float = 0.0

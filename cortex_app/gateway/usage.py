@@ -3,8 +3,9 @@
 A request appends one tuple to a list (no lock, no I/O: the event loop's thread is the only
 writer); the gateway flushes whatever gathered, in one INSERT, every second. The same
 figures feed this process's counters and histograms for /metrics. Reading it back (the Usage
-page, the CSV export) is `totals()`, `series()` and `rows_csv()`; `prune()` keeps the table to
-the retention the admin set."""
+page, the CSV export) is `totals()` and `series()`, from the hourly sums the flush keeps
+(usage_hour), and `rows_csv()`, from the records; `prune()` keeps both to the retention the
+admin set."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from typing import Iterator, Optional
 import sqlalchemy as sa
 from sqlmodel import Session, func, select
 
-from cortex_app.models import UsageRecord, UTCDateTime, utcnow
+from cortex_app.models import UsageHour, UsageRecord, utcnow
 
 FLUSH_INTERVAL_S = 1.0
 PRUNE_BATCH = 10_000
@@ -96,9 +97,11 @@ class UsageMeter:
 
     def _write(self, batch: list[tuple]) -> None:
         # Core's executemany, not the ORM's bulk path: a third less CPU per row, and the
-        # thread it runs in shares the GIL with the requests.
+        # thread it runs in shares the GIL with the requests. The hourly sums change in the
+        # same transaction, so they never disagree with the records.
         with self.db.begin() as conn:
             conn.execute(UsageRecord.__table__.insert(), [dict(zip(_COLUMNS, row)) for row in batch])
+            conn.execute(_add_to_hours(conn.dialect.name), hourly_sums(batch))
 
     async def flush(self) -> int:
         """Write what gathered; on a failure the records are kept for the next flush (bounded)
@@ -113,6 +116,34 @@ class UsageMeter:
             raise
         self.written += len(batch)
         return len(batch)
+
+
+_SUMS = ("requests", "errors", "prompt_tokens", "completion_tokens", "latency_ms_sum")
+
+
+def hourly_sums(batch: list[tuple]) -> list[dict]:
+    """A batch of records (the meter's tuples) summed per hour, model and key name."""
+    sums: dict[tuple, list] = {}
+    for at, _key_id, key_name, model, _endpoint, _stream, status, prompt, completion, latency_ms, _ttft in batch:
+        s = sums.get((at.replace(minute=0, second=0, microsecond=0), model, key_name))
+        if s is None:
+            s = sums[(at.replace(minute=0, second=0, microsecond=0), model, key_name)] = [0, 0, 0, 0, 0.0]
+        s[0] += 1
+        s[1] += status >= 400
+        s[2] += prompt
+        s[3] += completion
+        s[4] += latency_ms
+    return [{"hour": h, "model_name": m, "key_name": k, **dict(zip(_SUMS, v))} for (h, m, k), v in sums.items()]
+
+
+def _add_to_hours(dialect: str):
+    """INSERT … ON CONFLICT DO UPDATE adding to the hour's row (both backends have it)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    table = UsageHour.__table__
+    stmt = (postgresql if dialect == "postgresql" else sqlite).insert(table)
+    return stmt.on_conflict_do_update(index_elements=["hour", "model_name", "key_name"],
+                                      set_={c: table.c[c] + stmt.excluded[c] for c in _SUMS})
 
 
 # --- reading it back -----------------------------------------------------------------------
@@ -136,52 +167,48 @@ def _since(window: str, now: datetime) -> tuple[datetime, timedelta]:
     return now - span, step
 
 
+def _whole_hours(window: str, now: datetime) -> tuple[datetime, timedelta]:
+    """Where the window's sums begin (its first hour, whole) and its step."""
+    since, step = _since(window, now)
+    return since.replace(minute=0, second=0, microsecond=0), step
+
+
 def totals(db: sa.Engine, window: str, by: str, now: Optional[datetime] = None) -> list[Total]:
-    """Per model (`by="model"`) or per key (`by="key"`) over the window, the busiest first."""
-    since, _ = _since(window, now or utcnow())
-    col = UsageRecord.model_name if by == "model" else UsageRecord.key_name
+    """Per model (`by="model"`) or per key (`by="key"`) over the window's hours, the busiest
+    first."""
+    start, _ = _whole_hours(window, now or utcnow())
+    col = UsageHour.model_name if by == "model" else UsageHour.key_name
     with Session(db) as s:
-        rows = s.exec(select(col, func.count(), func.sum(sa.case((UsageRecord.status >= 400, 1), else_=0)),
-                             func.sum(UsageRecord.prompt_tokens), func.sum(UsageRecord.completion_tokens),
-                             func.avg(UsageRecord.latency_ms))
-                      .where(UsageRecord.at >= since).group_by(col)).all()
-    out = [Total(n, r, e or 0, p or 0, c or 0, round(lat or 0.0, 1)) for n, r, e, p, c, lat in rows]
+        rows = s.exec(select(col, func.sum(UsageHour.requests), func.sum(UsageHour.errors),
+                             func.sum(UsageHour.prompt_tokens), func.sum(UsageHour.completion_tokens),
+                             func.sum(UsageHour.latency_ms_sum))
+                      .where(UsageHour.hour >= start).group_by(col)).all()
+    out = [Total(n, int(r), int(e or 0), int(p or 0), int(c or 0), round((lat or 0.0) / r, 1) if r else 0.0)
+           for n, r, e, p, c, lat in rows]
     return sorted(out, key=lambda t: (-t.requests, t.name))
-
-
-def _step_index(dialect: str, start: datetime, step: timedelta):
-    """SQL for the time step a record falls in, counted from `start` (>= 0 for every record in
-    a window, which starts after `start`). SQLite and PostgreSQL spell time arithmetic apart."""
-    step_s = step.total_seconds()
-    if dialect == "postgresql":
-        return func.floor(func.extract("epoch", UsageRecord.at - sa.literal(start, UTCDateTime())) / step_s)
-    offset_s = (func.julianday(UsageRecord.at) - func.julianday(sa.literal(start, UTCDateTime()))) * 86400.0
-    return sa.cast(offset_s / step_s, sa.Integer)
 
 
 def series(db: sa.Engine, window: str, by: str, now: Optional[datetime] = None) -> tuple[list[str], dict[str, list]]:
     """Tokens (prompt + completion) per time step over the window for each model or key: the
-    step labels, and each name's values. Summed by the database: a busy month is millions of
-    records, and what comes back is one row per step and name."""
+    step labels, and each name's values, from the hourly sums (a step is whole hours)."""
     now = now or utcnow()
-    since, step = _since(window, now)
-    col = UsageRecord.model_name if by == "model" else UsageRecord.key_name
-    start = since.replace(minute=0, second=0, microsecond=0)
-    index = _step_index(db.dialect.name, start, step).label("step")
+    start, step = _whole_hours(window, now)
+    col = UsageHour.model_name if by == "model" else UsageHour.key_name
     with Session(db) as s:
-        rows = s.exec(select(index, col, func.sum(UsageRecord.prompt_tokens + UsageRecord.completion_tokens))
-                      .where(UsageRecord.at >= since).group_by(index, col)).all()
-    n = int((now - since) / step) + 1
+        rows = s.exec(select(UsageHour.hour, col, UsageHour.prompt_tokens + UsageHour.completion_tokens)
+                      .where(UsageHour.hour >= start)).all()
+    n = int((now - _since(window, now)[0]) / step) + 1
     labels = [(start + i * step).astimezone(timezone.utc).strftime("%m-%d %H:%M") for i in range(n)]
     values: dict[str, list] = defaultdict(lambda: [0] * n)
-    for i, name, tokens in rows:
-        values[name][min(n - 1, max(0, int(i)))] += int(tokens or 0)
+    for hour, name, tokens in rows:
+        values[name][min(n - 1, int((hour - start) / step))] += tokens or 0
     return labels, dict(values)
 
 
 def prune(db: sa.Engine, older_than: datetime, batch: int = PRUNE_BATCH) -> int:
     """Delete the records from before `older_than` (CORTEX_USAGE_RETENTION_DAYS), a batch per
-    transaction: the meter's flush waits for one batch at most, never for the whole purge."""
+    transaction: the meter's flush waits for one batch at most, never for the whole purge. The
+    hourly sums of hours wholly before it go too. The number of records deleted."""
     deleted = 0
     while True:
         oldest = (select(UsageRecord.id).where(UsageRecord.at < older_than).order_by(UsageRecord.id)
@@ -190,7 +217,10 @@ def prune(db: sa.Engine, older_than: datetime, batch: int = PRUNE_BATCH) -> int:
             n = conn.execute(sa.delete(UsageRecord).where(UsageRecord.id.in_(oldest))).rowcount
         deleted += n
         if n < batch:
-            return deleted
+            break
+    with db.begin() as conn:
+        conn.execute(sa.delete(UsageHour).where(UsageHour.hour < older_than - timedelta(hours=1)))
+    return deleted
 
 
 def rows_csv(db: sa.Engine, window: str, now: Optional[datetime] = None, batch: int = 5000) -> Iterator[str]:

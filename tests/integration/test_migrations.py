@@ -195,3 +195,43 @@ def test_secrets_in_clear_are_sealed_by_the_upgrade_and_back_by_the_downgrade(ki
         assert conn.execute(sa.text("SELECT secret FROM webhook_endpoint")).scalar_one() == "whsec_clear"
         assert conn.execute(sa.text("SELECT hf_token FROM model")).scalar_one() == "hf_clear_token"
     engine.dispose()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_usage_recorded_before_the_hourly_sums_is_summed_by_the_upgrade(kind, tmp_path, request):
+    """0016 fills usage_hour from the records already there, with the hour written exactly as
+    the meter writes it (the next flush into that hour adds to the same row), in UTC whatever
+    the database session's zone."""
+    import asyncio
+    from datetime import datetime, timedelta, timezone
+
+    from cortex_app.gateway.usage import UsageMeter, series, totals
+    from cortex_app.models import UsageRecord
+
+    url = f"sqlite:///{tmp_path}/c.db" if kind == "sqlite" else request.getfixturevalue("fresh_postgres_db")
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        command.upgrade(_config(conn), "0015")
+    now = datetime.now(timezone.utc)
+    hour = now.replace(minute=0, second=0, microsecond=0)
+    old = [dict(at=hour + timedelta(minutes=m), key_id=1, key_name="ci", model_name="chat", endpoint="chat",
+                stream=False, status=s, prompt_tokens=p, completion_tokens=1, latency_ms=10.0, ttft_ms=None)
+           for m, s, p in ((1, 200, 5), (2, 500, 0))]
+    old.append({**old[0], "at": hour - timedelta(minutes=30), "prompt_tokens": 7})  # the hour before
+    with engine.begin() as conn:
+        conn.execute(UsageRecord.__table__.insert(), old)
+    with engine.connect() as conn:
+        if kind == "postgresql":
+            conn.execute(sa.text("SET TIME ZONE 'Asia/Kolkata'"))  # +05:30: hours that are not UTC's
+        command.upgrade(_config(conn), "head")
+        conn.commit()
+    meter = UsageMeter(engine)
+    meter.record(1, "ci", "chat", "chat", False, 200, 3, 1, 10.0, None)
+    meter._pending[-1] = (hour + timedelta(minutes=3), *meter._pending[-1][1:])
+    asyncio.run(meter.flush())
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT requests, errors, prompt_tokens FROM usage_hour ORDER BY hour")).all()
+    assert [tuple(r) for r in rows] == [(1, 0, 7), (3, 1, 8)]
+    assert totals(engine, "24h", "model")[0].requests == 4
+    assert series(engine, "24h", "model")[1]["chat"][-2:] == [8, 11]
+    engine.dispose()

@@ -102,7 +102,26 @@ def test_records_past_the_retention_are_deleted_in_batches(usage_db, monkeypatch
     assert [t.name for t in totals(usage_db, "30d", "model", now=now)] == ["kept"]
     with usage_db.connect() as c:
         assert c.execute(sa.text("SELECT count(*) FROM usage_record")).scalar() == 3
+        assert c.execute(sa.text("SELECT DISTINCT model_name FROM usage_hour")).scalars().all() == ["kept"]
     assert gateway.prune_usage() == 0
+
+
+def test_the_hourly_sums_agree_with_the_records(usage_db):
+    """What the Usage page reads (usage_hour, added to by every flush) against the records."""
+    meter = UsageMeter(usage_db)
+    for minutes_ago, model, key, status, tokens in ((5, "chat", "ci", 200, 10), (10, "chat", "ci", 503, 0),
+                                                     (20, "chat", "ops", 200, 4), (45, "emb", "ci", 200, 2)):
+        meter.record(1, key, model, "chat", False, status, tokens, 1, 8.0, None)
+        meter._pending[-1] = (NOW - timedelta(minutes=minutes_ago), *meter._pending[-1][1:])
+        asyncio.run(meter.flush())  # one flush each: the second one into an hour adds to its row
+    with usage_db.connect() as c:
+        rows = c.execute(sa.text("SELECT model_name, key_name, requests, errors, prompt_tokens, "
+                                 "completion_tokens, latency_ms_sum FROM usage_hour ORDER BY 1, 2, 3")).all()
+    # 12:25, 12:20 and 12:10 in the 12:00 hour; 11:45 in the 11:00 one
+    assert [tuple(r) for r in rows] == [("chat", "ci", 2, 1, 10, 2, 16.0), ("chat", "ops", 1, 0, 4, 1, 8.0),
+                                        ("emb", "ci", 1, 0, 2, 1, 8.0)]
+    chat = totals(usage_db, "24h", "model", now=NOW)[0]
+    assert (chat.name, chat.requests, chat.errors, chat.prompt_tokens, chat.avg_latency_ms) == ("chat", 3, 1, 14, 8.0)
 
 
 def test_histogram_is_cumulative_with_inf():
