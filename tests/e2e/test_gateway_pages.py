@@ -2,15 +2,17 @@
 wrongly, shown once, working on /v1 at once), then revoked; the Usage page, empty and then with
 records, and its CSV export with the page's cookie; the model detail page's gateway examples."""
 
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import httpx
 import pytest
-import sqlalchemy as sa
 from playwright.sync_api import expect
 
 from cortex_app import crud
-from cortex_app.models import UsageRecord, utcnow
+from cortex_app.gateway.usage import UsageMeter
+from cortex_app.models import utcnow
 from tests.e2e.conftest import sign_in
 
 CSV_HEADER = ("at,key_id,key_name,model_name,endpoint,stream,status,prompt_tokens,completion_tokens,latency_ms,"
@@ -93,15 +95,14 @@ def test_usage_page_empty_then_with_records_and_its_csv(console, models, page):
 
     now = utcnow()
     db = console.db()
-    with db.begin() as conn:
-        conn.execute(sa.insert(UsageRecord), [
-            {"at": now - timedelta(minutes=5), "key_id": 1, "key_name": "frontend", "model_name": "org/chat-1.5",
-             "endpoint": "chat", "status": 200, "prompt_tokens": 11, "completion_tokens": 20, "latency_ms": 100.0},
-            {"at": now - timedelta(minutes=4), "key_id": 1, "key_name": "frontend", "model_name": "org/chat-1.5",
-             "endpoint": "chat", "status": 500, "prompt_tokens": 9, "completion_tokens": 0, "latency_ms": 300.0},
-            {"at": now - timedelta(days=3), "key_id": 1, "key_name": "frontend", "model_name": "org/chat-1.5",
-             "endpoint": "chat", "status": 200, "prompt_tokens": 1000, "completion_tokens": 1000,
-             "latency_ms": 50.0}])
+    meter = UsageMeter(db)  # as the gateway writes them (records and hourly sums), at chosen times
+    for at, status, prompt, completion, latency_ms in (
+            (now - timedelta(minutes=5), 200, 11, 20, 100.0), (now - timedelta(minutes=4), 500, 9, 0, 300.0),
+            (now - timedelta(days=3), 200, 1000, 1000, 50.0)):
+        meter.record(1, "frontend", "org/chat-1.5", "chat", False, status, prompt, completion, latency_ms, None)
+        meter._pending[-1] = (at, *meter._pending[-1][1:])
+    # flush() is a coroutine, run on a loop of its own (Playwright's holds this thread)
+    assert ThreadPoolExecutor(1).submit(asyncio.run, meter.flush()).result() == 3
     db.dispose()
     page.get_by_role("button", name="Refresh").click()
     expect(page.locator("#usage-empty")).to_have_count(0)
