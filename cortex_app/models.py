@@ -423,6 +423,6 @@ class UsageHour(SQLModel, table=True):
     key_name: str = Field(max_length=64)
     requests: int = 0
     errors: int = 0  # answered 400 or more
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+    prompt_tokens: int = Field(default=0, sa_column=sa.Column(sa.BigInteger(), nullable=False))
+    completion_tokens: int = Field(default=0, sa_column=sa.Column(sa.BigInteger(), nullable=False))
     latency_ms_sum: float = 0.0

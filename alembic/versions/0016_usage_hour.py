@@ -25,8 +25,8 @@ def upgrade() -> None:
         sa.Column("key_name", sa.String(length=64), nullable=False),
         sa.Column("requests", sa.Integer(), nullable=False),
         sa.Column("errors", sa.Integer(), nullable=False),
-        sa.Column("prompt_tokens", sa.Integer(), nullable=False),
-        sa.Column("completion_tokens", sa.Integer(), nullable=False),
+        sa.Column("prompt_tokens", sa.BigInteger(), nullable=False),  # an hour of a busy model
+        sa.Column("completion_tokens", sa.BigInteger(), nullable=False),
         sa.Column("latency_ms_sum", sa.Float(), nullable=False),
         sa.UniqueConstraint("hour", "model_name", "key_name", name="uq_usage_hour"),
     )

@@ -133,7 +133,8 @@ def hourly_sums(batch: list[tuple]) -> list[dict]:
         s[2] += prompt
         s[3] += completion
         s[4] += latency_ms
-    return [{"hour": h, "model_name": m, "key_name": k, **dict(zip(_SUMS, v))} for (h, m, k), v in sums.items()]
+    # In key order: two consoles flushing into the same hours lock the rows in the same order.
+    return [{"hour": h, "model_name": m, "key_name": k, **dict(zip(_SUMS, v))} for (h, m, k), v in sorted(sums.items())]
 
 
 def _add_to_hours(dialect: str):
@@ -208,7 +209,8 @@ def series(db: sa.Engine, window: str, by: str, now: Optional[datetime] = None) 
 def prune(db: sa.Engine, older_than: datetime, batch: int = PRUNE_BATCH) -> int:
     """Delete the records from before `older_than` (CORTEX_USAGE_RETENTION_DAYS), a batch per
     transaction: the meter's flush waits for one batch at most, never for the whole purge. The
-    hourly sums of hours wholly before it go too. The number of records deleted."""
+    hourly sums of hours wholly before it go too (the hour the cutoff falls in keeps its sums
+    until it is wholly past). The number of records deleted."""
     deleted = 0
     while True:
         oldest = (select(UsageRecord.id).where(UsageRecord.at < older_than).order_by(UsageRecord.id)
@@ -218,15 +220,15 @@ def prune(db: sa.Engine, older_than: datetime, batch: int = PRUNE_BATCH) -> int:
         deleted += n
         if n < batch:
             break
-    with db.begin() as conn:
-        conn.execute(sa.delete(UsageHour).where(UsageHour.hour < older_than - timedelta(hours=1)))
+    with db.begin() as conn:  # an hour that began an hour before the cutoff is wholly before it
+        conn.execute(sa.delete(UsageHour).where(UsageHour.hour <= older_than - timedelta(hours=1)))
     return deleted
 
 
 def rows_csv(db: sa.Engine, window: str, now: Optional[datetime] = None, batch: int = 5000) -> Iterator[str]:
-    """Every record in the window as CSV, oldest first, a batch at a time (an export of a busy
-    month never sits whole in memory)."""
-    since, _ = _since(window, now or utcnow())
+    """Every record in the window (from its first whole hour, as the page counts) as CSV,
+    oldest first, a batch at a time (an export of a busy month never sits whole in memory)."""
+    since, _ = _whole_hours(window, now or utcnow())
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(_COLUMNS)

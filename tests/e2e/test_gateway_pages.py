@@ -102,7 +102,8 @@ def test_usage_page_empty_then_with_records_and_its_csv(console, models, page):
         meter.record(1, "frontend", "org/chat-1.5", "chat", False, status, prompt, completion, latency_ms, None)
         meter._pending[-1] = (at, *meter._pending[-1][1:])
     # flush() is a coroutine, run on a loop of its own (Playwright's holds this thread)
-    assert ThreadPoolExecutor(1).submit(asyncio.run, meter.flush()).result() == 3
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(asyncio.run, meter.flush()).result() == 3
     db.dispose()
     page.get_by_role("button", name="Refresh").click()
     expect(page.locator("#usage-empty")).to_have_count(0)

@@ -5,7 +5,9 @@ reported, every refusal (unknown, stopped, loading, keys wrong, revoked, expired
 rate-limited, credentials of the wrong kind), a client that leaves mid-stream, and a model
 killed mid-stream."""
 
+import json
 import shutil
+import socket
 import time
 
 import httpx
@@ -262,6 +264,32 @@ def test_a_client_that_leaves_mid_stream_stops_the_generation(bed):
         time.sleep(0.05)
 
 
+def test_a_client_that_leaves_a_plain_request_is_let_go_at_once(bed):
+    """Not streamed: the client waits for the whole answer and gives up before it comes (a
+    timeout, a closed tab). The gateway drops its engine connection and records 499 at once,
+    not when the answer would have been done. (llama-server itself finishes a non-streamed
+    answer whoever left: measured on the engine directly, it went on 5 s; a stream it stops.)"""
+    direct = f"http://127.0.0.1:{bed.console.model(bed.ids['chat'])['host_port']}"
+    after = bed.last_usage_id()
+    body = json.dumps({"model": "chat", "messages": CHAT, "max_tokens": 3500}).encode()
+    host, port = bed.console.url.rsplit("//", 1)[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: cortex\r\nContent-Type: application/json\r\n"
+                  + f"Authorization: Bearer {bed.keys['all']}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                  + body)
+        deadline = time.monotonic() + 10
+        while not _busy_slots(direct):
+            assert time.monotonic() < deadline, "the request never reached the engine"
+            time.sleep(0.05)
+    (row,) = bed.wait_usage(after, 1, timeout=2.5)  # the meter writes every second
+    assert (row["model_name"], row["stream"], row["status"]) == ("chat", False, 499)
+    assert row["latency_ms"] < 2000
+    deadline = time.monotonic() + 60
+    while _busy_slots(direct):  # the engine's own work ends on its own; the next test needs the slot
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+
 def test_a_model_killed_mid_stream_ends_the_stream_with_an_error(bed, docker_client):
     r = bed.console.call("POST", "/api/models", json={"name": "victim", **LLAMA, "source": "tiny-long.gguf",
                                                              "context_size": 4096})
@@ -282,3 +310,4 @@ def test_a_model_killed_mid_stream_ends_the_stream_with_an_error(bed, docker_cli
     with pytest.raises(openai.APIStatusError) as refused:  # and from then on it is refused, not tried
         bed.client().chat.completions.create(model="victim", messages=CHAT, max_tokens=1)
     assert refused.value.status_code in (502, 503)
+
