@@ -106,8 +106,10 @@ class Gateway:
 
     def prune_usage(self) -> int:
         """Delete the usage records older than CORTEX_USAGE_RETENTION_DAYS (a thread: at start,
-        then hourly); the number deleted."""
-        return prune(self.db, utcnow() - timedelta(days=self.settings.usage_retention_days))
+        then hourly; a stop ends it after the current batch); the number deleted."""
+        stopping = self._stopping
+        return prune(self.db, utcnow() - timedelta(days=self.settings.usage_retention_days),
+                     stop=stopping.is_set if stopping is not None else (lambda: False))
 
     async def _every(self, job: JobStatus, period_s: float, work) -> None:
         """Run `work` every `period_s` until the gateway stops. Failures are logged as episodes,

@@ -16,7 +16,7 @@ from bisect import bisect_left
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import sqlalchemy as sa
 from sqlmodel import Session, func, select
@@ -206,12 +206,13 @@ def series(db: sa.Engine, window: str, by: str, now: Optional[datetime] = None) 
     return labels, dict(values)
 
 
-def prune(db: sa.Engine, older_than: datetime, batch: int = PRUNE_BATCH) -> int:
-    """Delete the records from before `older_than` (CORTEX_USAGE_RETENTION_DAYS), a batch per
-    transaction: the meter's flush waits for one batch at most, never for the whole purge. The
-    hourly sums of hours wholly before it go too (the hour the cutoff falls in keeps its sums
-    until it is wholly past). The number of records deleted."""
-    deleted = 0
+def prune(db: sa.Engine, older_than: datetime, stop: Callable[[], bool] = lambda: False) -> int:
+    """Delete the records from before `older_than` (CORTEX_USAGE_RETENTION_DAYS), PRUNE_BATCH
+    per transaction: the meter's flush waits for one batch at most, and a console shutting down
+    (`stop()`) for no more than that; the rest goes next time. Then the hourly sums of hours
+    wholly before the cutoff (the hour the cutoff falls in keeps its sums until it is wholly
+    past). The number of records deleted."""
+    deleted, batch = 0, PRUNE_BATCH
     while True:
         oldest = (select(UsageRecord.id).where(UsageRecord.at < older_than).order_by(UsageRecord.id)
                   .limit(batch).scalar_subquery())
@@ -220,6 +221,8 @@ def prune(db: sa.Engine, older_than: datetime, batch: int = PRUNE_BATCH) -> int:
         deleted += n
         if n < batch:
             break
+        if stop():
+            return deleted
     with db.begin() as conn:  # an hour that began an hour before the cutoff is wholly before it
         conn.execute(sa.delete(UsageHour).where(UsageHour.hour <= older_than - timedelta(hours=1)))
     return deleted

@@ -96,9 +96,12 @@ def test_records_past_the_retention_are_deleted_in_batches(usage_db, monkeypatch
     for days_ago in (29, 1, 0):
         _recorded_at(meter, now - timedelta(days=days_ago), name="kept")
     asyncio.run(meter.flush())
-    monkeypatch.setattr(usage_mod.prune, "__defaults__", (2,))  # batches of 2: five old ones take three
+    monkeypatch.setattr(usage_mod, "PRUNE_BATCH", 2)  # batches of 2: five old ones take three
+    assert usage_mod.prune(usage_db, now - timedelta(days=30), stop=lambda: True) == 2  # a stop: one batch
+    with usage_db.connect() as c:
+        assert c.execute(sa.text("SELECT count(*) FROM usage_hour WHERE model_name = 'chat'")).scalar() == 3
     gateway = Gateway(usage_db, None, None, load_settings({"CORTEX_USAGE_RETENTION_DAYS": "30"}))
-    assert gateway.prune_usage() == 5
+    assert gateway.prune_usage() == 3
     assert [t.name for t in totals(usage_db, "30d", "model", now=now)] == ["kept"]
     with usage_db.connect() as c:
         assert c.execute(sa.text("SELECT count(*) FROM usage_record")).scalar() == 3
