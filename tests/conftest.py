@@ -217,6 +217,13 @@ def migrated_db(tmp_path):
     engine.dispose()
 
 
+def record_at(meter, at, *record_args) -> None:
+    """`meter.record(*record_args)` as if the request had ended at `at` (the meter stamps the
+    time itself; tests need records from other hours and days)."""
+    meter.record(*record_args)
+    meter._pending[-1] = (at, *meter._pending[-1][1:])
+
+
 # --- PostgreSQL ------------------------------------------------------------------------
 
 def _pg_bin() -> Path | None:

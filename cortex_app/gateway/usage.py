@@ -125,9 +125,7 @@ def hourly_sums(batch: list[tuple]) -> list[dict]:
     """A batch of records (the meter's tuples) summed per hour, model and key name."""
     sums: dict[tuple, list] = {}
     for at, _key_id, key_name, model, _endpoint, _stream, status, prompt, completion, latency_ms, _ttft in batch:
-        s = sums.get((at.replace(minute=0, second=0, microsecond=0), model, key_name))
-        if s is None:
-            s = sums[(at.replace(minute=0, second=0, microsecond=0), model, key_name)] = [0, 0, 0, 0, 0.0]
+        s = sums.setdefault((at.replace(minute=0, second=0, microsecond=0), model, key_name), [0, 0, 0, 0, 0.0])
         s[0] += 1
         s[1] += status >= 400
         s[2] += prompt

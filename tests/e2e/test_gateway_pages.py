@@ -13,6 +13,7 @@ from playwright.sync_api import expect
 from cortex_app import crud
 from cortex_app.gateway.usage import UsageMeter
 from cortex_app.models import utcnow
+from tests.conftest import record_at
 from tests.e2e.conftest import sign_in
 
 CSV_HEADER = ("at,key_id,key_name,model_name,endpoint,stream,status,prompt_tokens,completion_tokens,latency_ms,"
@@ -99,8 +100,7 @@ def test_usage_page_empty_then_with_records_and_its_csv(console, models, page):
     for at, status, prompt, completion, latency_ms in (
             (now - timedelta(minutes=5), 200, 11, 20, 100.0), (now - timedelta(minutes=4), 500, 9, 0, 300.0),
             (now - timedelta(days=3), 200, 1000, 1000, 50.0)):
-        meter.record(1, "frontend", "org/chat-1.5", "chat", False, status, prompt, completion, latency_ms, None)
-        meter._pending[-1] = (at, *meter._pending[-1][1:])
+        record_at(meter, at, 1, "frontend", "org/chat-1.5", "chat", False, status, prompt, completion, latency_ms, None)
     # flush() is a coroutine, run on a loop of its own (Playwright's holds this thread)
     with ThreadPoolExecutor(1) as pool:
         assert pool.submit(asyncio.run, meter.flush()).result() == 3

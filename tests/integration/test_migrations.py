@@ -11,7 +11,7 @@ from alembic.script import ScriptDirectory
 from sqlmodel import SQLModel
 
 import cortex_app.models  # noqa: F401
-from tests.conftest import ROOT
+from tests.conftest import ROOT, record_at
 
 
 def _config(conn) -> Config:
@@ -226,8 +226,7 @@ def test_usage_recorded_before_the_hourly_sums_is_summed_by_the_upgrade(kind, tm
         command.upgrade(_config(conn), "head")
         conn.commit()
     meter = UsageMeter(engine)
-    meter.record(1, "ci", "chat", "chat", False, 200, 3, 1, 10.0, None)
-    meter._pending[-1] = (hour + timedelta(minutes=3), *meter._pending[-1][1:])
+    record_at(meter, hour + timedelta(minutes=3), 1, "ci", "chat", "chat", False, 200, 3, 1, 10.0, None)
     asyncio.run(meter.flush())
     with engine.connect() as conn:
         rows = conn.execute(sa.text("SELECT requests, errors, prompt_tokens FROM usage_hour ORDER BY hour")).all()

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from cortex_app.gateway.service import Gateway
 from cortex_app.gateway.usage import LATENCY_BUCKETS, Histogram, UsageMeter, rows_csv, series, totals
 from cortex_app.settings import load_settings
+from tests.conftest import record_at
 
 NOW = datetime(2026, 11, 28, 12, 30, tzinfo=timezone.utc)
 
@@ -62,8 +63,7 @@ def usage_db(request, tmp_path):
 
 
 def _recorded_at(meter: UsageMeter, when: datetime, name: str = "chat", tokens: int = 1, key: str = "ci") -> None:
-    meter.record(1, key, name, "chat", False, 200, tokens, 0, 1.0, None)
-    meter._pending[-1] = (when, *meter._pending[-1][1:])
+    record_at(meter, when, 1, key, name, "chat", False, 200, tokens, 0, 1.0, None)
 
 
 def test_window_and_buckets(usage_db):
@@ -114,8 +114,8 @@ def test_the_hourly_sums_agree_with_the_records(usage_db):
     meter = UsageMeter(usage_db)
     for minutes_ago, model, key, status, tokens in ((5, "chat", "ci", 200, 10), (10, "chat", "ci", 503, 0),
                                                      (20, "chat", "ops", 200, 4), (45, "emb", "ci", 200, 2)):
-        meter.record(1, key, model, "chat", False, status, tokens, 1, 8.0, None)
-        meter._pending[-1] = (NOW - timedelta(minutes=minutes_ago), *meter._pending[-1][1:])
+        record_at(meter, NOW - timedelta(minutes=minutes_ago), 1, key, model, "chat", False, status, tokens, 1, 8.0,
+                  None)
         asyncio.run(meter.flush())  # one flush each: the second one into an hour adds to its row
     with usage_db.connect() as c:
         rows = c.execute(sa.text("SELECT model_name, key_name, requests, errors, prompt_tokens, "
