@@ -4,7 +4,7 @@ reached directly, through Debian's nginx as a plain reverse proxy, and through L
 One real console, started as `make up` starts it, runs one tiny llama-server model (the test
 image `cortex-test/llama-server:latest`, the tiny GGUF, `-t 1 --poll 0 --parallel 4`) on the
 real engine (DOCKER_HOST); everything is set up over the console's HTTP API (the model, its
-start, an inference key). Four targets, the same upstream container:
+start, an inference key). The targets, all in front of the same upstream container:
 
   direct    http://127.0.0.1:<the model's host port>            (no proxy: the floor)
   nginx     Debian's nginx, a plain reverse proxy (no keys, no metering; upstream keepalive,
@@ -14,6 +14,11 @@ start, an inference key). Four targets, the same upstream container:
   cortex    <console>/v1 with an inference key (usage metering on: the default)
   litellm   LiteLLM's proxy (`litellm[proxy]`, its own venv under /tmp/cortex-bench-litellm,
             made once and reused; one worker, master key, LITELLM_LOG=WARNING so no access log)
+  floor asgi, floor rsgi
+            references, not products (bench/proxy_floor.py): a bare pass-through under the
+            console's own server (granian, one worker) and the gateway's own engine client, on
+            granian's ASGI interface (the one the console runs) and its RSGI one: what a /v1
+            request costs before any gateway work
 
 Cases, each after a warm-up: chat completions, non-streamed (max_tokens 8) and streamed
 (`stream: true`, max_tokens 16), at concurrency 1 and 32, from one asyncio process with a lean
@@ -520,6 +525,18 @@ litellm_settings:
     return child, port
 
 
+def start_floor(interface: str, workdir: Path, upstream_port: int, children: list) -> tuple[Child, int]:
+    port = free_port()
+    env = dict(os.environ, FLOOR_UPSTREAM=f"http://127.0.0.1:{upstream_port}", PYTHONPATH=str(ROOT))
+    child = Child(f"floor {interface}", [sys.executable, "-m", "granian", "--interface", interface, "--workers", "1",
+                                         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+                                         f"bench.proxy_floor:{interface}_app"],
+                  workdir / f"floor-{interface}.log", env=env, cwd=ROOT)
+    children.append(child)
+    child.wait_http(f"http://127.0.0.1:{port}/health", 60)
+    return child, port
+
+
 # --- the console ----------------------------------------------------------------------------------
 
 
@@ -608,6 +625,16 @@ def summary(res: dict, off: dict) -> None:
             print(f"  [{verdict(c.cpu_ms < goal)}] Cortex CPU per request, {c.case:<11} {label}: "
                   f"{c.cpu_ms:6.3f} ms raw  [{verdict(None if net is None else net < goal)}] {fmt(net, 6, 3)} ms "
                   f"net of its idle CPU  (goal < {goal} ms)")
+    for k in ("plain c=1", "plain c=32", "stream c=1"):
+        x, fa, fr = (res.get((t, k)) for t in ("cortex", "floor asgi", "floor rsgi"))
+        if x and fa and fr and None not in (x.net_cpu_ms, fa.net_cpu_ms, fr.net_cpu_ms):
+            added = ""
+            if k.endswith("c=1") and ("direct", k) in res:  # at c=32 a p50 is mostly queueing
+                d = res[("direct", k)].p(50)
+                added = f";  added p50: ASGI pass-through {fa.p(50) - d:.2f}, RSGI {fr.p(50) - d:.2f} ms"
+            print(f"  where the CPU goes, {k:<10}: granian ASGI pass-through {fa.net_cpu_ms:.3f} ms/req + Cortex's own "
+                  f"work {x.net_cpu_ms - fa.net_cpu_ms:.3f} = {x.net_cpu_ms:.3f} net;  RSGI pass-through "
+                  f"{fr.net_cpu_ms:.3f}{added}")
     print("  throughput ratios (req/s):")
     for k in ("plain c=1", "plain c=32", "stream c=1", "stream c=32"):
         x = res.get(("cortex", k))
@@ -706,6 +733,10 @@ def main() -> int:
             owners["nginx"] = ng
             targets.append(Target("nginx", f"http://127.0.0.1:{nport}", served, cpu=ng.cpu))
         targets.append(Target("cortex", console.url, served, token=key, cpu=lambda: group_cpu_s(pg)))
+        for interface in ("asgi", "rsgi"):
+            fl, fport = start_floor(interface, tmp, mport, children)
+            owners[fl.name] = fl
+            targets.append(Target(fl.name, f"http://127.0.0.1:{fport}", served, cpu=fl.cpu))
         if litellm_exe:
             try:
                 ll, lport = start_litellm(litellm_exe, tmp, mport, children)
