@@ -18,12 +18,12 @@ from cortex_app.validation import ConfigInvalid, validate_model
 
 
 def _validate(session: Session, settings: Settings, data: Mapping[str, Any], *, exclude_id: Optional[int]) -> dict:
-    others = session.exec(select(Model.name, Model.served_name).where(Model.id != exclude_id)
-                          if exclude_id is not None else select(Model.name, Model.served_name)).all()
+    columns = select(Model.name, Model.served_name, Model.alias)
+    others = session.exec(columns.where(Model.id != exclude_id) if exclude_id is not None else columns).all()
     return validate_model(
         data, models_dir=settings.models_dir,
         default_images={"llamacpp": settings.llamacpp_image, "vllm": settings.vllm_image},
-        others=[(n, s) for n, s in others])
+        others=[tuple(row) for row in others])
 
 
 def _commit_unique(session: Session) -> None:

@@ -100,6 +100,9 @@ class Model(SQLModel, table=True):
     id: Optional[int] = Field(default=None, primary_key=True)
     name: str = Field(sa_column=sa.Column(sa.String(64), nullable=False, unique=True))
     served_name: str = Field(sa_column=sa.Column(sa.String(128), nullable=False, unique=True))
+    # A public name several models may share (replicas): the gateway spreads requests for it
+    # across the healthy ones. Gateway-only: the engine never sees it.
+    alias: Optional[str] = Field(default=None, sa_column=sa.Column(sa.String(128), nullable=True, index=True))
     engine: Engine = Field(sa_column=_enum_column(Engine))
     image: str = Field(sa_column=sa.Column(sa.String(255), nullable=False))
     # llama.cpp: GGUF path relative to the models dir; vLLM: HF repo id or a folder under it.

@@ -221,11 +221,12 @@ def validate_model(
     *,
     models_dir: Path,
     default_images: Mapping[str, str],
-    others: Iterable[tuple[str, str]] = (),
+    others: Iterable[tuple[str, str, Optional[str]]] = (),
 ) -> dict[str, Any]:
     """Check every field of `data`; return clean column values, or raise ConfigInvalid.
 
-    `others`: (name, served_name) of every other model, for the uniqueness checks.
+    `others`: (name, served_name, alias) of every other model, for the uniqueness checks (a
+    client's `model` names one served name, or an alias that replicas share: never both).
     Keys not in `data` get their defaults, except `hf_token`, which is only returned when
     given (absent = keep the stored one; "" = clear it).
     """
@@ -238,7 +239,7 @@ def validate_model(
         except ValueError as exc:
             errors[field] = str(exc)
 
-    known = {"name", "served_name", "engine", "image", "source", "device", "gpu_ids", "extra_args",
+    known = {"name", "served_name", "alias", "engine", "image", "source", "device", "gpu_ids", "extra_args",
              "extra_env", "request_defaults", "hf_token", "notes", "cache_type_k", "cache_type_v", "dtype", "quantization",
              "gpu_memory_utilization", *INT_RANGES, *BOOLS}
     for key in data:
@@ -246,8 +247,9 @@ def validate_model(
             errors[key] = "is not a model setting"
 
     others = list(others)
-    taken_names = {n for n, _ in others}
-    taken_served = {s for _, s in others}
+    taken_names = {n for n, _, _ in others}
+    taken_served = {s for _, s, _ in others}
+    aliases = {a for _, _, a in others if a}
 
     def name() -> str:
         value = str(data.get("name") or "").strip()
@@ -267,9 +269,23 @@ def validate_model(
             raise ValueError("must be 1-128 letters, digits or . _ : / -, starting with a letter or digit")
         if value in taken_served:
             raise ValueError(f"another model already serves {value!r}")
+        if value in aliases:
+            raise ValueError(f"{value!r} is another model's alias")
         return value
 
     check("served_name", served_name)
+
+    def alias() -> Optional[str]:
+        value = str(data.get("alias") or "").strip()
+        if not value:
+            return None
+        if not SERVED_NAME.match(value):
+            raise ValueError("must be 1-128 letters, digits or . _ : / -, starting with a letter or digit")
+        if value in taken_served or value == out.get("served_name"):
+            raise ValueError(f"{value!r} is a model's served name; an alias is a name of its own")
+        return value
+
+    check("alias", alias)
 
     def engine() -> Engine:
         try:

@@ -42,7 +42,7 @@ router = APIRouter()
 def model_json(m: Model) -> dict:
     """What a script needs; never the HF token. Health only for a running model (a stopped one
     has none: the last probe's verdict would be stale)."""
-    return {"id": m.id, "name": m.name, "served_name": m.served_name, "engine": m.engine.value,
+    return {"id": m.id, "name": m.name, "served_name": m.served_name, "alias": m.alias, "engine": m.engine.value,
             "image": m.image, "source": m.source, "state": m.state.value, "state_reason": m.state_reason,
             "request_defaults": m.request_defaults,
             "health": m.health.value if m.state == ModelState.RUNNING else None, "host_port": m.host_port, "container_id": m.container_id,

@@ -101,6 +101,15 @@ class RateLimiter:
 
 # --- the rows (Keys page, /api/keys) ------------------------------------------------------
 
+def public_names(db) -> list[str]:
+    """What a client may name as `model` (and a key may be limited to): every served name and
+    every alias, sorted."""
+    with Session(db) as s:
+        served = s.exec(select(Model.served_name)).all()
+        aliases = s.exec(select(Model.alias).where(Model.alias.is_not(None)).distinct()).all()
+    return sorted({*served, *aliases})
+
+
 def create_key(db: sa.Engine, name: str, models: Optional[Sequence[str]] = None, expires_in_days: int = 0,
                rpm_limit: Optional[int] = None) -> tuple[InferenceKey, str]:
     """A new key: (its row, the key, shown once). KeyInvalid names what is wrong."""
@@ -116,11 +125,10 @@ def create_key(db: sa.Engine, name: str, models: Optional[Sequence[str]] = None,
         wanted = sorted({str(m).strip() for m in models if str(m).strip()})
         if not wanted:
             raise KeyInvalid("models: name at least one model, or allow every model")
-        with Session(db) as s:
-            known = set(s.exec(select(Model.served_name)).all())
+        known = set(public_names(db))
         unknown = [m for m in wanted if m not in known]
         if unknown:
-            raise KeyInvalid("models: no model is served as " + ", ".join(repr(m) for m in unknown))
+            raise KeyInvalid("models: no model is served or aliased as " + ", ".join(repr(m) for m in unknown))
         models = wanted
     key, lookup = new_key()
     now = utcnow()

@@ -1,12 +1,12 @@
 """Pure decisions of the gateway: which model a request goes to (or the OpenAI-shaped error
-that says why none), and what the request becomes on its way (the model's defaults, the
+that says why none; for an alias, which of its replicas), and what the request becomes on its way (the model's defaults, the
 usage the meter needs). No I/O here; table tests in tests/unit/test_gateway_routing.py."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Collection, Mapping, Optional
 
 LOADING_RETRY_AFTER_S = 5
 ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/completions": "completions", "/v1/embeddings": "embeddings"}
@@ -25,6 +25,30 @@ class Route:
     base_url: Optional[str]  # where its server answers (None: no address yet)
     container_id: Optional[str]
     defaults: dict = field(default_factory=dict)
+    alias: Optional[str] = None  # a public name it shares with other replicas
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The model table as the gateway routes on it: each model by its served name, and the
+    replicas of each alias (a name is one or the other: validation keeps them apart)."""
+
+    routes: dict[str, Route] = field(default_factory=dict)
+    aliases: dict[str, list[Route]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, routes: list[Route]) -> "Snapshot":
+        aliases: dict[str, list[Route]] = {}
+        for r in routes:
+            if r.alias:
+                aliases.setdefault(r.alias, []).append(r)
+        return cls({r.served_name: r for r in routes}, aliases)
+
+    def listed(self) -> list[str]:
+        """What GET /v1/models lists: every servable model, and every alias with a servable replica."""
+        names = {r.served_name for r in self.routes.values() if servable(r)}
+        names |= {a for a, replicas in self.aliases.items() if any(servable(r) for r in replicas)}
+        return sorted(names)
 
 
 class GatewayError(Exception):
@@ -80,6 +104,29 @@ def pick(routes: dict[str, Route], served_name: Any) -> Route:
         raise GatewayError(503, f"the model `{served_name}` has no address yet", "service_unavailable",
                            "model_unreachable")
     return route
+
+
+def choose(snapshot: Snapshot, name: Any, inflight: Mapping[int, int], last: Mapping[int, int],
+           avoid: Collection[int] = ()) -> Route:
+    """The route for the `model` a client named. A served name: that model (pick). An alias:
+    of its servable replicas not in `avoid` (ones that just failed), the one with the fewest
+    requests in flight; among equals, the one picked longest ago (`last`: a sequence number per
+    model id), so one client's requests in turn go round them. Never starts anything."""
+    replicas = snapshot.aliases.get(name) if isinstance(name, str) else None
+    if not replicas:
+        return pick(snapshot.routes, name)
+    ready = [r for r in replicas if servable(r) and r.model_id not in avoid]
+    if ready:
+        return min(ready, key=lambda r: (inflight.get(r.model_id, 0), last.get(r.model_id, -1), r.model_id))
+    states = sorted({r.state for r in replicas})
+    if any(r.state == "loading" for r in replicas):
+        raise GatewayError(503, f"no replica of `{name}` is ready yet (loading); try again shortly",
+                           "service_unavailable", "model_loading", retry_after=LOADING_RETRY_AFTER_S)
+    if any(r.state == "running" for r in replicas):
+        raise GatewayError(503, f"no replica of `{name}` is answering: the running ones are failing their health "
+                           "checks or did not take the connection", "service_unavailable", "model_unhealthy")
+    raise GatewayError(503, f"no replica of `{name}` is running ({', '.join(states)}): an admin must start one in "
+                       "the console (the gateway never starts a model)", "service_unavailable", "model_not_running")
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from cortex_app.gateway import keys as keymod
-from cortex_app.gateway.routing import ENDPOINTS, GatewayError, Route, error_body, pick, prepare, servable, \
+from cortex_app.gateway.routing import ENDPOINTS, GatewayError, Route, Snapshot, choose, error_body, prepare, \
     is_usage_only, usage_of
 from cortex_app.gateway.upstream import Upstream, UpstreamError
 from cortex_app.gateway.usage import FLUSH_INTERVAL_S, GatewayMetrics, UsageMeter, prune
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 REFRESH_S = 1.0
 STALE_S = 10.0  # a snapshot older than this is not routed on
 REPORT_EVERY_S = 1.0
+BENCH_S = 5.0  # a replica that refused a connection gets no new requests for this long (while others can)
 PRUNE_EVERY_S = 3600.0  # usage records past the retention go within the hour
 MAX_BODY_BYTES = 16 * 1024 * 1024  # a long prompt or a batch of inputs to embed
 _PROMPT = re.compile(rb'"prompt_tokens"\s*:\s*(\d+)')
@@ -65,7 +66,11 @@ class _Exchange:
 class Gateway:
     def __init__(self, db: sa.Engine, lifecycle, reconciler, settings) -> None:
         self.db, self.lifecycle, self.reconciler, self.settings = db, lifecycle, reconciler, settings
-        self.routes: dict[str, Route] = {}
+        self.snapshot = Snapshot()
+        self._inflight: dict[int, int] = {}  # model id -> requests it is answering now
+        self._last: dict[int, int] = {}  # model id -> when it was last picked for an alias (a sequence number)
+        self._picks = 0
+        self._benched: dict[int, float] = {}  # model id -> monotonic time until which it is passed over
         self.keys: dict[str, keymod.KeyView] = {}
         self.limiter = keymod.RateLimiter()
         self.metrics = GatewayMetrics()
@@ -80,20 +85,21 @@ class Gateway:
 
     # --- the snapshot ---------------------------------------------------------------------
 
-    def _read_routes(self) -> dict[str, Route]:
+    def _read_routes(self) -> Snapshot:
         with Session(self.db) as s:
             rows = s.exec(select(Model.id, Model.name, Model.served_name, Model.state, Model.state_reason,
                                  Model.health, Model.engine, Model.container_id, Model.host_port,
-                                 Model.request_defaults)).all()
+                                 Model.request_defaults, Model.alias)).all()
         base = self.lifecycle.base_url_of
-        return {served: Route(mid, name, served, state.value, reason, health.value,
-                              base(engine, cid, port) if state.value == "running" else None, cid, defaults or {})
-                for mid, name, served, state, reason, health, engine, cid, port, defaults in rows}
+        return Snapshot.of([Route(mid, name, served, state.value, reason, health.value,
+                                  base(engine, cid, port) if state.value == "running" else None, cid, defaults or {},
+                                  alias)
+                            for mid, name, served, state, reason, health, engine, cid, port, defaults, alias in rows])
 
     def refresh(self) -> None:
         """Read the model table and the keys into the snapshot (a thread; two small SELECTs)."""
         with self._lock:
-            self.routes = self._read_routes()
+            self.snapshot = self._read_routes()
             self.keys = keymod.key_views(self.db)
             self.loaded_at = time.monotonic()
 
@@ -236,10 +242,11 @@ class Gateway:
                 raise GatewayError(400, "the request body is not JSON") from None
             if not isinstance(body, dict):
                 raise GatewayError(400, "the request body must be a JSON object")
-            route = pick(self.routes, body.get("model"))
+            asked = body.get("model")
+            route = self._choose(asked)
             ex.model, ex.endpoint = route.served_name, endpoint
-            if not keymod.allows(view, route.served_name):
-                raise GatewayError(403, f"this key may not use the model `{route.served_name}`",
+            if not keymod.allows(view, asked):
+                raise GatewayError(403, f"this key may not use the model `{asked}`",
                                    "permission_error", "model_not_allowed", param="model")
             wait = self.limiter.take(view.id, view.rpm_limit, time.monotonic())
             if wait:
@@ -249,7 +256,7 @@ class Gateway:
         except GatewayError as err:
             return await self._refuse(send, err, ex)
         ex.stream = prepared.stream
-        await self._forward(scope, receive, send, route, path, json.dumps(prepared.body).encode(),
+        await self._forward(scope, receive, send, route, path, prepared.body, asked if route.alias == asked else None,
                             prepared.client_wants_usage, ex)
 
     async def _body(self, receive) -> Optional[bytes]:
@@ -268,16 +275,14 @@ class Gateway:
 
     async def _list(self, send, view: keymod.KeyView) -> None:
         now = int(time.time())
-        data = [{"id": r.served_name, "object": "model", "created": now, "owned_by": "cortex"}
-                for r in self.routes.values() if servable(r) and keymod.allows(view, r.served_name)]
-        body = json.dumps({"object": "list", "data": sorted(data, key=lambda d: d["id"])}).encode()
+        data = [{"id": name, "object": "model", "created": now, "owned_by": "cortex"}
+                for name in self.snapshot.listed() if keymod.allows(view, name)]
+        body = json.dumps({"object": "list", "data": data}).encode()
         await send({"type": "http.response.start", "status": 200, "headers": _JSON})
         await send({"type": "http.response.body", "body": body})
 
-    # --- to the engine and back ------------------------------------------------------------
-
-    async def _forward(self, scope, receive, send, route: Route, path: str, body: bytes, client_wants_usage: bool,
-                       ex: _Exchange) -> None:
+    async def _forward(self, scope, receive, send, route: Route, path: str, body: dict, alias: Optional[str],
+                       client_wants_usage: bool, ex: _Exchange) -> None:
         """Run the exchange while a watcher listens to the client: if it goes away first, the
         exchange is cancelled where it waits (its engine connection dropped on the way out).
         One extra task per request, not two: the exchange runs in this one."""
@@ -293,7 +298,7 @@ class Gateway:
 
         watcher = asyncio.get_running_loop().create_task(watch())
         try:
-            await self._exchange(send, route, path, body, client_wants_usage, ex)
+            await self._exchange(send, route, path, body, alias, client_wants_usage, ex)
         except asyncio.CancelledError:
             if not state["left"]:
                 raise
@@ -303,40 +308,103 @@ class Gateway:
             state["finished"] = True
             watcher.cancel()
 
-    async def _exchange(self, send, route: Route, path: str, body: bytes, client_wants_usage: bool,
-                        ex: _Exchange) -> None:
+    # --- replicas (models sharing an alias) --------------------------------------------------
+
+    def _choose(self, asked) -> Route:
+        """The model a request goes to (routing.choose). Replicas that refused a connection in
+        the last BENCH_S are passed over while another replica can take the request."""
+        now = time.monotonic()
+        benched = [mid for mid, until in self._benched.items() if until > now]
+        try:
+            route = choose(self.snapshot, asked, self._inflight, self._last, benched)
+        except GatewayError:
+            if not benched:
+                raise
+            route = choose(self.snapshot, asked, self._inflight, self._last)
+        if route.alias is not None and route.alias == asked:
+            self._picks += 1
+            self._last[route.model_id] = self._picks
+        return route
+
+    def _other_replica(self, alias: Optional[str], failed: list[int]) -> Optional[Route]:
+        if alias is None:
+            return None
+        try:
+            route = choose(self.snapshot, alias, self._inflight, self._last, failed)
+        except GatewayError:
+            return None
+        self._picks += 1
+        self._last[route.model_id] = self._picks
+        return route
+
+    def _hold(self, route: Route, n: int) -> None:
+        left = self._inflight.get(route.model_id, 0) + n
+        if left > 0:
+            self._inflight[route.model_id] = left
+        else:
+            self._inflight.pop(route.model_id, None)
+
+    # --- to the engine and back ------------------------------------------------------------
+
+    @staticmethod
+    async def _send(up: Upstream, route: Route, path: str, body: dict, alias: Optional[str], stream: bool):
+        """The request to one model's server (its served name in `model` when the client named an
+        alias: vLLM checks it). Refused or reset before anything came back: once more, on a fresh
+        connection (a server that just closed its idle ones, a restart in progress)."""
+        data = json.dumps({**body, "model": route.served_name} if alias else body).encode()
+        try:
+            return await up.request(route.base_url, "POST", path, data, stream=stream)
+        except UpstreamError as exc:
+            if not exc.connect:
+                raise
+            return await up.request(route.base_url, "POST", path, data, stream=stream)
+
+    async def _exchange(self, send, route: Route, path: str, body: dict, alias: Optional[str],
+                        client_wants_usage: bool, ex: _Exchange) -> None:
         up = self._upstream()
         timeout = self.settings.gateway_timeout_s
         resp = None
+        failed: list[int] = []
+        self._hold(route, 1)
         try:
             try:
-                async with asyncio.timeout(timeout):
-                    try:
-                        resp = await up.request(route.base_url, "POST", path, body, stream=ex.stream)
-                    except UpstreamError as exc:
-                        if not exc.connect:
-                            raise
-                        # Refused or reset before anything came back: once more, on a fresh
-                        # connection (a server that just closed its idle ones, a restart in progress).
-                        resp = await up.request(route.base_url, "POST", path, body, stream=ex.stream)
-            except UpstreamError as exc:
-                if exc.connect:
-                    self._report(route, str(exc))
-                raise GatewayError(502, f"the model `{route.served_name}` did not answer: {exc}", "upstream_error",
-                                   "upstream_unreachable") from None
-            except TimeoutError:
-                raise GatewayError(504, f"the model `{route.served_name}` did not answer within {timeout:g} s",
-                                   "timeout", "upstream_timeout") from None
-        except GatewayError as err:
-            return await self._refuse(send, err, ex)
-        ex.status = resp.status
-        try:
-            if ex.stream and resp.status == 200:
-                await self._stream(send, resp, client_wants_usage, ex, timeout)
-            else:
-                await self._plain(send, resp, ex, timeout)
+                try:
+                    async with asyncio.timeout(timeout):
+                        while resp is None:
+                            try:
+                                resp = await self._send(up, route, path, body, alias, ex.stream)
+                            except UpstreamError as exc:
+                                if not exc.connect:
+                                    raise
+                                self._report(route, str(exc))
+                                failed.append(route.model_id)
+                                self._benched[route.model_id] = time.monotonic() + BENCH_S
+                                other = self._other_replica(alias, failed)
+                                if other is None:
+                                    raise
+                                # The request never reached this replica: another one of the alias gets it.
+                                self._hold(route, -1)
+                                route = other
+                                self._hold(route, 1)
+                                ex.model = route.served_name
+                except UpstreamError as exc:
+                    raise GatewayError(502, f"the model `{route.served_name}` did not answer: {exc}",
+                                       "upstream_error", "upstream_unreachable") from None
+                except TimeoutError:
+                    raise GatewayError(504, f"the model `{route.served_name}` did not answer within {timeout:g} s",
+                                       "timeout", "upstream_timeout") from None
+            except GatewayError as err:
+                return await self._refuse(send, err, ex)
+            ex.status = resp.status
+            try:
+                if ex.stream and resp.status == 200:
+                    await self._stream(send, resp, client_wants_usage, ex, timeout)
+                else:
+                    await self._plain(send, resp, ex, timeout)
+            finally:
+                resp.close()
         finally:
-            resp.close()
+            self._hold(route, -1)
 
     async def _plain(self, send, resp, ex: _Exchange, timeout: float) -> None:
         try:

@@ -143,6 +143,8 @@ def model_form() -> rx.Component:
             rx.grid(choice("engine", "Engine", ["llamacpp", "vllm"]), field("name", "Name", "lowercase, digits, -"),
                     field("served_name", "Served name", "what clients send as `model`; empty = the name"),
                     choice("device", "Device", ["cpu", "cuda"]), columns=rx.breakpoints(initial="1", md="4"), spacing="4", width="100%"),
+            field("alias", "Alias (optional)", "a public name replicas share: the gateway spreads requests for it "
+                  "across the running ones"),
             rx.cond(F.is_llamacpp, _llamacpp_common(), _vllm_common()),
             rx.cond(F.image_here.contains("image"),
                     rx.hstack(rx.text("Image", size="2", weight="medium"), rx.code(F.image_here["image"], size="1"),

@@ -8,10 +8,9 @@ from datetime import datetime
 from typing import Optional, Union
 
 import reflex as rx
-from sqlmodel import Session, select
 
 from cortex_app.gateway import keys as keymod
-from cortex_app.models import InferenceKey, Model, utcnow
+from cortex_app.models import InferenceKey, utcnow
 from cortex_app.services import get as services
 from cortex_app.states.auth import AdminState
 
@@ -61,10 +60,8 @@ class KeysState(AdminState):
     def _read(self) -> tuple[list[dict], list[str]]:
         db = services().db
         rows = keymod.list_keys(db)
-        with Session(db) as s:
-            names = list(s.exec(select(Model.served_name).order_by(Model.served_name)).all())
         now = utcnow()
-        return [key_row(k, now) for k in rows], names
+        return [key_row(k, now) for k in rows], keymod.public_names(db)
 
     async def _refresh(self):
         self.keys, self.served_names = await asyncio.to_thread(self._read)

@@ -19,7 +19,7 @@ from cortex_app.states.auth import AdminState
 from cortex_app.states.models import model_id_in
 from cortex_app.validation import ConfigInvalid, mask_secret
 
-TEXT_FIELDS = ["name", "served_name", "engine", "image", "source", "device", "gpu_ids", "context_size", "gpu_layers",
+TEXT_FIELDS = ["name", "served_name", "alias", "engine", "image", "source", "device", "gpu_ids", "context_size", "gpu_layers",
                "parallel_slots", "threads", "cache_type_k", "cache_type_v", "tensor_parallel_size",
                "gpu_memory_utilization", "dtype", "quantization", "max_model_len", "max_num_seqs",
                "startup_timeout_s", "notes", "extra_args", "extra_env", "request_defaults", "hf_token",

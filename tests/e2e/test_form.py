@@ -1,5 +1,6 @@
 """The model form's small promises in Chromium: selects that can go back to the engine's
-default, help text whose `code` shows as code, and the GGUF count in the singular."""
+default, help text whose `code` shows as code, the GGUF count in the singular, and the alias
+replicas share (saved; refused when it is a served name)."""
 
 import re
 
@@ -36,3 +37,21 @@ def test_selects_go_back_to_the_engine_default(console, page):
         row = conn.execute(sa.text("SELECT cache_type_k, cache_type_v, flash_attn FROM model")).one()
     engine.dispose()
     assert tuple(row) == (None, "q8_0", None)
+
+
+def test_an_alias_is_saved_and_one_that_is_a_served_name_is_refused(console, page):
+    sign_in(page, console.url)
+    page.goto(console.url + "/models/new")
+    page.locator("#field-name").fill("replica-one")
+    page.locator("#field-source").fill("tiny.gguf")
+    page.locator("#field-alias").fill("replica-one")  # its own served name (the name, by default)
+    page.locator("#save").click()
+    expect(page.locator("#error-alias")).to_contain_text("served name")
+    page.locator("#field-alias").fill("team")
+    page.locator("#save").click()
+    page.wait_for_url(re.compile(r".*/models/\d+$"))
+    engine = sa.create_engine(console.db_url)
+    with engine.connect() as conn:
+        alias = conn.execute(sa.text("SELECT alias FROM model WHERE name = 'replica-one'")).scalar_one()
+    engine.dispose()
+    assert alias == "team"

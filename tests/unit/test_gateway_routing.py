@@ -6,12 +6,18 @@ import json
 import pytest
 
 from cortex_app.gateway import keys as k
-from cortex_app.gateway.routing import GatewayError, Route, is_usage_only, pick, prepare, servable, usage_of
+from cortex_app.gateway.routing import GatewayError, Route, Snapshot, choose, is_usage_only, pick, prepare, servable, \
+    usage_of
 from cortex_app.validation import parse_request_defaults
 
 
 def route(state="running", health="healthy", base="http://127.0.0.1:9", reason="", defaults=None):
     return Route(1, "m", "tiny", state, reason, health, base, "c1", defaults or {})
+
+
+def replica(mid, state="running", health="healthy", alias="team"):
+    return Route(mid, f"r{mid}", f"team-{mid}", state, "", health, "http://127.0.0.1:9" if state == "running" else None,
+                 f"c{mid}", {}, alias)
 
 
 @pytest.mark.parametrize("state,health,base,status,code,retry", [
@@ -143,3 +149,41 @@ def test_stream_fields_of_the_wrong_type_are_refused(body, param):
     with pytest.raises(GatewayError) as e:
         prepare({"model": "t", **body}, "chat", {})
     assert e.value.status == 400 and e.value.param == param
+
+
+def test_an_alias_goes_to_the_replica_with_the_fewest_requests_in_flight():
+    snap = Snapshot.of([replica(1), replica(2), replica(3), route()])
+    assert choose(snap, "team", {1: 2, 2: 0, 3: 1}, {}).model_id == 2
+    assert choose(snap, "team", {1: 1, 2: 1, 3: 1}, {1: 5, 2: 3, 3: 4}).model_id == 2  # equals: the one picked longest ago
+    assert choose(snap, "team", {}, {}, avoid=[1]).model_id == 2  # one that just refused a connection is passed over
+    assert choose(snap, "team-3", {3: 9}, {}).model_id == 3  # a served name is that model, however busy
+    assert choose(snap, "tiny", {}, {}).served_name == "tiny"
+
+
+def test_requests_in_turn_go_round_the_replicas():
+    snap = Snapshot.of([replica(1), replica(2), replica(3)])
+    last, seen = {}, []
+    for n in range(6):
+        r = choose(snap, "team", {}, last)
+        last[r.model_id] = n
+        seen.append(r.model_id)
+    assert seen == [1, 2, 3, 1, 2, 3]
+
+
+@pytest.mark.parametrize("states,code,retry", [
+    ([("stopped", "unknown"), ("failed", "unknown")], "model_not_running", None),
+    ([("stopped", "unknown"), ("loading", "unknown")], "model_loading", 5),
+    ([("running", "unhealthy"), ("stopped", "unknown")], "model_unhealthy", None),
+])
+def test_an_alias_with_no_servable_replica_is_refused_and_nothing_starts(states, code, retry):
+    snap = Snapshot.of([replica(i, st, h) for i, (st, h) in enumerate(states, 1)])
+    with pytest.raises(GatewayError) as e:
+        choose(snap, "team", {}, {})
+    assert (e.value.status, e.value.code, e.value.retry_after) == (503, code, retry)
+    if code == "model_not_running":
+        assert "an admin must start one" in e.value.message and "never starts" in e.value.message
+
+
+def test_models_lists_servable_models_and_aliases_with_a_servable_replica():
+    snap = Snapshot.of([replica(1, "stopped"), replica(2), replica(3, "stopped", alias="idle"), route()])
+    assert snap.listed() == ["team", "team-2", "tiny"]

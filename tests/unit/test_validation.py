@@ -101,9 +101,20 @@ def test_vllm_bad_sources(models_dir, source):
 
 
 def test_duplicate_names_are_refused(models_dir):
-    errors = refused(models_dir, others=[("tiny", "other"), ("x", "served")], **LLAMA, served_name="served")
+    errors = refused(models_dir, others=[("tiny", "other", None), ("x", "served", None)], **LLAMA, served_name="served")
     assert "already named 'tiny'" in errors["name"]
     assert "already serves 'served'" in errors["served_name"]
+
+
+def test_replicas_share_an_alias_that_is_nobody_s_served_name(models_dir):
+    """A client's `model` names one served name or one alias, never something that is both."""
+    others = [("a", "team-a", "team"), ("b", "team-b", "team")]
+    assert ok(models_dir, others=others, **LLAMA, alias="team")["alias"] == "team"  # a third replica
+    assert ok(models_dir, others=others, **LLAMA, alias="  ")["alias"] is None
+    assert "served name" in refused(models_dir, others=others, **LLAMA, alias="team-a")["alias"]
+    assert "served name" in refused(models_dir, others=others, **LLAMA, served_name="x", alias="x")["alias"]
+    assert "another model's alias" in refused(models_dir, others=others, **LLAMA, served_name="team")["served_name"]
+    assert "letters, digits" in refused(models_dir, others=others, **LLAMA, alias="no spaces")["alias"]
 
 
 @pytest.mark.parametrize("flags, named", [
