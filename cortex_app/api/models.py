@@ -30,6 +30,7 @@ from fastapi.responses import JSONResponse, Response
 
 from cortex_app import crud
 from cortex_app.api.deps import require_admin, require_operate, require_read
+from cortex_app.engines import memory
 from cortex_app.lifecycle import Refused
 from cortex_app.models import Model, ModelState
 from cortex_app.runtime.docker import DockerRuntimeError
@@ -59,10 +60,23 @@ async def list_models(user: str = Depends(require_read)) -> dict:
     return {"models": [model_json(m) for m in rows]}
 
 
+def memory_json(m: Model) -> dict:
+    """The memory estimate (engines/memory.py) in MiB, or why there is none."""
+    try:
+        e = memory.estimate_model(m, services().settings.models_dir)
+    except ValueError as exc:
+        return {"error": str(exc)}
+    return {"total_mib": round(e.total_mib, 1), "weights_mib": round(e.weights_mib, 1), "kv_mib": round(e.kv_mib, 1),
+            "compute_mib": round(e.compute_mib, 1), "context": e.n_ctx, "on_gpu": e.on_gpu}
+
+
 @router.get("/api/models/{model_id}")
 async def get_model(model_id: int, user: str = Depends(require_read)):
+    """One model, with its memory estimate (the list leaves it out: it reads each GGUF)."""
     m = await asyncio.to_thread(crud.get_model, services().db, model_id)
-    return model_json(m) if m else _not_found(model_id)
+    if m is None:
+        return _not_found(model_id)
+    return {**model_json(m), "memory_estimate": await asyncio.to_thread(memory_json, m)}
 
 
 @router.post("/api/models", status_code=201)

@@ -23,6 +23,7 @@ def _summary() -> rx.Component:
                                                         D.startup_timeout_s, " s allowed", size="2"))),
         rx.cond(row["stale"], rx.callout("Config changed — Apply to restart with it.", icon="info", size="1")),
         rx.text("Image ", rx.code(D.image), " · source ", rx.code(D.source), size="2"),
+        rx.cond(D.memory_estimate != "", rx.text("Estimate: ", D.memory_estimate, size="2", id="memory-estimate")),
         rx.cond(row["endpoint"] != "", rx.vstack(
             rx.text("Endpoint ", rx.code(row["endpoint"]), size="2"),
             rx.code_block(D.curl_example, language="bash", wrap_long_lines=True, width="100%"),

@@ -150,6 +150,7 @@ def model_form() -> rx.Component:
                     rx.hstack(rx.text("Image", size="2", weight="medium"), rx.code(F.image_here["image"], size="1"),
                               image_status(F.image_here["image"].to(str), F.image_here["present"].to(bool)),
                               spacing="3", align="center", id="form-image", wrap="wrap")),
+            rx.cond(F.memory_estimate != "", rx.text("Estimate: ", F.memory_estimate, size="2", id="form-estimate")),
             rx.button(rx.cond(F.show_advanced, "Hide advanced", "Advanced"), variant="ghost", size="1",
                       on_click=F.toggle_advanced, id="toggle-advanced"),
             rx.cond(F.show_advanced, _advanced()),

@@ -12,6 +12,7 @@ import reflex as rx
 from sqlmodel import Session, func, select
 
 from cortex_app import crud
+from cortex_app.engines import memory
 from cortex_app.models import ModelEvent, ModelState, utcnow
 from cortex_app.resources import Sample
 from cortex_app.runtime.docker import DockerRuntimeError
@@ -65,6 +66,7 @@ class ModelDetailState(AdminState):
     follow: bool = True
     logs_note: str = ""
     gateway: dict = {}  # gateway_examples()
+    memory_estimate: str = ""  # engines/memory.py: what llama.cpp will allocate, or why there is no figure
 
     @rx.var
     def shown_logs(self) -> str:
@@ -103,8 +105,12 @@ class ModelDetailState(AdminState):
                 note = logs_note(m.state, bool(m.container_id), bool(logs))
             except DockerRuntimeError as exc:
                 logs, note = [], str(exc)
+        try:
+            estimate = memory.estimate_model(m, svc.settings.models_dir).summary()
+        except ValueError as exc:  # GgufUnreadable, or a file outside what it reads
+            estimate = f"none ({exc})"
         return (m, events, total, logs, note, svc.lifecycle.is_stale(m),
-                svc.scheduler.resources.history.series(model_id), svc.settings.probe_interval_s)
+                svc.scheduler.resources.history.series(model_id), svc.settings.probe_interval_s, estimate)
 
     async def _refresh(self, with_logs: bool):
         if await self._admin() is None:
@@ -113,7 +119,9 @@ class ModelDetailState(AdminState):
         if got is None:
             self.found = False
             return
-        m, events, self.event_total, logs, note, stale, series, probe_interval_s = got
+        m, events, self.event_total, logs, note, stale, series, probe_interval_s, estimate = got
+        if estimate != self.memory_estimate:
+            self.memory_estimate = estimate
         last_page = max(0, -(-self.event_total // EVENTS_PER_PAGE) - 1)
         if self.event_page > last_page:  # events went (the model was deleted and made anew)
             self.event_page = last_page

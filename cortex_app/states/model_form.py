@@ -8,16 +8,18 @@ import enum
 import json
 import re
 import shlex
+from pathlib import Path
 
 import reflex as rx
 
 from cortex_app import crud
+from cortex_app.engines import memory
 from cortex_app.images import canonical, is_present
 from cortex_app.runtime.docker import DockerRuntimeError
 from cortex_app.services import get as services
 from cortex_app.states.auth import AdminState
 from cortex_app.states.models import model_id_in
-from cortex_app.validation import ConfigInvalid, mask_secret
+from cortex_app.validation import ConfigInvalid, mask_secret, model_relative_path
 
 TEXT_FIELDS = ["name", "served_name", "alias", "engine", "image", "source", "device", "gpu_ids", "context_size", "gpu_layers",
                "parallel_slots", "threads", "cache_type_k", "cache_type_v", "tensor_parallel_size",
@@ -66,6 +68,7 @@ class ModelFormState(AdminState):
     running_note: str = ""
     show_advanced: bool = False
     image_here: dict = {}  # {"image": the image Start would use, "present": on the engine}
+    memory_estimate: str = ""  # form_estimate() of the values as they stand
     _defaults: dict[str, str] = {}
     _tags: set[str] = set()
 
@@ -103,6 +106,7 @@ class ModelFormState(AdminState):
         self.model_id, self.values, self.errors, self.token_hint, self.running_note = 0, dict(EMPTY), {}, "", ""
         self.flags = {f: False for f in FLAGS}
         self.gguf_files = await asyncio.to_thread(self._gguf)
+        self.memory_estimate = ""
         await self._read_images()
 
     @rx.event
@@ -121,14 +125,20 @@ class ModelFormState(AdminState):
         self.flags = {f: bool(getattr(m, f)) for f in FLAGS}
         self.token_hint = mask_secret(m.hf_token)
         self.gguf_files = await asyncio.to_thread(self._gguf)
+        await self._estimate()
         await self._read_images()
 
+    async def _estimate(self) -> None:
+        self.memory_estimate = await asyncio.to_thread(form_estimate, dict(self.values), services().settings.models_dir)
+
     @rx.event
-    def set_value(self, field: str, value: str):
+    async def set_value(self, field: str, value: str):
         self.values[field] = "" if value == ENGINE_DEFAULT else value
         self.errors.pop(field, None)
         if field in ("image", "engine"):
             self._check_image()
+        if field in ESTIMATED_FROM:
+            await self._estimate()
 
     @rx.event
     def set_flag(self, field: str, value: bool):
@@ -170,6 +180,37 @@ class ModelFormState(AdminState):
 
 def _quote(arg: str) -> str:
     return shlex.quote(arg)
+
+
+ESTIMATED_FROM = {"engine", "source", "device", "context_size", "gpu_layers", "cache_type_k", "cache_type_v",
+                  "flash_attn"}
+
+
+def form_estimate(values: dict[str, str], models_dir: Path) -> str:
+    """The memory estimate (engines/memory.py) of a llama.cpp model as the form stands, or ""
+    while there is none to show (another engine, no GGUF named yet). A GGUF that cannot be
+    read says why."""
+    if values.get("engine", "llamacpp") != "llamacpp":
+        return ""
+    try:
+        rel = model_relative_path(values.get("source", ""), models_dir)
+    except ValueError:
+        return ""
+    if not rel.endswith(".gguf") or not (models_dir / rel).is_file():
+        return ""
+    try:
+        facts = memory.read_gguf(models_dir / rel)
+    except ValueError as exc:
+        return f"none ({exc})"
+
+    def number(field: str):
+        text = values.get(field, "").strip()
+        return int(text) if text.isdigit() else None
+
+    return memory.estimate_llamacpp(
+        facts, n_ctx=number("context_size"), gpu_layers=number("gpu_layers"), on_gpu=values.get("device") == "cuda",
+        cache_type_k=values.get("cache_type_k") or None, cache_type_v=values.get("cache_type_v") or None,
+        flash_attn={"true": True, "false": False}.get(values.get("flash_attn", ""))).summary()
 
 
 def _text(value) -> str:

@@ -1,6 +1,6 @@
 """The model form's small promises in Chromium: selects that can go back to the engine's
 default, help text whose `code` shows as code, the GGUF count in the singular, and the alias
-replicas share (saved; refused when it is a served name)."""
+replicas share (saved; refused when it is a served name), and the memory estimate."""
 
 import re
 
@@ -55,3 +55,18 @@ def test_an_alias_is_saved_and_one_that_is_a_served_name_is_refused(console, pag
         alias = conn.execute(sa.text("SELECT alias FROM model WHERE name = 'replica-one'")).scalar_one()
     engine.dispose()
     assert alias == "team"
+
+
+def test_the_form_and_the_detail_page_show_the_memory_estimate(console, page):
+    sign_in(page, console.url)
+    page.goto(console.url + "/models/new")
+    page.locator("#field-name").fill("estimated")
+    page.locator("#field-source").fill("tiny.gguf")
+    estimate = page.locator("#form-estimate")
+    expect(estimate).to_contain_text("MiB of memory")
+    expect(estimate).to_contain_text("(256 tokens)")  # no context set: the GGUF's trained one
+    page.locator("#field-context_size").fill("4096")
+    expect(estimate).to_contain_text("(4,096 tokens)")  # it follows the settings as they are typed
+    page.locator("#save").click()
+    page.wait_for_url(re.compile(r".*/models/\d+$"))
+    expect(page.locator("#memory-estimate")).to_contain_text("KV cache 2 (4,096 tokens)")
