@@ -6,6 +6,7 @@ and nothing is written.
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Mapping, Optional
 
 import sqlalchemy as sa
@@ -37,8 +38,13 @@ def _commit_unique(session: Session) -> None:
         raise ConfigInvalid({field: "is already taken by another model"}) from None
 
 
+# Served names and aliases must stay apart (a client's `model` is one or the other), which no
+# column constraint can say: this process's model writes check and commit one at a time.
+_WRITES = threading.Lock()
+
+
 def create_model(db: sa.Engine, settings: Settings, data: Mapping[str, Any]) -> Model:
-    with Session(db, expire_on_commit=False) as session:
+    with _WRITES, Session(db, expire_on_commit=False) as session:
         clean = _validate(session, settings, data, exclude_id=None)
         model = Model(**clean)
         session.add(model)
@@ -50,7 +56,7 @@ def update_model(db: sa.Engine, settings: Settings, model_id: int, data: Mapping
     """Replace the configuration. A running model keeps running on its old config until it is
     applied (lifecycle.apply); `is_stale` then says so. A model deleted meanwhile is a
     LookupError, as one that never was."""
-    with Session(db, expire_on_commit=False) as session:
+    with _WRITES, Session(db, expire_on_commit=False) as session:
         model = session.get(Model, model_id)
         if model is None:
             raise LookupError(f"no model with id {model_id}")

@@ -1,5 +1,6 @@
-"""How much memory a llama.cpp model will take, before it starts: from the GGUF's own metadata
-(the one module that imports the `gguf` package) and the model's settings.
+"""How much memory a llama.cpp model will take, before it starts: from the GGUF's own header
+(walked here; the `gguf` package, imported only here, gives the tensor types' sizes) and the
+model's settings.
 
 What llama-server allocates, and how each part is estimated (checked against its own report,
 `-lv 4`: "model buffer size", "KV buffer size", "compute buffer size", for the test model and
@@ -19,7 +20,10 @@ per GPU), which the fit check adds as a margin."""
 
 from __future__ import annotations
 
+import math
+import mmap
 import os
+import struct
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -81,54 +85,130 @@ def _one(value) -> int:
 
 
 def read_gguf(path: Path) -> GgufFacts:
-    """The header of `path` (a file under the models dir). Cached per path, size and mtime:
-    the token list of a large vocabulary takes a second to parse."""
+    """The header of `path` (a file under the models dir). Cached per path, size and mtime,
+    failures too: the detail page asks every second."""
     try:
         st = os.stat(path)
     except OSError as exc:
         raise GgufUnreadable(f"cannot read {path.name}: {exc.strerror}") from None
-    return _read(str(path), st.st_size, st.st_mtime_ns)
+    got = _read(str(path), st.st_size, st.st_mtime_ns)
+    if isinstance(got, str):
+        raise GgufUnreadable(got)
+    return got
+
+
+# GGUF value types (gguf.GGUFValueType): fixed sizes as struct formats; 8 string, 9 array.
+_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+MAX_LAYERS = 4096
+_WANTED = ("general.architecture", ".block_count", ".embedding_length", ".feed_forward_length",
+           ".attention.head_count", ".attention.head_count_kv", ".attention.key_length",
+           ".attention.value_length", ".context_length")
+
+
+class _Header:
+    """Walks a GGUF header in the file's mapping: the metadata it needs and every tensor's
+    type and shape, stepping over the rest (a 150k-token vocabulary costs a pass over its
+    lengths, not a parse: the gguf package's reader takes seconds on one)."""
+
+    def __init__(self, buf) -> None:
+        self.buf, self.at = buf, 0
+
+    def take(self, fmt: str):
+        value = struct.unpack_from("<" + fmt, self.buf, self.at)[0]
+        self.at += struct.calcsize("<" + fmt)
+        return value
+
+    def string(self) -> str:
+        n = self.take("Q")
+        if n > len(self.buf) - self.at:
+            raise ValueError("a string runs past the end of the file")
+        self.at += n
+        return bytes(self.buf[self.at - n:self.at]).decode("utf-8", errors="replace")
+
+    def skip_string(self) -> None:
+        n = self.take("Q")
+        self.at += n
+        if self.at > len(self.buf):
+            raise ValueError("a string runs past the end of the file")
+
+    def value(self, kind: int, keep: bool):
+        if kind in _SCALARS:
+            return self.take(_SCALARS[kind])
+        if kind == 8:
+            return self.string() if keep else self.skip_string()
+        if kind == 9:
+            item, count = self.take("I"), self.take("Q")
+            if item in _SCALARS and not keep:
+                self.at += count * struct.calcsize("<" + _SCALARS[item])
+                return None
+            if count > len(self.buf):
+                raise ValueError("an array longer than the file")
+            values = [self.value(item, keep) for _ in range(count)]
+            return values if keep else None
+        raise ValueError(f"unknown metadata type {kind}")
 
 
 @lru_cache(maxsize=64)
-def _read(path: str, size: int, mtime_ns: int) -> GgufFacts:
-    from gguf import GGUFReader
+def _read(path: str, size: int, mtime_ns: int):
+    """GgufFacts, or why not (a string: a failure is cached as well)."""
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
+    name = Path(path).name
     try:
-        reader = GGUFReader(path)
-    except Exception as exc:  # noqa: BLE001 - the package raises plain errors for a bad file
-        raise GgufUnreadable(f"{Path(path).name} is not a readable GGUF file ({exc})") from None
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            h = _Header(buf)
+            if bytes(buf[:4]) != b"GGUF":
+                return f"{name} is not a GGUF file"
+            h.at = 4
+            version, n_tensors, n_kv = h.take("I"), h.take("Q"), h.take("Q")
+            if version not in (2, 3) or n_tensors > size or n_kv > size:
+                return f"{name}: a GGUF header this estimate cannot read (version {version})"
+            meta = {}
+            for _ in range(n_kv):
+                key = h.string()
+                kind = h.take("I")
+                keep = key == "general.architecture" or key.endswith(_WANTED)
+                value = h.value(kind, keep)
+                if keep:
+                    meta[key] = value
+            tensors = []
+            for _ in range(n_tensors):
+                tname = h.string()
+                dims = [h.take("Q") for _ in range(h.take("I"))]
+                ttype = h.take("I")
+                h.take("Q")  # offset
+                block, nbytes = GGML_QUANT_SIZES[GGMLQuantizationType(ttype)]
+                tensors.append((tname, math.prod(dims) // block * nbytes))
+    except (OSError, ValueError, struct.error, KeyError) as exc:
+        return f"{name} is not a readable GGUF file ({exc})"
+    arch = meta.get("general.architecture")
+    if not arch:
+        return f"{name} names no architecture"
 
     def get(key: str, default=None):
-        field = reader.fields.get(key)
-        return field.contents() if field is not None else default
+        return meta.get(f"{arch}.{key}", default)
 
-    arch = get("general.architecture")
-    if not arch:
-        raise GgufUnreadable(f"{Path(path).name} names no architecture")
     try:
-        n_layer = _one(get(f"{arch}.block_count"))
-        n_embd = _one(get(f"{arch}.embedding_length"))
-        n_head = _one(get(f"{arch}.attention.head_count"))
-        n_ff = _one(get(f"{arch}.feed_forward_length", 0))
-        n_head_kv = _one(get(f"{arch}.attention.head_count_kv", n_head))
-        head_k = _one(get(f"{arch}.attention.key_length", n_embd // n_head if n_head else 0))
-        head_v = _one(get(f"{arch}.attention.value_length", head_k))
-        ctx = _one(get(f"{arch}.context_length", 0))
+        n_layer, n_embd, n_head = _one(get("block_count", 0)), _one(get("embedding_length", 0)), \
+            _one(get("attention.head_count", 0))
+        n_ff = _one(get("feed_forward_length", 0))
+        n_head_kv = _one(get("attention.head_count_kv", n_head))
+        head_k = _one(get("attention.key_length", n_embd // n_head if n_head else 0))
+        head_v = _one(get("attention.value_length", head_k))
+        ctx = _one(get("context_length", 0))
     except (TypeError, ValueError):
-        raise GgufUnreadable(f"{Path(path).name}: the {arch} metadata is incomplete") from None
-    if not (n_layer and n_embd and n_head):
-        raise GgufUnreadable(f"{Path(path).name}: the {arch} metadata lacks layers, width or heads")
+        return f"{name}: the {arch} metadata is not what an estimate reads"
+    if not (0 < n_layer <= MAX_LAYERS and n_embd > 0 and n_head > 0):
+        return f"{name}: the {arch} metadata lacks layers, width or heads"
     blocks = [0] * n_layer
     total = inp = out = 0
-    for t in reader.tensors:
-        n = int(t.n_bytes)
+    for tname, n in tensors:
         total += n
-        if t.name.startswith("blk."):
-            i = int(t.name.split(".", 2)[1])
-            if 0 <= i < n_layer:
-                blocks[i] += n
-        elif t.name.startswith("token_embd"):
+        if tname.startswith("blk."):
+            index = tname.split(".", 2)[1]
+            if index.isdigit() and int(index) < n_layer:
+                blocks[int(index)] += n
+        elif tname.startswith("token_embd"):
             inp += n
         else:
             out += n
@@ -140,15 +220,16 @@ def estimate_llamacpp(facts: GgufFacts, *, n_ctx: Optional[int], gpu_layers: Opt
                       cache_type_k: Optional[str] = None, cache_type_v: Optional[str] = None,
                       flash_attn: Optional[bool] = None) -> Estimate:
     """The memory llama-server will allocate for this model on its device (pure).
-    `n_ctx` None or 0: the trained context (llama-server's default). `gpu_layers` None: all."""
+    `n_ctx` None or 0: the trained context (llama-server's default). `gpu_layers` None: all;
+    0 on a GPU device: nothing is offloaded, so the estimate is of host memory."""
     ctx = n_ctx or facts.context_length or 4096
+    if on_gpu and gpu_layers is not None and gpu_layers <= 0:
+        on_gpu = False
     if on_gpu:
-        ngl = facts.n_layer + 1 if gpu_layers is None else max(0, min(gpu_layers, facts.n_layer + 1))
+        ngl = facts.n_layer + 1 if gpu_layers is None else min(gpu_layers, facts.n_layer + 1)
         layers = range(facts.n_layer - min(ngl, facts.n_layer), facts.n_layer)  # llama.cpp offloads the last ones
         weights = sum(facts.block_bytes[i] for i in layers) + (facts.output_bytes if ngl > facts.n_layer else 0)
         kv_layers = len(layers)
-        if ngl == 0:
-            return Estimate(0.0, 0.0, 0.0, ctx, True)
     else:
         weights, kv_layers = facts.weights_bytes, facts.n_layer
     k_bytes = CACHE_BYTES.get(cache_type_k or "f16", 2.0)

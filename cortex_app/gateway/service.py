@@ -2,9 +2,10 @@
 
 Per request it reads only memory: the model table and the keys live in a snapshot that a
 task refreshes every second (and at once after a key changes in this process), so a request
-costs no database round trip. The flow: key -> model route (routing.pick) -> key allows it ->
-rate limit -> the model's defaults -> the engine, the answer passed through (a stream chunk
-by chunk) -> one usage record and the metrics.
+costs no database round trip. The flow: key -> key allows the name asked -> rate limit ->
+model route (routing.choose: the model, or one replica of an alias) -> the model's defaults ->
+the engine, the answer passed through (a stream chunk by chunk) -> one usage record and the
+metrics.
 
 A client that goes away cancels its request: the connection to the engine is dropped, and
 llama-server stops generating."""
@@ -56,11 +57,12 @@ def _tokens_in(body: bytes) -> tuple[int, int]:
 class _Exchange:
     """One request's figures, for the meter."""
 
-    __slots__ = ("t0", "key", "model", "endpoint", "stream", "status", "prompt", "completion", "ttft")
+    __slots__ = ("t0", "key", "model", "endpoint", "stream", "status", "prompt", "completion", "ttft", "complete")
 
     def __init__(self, t0: float) -> None:
         self.t0, self.key, self.model, self.endpoint = t0, None, "", ""
         self.stream, self.status, self.prompt, self.completion, self.ttft = False, 0, 0, 0, None
+        self.complete = False  # the client has the whole answer (what follows is the closing of it)
 
 
 class Gateway:
@@ -242,16 +244,21 @@ class Gateway:
                 raise GatewayError(400, "the request body is not JSON") from None
             if not isinstance(body, dict):
                 raise GatewayError(400, "the request body must be a JSON object")
-            asked = body.get("model")
+            asked, ex.endpoint = body.get("model"), endpoint
+            if isinstance(asked, str) and asked:
+                # The key decides first: a key limited to some names learns nothing of the others
+                # (whether they exist, their state, their replicas).
+                if asked in self.snapshot.routes or asked in self.snapshot.aliases:
+                    ex.model = asked  # a refusal is metered under the name asked (never an unknown one)
+                if not keymod.allows(view, asked):
+                    raise GatewayError(403, f"this key may not use the model `{asked}`",
+                                       "permission_error", "model_not_allowed", param="model")
+                wait = self.limiter.take(view.id, view.rpm_limit, time.monotonic())
+                if wait:
+                    raise GatewayError(429, f"this key's limit of {view.rpm_limit} requests per minute is reached",
+                                       "rate_limit_error", "rate_limit_exceeded", retry_after=wait)
             route = self._choose(asked)
-            ex.model, ex.endpoint = route.served_name, endpoint
-            if not keymod.allows(view, asked):
-                raise GatewayError(403, f"this key may not use the model `{asked}`",
-                                   "permission_error", "model_not_allowed", param="model")
-            wait = self.limiter.take(view.id, view.rpm_limit, time.monotonic())
-            if wait:
-                raise GatewayError(429, f"this key's limit of {view.rpm_limit} requests per minute is reached",
-                                   "rate_limit_error", "rate_limit_exceeded", retry_after=wait)
+            ex.model = route.served_name
             prepared = prepare(body, endpoint, route.defaults)
         except GatewayError as err:
             return await self._refuse(send, err, ex)
@@ -292,7 +299,9 @@ class Gateway:
         async def watch() -> None:
             while (await receive())["type"] != "http.disconnect":
                 pass
-            if not state["finished"]:
+            # A client that leaves once it has the whole answer (the openai client closes a
+            # stream at `data: [DONE]`, before its closing chunk) did not cut it short.
+            if not state["finished"] and not ex.complete:
                 state["left"] = True
                 me.cancel()
 
@@ -387,12 +396,13 @@ class Gateway:
                                 route = other
                                 self._hold(route, 1)
                                 ex.model = route.served_name
+                # Said under the name the client used: an alias's replicas stay its own business.
                 except UpstreamError as exc:
-                    raise GatewayError(502, f"the model `{route.served_name}` did not answer: {exc}",
+                    raise GatewayError(502, f"the model `{alias or route.served_name}` did not answer: {exc}",
                                        "upstream_error", "upstream_unreachable") from None
                 except TimeoutError:
-                    raise GatewayError(504, f"the model `{route.served_name}` did not answer within {timeout:g} s",
-                                       "timeout", "upstream_timeout") from None
+                    raise GatewayError(504, f"the model `{alias or route.served_name}` did not answer within "
+                                       f"{timeout:g} s", "timeout", "upstream_timeout") from None
             except GatewayError as err:
                 return await self._refuse(send, err, ex)
             ex.status = resp.status
@@ -421,6 +431,7 @@ class Gateway:
         await send({"type": "http.response.start", "status": resp.status,
                     "headers": [(b"content-type", ctype), (b"content-length", str(len(data)).encode())]})
         await send({"type": "http.response.body", "body": data})
+        ex.complete = True
 
     async def _stream(self, send, resp, client_wants_usage: bool, ex: _Exchange, timeout: float) -> None:
         """SSE passed through as it comes. Only a chunk that mentions `usage` is looked into:
@@ -454,15 +465,22 @@ class Gateway:
                         if not chunk:
                             continue
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    if chunk.endswith(b"data: [DONE]\n\n"):  # OpenAI's end of a stream: the client has it all
+                        ex.complete = True
             if held:
                 await send({"type": "http.response.body", "body": held, "more_body": True})
+            ex.complete = True
         except (UpstreamError, TimeoutError) as exc:
             ex.status = 504 if isinstance(exc, TimeoutError) else 502
             message = ("the model sent nothing more in time" if isinstance(exc, TimeoutError)
                        else f"the model's stream broke off: {exc}")
             event = error_body(message, "timeout" if ex.status == 504 else "upstream_error")
             await send({"type": "http.response.body", "body": b"data: " + event + b"\n\n", "more_body": True})
-        await send({"type": "http.response.body", "body": b""})
+        try:
+            await send({"type": "http.response.body", "body": b""})
+        except (OSError, RuntimeError):  # granian: "ASGI transport closed"
+            if not ex.complete:
+                raise
 
     @staticmethod
     def _meter_events(data: bytes, client_wants_usage: bool, ex: _Exchange) -> bytes:

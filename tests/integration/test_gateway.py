@@ -293,6 +293,29 @@ def test_a_client_that_leaves_a_plain_request_is_let_go_at_once(bed):
         time.sleep(0.1)
 
 
+def test_a_client_that_closes_at_done_got_the_whole_stream(bed):
+    """The openai client stops reading a stream at `data: [DONE]` and closes the connection
+    before the closing chunk: the answer was whole, and is recorded 200, never 499."""
+    key = bed.key(name="closer")["key"]
+    body = json.dumps({"model": "chat", "messages": CHAT, "max_tokens": 3, "stream": True}).encode()
+    host, port = bed.console.url.rsplit("//", 1)[1].split(":")
+    for _ in range(20):
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: cortex\r\nContent-Type: application/json\r\n"
+                      + f"Authorization: Bearer {key}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+            got = b""
+            while b"data: [DONE]" not in got:
+                data = s.recv(65536)
+                assert data, got
+                got += data
+    deadline = time.monotonic() + 5  # the meter writes every second
+    while len(mine := [r for r in bed.usage() if r["key_name"] == "closer"]) < 20:
+        assert time.monotonic() < deadline, mine
+        time.sleep(0.1)
+    assert [r["status"] for r in mine] == [200] * 20
+    assert all(r["completion_tokens"] == 3 for r in mine)
+
+
 def test_a_model_killed_mid_stream_ends_the_stream_with_an_error(bed, docker_client):
     r = bed.console.call("POST", "/api/models", json={"name": "victim", **LLAMA, "source": "tiny-long.gguf",
                                                              "context_size": 4096})

@@ -107,6 +107,7 @@ def test_a_replica_that_refuses_the_connection_is_skipped_for_another(bed):
         async with serving(bed) as (gateway, client):
             answers = [await client.post("/v1/chat/completions", json=body) for _ in range(6)]
             await asyncio.sleep(0.5)  # the failed probe is written off the request path
+            assert gateway._inflight == {}  # every request let go of its replica, the refused one too
             return answers, dict(gateway._benched), dict(gateway._last)
 
     answers, benched, picked = asyncio.run(main())

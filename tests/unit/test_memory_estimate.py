@@ -24,8 +24,10 @@ def test_on_a_gpu_only_the_offloaded_layers_count(gpu_layers, weights, kv_layers
     assert e.kv_mib == 1024 * kv_layers * 2 * (32 * 2 + 32 * 2) / MIB
 
 
-def test_no_layer_on_the_gpu_is_no_gpu_memory():
-    assert estimate_llamacpp(FACTS, n_ctx=1024, gpu_layers=0, on_gpu=True).total_mib == 0
+def test_no_layer_on_the_gpu_is_an_estimate_of_host_memory():
+    e = estimate_llamacpp(FACTS, n_ctx=1024, gpu_layers=0, on_gpu=True)
+    assert not e.on_gpu and e == estimate_llamacpp(FACTS, n_ctx=1024, gpu_layers=None, on_gpu=False)
+    assert "of memory" in e.summary() and "GPU" not in e.summary()
 
 
 def test_on_the_cpu_every_weight_counts_and_the_context_defaults_to_the_trained_one():
@@ -51,3 +53,24 @@ def test_without_flash_attention_the_scores_are_in_the_compute_buffer():
     # a context shorter than the micro-batch shrinks the micro-batch too
     short = estimate_llamacpp(FACTS, n_ctx=256, gpu_layers=None, on_gpu=False)
     assert short.compute_mib == (256 * 256 * 2 + 256 * 4 * (3 * 768 + 4 * 256 + 96)) / MIB
+
+
+def test_odd_files_say_why_once_and_are_not_read_again(tmp_path):
+    """A file that is not a GGUF, or a header cut short or absurd, is GgufUnreadable (a
+    ValueError the pages show), and the answer is cached like a good one."""
+    from cortex_app.engines import memory
+
+    cases = {"text.gguf": b"hello, not a model" * 10,
+             "cut.gguf": b"GGUF" + (3).to_bytes(4, "little") + (1).to_bytes(8, "little") + (1).to_bytes(8, "little")
+             + (10 ** 12).to_bytes(8, "little"),  # a key claimed a terabyte long
+             "v9.gguf": b"GGUF" + (9).to_bytes(4, "little") + bytes(16)}
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(memory.GgufUnreadable):
+            memory.read_gguf(tmp_path / name)
+        before = memory._read.cache_info().hits
+        with pytest.raises(memory.GgufUnreadable):
+            memory.read_gguf(tmp_path / name)
+        assert memory._read.cache_info().hits == before + 1
+    with pytest.raises(memory.GgufUnreadable):
+        memory.read_gguf(tmp_path / "missing.gguf")
