@@ -1,6 +1,7 @@
-"""Pure decisions of the gateway: which model a request goes to (or the OpenAI-shaped error
-that says why none; for an alias, which of its replicas), and what the request becomes on its way (the model's defaults, the
-usage the meter needs). No I/O here; table tests in tests/unit/test_gateway_routing.py."""
+"""Pure decisions of the gateway: which model a request goes to (for an alias, which of its
+replicas; or the OpenAI-shaped error that says why none), and what the request becomes on its
+way (the model's defaults, the usage the meter needs). No I/O here; table tests in
+tests/unit/test_gateway_routing.py."""
 
 from __future__ import annotations
 

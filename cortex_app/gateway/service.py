@@ -20,7 +20,7 @@ import threading
 import time
 import weakref
 from datetime import timedelta
-from typing import Optional
+from typing import Collection, Optional
 
 import sqlalchemy as sa
 from sqlmodel import Session, select
@@ -319,31 +319,21 @@ class Gateway:
 
     # --- replicas (models sharing an alias) --------------------------------------------------
 
-    def _choose(self, asked) -> Route:
-        """The model a request goes to (routing.choose). Replicas that refused a connection in
-        the last BENCH_S are passed over while another replica can take the request."""
+    def _choose(self, asked, failed: Collection[int] = ()) -> Route:
+        """The model a request goes to (routing.choose), never one of `failed` (replicas this
+        request could not reach). Replicas that refused a connection in the last BENCH_S are
+        passed over while another replica can take the request."""
         now = time.monotonic()
-        benched = [mid for mid, until in self._benched.items() if until > now]
+        benched = {mid for mid, until in self._benched.items() if until > now}
         try:
-            route = choose(self.snapshot, asked, self._inflight, self._last, benched)
+            route = choose(self.snapshot, asked, self._inflight, self._last, benched.union(failed))
         except GatewayError:
             if not benched:
                 raise
-            route = choose(self.snapshot, asked, self._inflight, self._last)
+            route = choose(self.snapshot, asked, self._inflight, self._last, failed)
         if route.alias is not None and route.alias == asked:
             self._picks += 1
             self._last[route.model_id] = self._picks
-        return route
-
-    def _other_replica(self, alias: Optional[str], failed: list[int]) -> Optional[Route]:
-        if alias is None:
-            return None
-        try:
-            route = choose(self.snapshot, alias, self._inflight, self._last, failed)
-        except GatewayError:
-            return None
-        self._picks += 1
-        self._last[route.model_id] = self._picks
         return route
 
     def _hold(self, route: Route, n: int) -> None:
@@ -388,9 +378,12 @@ class Gateway:
                                 self._report(route, str(exc))
                                 failed.append(route.model_id)
                                 self._benched[route.model_id] = time.monotonic() + BENCH_S
-                                other = self._other_replica(alias, failed)
-                                if other is None:
+                                if alias is None:
                                     raise
+                                try:
+                                    other = self._choose(alias, failed)
+                                except GatewayError:
+                                    raise exc from None  # no other replica: the refusal is the answer
                                 # The request never reached this replica: another one of the alias gets it.
                                 self._hold(route, -1)
                                 route = other

@@ -26,8 +26,8 @@ def _models_picker() -> rx.Component:
     return rx.vstack(
         rx.checkbox("All models", checked=K.all_models, on_change=K.set_all_models, size="2", id="key-all-models"),
         rx.cond(~K.all_models, rx.cond(
-            K.served_names.length() > 0,
-            rx.flex(rx.foreach(K.served_names, lambda n: rx.checkbox(
+            K.model_names.length() > 0,
+            rx.flex(rx.foreach(K.model_names, lambda n: rx.checkbox(
                 n, checked=K.picked.contains(n), on_change=lambda v: K.set_model_allowed(n, v), size="2",
                 class_name="key-model")), wrap="wrap", spacing="3"),
             rx.text("No models yet: add one on the Models page first.", size="2", color_scheme="gray"))),

@@ -47,7 +47,7 @@ def rpm_of(raw: str) -> Optional[Union[int, str]]:
 
 class KeysState(AdminState):
     keys: list[dict] = []
-    served_names: list[str] = []  # what a key may be limited to
+    model_names: list[str] = []  # what a key may be limited to: served names and aliases
     name: str = ""
     all_models: bool = True
     picked: list[str] = []  # served names, when not all models
@@ -64,8 +64,8 @@ class KeysState(AdminState):
         return [key_row(k, now) for k in rows], keymod.public_names(db)
 
     async def _refresh(self):
-        self.keys, self.served_names = await asyncio.to_thread(self._read)
-        self.picked = [n for n in self.picked if n in self.served_names]
+        self.keys, self.model_names = await asyncio.to_thread(self._read)
+        self.picked = [n for n in self.picked if n in self.model_names]
 
     @rx.event
     async def load(self):

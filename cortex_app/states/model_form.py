@@ -15,6 +15,7 @@ import reflex as rx
 from cortex_app import crud
 from cortex_app.engines import memory
 from cortex_app.images import canonical, is_present
+from cortex_app.models import Device, Engine, Model
 from cortex_app.runtime.docker import DockerRuntimeError
 from cortex_app.services import get as services
 from cortex_app.states.auth import AdminState
@@ -187,9 +188,9 @@ ESTIMATED_FROM = {"engine", "source", "device", "context_size", "gpu_layers", "c
 
 
 def form_estimate(values: dict[str, str], models_dir: Path) -> str:
-    """The memory estimate (engines/memory.py) of a llama.cpp model as the form stands, or ""
-    while there is none to show (another engine, no GGUF named yet). A GGUF that cannot be
-    read says why."""
+    """The memory estimate of a llama.cpp model as the form stands (memory.estimate_model, as
+    the detail page and the API have it, of an unsaved row), or "" while there is none to
+    show (another engine, no GGUF named yet). A GGUF that cannot be read says why."""
     if values.get("engine", "llamacpp") != "llamacpp":
         return ""
     try:
@@ -198,19 +199,19 @@ def form_estimate(values: dict[str, str], models_dir: Path) -> str:
         return ""
     if not rel.endswith(".gguf") or not (models_dir / rel).is_file():
         return ""
-    try:
-        facts = memory.read_gguf(models_dir / rel)
-    except ValueError as exc:
-        return f"none ({exc})"
 
     def number(field: str):
         text = values.get(field, "").strip()
         return int(text) if text.isdigit() else None
 
-    return memory.estimate_llamacpp(
-        facts, n_ctx=number("context_size"), gpu_layers=number("gpu_layers"), on_gpu=values.get("device") == "cuda",
-        cache_type_k=values.get("cache_type_k") or None, cache_type_v=values.get("cache_type_v") or None,
-        flash_attn={"true": True, "false": False}.get(values.get("flash_attn", ""))).summary()
+    draft = Model(engine=Engine.LLAMACPP, source=rel, device=Device.CUDA if values.get("device") == "cuda" else Device.CPU,
+                  context_size=number("context_size"), gpu_layers=number("gpu_layers"),
+                  cache_type_k=values.get("cache_type_k") or None, cache_type_v=values.get("cache_type_v") or None,
+                  flash_attn={"true": True, "false": False}.get(values.get("flash_attn", "")))
+    try:
+        return memory.estimate_model(draft, models_dir).summary()
+    except ValueError as exc:
+        return f"none ({exc})"
 
 
 def _text(value) -> str:

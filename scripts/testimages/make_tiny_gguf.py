@@ -7,7 +7,7 @@ and the output rows of the printable pieces point along it, so whatever the rand
 of the network does, the sampled text is printable words; EOS and control tokens point
 the other way, so generation runs until `max_tokens` (clients must send it).
 
-Other shapes (for the memory estimates, cortex_app/engines/gguf_estimate.py): a SHAPE such as
+Other shapes (for the memory estimates, cortex_app/engines/memory.py): a SHAPE such as
 `embd=256,layers=4,heads=8,kv_heads=2,ff=768,vocab=2000,type=f16` sets the width, depth,
 heads (fewer KV heads: grouped-query attention), feed-forward width, extra vocabulary pieces
 and the weights' type (f32 or f16; norms stay f32).
@@ -45,6 +45,7 @@ class Shape:
     def parse(cls, text: str) -> "Shape":
         values = dict(part.split("=", 1) for part in text.split(",") if part)
         return replace(cls(), **{k: (v if k == "type" else int(v)) for k, v in values.items()})
+
 
 CHATML = (
     "{% for message in messages %}"

@@ -10,6 +10,16 @@ from playwright.sync_api import expect
 from tests.e2e.conftest import sign_in
 
 
+def _row(console, sql: str):
+    """One row of the console's database."""
+    engine = sa.create_engine(console.db_url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.text(sql)).one()
+    finally:
+        engine.dispose()
+
+
 def _pick(page, select_id: str, option: str) -> None:
     page.locator(f"#{select_id}").click()
     page.get_by_role("option", name=option, exact=True).click()
@@ -32,10 +42,7 @@ def test_selects_go_back_to_the_engine_default(console, page):
     _pick(page, "field-flash_attn", "engine default")
     page.locator("#save").click()
     page.wait_for_url(re.compile(r".*/models/\d+$"))
-    engine = sa.create_engine(console.db_url)
-    with engine.connect() as conn:
-        row = conn.execute(sa.text("SELECT cache_type_k, cache_type_v, flash_attn FROM model")).one()
-    engine.dispose()
+    row = _row(console, "SELECT cache_type_k, cache_type_v, flash_attn FROM model")
     assert tuple(row) == (None, "q8_0", None)
 
 
@@ -50,10 +57,7 @@ def test_an_alias_is_saved_and_one_that_is_a_served_name_is_refused(console, pag
     page.locator("#field-alias").fill("team")
     page.locator("#save").click()
     page.wait_for_url(re.compile(r".*/models/\d+$"))
-    engine = sa.create_engine(console.db_url)
-    with engine.connect() as conn:
-        alias = conn.execute(sa.text("SELECT alias FROM model WHERE name = 'replica-one'")).scalar_one()
-    engine.dispose()
+    (alias,) = _row(console, "SELECT alias FROM model WHERE name = 'replica-one'")
     assert alias == "team"
 
 

@@ -6,8 +6,8 @@ import pytest
 
 from cortex_app.engines.memory import MIB, GgufFacts, estimate_llamacpp
 
-FACTS = GgufFacts("llama", n_layer=4, n_embd=256, n_ff=768, n_head=8, n_head_kv=2, head_dim_k=32, head_dim_v=32,
-                  context_length=4096, weights_bytes=100 * MIB, input_bytes=20 * MIB,
+FACTS = GgufFacts(n_layer=4, n_embd=256, n_ff=768, n_head=8, n_head_kv=2, head_dim_k=32, head_dim_v=32,
+                  context_length=4096, weights_bytes=100 * MIB,  # 20 of them token embeddings
                   block_bytes=(15 * MIB,) * 4, output_bytes=20 * MIB)
 
 
