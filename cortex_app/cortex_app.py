@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from cortex_app import pages
 from cortex_app.api.gateway import router as gateway_router
 from cortex_app.api.health import router as health_router
+from cortex_app.api.hosts import router as hosts_router
 from cortex_app.api.limits import BodyLimit
 from cortex_app.api.models import router as models_router
 from cortex_app.api.monitoring import router as monitoring_router
@@ -18,6 +19,7 @@ from cortex_app.api.session import router as session_router
 from cortex_app.gateway.service import GatewayASGI
 from cortex_app.states.auth import AuthState
 from cortex_app.states.gpus import GpuState
+from cortex_app.states.hosts import HostsState
 from cortex_app.states.images import ImagesState
 from cortex_app.states.keys import KeysState
 from cortex_app.states.model_detail import ModelDetailState
@@ -33,6 +35,7 @@ api = FastAPI(title="Cortex API", docs_url=None, redoc_url=None, openapi_url=Non
 api.add_middleware(BodyLimit)
 api.include_router(gateway_router)
 api.include_router(health_router)
+api.include_router(hosts_router)
 api.include_router(models_router)
 api.include_router(monitoring_router)
 api.include_router(session_router)
@@ -74,6 +77,7 @@ app.add_page(pages.model_form, route="/models/[model_id]/edit", title="Edit mode
 app.add_page(pages.keys, route="/keys", title="Keys · Cortex", on_load=[guard, KeysState.load])
 app.add_page(pages.usage, route="/usage", title="Usage · Cortex", on_load=[guard, UsageState.load])
 app.add_page(pages.gpus, route="/gpus", title="GPUs · Cortex", on_load=[guard, GpuState.load])
+app.add_page(pages.hosts, route="/hosts", title="Hosts · Cortex", on_load=[guard, HostsState.load])
 app.add_page(pages.system, route="/system", title="System · Cortex", on_load=[guard, SystemState.refresh, ImagesState.load_pulls])
 app.add_page(pages.settings, route="/settings", title="Settings · Cortex", on_load=[guard, SettingsState.load])
 

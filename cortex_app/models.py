@@ -13,7 +13,7 @@ from typing import Any, Optional
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-from cortex_app.secretbox import Sealed
+from cortex_app.secretbox import Sealed, SealedText
 
 
 def utcnow() -> datetime:
@@ -429,3 +429,35 @@ class UsageHour(SQLModel, table=True):
     prompt_tokens: int = Field(default=0, sa_column=sa.Column(sa.BigInteger(), nullable=False))
     completion_tokens: int = Field(default=0, sa_column=sa.Column(sa.BigInteger(), nullable=False))
     latency_ms_sum: float = 0.0
+
+
+class Host(SQLModel, table=True):
+    """A Docker Engine models may run on. Host 1 is the console's own DOCKER_HOST (endpoint
+    None), made by the migration, so a single-host install has one host and nothing to set.
+    Others are added on the Hosts page: tcp:// with TLS client certificates, or ssh://. Their
+    credentials are sealed (secretbox.py) and never shown again; an ssh host key is public and
+    pinned. The state columns are what the last connection check found."""
+
+    __tablename__ = "host"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    name: str = Field(sa_column=sa.Column(sa.String(64), nullable=False, unique=True))
+    endpoint: Optional[str] = Field(default=None, max_length=512)  # None: the console's DOCKER_HOST
+    address: Optional[str] = Field(default=None, max_length=255)  # where its models are reached
+    tls_ca: Optional[str] = Field(default=None, sa_column=sa.Column(SealedText("a host's CA certificate"),
+                                                                    nullable=True), repr=False)
+    tls_cert: Optional[str] = Field(default=None, sa_column=sa.Column(SealedText("a host's client certificate"),
+                                                                      nullable=True), repr=False)
+    tls_key: Optional[str] = Field(default=None, sa_column=sa.Column(SealedText("a host's client key"),
+                                                                     nullable=True), repr=False)
+    ssh_key: Optional[str] = Field(default=None, sa_column=sa.Column(SealedText("a host's ssh key"),
+                                                                    nullable=True), repr=False)
+    ssh_host_key: Optional[str] = Field(default=None, max_length=1024)  # "type base64", pinned
+    reachable: Optional[bool] = None  # None: not checked yet
+    engine_version: Optional[str] = Field(default=None, max_length=64)
+    problem: Optional[str] = Field(default=None, max_length=16)  # unreachable | tls | auth | host-key | not-docker
+    last_error: Optional[str] = Field(default=None, max_length=500)
+    gpus: list[dict[str, Any]] = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False))
+    checked_at: Optional[datetime] = _time()
+    last_seen_at: Optional[datetime] = _time()
+    created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))

@@ -148,3 +148,10 @@ class Sealed(sa.types.TypeDecorator):
 
     def process_result_value(self, value, dialect):
         return None if value is None else unseal(value, self.what)
+
+
+class SealedText(Sealed):
+    """A sealed column for long secrets (PEM keys and certificates)."""
+
+    impl = sa.Text()
+    cache_ok = True

@@ -39,7 +39,7 @@ from cortex_app.models import (EventKind, Model, ModelState, WebhookAttempt, Web
 log = logging.getLogger(__name__)
 
 EVENT_TYPES = ("model.running", "model.stopped", "model.failed", "model.unhealthy", "model.healthy",
-               "engine.unreachable", "engine.reachable", "console.started")
+               "engine.unreachable", "engine.reachable", "host.unreachable", "host.reachable", "console.started")
 FORMATS = ("standard", "slack")
 # Retry delays after attempt 1, 2, ...: about 54 minutes in all, then the delivery is given up.
 BACKOFF_S = (1, 2, 5, 10, 30, 60, 120, 300, 600, 900, 1200)
@@ -161,6 +161,7 @@ def payload(fmt: str, event_type: str, at: datetime, data: dict[str, Any]) -> di
     if fmt == "slack":
         who = f"model *{data['name']}*" if data.get("name") else "Cortex"
         icon = {"model.failed": ":red_circle:", "model.unhealthy": ":warning:", "engine.unreachable": ":red_circle:",
+                "host.unreachable": ":red_circle:",
                 "model.running": ":large_green_circle:", "model.healthy": ":large_green_circle:"}.get(event_type,
                                                                                                       ":information_source:")
         line = f"{icon} {who}: {event_type.split('.', 1)[1]}"

@@ -22,6 +22,7 @@ if [ "$MODE" = dev ]; then
   command -v debootstrap >/dev/null || want_pkg debootstrap
   want_pkg busybox-static
   want_pkg docker-registry
+  [ -x /usr/sbin/sshd ] || want_pkg openssh-server  # remote hosts over ssh (tests/hostbed.py)
   command -v iptables >/dev/null || want_pkg iptables
 fi
 if [ ${#apt_missing[@]} -gt 0 ]; then

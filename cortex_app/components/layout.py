@@ -8,7 +8,8 @@ import reflex as rx
 from cortex_app.states.auth import AuthState
 
 NAV = [("Overview", "/", "layout-dashboard"), ("Models", "/models", "boxes"), ("Keys", "/keys", "key-round"),
-       ("Usage", "/usage", "chart-column"), ("GPUs", "/gpus", "cpu"), ("System", "/system", "server"),
+       ("Usage", "/usage", "chart-column"), ("GPUs", "/gpus", "cpu"), ("Hosts", "/hosts", "network"),
+       ("System", "/system", "server"),
        ("Settings", "/settings", "settings")]
 WIDE = "md"  # from this breakpoint (1024 px) up the sidebar shows; below it, the top bar
 

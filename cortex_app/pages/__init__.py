@@ -2,6 +2,7 @@
 
 from .auth import login, setup
 from .gpus import gpus
+from .hosts import hosts
 from .keys import keys
 from .model_detail import model_detail
 from .model_form import model_form
@@ -11,5 +12,5 @@ from .settings import settings
 from .system import system
 from .usage import usage
 
-__all__ = ["gpus", "keys", "login", "model_detail", "model_form", "models", "overview", "settings", "setup", "system",
+__all__ = ["gpus", "hosts", "keys", "login", "model_detail", "model_form", "models", "overview", "settings", "setup", "system",
            "usage"]

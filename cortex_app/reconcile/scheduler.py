@@ -27,7 +27,7 @@ from typing import Optional
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from cortex_app import __version__, journal, webhooks
+from cortex_app import __version__, hosts, journal, webhooks
 from cortex_app.models import ModelState, utcnow
 from cortex_app.reconcile.jobs import JobStatus, job_failed, job_succeeded
 from cortex_app.reconcile.leader import LeaderLease
@@ -48,11 +48,12 @@ EVENTS_RETRY_S = 0.25
 LOADING_REFRESH_S = 0.5  # the loading watcher re-reads which models load (other processes' starts)
 WEBHOOK_POLL_S = 0.25  # the outbox is read this often (a query; sends only when something is due)
 GPU_SAMPLE_S = 5.0
+HOSTS_CHECK_S = 10.0  # every host's engine asked whether it answers (hosts.check_all), all at once
 # Which containers the stats readers follow (they sample every second themselves), and the
 # engines' /metrics: a scrape of 20 models costs ~30 ms of CPU, so not more often than this.
 RESOURCES_SAMPLE_S = 5.0
 SHUTDOWN_DRAIN_S = 3.0  # at shutdown, how long actions under way may take before the models are stopped
-JOBS = ("reconcile", "probes", "loading", "webhooks", "gpus", "resources", "lease", "docker-events")
+JOBS = ("reconcile", "probes", "loading", "webhooks", "gpus", "resources", "hosts", "lease", "docker-events")
 
 
 class Coalesced:
@@ -139,6 +140,7 @@ class ConsoleScheduler:
         sched.add_job(self._webhook_poll, "interval", seconds=WEBHOOK_POLL_S, id="webhooks", **common)
         sched.add_job(self._gpu_job, "interval", seconds=GPU_SAMPLE_S, id="gpus", **common)
         sched.add_job(self._resources_job, "interval", seconds=RESOURCES_SAMPLE_S, id="resources", **common)
+        sched.add_job(self._hosts_job, "interval", seconds=HOSTS_CHECK_S, id="hosts", **common)
         sched.add_job(self._lease_job, "interval", seconds=max(1.0, self.lease.ttl_s / 3), id="lease", **common)
         sched.start()
         self._scheduler = sched
@@ -324,6 +326,18 @@ class ConsoleScheduler:
             self._ok("gpus")
         except Exception as exc:  # noqa: BLE001
             self._failed("gpus", str(exc) or type(exc).__name__)
+
+    async def _hosts_job(self) -> None:
+        """The leader checks every host's engine (each with a deadline of its own) and records
+        what it found: reachable or not, its version, its GPUs."""
+        try:
+            if self.lease.is_leader and not self._stopping.is_set():
+                result = await asyncio.to_thread(hosts.check_all, self.reconciler.lc.db, self.settings)
+                if result.late:
+                    log.info("hosts: %d host(s) missed the deadline: %s", len(result.late), result.late)
+            self._ok("hosts")
+        except Exception as exc:  # noqa: BLE001
+            self._failed("hosts", str(exc) or type(exc).__name__)
 
     async def _resources_job(self) -> None:
         """Point the stats readers at the live containers and scrape the running engines'

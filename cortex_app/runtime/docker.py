@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 import threading
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Union
 
 import docker
 import docker.errors
@@ -20,6 +20,8 @@ from cortex_app.engines.spec import (LABEL_INSTANCE, LABEL_MANAGED, LABEL_MODEL_
                                      ContainerSpec)
 from cortex_app.hosting import SelfContainer, SelfMount
 from cortex_app.images import PullError, explain_pull_error, split_reference
+from cortex_app.runtime import docker_connect
+from cortex_app.runtime.endpoints import Endpoint
 from cortex_app.runtime.types import ContainerInfo, EngineInfo  # noqa: F401 - re-exported
 
 # A container nobody asked for gets this long to exit on SIGTERM before it is killed: it is
@@ -33,6 +35,8 @@ class DockerRuntimeError(RuntimeError):
 
 class EngineUnreachable(DockerRuntimeError):
     """No Docker Engine answers at the configured host."""
+
+    problem = "unreachable"  # or tls | auth | host-key | not-docker (see docker_connect)
 
 
 class ImageMissing(DockerRuntimeError):
@@ -61,33 +65,42 @@ def _why(exc: BaseException) -> str:
     return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
-def _unreachable(host: str, exc: BaseException) -> EngineUnreachable:
+def _unreachable(host: str, exc: BaseException, own: bool = True) -> EngineUnreachable:
+    """`own`: the console's DOCKER_HOST (else a host added on the Hosts page)."""
     return EngineUnreachable(f"no Docker Engine answers at {host} ({_why(exc)}); "
-                             "start Docker or point DOCKER_HOST at a running engine")
+                             + ("start Docker or point DOCKER_HOST at a running engine" if own
+                                else "check the host on the Hosts page"))
 
 
-def client(docker_host: str, timeout: float = 10) -> docker.DockerClient:
-    """A client bound to `docker_host`; raises EngineUnreachable if nothing answers there."""
+def client(target: Union[str, Endpoint], timeout: float = 10) -> docker.DockerClient:
+    """A client bound to `target` (a DOCKER_HOST string, or a host's Endpoint); raises
+    EngineUnreachable, whose `problem` says what failed, if no engine answers there."""
     try:
-        c = docker.DockerClient(base_url=docker_host, timeout=timeout)
-        c.ping()
-        return c
-    except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
-        raise _unreachable(docker_host, exc) from None
+        return docker_connect.client(target, timeout)
+    except docker_connect.ConnectFailed as exc:
+        if isinstance(target, str):  # the console's own DOCKER_HOST
+            failure = _unreachable(target, exc.cause or exc)
+        else:
+            failure = EngineUnreachable(str(exc))
+        failure.problem = exc.problem
+        raise failure from None
 
 
-def engine_info(docker_host: str, timeout: float = 3) -> EngineInfo:
+def check_ssh_key(text: str) -> None:
+    """EndpointInvalid unless `text` is a private key the ssh transport can use."""
+    docker_connect.load_ssh_key(text)
+
+
+def engine_info(target: Union[str, Endpoint], timeout: float = 3) -> EngineInfo:
     """Whether the engine answers, and its version. Never raises."""
+    url = target if isinstance(target, str) else target.url
     try:
-        c = client(docker_host, timeout=timeout)
+        c = client(target, timeout=timeout)
     except EngineUnreachable as exc:
-        return EngineInfo(host=docker_host, reachable=False, error=str(exc))
+        return EngineInfo(host=url, reachable=False, error=str(exc), problem=getattr(exc, "problem", "unreachable"))
     try:
-        v = c.version()
-        return EngineInfo(host=docker_host, reachable=True, version=v.get("Version"),
-                          api_version=v.get("ApiVersion"))
-    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-        return EngineInfo(host=docker_host, reachable=False, error=f"engine at {docker_host} failed: {_why(exc)}")
+        return EngineInfo(host=url, reachable=True, version=getattr(c.api, "_cortex_engine_version", None),
+                          api_version=c.api.api_version, seen_host_key=getattr(c.api, "seen_host_key", ""))
     finally:
         c.close()
 
@@ -123,9 +136,11 @@ def _abort(response) -> None:
 class DockerRuntime:
     """Model containers on one Docker Engine. Thread-safe; one HTTP client, made on first use."""
 
-    def __init__(self, docker_host: str, timeout: float = 30, extra_labels: Optional[dict[str, str]] = None,
-                 instance: Optional[str] = None):
-        self.host = docker_host
+    def __init__(self, docker_host: Union[str, Endpoint], timeout: float = 30,
+                 extra_labels: Optional[dict[str, str]] = None, instance: Optional[str] = None):
+        self.target = docker_host  # how to reach the engine
+        self.host = docker_host if isinstance(docker_host, str) else docker_host.url  # how to name it
+        self._own = isinstance(docker_host, str)  # the console's DOCKER_HOST
         self.instance = instance
         self.extra_labels = dict(extra_labels or {})  # added to every container this runtime creates
         if instance:
@@ -138,7 +153,7 @@ class DockerRuntime:
     def _c(self) -> docker.DockerClient:
         with self._lock:
             if self._client is None:
-                self._client = client(self.host, timeout=self._timeout)
+                self._client = client(self.target, timeout=self._timeout)
             return self._client
 
     def close(self) -> None:
@@ -151,7 +166,7 @@ class DockerRuntime:
         if isinstance(exc, DockerRuntimeError):
             return exc
         if isinstance(exc, (requests.exceptions.ConnectionError, ConnectionError)):
-            return _unreachable(self.host, exc)
+            return _unreachable(self.host, exc, self._own)
         if isinstance(exc, docker.errors.ImageNotFound):
             return ImageMissing(f"image {image} is not on the Docker Engine; pull or build it first "
                                 f"(docker pull {image}), or choose another image")
@@ -375,9 +390,9 @@ class DockerRuntime:
         """A connection of one stream's own (a pull, a stats reader): closing it ends that stream
         and nothing else."""
         try:
-            return docker.APIClient(base_url=self.host, timeout=self._timeout)
-        except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
-            raise _unreachable(self.host, exc) from None
+            return docker_connect.api_client(self.target, timeout=self._timeout)
+        except docker_connect.ConnectFailed as exc:
+            raise _unreachable(self.host, exc.cause or exc, self._own) from None
 
     def image_present(self, image: str) -> bool:
         try:
@@ -418,7 +433,7 @@ class DockerRuntime:
         except Exception as exc:  # noqa: BLE001 - a connection closed by cancel, or the engine gone
             if cancel.is_set():
                 return
-            raise _unreachable(self.host, exc) from None
+            raise _unreachable(self.host, exc, self._own) from None
         finally:
             finished.set()
             for r in responses:
@@ -439,7 +454,7 @@ class DockerRuntime:
         except docker.errors.NotFound:
             return
         except (requests.exceptions.ConnectionError, ConnectionError) as exc:
-            raise _unreachable(self.host, exc) from None
+            raise _unreachable(self.host, exc, self._own) from None
         except docker.errors.APIError as exc:
             raise self._map(exc) from None
         finally:

@@ -19,6 +19,8 @@ class EngineInfo:
     version: Optional[str] = None
     api_version: Optional[str] = None
     error: Optional[str] = None
+    problem: Optional[str] = None  # what failed: unreachable | tls | auth | host-key | not-docker
+    seen_host_key: str = ""  # ssh: the host key the engine's sshd showed
 
 
 @dataclass(frozen=True)

@@ -45,16 +45,24 @@ MATRIX = {
     ("POST", "/api/models/{model_id}/apply"): OPERATE,
     ("POST", "/api/session"): _row(401, 401, 401, 401, 401, 401, 401),  # wrong credentials: for anyone
     ("POST", "/api/session/adopt"): _row(401, 401, 401, 401, 401, 401, 401),  # an unknown sign-in code: for anyone
+    # {host_id}: host 1, the console's own engine (checked; never removed: 409). A new host's
+    # body is refused by its validation (422: no TLS) before any connection is tried.
+    ("GET", "/api/hosts"): READ,
+    ("POST", "/api/hosts"): _row(401, 401, 403, 403, 422, 401, 401),
+    ("POST", "/api/hosts/{host_id}/check"): _row(401, 401, 403, 200, 200, 401, 401),
+    ("DELETE", "/api/hosts/{host_id}"): _row(401, 401, 403, 403, 409, 401, 401),
     ("DELETE", "/api/session"): PUBLIC,  # signing out is never refused (last: it ends the cookie's session)
 }
+HOST_BODY = {"name": "gpu-2", "endpoint": "tcp://10.255.255.1:2376"}
 # The route must find a running model (and leaves it running when refused).
 NEEDS_RUNNING = {"/api/models/{model_id}/stop", "/api/models/{model_id}/apply"}
 
 
 def test_the_matrix_names_every_route():
-    from cortex_app.api import health, models, monitoring, session
+    from cortex_app.api import health, hosts, models, monitoring, session
 
-    routes = {(method, r.path) for router in (health.router, models.router, monitoring.router, session.router)
+    routes = {(method, r.path) for router in (health.router, hosts.router, models.router, monitoring.router,
+                                               session.router)
               for r in router.routes for method in r.methods}
     assert routes == set(MATRIX)
 
@@ -103,9 +111,10 @@ def _snapshot(console, docker_client) -> tuple:
                                       " FROM model ORDER BY id")).all()
         events = conn.execute(sa.text("SELECT count(*) FROM model_event")).scalar_one()
         sessions = conn.execute(sa.text("SELECT count(*) FROM admin_session")).scalar_one()
+        hosts = conn.execute(sa.text("SELECT id, name, endpoint FROM host ORDER BY id")).all()  # not the checks'
     db.dispose()
     containers = sorted(c.id for c in console.containers(docker_client))
-    return models, events, sessions, containers
+    return models, events, sessions, containers, hosts
 
 
 def _fresh_model(console, running: bool) -> int:
@@ -128,8 +137,9 @@ def test_each_route_answers_each_caller_exactly(console, credentials, docker_cli
         mid = _fresh_model(console, running=path in NEEDS_RUNNING) if "{model_id}" in path else None
         if mid is None and path == "/api/models":
             _fresh_model(console, running=False)  # POST makes a second one next to it
-        url = path.replace("{model_id}", str(mid))
+        url = path.replace("{model_id}", str(mid)).replace("{host_id}", "1")
         kwargs = {"json": {**BODY, "name": "made", "served_name": "made"}} if method == "POST" and path == "/api/models" \
+            else {"json": HOST_BODY} if method == "POST" and path == "/api/hosts" \
             else {"json": {**BODY, "context_size": 256}} if method == "PUT" \
             else {"json": {"username": f"nobody-{who}", "password": "wrong-password"}} if path == "/api/session" \
             and method == "POST" \

@@ -1,0 +1,252 @@
+"""Hosts: the Docker Engines Cortex drives. Added (after a connection check that says exactly
+what failed), listed (never their credentials), checked (one at a time, or all at once with a
+deadline each, so one host that hangs never delays another), removed.
+
+Host 1 is the console's own DOCKER_HOST; it cannot be removed and its endpoint is whatever
+DOCKER_HOST says at each start.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Callable, Optional, Union
+
+import sqlalchemy as sa
+from cryptography import x509
+from sqlmodel import Session, select
+
+from cortex_app import journal, webhooks
+from cortex_app.models import Host, utcnow
+from cortex_app.runtime import gpu
+from cortex_app.runtime.docker import check_ssh_key, engine_info
+from cortex_app.runtime.endpoints import Endpoint, EndpointInvalid, endpoint, fingerprint, normalize_url
+from cortex_app.runtime.types import EngineInfo
+from cortex_app.settings import Settings
+
+log = logging.getLogger(__name__)
+LOCAL_HOST_ID = 1
+CHECK_TIMEOUT_S = 5.0  # a connection check (adding, or the Check button) waits this long for an answer
+POLL_TIMEOUT_S = 3.0  # the periodic check of every host: each gets this long, all at once
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_ADDRESS = re.compile(r"^[A-Za-z0-9.:\[\]-]{1,255}$")
+_WRITES = threading.Lock()  # adds and removes in this process, one at a time (name uniqueness)
+
+Check = Callable[[Union[str, Endpoint], float], EngineInfo]
+
+
+class HostInvalid(ValueError):
+    """The host as given cannot be added (or removed); nothing was saved. `problem` is set when
+    the connection check is what failed."""
+
+    def __init__(self, message: str, problem: Optional[str] = None):
+        super().__init__(message)
+        self.problem = problem
+
+
+class HostNotFound(LookupError):
+    pass
+
+
+def target_of(host: Host, settings: Settings) -> Union[str, Endpoint]:
+    """How to reach the host's engine: the console's DOCKER_HOST, or its Endpoint."""
+    if host.endpoint is None:
+        return settings.docker_host
+    return Endpoint(host.endpoint, tls_ca=host.tls_ca or "", tls_cert=host.tls_cert or "",
+                    tls_key=host.tls_key or "", ssh_key=host.ssh_key or "", ssh_host_key=host.ssh_host_key or "")
+
+
+def list_hosts(db: sa.Engine) -> list[Host]:
+    with Session(db, expire_on_commit=False) as session:
+        return list(session.exec(select(Host).order_by(Host.id)).all())
+
+
+def get_host(db: sa.Engine, host_id: int) -> Host:
+    with Session(db, expire_on_commit=False) as session:
+        host = session.get(Host, host_id)
+    if host is None:
+        raise HostNotFound(f"no host {host_id}")
+    return host
+
+
+def _credential(host: Host) -> str:
+    """What the row says about its credentials: never the secrets themselves."""
+    if host.endpoint is None:
+        return "the console's DOCKER_HOST"
+    if host.tls_cert:
+        try:
+            cert = x509.load_pem_x509_certificate(host.tls_cert.encode())
+            return f"TLS client certificate, valid until {cert.not_valid_after_utc:%Y-%m-%d}"
+        except ValueError:
+            return "TLS client certificate"
+    if host.ssh_key is not None or host.endpoint.startswith("ssh://"):
+        return f"ssh key; host key {fingerprint(host.ssh_host_key or '') or 'not pinned yet'}"
+    return ""
+
+
+def _when(t: Optional[datetime]) -> str:
+    return t.strftime("%Y-%m-%d %H:%M:%S") if t else ""
+
+
+def host_json(host: Host, settings: Settings) -> dict:
+    """A host as the API and the Hosts page show it."""
+    state = "unchecked" if host.reachable is None else "reachable" if host.reachable else "unreachable"
+    return {"id": host.id, "name": host.name, "endpoint": host.endpoint or settings.docker_host,
+            "local": host.endpoint is None, "address": host.address or "", "credential": _credential(host),
+            "state": state, "engine_version": host.engine_version or "", "problem": host.problem or "",
+            "error": host.last_error or "", "gpus": host.gpus, "checked_at": _when(host.checked_at),
+            "last_seen_at": _when(host.last_seen_at)}
+
+
+def _gpus_of(host: Host) -> list[dict]:
+    """The local host's GPUs through NVML; a remote host's are read by its sampler (not yet)."""
+    if host.endpoint is not None:
+        return host.gpus
+    status = gpu.read_gpus()
+    return [{"index": g.index, "name": g.name, "memory_total_mib": g.memory_total_mib} for g in status.gpus]
+
+
+def _validated(db: sa.Engine, settings: Settings, name: str, url: str, address: str, creds: dict) -> tuple:
+    name = (name or "").strip()
+    if not _NAME.match(name):
+        raise HostInvalid("name: 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+    try:
+        ep = endpoint(url, **creds)
+        if ep.kind == "ssh":
+            check_ssh_key(ep.ssh_key)
+    except EndpointInvalid as exc:
+        raise HostInvalid(str(exc)) from None
+    try:
+        own = normalize_url(settings.docker_host)
+    except EndpointInvalid:
+        own = settings.docker_host
+    address = (address or "").strip() or ep.hostname
+    if ep.kind == "unix" and not address:
+        address = ""
+    elif not _ADDRESS.match(address):
+        raise HostInvalid("address: a host name or IP address where this host's models answer")
+    with Session(db) as session:
+        for other in session.exec(select(Host)).all():
+            if other.name.lower() == name.lower():
+                raise HostInvalid(f"name: there is a host called {other.name} already")
+            if (other.endpoint or own) == ep.url:
+                raise HostInvalid(f"endpoint: {ep.url} is host {other.name} already")
+    return name, ep, address
+
+
+def add_host(db: sa.Engine, settings: Settings, *, name: str, endpoint_url: str, address: str = "",
+             tls_ca: str = "", tls_cert: str = "", tls_key: str = "", ssh_key: str = "", ssh_host_key: str = "",
+             check: Check = engine_info) -> Host:
+    """Check the connection, then save the host; HostInvalid (bad input, or the check failed,
+    in words that say what failed) saves nothing. An ssh host key not given is pinned as the
+    first connection saw it."""
+    creds = dict(tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key, ssh_key=ssh_key, ssh_host_key=ssh_host_key)
+    with _WRITES:
+        name, ep, address = _validated(db, settings, name, endpoint_url, address, creds)
+    info = check(ep, CHECK_TIMEOUT_S)  # outside the lock: an ssh handshake takes a while
+    if not info.reachable:
+        raise HostInvalid(f"not added: {info.error}", info.problem)
+    now = utcnow()
+    host = Host(name=name, endpoint=ep.url, address=address or None, tls_ca=ep.tls_ca or None,
+                tls_cert=ep.tls_cert or None, tls_key=ep.tls_key or None, ssh_key=ep.ssh_key or None,
+                ssh_host_key=ep.ssh_host_key or info.seen_host_key or None, reachable=True,
+                engine_version=(info.version or "")[:64], checked_at=now, last_seen_at=now, gpus=[])
+    with _WRITES:
+        _validated(db, settings, name, endpoint_url, address, creds)  # nobody added it meanwhile
+        with Session(db, expire_on_commit=False) as session:
+            session.add(host)
+            session.commit()
+    journal.record(db, "host.added", name, f"{ep.url}: Docker Engine {info.version}")
+    return host
+
+
+def remove_host(db: sa.Engine, host_id: int) -> Host:
+    if host_id == LOCAL_HOST_ID:
+        raise HostInvalid("the console's own engine (DOCKER_HOST) is always a host; it cannot be removed")
+    with _WRITES, Session(db, expire_on_commit=False) as session:
+        host = session.get(Host, host_id)
+        if host is None:
+            raise HostNotFound(f"no host {host_id}")
+        session.delete(host)
+        session.commit()
+    journal.record(db, "host.removed", host.name, host.endpoint or "")
+    return host
+
+
+def _record(db: sa.Engine, settings: Settings, host: Host, info: EngineInfo, gpus: list) -> Host:
+    """Write what a check found; a change of reachability is journaled and sent as a webhook."""
+    now = utcnow()
+    values = dict(reachable=info.reachable, checked_at=now, problem=None if info.reachable else info.problem,
+                  last_error=None if info.reachable else (info.error or "")[:500])
+    if info.reachable:
+        values.update(last_seen_at=now, engine_version=(info.version or "")[:64], gpus=gpus)
+    with Session(db, expire_on_commit=False) as session:
+        session.execute(sa.update(Host).where(Host.id == host.id).values(**values))
+        session.commit()
+        fresh = session.get(Host, host.id)
+    if host.reachable is not None and host.reachable != info.reachable and fresh is not None:
+        kind = "host.reachable" if info.reachable else "host.unreachable"
+        why = f"host {host.name}: " + ("its Docker Engine answers again" if info.reachable else info.error or "")
+        journal.record(db, kind, host.name, why)
+        webhooks.enqueue_system(db, kind, why, settings.public_url)
+    return fresh or host
+
+
+def check_host(db: sa.Engine, settings: Settings, host_id: int, check: Check = engine_info,
+               timeout: float = CHECK_TIMEOUT_S) -> Host:
+    host = get_host(db, host_id)
+    info = check(target_of(host, settings), timeout)
+    return _record(db, settings, host, info, _gpus_of(host) if info.reachable else host.gpus)
+
+
+@dataclass(frozen=True)
+class HostsPass:
+    duration_s: float
+    checked: dict  # host id -> seconds its check took
+    late: list  # host ids that missed the deadline (marked unreachable)
+
+
+def check_all(db: sa.Engine, settings: Settings, check: Check = engine_info,
+              timeout: float = POLL_TIMEOUT_S) -> HostsPass:
+    """Every host at once, each with `timeout` to answer; one that does not (a hung engine, a
+    cut network) is marked unreachable at the deadline, whatever its check is still doing, and
+    the others are recorded as they finish."""
+    hosts = list_hosts(db)
+    t0 = time.perf_counter()
+    took: dict[int, float] = {}
+    pool = ThreadPoolExecutor(max_workers=max(1, len(hosts)), thread_name_prefix="host-check")
+    closed = threading.Event()  # the deadline passed: checks still under way are not recorded
+    record_lock = threading.Lock()
+
+    def one(host: Host) -> None:
+        start = time.perf_counter()
+        info = check(target_of(host, settings), timeout)
+        gpus = _gpus_of(host) if info.reachable else host.gpus
+        with record_lock:
+            if closed.is_set():
+                return
+            took[host.id] = time.perf_counter() - start
+            _record(db, settings, host, info, gpus)
+
+    futures = {pool.submit(one, h): h for h in hosts}
+    wait(futures, timeout=timeout + 1)
+    with record_lock:
+        closed.set()
+    pool.shutdown(wait=False)  # a check past its deadline finishes on its own, unrecorded
+    late = []
+    for f, host in futures.items():
+        if host.id in took:
+            continue
+        if f.done() and f.exception() is not None:
+            log.warning("hosts: checking %s failed: %s", host.name, f.exception())
+            continue
+        late.append(host.id)
+        _record(db, settings, host, EngineInfo(host=host.endpoint or settings.docker_host, reachable=False,
+                                               error=f"unreachable: no answer within {timeout:g} s",
+                                               problem="unreachable"), host.gpus)
+    return HostsPass(time.perf_counter() - t0, dict(took), late)

@@ -1,0 +1,273 @@
+"""How Cortex reaches a Docker Engine: docker.py's other half (only docker.py imports it), and
+the one module that speaks ssh (paramiko).
+
+- unix sockets and the console's own DOCKER_HOST: as the docker SDK reaches them;
+- tcp with TLS: the CA, certificate and key live in memory files (memfd) for as long as the
+  client lives; they never touch the disk, and no other process can open them;
+- ssh: paramiko with the key from memory and the host key pinned (no ~/.ssh, no agent), running
+  `docker system dial-stdio` on the remote as the docker CLI does.
+
+A connection that fails raises ConnectFailed with what failed (`problem`: unreachable, tls,
+auth, host-key, not-docker) and a message an admin can act on.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import os
+import socket
+import ssl
+import weakref
+from typing import Optional, Union
+
+import docker
+import docker.errors
+import docker.tls
+import paramiko
+import requests.exceptions
+from docker.transport import SSHHTTPAdapter
+
+from cortex_app.runtime.endpoints import Endpoint, EndpointInvalid, fingerprint
+
+logging.getLogger("paramiko").setLevel(logging.WARNING)
+
+
+class ConnectFailed(RuntimeError):
+    def __init__(self, problem: str, message: str, cause: Optional[BaseException] = None):
+        super().__init__(message)
+        self.problem = problem
+        self.cause = cause  # the error underneath, for callers that word it themselves
+
+
+def load_ssh_key(text: str) -> paramiko.PKey:
+    """A private key in OpenSSH or PEM form (ed25519, ecdsa, rsa), or EndpointInvalid."""
+    for cls in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
+        try:
+            return cls.from_private_key(io.StringIO(text))
+        except paramiko.PasswordRequiredException:
+            raise EndpointInvalid("ssh key: it is encrypted; give a key without a passphrase (for a user "
+                                  "kept for Cortex)") from None
+        except (paramiko.SSHException, ValueError, IndexError, TypeError):
+            continue
+    raise EndpointInvalid("ssh key: not a private key Cortex can read (OpenSSH or PEM; ed25519, ecdsa or rsa)")
+
+
+class _Memfiles:
+    """PEM texts as files in memory: paths under /proc/self/fd that only this process opens."""
+
+    def __init__(self, **texts: str):
+        self._fds = {}
+        for name, text in texts.items():
+            fd = os.memfd_create(f"cortex-{name}", os.MFD_CLOEXEC)
+            os.write(fd, text.encode())
+            self._fds[name] = fd
+
+    def path(self, name: str) -> str:
+        return f"/proc/self/fd/{self._fds[name]}"
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._fds = {}
+
+
+class _PinnedKeySSH(SSHHTTPAdapter):
+    """The SDK's ssh transport with our key and our pinned host key instead of ~/.ssh. With no
+    pinned key, the key the server shows is accepted and kept in `seen_host_key` (trust on first
+    use; the admin sees its fingerprint)."""
+
+    def __init__(self, ep: Endpoint, pkey: paramiko.PKey, timeout: float):
+        self._ep, self._pkey, self._connect_timeout = ep, pkey, timeout
+        self.seen_host_key = ""
+        super().__init__(ep.url, timeout=timeout)
+
+    def _create_paramiko_client(self, base_url: str) -> None:
+        self.ssh_client = paramiko.SSHClient()
+        ep, port = self._ep, self._ep.port or 22
+        self.ssh_params = dict(hostname=ep.hostname, port=port, username=ep.user, pkey=self._pkey,
+                               look_for_keys=False, allow_agent=False, timeout=self._connect_timeout,
+                               banner_timeout=self._connect_timeout, auth_timeout=self._connect_timeout)
+        name = ep.hostname if port == 22 else f"[{ep.hostname}]:{port}"
+        adapter = self
+
+        class Remember(paramiko.MissingHostKeyPolicy):
+            def missing_host_key(self, client, hostname, key):
+                adapter.seen_host_key = f"{key.get_name()} {key.get_base64()}"
+
+        if ep.ssh_host_key:
+            kind, blob = ep.ssh_host_key.split()[:2]
+            self.ssh_client.get_host_keys().add(name, kind, paramiko.PKey.from_type_string(kind, base64.b64decode(blob)))
+            self.ssh_client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        else:
+            self.ssh_client.set_missing_host_key_policy(Remember())
+
+    def _connect(self) -> None:
+        try:
+            super()._connect()
+        except BaseException:
+            self.ssh_client.close()  # a refused key or host key leaves no transport behind
+            raise
+
+
+def _target(ep: Endpoint) -> str:
+    return ep.url.replace("tcp://", "").replace("ssh://", "")
+
+
+def _explain_tls(ep: Endpoint, exc: BaseException) -> ConnectFailed:
+    text = str(exc)
+    low = text.lower()
+    where = _target(ep)
+    if "mismatch" in low or "doesn't match" in low or "not valid for" in low:
+        return ConnectFailed("tls", f"TLS: the engine's certificate is not for {ep.hostname} (its subject "
+                                    "alternative names must hold the address you connect to)")
+    if "certificate verify failed" in low:
+        return ConnectFailed("tls", f"TLS: the engine at {where} shows a certificate the CA you gave did not sign")
+    if any(s in low for s in ("unknown ca", "bad certificate", "certificate required", "certificate unknown",
+                              "handshake failure", "alert")):
+        return ConnectFailed("tls", f"TLS: the engine at {where} refused the console's client certificate "
+                                    "(it is not signed by the CA the engine trusts: its --tlscacert)")
+    if "wrong version number" in low or "record layer" in low or "unexpected eof" in low or "http_request" in low:
+        return ConnectFailed("tls", f"TLS: {where} does not speak TLS (a plain HTTP port?); start dockerd with "
+                                    "--tlsverify and its certificates")
+    return ConnectFailed("tls", f"TLS with {where} failed: {text.splitlines()[0][:200]}")
+
+
+def _explain_network(ep: Endpoint, exc: BaseException, timeout: float) -> ConnectFailed:
+    failed = _explain_network_words(ep, exc, timeout)
+    failed.cause = exc
+    return failed
+
+
+def _explain_network_words(ep: Endpoint, exc: BaseException, timeout: float) -> ConnectFailed:
+    low = str(exc).lower()
+    where = _target(ep)
+    if isinstance(exc, (socket.timeout, TimeoutError)) or "timed out" in low or "timeout" in low:
+        return ConnectFailed("unreachable", f"unreachable: {where} did not answer within {timeout:g} s "
+                                            "(the host is down, or a firewall drops the traffic)")
+    if "refused" in low:
+        return ConnectFailed("unreachable", f"unreachable: nothing listens at {where} (connection refused)")
+    if "name or service not known" in low or "nodename nor servname" in low or "name resolution" in low:
+        return ConnectFailed("unreachable", f"unreachable: the host name {ep.hostname} does not resolve")
+    if "no route" in low or "network is unreachable" in low:
+        return ConnectFailed("unreachable", f"unreachable: no route to {ep.hostname}")
+    if "no such file" in low:
+        return ConnectFailed("unreachable", f"unreachable: no socket at {ep.url[len('unix://'):]}")
+    if "permission denied" in low:
+        return ConnectFailed("auth", f"permission denied on {ep.url}: the console's user may not use that socket")
+    return ConnectFailed("unreachable", f"unreachable: {where}: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}")
+
+
+def _ssh_remote_says(adapter: _PinnedKeySSH) -> str:
+    """Why the remote gave no engine: what `docker version` prints there (first line), if it can."""
+    try:
+        chan = adapter.ssh_client.get_transport().open_session(timeout=5)
+        chan.settimeout(5)
+        chan.exec_command("docker version --format '{{.Server.Version}}'")
+        err = chan.makefile_stderr("rb").read(2000).decode(errors="replace").strip()
+        chan.close()
+        return err.splitlines()[-1][:200] if err else ""
+    except Exception:  # noqa: BLE001 - only a better message was at stake
+        return ""
+
+
+def _ssh_adapter(ep: Endpoint, timeout: float) -> _PinnedKeySSH:
+    pkey = load_ssh_key(ep.ssh_key)
+    try:
+        return _PinnedKeySSH(ep, pkey, timeout)
+    except paramiko.BadHostKeyException as exc:
+        raise ConnectFailed("host-key", f"ssh: {ep.hostname} showed host key {fingerprint(_key_line(exc.key))}, "
+                                        f"not the pinned {fingerprint(ep.ssh_host_key)}: a different machine, or "
+                                        "its key changed (if you expected that, pin the new key)") from None
+    except paramiko.AuthenticationException:
+        raise ConnectFailed("auth", f"ssh: {ep.user}@{ep.hostname} refused the key (is its public half in "
+                                    f"~{ep.user}/.ssh/authorized_keys there?)") from None
+    except paramiko.SSHException as exc:
+        if "not found in known_hosts" in str(exc) or "Server" in str(exc) and "not found" in str(exc):
+            raise ConnectFailed("host-key", f"ssh: {ep.hostname} showed a host key that is not the pinned one") \
+                from None
+        raise ConnectFailed("unreachable", f"unreachable: ssh to {_target(ep)} failed: {exc}") from None
+    except (OSError, EOFError) as exc:
+        raise _explain_network(ep, exc, timeout) from None
+
+
+def _key_line(key: paramiko.PKey) -> str:
+    return f"{key.get_name()} {key.get_base64()}"
+
+
+def _negotiate(api: docker.APIClient, ep: Endpoint, timeout: float, adapter: Optional[_PinnedKeySSH]) -> None:
+    """Ask the engine its version (the API version to use from now on); anything that answers
+    but is no Docker Engine says so."""
+    try:
+        v = api.version(api_version=False)
+    except docker.errors.APIError as exc:
+        raise ConnectFailed("not-docker", f"not a Docker Engine: {_target(ep)} answered HTTP "
+                                          f"{exc.status_code} to GET /version") from None
+    except requests.exceptions.SSLError as exc:
+        raise _explain_tls(ep, exc) from None
+    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout, OSError,
+            paramiko.SSHException, EOFError) as exc:
+        if adapter is not None:
+            said = _ssh_remote_says(adapter)
+            raise ConnectFailed("not-docker", f"ssh to {_target(ep)} works, but no Docker Engine answered there"
+                                              + (f": {said}" if said else "")
+                                              + " (the remote needs the docker CLI and an engine its user may use)"
+                                ) from None
+        raise _explain_network(ep, exc, timeout) from None
+    except ValueError as exc:  # an answer that is no JSON
+        raise ConnectFailed("not-docker", f"not a Docker Engine: {_target(ep)} answered GET /version with "
+                                          f"no Docker version ({exc})") from None
+    if not isinstance(v, dict) or not v.get("ApiVersion"):
+        raise ConnectFailed("not-docker", f"not a Docker Engine: {_target(ep)} answered GET /version without "
+                                          "an ApiVersion")
+    api._version = v["ApiVersion"]  # what the SDK's version="auto" would have found
+    api._cortex_engine_version = v.get("Version")
+
+
+def api_client(target: Union[str, Endpoint], timeout: float) -> docker.APIClient:
+    """A low-level client talking to the engine at `target` (a DOCKER_HOST string or an
+    Endpoint), its API version agreed; raises ConnectFailed."""
+    ep = target if isinstance(target, Endpoint) else Endpoint(target)
+    adapter = None
+    try:
+        if ep.kind == "tls" and ep.tls_key:
+            files = _Memfiles(ca=ep.tls_ca, cert=ep.tls_cert, key=ep.tls_key)
+            tls = docker.tls.TLSConfig(client_cert=(files.path("cert"), files.path("key")),
+                                       ca_cert=files.path("ca"), verify=True)
+            api = docker.APIClient(base_url=ep.url, tls=tls, timeout=timeout, version="1.41")
+            # The host's own CA and nothing else: requests would otherwise let REQUESTS_CA_BUNDLE
+            # (set on many machines) replace it, and send the engine's traffic through a proxy.
+            api.trust_env = False
+            weakref.finalize(api, files.close)  # the files live as long as the client
+        elif ep.kind == "ssh":
+            adapter = _ssh_adapter(ep, timeout)
+            # The SDK's own ssh path would read ~/.ssh: it is replaced by ours before any use.
+            api = docker.APIClient(base_url=ep.url, timeout=timeout, version="1.41", use_ssh_client=True)
+            api.mount("http+docker://ssh", adapter)
+            api._custom_adapter = adapter
+            api.seen_host_key = adapter.seen_host_key
+        else:
+            api = docker.APIClient(base_url=ep.url, timeout=timeout, version="1.41")
+    except ConnectFailed:
+        raise
+    except docker.errors.DockerException as exc:
+        raise ConnectFailed("unreachable", f"unreachable: {ep.url}: {exc}", exc) from None
+    except (ssl.SSLError, OSError) as exc:
+        raise _explain_network(ep, exc, timeout) from None
+    try:
+        _negotiate(api, ep, timeout, adapter)
+    except BaseException:
+        api.close()
+        raise
+    return api
+
+
+def client(target: Union[str, Endpoint], timeout: float) -> docker.DockerClient:
+    """The high-level client over `api_client`."""
+    c = docker.DockerClient.__new__(docker.DockerClient)
+    c.api = api_client(target, timeout)
+    return c
