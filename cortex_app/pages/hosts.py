@@ -36,7 +36,7 @@ def _form() -> rx.Component:
             rx.input(placeholder=rx.cond(H.kind == "tls", "tcp://10.0.0.12:2376", "ssh://cortex@10.0.0.12"),
                      value=H.endpoint, on_change=lambda v: H.set_field("endpoint", v), id="host-endpoint",
                      width=rx.breakpoints(initial="100%", md="280px")),
-            rx.input(placeholder="address of its models (default: the endpoint's host)", value=H.address,
+            rx.input(placeholder="models' address (default: its host)", value=H.address,
                      on_change=lambda v: H.set_field("address", v), id="host-address",
                      width=rx.breakpoints(initial="100%", md="340px")),
             spacing="3", wrap="wrap", width="100%"),

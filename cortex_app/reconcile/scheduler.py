@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timezone
+from datetime import datetime, timezone
 from typing import Optional
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -140,7 +140,8 @@ class ConsoleScheduler:
         sched.add_job(self._webhook_poll, "interval", seconds=WEBHOOK_POLL_S, id="webhooks", **common)
         sched.add_job(self._gpu_job, "interval", seconds=GPU_SAMPLE_S, id="gpus", **common)
         sched.add_job(self._resources_job, "interval", seconds=RESOURCES_SAMPLE_S, id="resources", **common)
-        sched.add_job(self._hosts_job, "interval", seconds=HOSTS_CHECK_S, id="hosts", **common)
+        sched.add_job(self._hosts_job, "interval", seconds=HOSTS_CHECK_S, id="hosts",
+                      next_run_time=datetime.now(timezone.utc), **common)  # the Hosts page knows at once
         sched.add_job(self._lease_job, "interval", seconds=max(1.0, self.lease.ttl_s / 3), id="lease", **common)
         sched.start()
         self._scheduler = sched
