@@ -18,13 +18,15 @@ from typing import Callable, Collection, Optional
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
-from cortex_app import crud, hosting, webhooks
-from cortex_app.engines import CONTAINER_PORTS, build_spec
+from cortex_app import crud, fit, hosting, webhooks
+from cortex_app.engines import CONTAINER_PORTS, build_spec, memory
+from cortex_app.engines.vllm_memory import VllmEstimate
 from cortex_app.engines.spec import PUBLISH_HOST
 from cortex_app.hosting import Placement, PlacementError
 from cortex_app.models import EventKind, Model, ModelEvent, ModelState, utcnow
 from cortex_app.reconcile.plan import restart_decision
 from cortex_app.runtime.docker import ContainerConflict, DockerRuntime, DockerRuntimeError
+from cortex_app.runtime.gpu import GpuStatus, read_gpus
 from cortex_app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,11 @@ class Refused(Exception):
     """The operation is not allowed in the model's current state; nothing was changed."""
 
 
+class DoesNotFit(Refused):
+    """Start refused: the model's memory estimate exceeds what its GPUs have free (the message
+    has the numbers). An admin may start it anyway, once (`override_fit`)."""
+
+
 def free_host_port(held: Collection[int], interface: str = PUBLISH_HOST) -> int:
     """A port the OS says is free on `interface` right now, and no model holds."""
     for _ in range(50):
@@ -54,11 +61,23 @@ def free_host_port(held: Collection[int], interface: str = PUBLISH_HOST) -> int:
     raise RuntimeError("no free host port found")
 
 
+def _estimated_use(estimate, verdict: Optional[fit.Fit]) -> Optional[float]:
+    """What the model is expected to hold once running, to set beside what it does hold: for
+    vLLM its claim on its GPUs (known only with their sizes), else the estimate itself."""
+    if estimate is None:
+        return None
+    if isinstance(estimate, VllmEstimate):
+        return round(verdict.need_mib, 1) if verdict is not None and verdict.need_mib else None
+    return round(estimate.total_mib, 1)
+
+
 class Lifecycle:
-    def __init__(self, db: sa.Engine, runtime: DockerRuntime, settings: Settings):
+    def __init__(self, db: sa.Engine, runtime: DockerRuntime, settings: Settings,
+                 gpu_status: Callable[[], GpuStatus] = read_gpus):
         self.db = db
         self.runtime = runtime
         self.settings = settings
+        self.gpu_status = gpu_status  # this host's GPUs now (NVML), for the fit check at Start
         # Told (model id, new state) after every committed state change, from the thread that
         # made it: the scheduler's loading watcher wakes on `loading`.
         self.listeners: list[Callable[[int, ModelState], None]] = []
@@ -143,6 +162,15 @@ class Lifecycle:
         log.info("model %s: %s -> %s (%s) by %s", name, current.value, to.value, reason, actor)
         return event_id
 
+    def record_memory_used(self, model_id: int, container_id: str, used_mib: float) -> None:
+        """The most memory the model held in this run (its container's): kept only if higher."""
+        with Session(self.db) as session:
+            session.execute(sa.update(Model).where(
+                Model.id == model_id, Model.container_id == container_id,
+                sa.or_(Model.memory_used_mib.is_(None), Model.memory_used_mib < used_mib))
+                .values(memory_used_mib=used_mib))
+            session.commit()
+
     def keep_failure_logs(self, event_id: int, log_tail: str) -> None:
         """Attach a container's last lines to its `failed` event, when they could only be read
         after the row was marked failed (see the reconciler's FailModel)."""
@@ -188,21 +216,50 @@ class Lifecycle:
 
     # --- start --------------------------------------------------------------------------
 
+    def estimate(self, model: Model):
+        """The model's memory estimate (engines/memory.py), or None when there is none."""
+        try:
+            return memory.estimate_model(model, self.settings.models_dir, self.settings.hf_cache_dir)
+        except ValueError:
+            return None
+
+    def fit_check(self, model: Model, estimate=None) -> Optional[fit.Fit]:
+        """Whether a model on GPUs fits in what they have free now; None where that cannot be
+        said (a CPU model, no estimate, no GPU readings)."""
+        estimate = estimate or self.estimate(model)
+        if model.device.value != "cuda" or estimate is None or not getattr(estimate, "on_gpu", True):
+            return None
+        status = self.gpu_status()
+        if not status.available or not status.gpus:
+            return None
+        rooms = [fit.GpuRoom(g.index, g.name, g.memory_total_mib, g.memory_total_mib - g.memory_used_mib)
+                 for g in status.gpus]
+        return fit.fit(estimate, rooms, model.gpu_ids)
+
     def start(self, model_id: int, *, actor: str, reason: str = "start requested",
-              allowed_from: Collection[ModelState] = STARTABLE, restart_attempt: Optional[int] = None) -> Model:
+              allowed_from: Collection[ModelState] = STARTABLE, restart_attempt: Optional[int] = None,
+              override_fit: bool = False) -> Model:
         """stopped|failed -> starting -> loading: the container exists and runs. Readiness
         (loading -> running) is the reconciler's to see. A Docker failure ends
         `failed`, with nothing left behind. A start by anyone but the reconciler's restart
-        policy begins a fresh count of restart attempts."""
+        policy begins a fresh count of restart attempts. A model on GPUs whose estimate exceeds
+        their free memory is refused (DoesNotFit, nothing changed) unless `override_fit`."""
         model = self.get(model_id)
         if model.state not in allowed_from:
             raise Refused(f"model {model.name} is {model.state.value}; only a stopped or failed model can start")
+        estimate = self.estimate(model)
+        verdict = self.fit_check(model, estimate)
+        if verdict is not None and not verdict.ok and not override_fit:
+            raise DoesNotFit(f"model {model.name} does not fit: {verdict.reason}. Start it anyway to override "
+                             "this once.")
+        if verdict is not None and not verdict.ok:
+            reason += f" (fit check overridden: {verdict.reason})"
         # An admin's start begins a fresh count; the restart policy's counts this attempt.
         restarts = {"restart_attempts": restart_attempt or 0, "next_restart_at": None}
         self.transition(model_id, S.STARTING, reason=reason, actor=actor, allowed_from=allowed_from,
                         spec_hash=None, container_id=None, started_at=utcnow(), ready_at=None,
                         stopped_at=None, load_seconds=None, health="unknown", consecutive_failures=0,
-                        **restarts)
+                        memory_estimate_mib=_estimated_use(estimate, verdict), memory_used_mib=None, **restarts)
         try:
             placement = self.placement()
             spec = build_spec(model, self.settings, placement)

@@ -153,6 +153,10 @@ class Model(SQLModel, table=True):
     ready_at: Optional[datetime] = _time()
     stopped_at: Optional[datetime] = _time()
     load_seconds: Optional[float] = None  # container start -> first healthy answer, last start
+    # Memory in MiB (GPU memory for a model on GPUs, else the container's): the estimate the last
+    # start was made with, and the most the model held in that run, side by side.
+    memory_estimate_mib: Optional[float] = None
+    memory_used_mib: Optional[float] = None
     state_changed_at: Optional[datetime] = _time()  # when `state` last changed: finds stuck rows
 
     # health, written by the probes (reconcile/probes.py)

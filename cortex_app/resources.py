@@ -82,6 +82,15 @@ def gpu_memory_of(container_pids: Iterable[int], process_memory: dict[int, int])
     return sum(held) if held else None
 
 
+def memory_in_use(sample: Optional["Sample"], on_gpu: bool) -> Optional[float]:
+    """What a model holds now, in MiB, to set beside its estimate: GPU memory for a model on
+    GPUs (NVML), else its container's memory (cgroup, as `docker stats` shows it)."""
+    if sample is None:
+        return None
+    held = sample.gpu_mem_bytes if on_gpu else sample.mem_bytes
+    return None if held is None else round(held / (1024 * 1024), 1)
+
+
 def human_bytes(n: Optional[float]) -> str:
     if n is None:
         return ""

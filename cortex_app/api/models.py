@@ -9,7 +9,9 @@ the route (read: the GETs; operate: also start, stop, apply; admin: also create,
   DELETE /api/models/{id}         204; only a stopped or failed model (else 409)
   POST   /api/models/{id}/start   202: the container runs; `loading` -> `running` is the
                                   reconciler's to see (poll GET, as the Models page does);
-                                  503 with the reason when it could not start (`failed`)
+                                  503 with the reason when it could not start (`failed`);
+                                  409 with the numbers when a model on GPUs does not fit
+                                  in their free memory (`?override_fit=true` starts it anyway)
   POST   /api/models/{id}/stop    stopped and its container removed
   POST   /api/models/{id}/apply   a running model restarts on its current config (202, loading)
 
@@ -31,7 +33,8 @@ from fastapi.responses import JSONResponse, Response
 from cortex_app import crud
 from cortex_app.api.deps import require_admin, require_operate, require_read
 from cortex_app.engines import memory
-from cortex_app.lifecycle import Refused
+from cortex_app.engines.vllm_memory import VllmEstimate
+from cortex_app.lifecycle import DoesNotFit, Refused
 from cortex_app.models import Model, ModelState
 from cortex_app.runtime.docker import DockerRuntimeError
 from cortex_app.services import get as services
@@ -47,7 +50,8 @@ def model_json(m: Model) -> dict:
             "image": m.image, "source": m.source, "state": m.state.value, "state_reason": m.state_reason,
             "request_defaults": m.request_defaults,
             "health": m.health.value if m.state == ModelState.RUNNING else None, "host_port": m.host_port, "container_id": m.container_id,
-            "stale": services().lifecycle.is_stale(m)}
+            "stale": services().lifecycle.is_stale(m), "memory_estimate_mib": m.memory_estimate_mib,
+            "memory_used_mib": m.memory_used_mib}
 
 
 def _not_found(model_id: int) -> JSONResponse:
@@ -62,10 +66,16 @@ async def list_models(user: str = Depends(require_read)) -> dict:
 
 def memory_json(m: Model) -> dict:
     """The memory estimate (engines/memory.py) in MiB, or why there is none."""
+    settings = services().settings
     try:
-        e = memory.estimate_model(m, services().settings.models_dir)
+        e = memory.estimate_model(m, settings.models_dir, settings.hf_cache_dir)
     except ValueError as exc:
         return {"error": str(exc)}
+    if isinstance(e, VllmEstimate):
+        return {"need_mib_per_gpu": round(e.need_mib, 1), "weights_mib_per_gpu": round(e.weights_mib, 1),
+                "kv_mib_per_gpu": round(e.kv_mib, 1), "activations_mib": e.activations_mib,
+                "gpu_memory_utilization": e.utilization, "gpus": e.gpus, "max_model_len": e.max_model_len,
+                "on_gpu": True}
     return {"total_mib": round(e.total_mib, 1), "weights_mib": round(e.weights_mib, 1), "kv_mib": round(e.kv_mib, 1),
             "compute_mib": round(e.compute_mib, 1), "context": e.n_ctx, "on_gpu": e.on_gpu}
 
@@ -118,13 +128,16 @@ def _actor(user: str) -> str:
     return user if user.startswith("token:") else f"{user} (api)"
 
 
-async def _act(verb: str, model_id: int, user: str, status: int) -> JSONResponse:
+async def _act(verb: str, model_id: int, user: str, status: int, **options) -> JSONResponse:
     lc = services().lifecycle
     call = {"start": lc.start, "stop": lc.stop, "apply": lc.apply}[verb]
     try:
-        m = await asyncio.to_thread(call, model_id, actor=_actor(user))
+        m = await asyncio.to_thread(call, model_id, actor=_actor(user), **options)
     except LookupError:
         return _not_found(model_id)
+    except DoesNotFit as exc:
+        return JSONResponse({"detail": str(exc), "fits": False,
+                             "override": f"POST /api/models/{model_id}/start?override_fit=true"}, status_code=409)
     except Refused as exc:
         return JSONResponse({"detail": str(exc)}, status_code=409)
     except DockerRuntimeError as exc:
@@ -135,8 +148,10 @@ async def _act(verb: str, model_id: int, user: str, status: int) -> JSONResponse
 
 
 @router.post("/api/models/{model_id}/start")
-async def start_model(model_id: int, user: str = Depends(require_operate)) -> JSONResponse:
-    return await _act("start", model_id, user, 202)
+async def start_model(model_id: int, override_fit: bool = False, user: str = Depends(require_operate)) -> JSONResponse:
+    """`?override_fit=true`: start even though the fit check says the GPUs lack the memory
+    (this once; the event records the override)."""
+    return await _act("start", model_id, user, 202, **({"override_fit": True} if override_fit else {}))
 
 
 @router.post("/api/models/{model_id}/stop")

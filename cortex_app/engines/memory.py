@@ -30,6 +30,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Optional
 
+from cortex_app.engines import vllm_memory
+
 MIB = 1024 * 1024
 UBATCH = 512  # llama-server's default micro-batch
 # Bytes per value of each KV cache type (block types: block bytes / values per block).
@@ -238,11 +240,15 @@ def estimate_llamacpp(facts: GgufFacts, *, n_ctx: Optional[int], gpu_layers: Opt
     return Estimate(weights / MIB, kv / MIB, compute / MIB, ctx, on_gpu)
 
 
-def estimate_model(model, models_dir: Path) -> Estimate:
-    """The estimate for a model row as it is configured (what the detail page and the API
-    show). GgufUnreadable (a ValueError) says why there is none."""
-    if model.engine.value != "llamacpp":
-        raise GgufUnreadable("estimates cover llama.cpp models (GGUF) so far")
+def estimate_model(model, models_dir: Path, hf_cache_dir: Optional[Path] = None):
+    """The estimate for a model row as it is configured (what the form, the detail page, the
+    API and the fit check at Start use): an Estimate for llama.cpp, a VllmEstimate for vLLM.
+    A ValueError (GgufUnreadable, VllmUnreadable) says why there is none."""
+    if model.engine.value == "vllm":
+        folder = vllm_memory.model_folder(model.source, models_dir, hf_cache_dir or models_dir)
+        return vllm_memory.estimate_vllm(vllm_memory.read_facts(folder, model.dtype),
+                                         tensor_parallel=model.tensor_parallel_size,
+                                         utilization=model.gpu_memory_utilization, max_model_len=model.max_model_len)
     facts = read_gguf(models_dir / model.source)
     return estimate_llamacpp(facts, n_ctx=model.context_size, gpu_layers=model.gpu_layers,
                              on_gpu=model.device.value == "cuda", cache_type_k=model.cache_type_k,

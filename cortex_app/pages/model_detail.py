@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import reflex as rx
 
+from cortex_app.components.fit import fit_offer
 from cortex_app.components.gateway import gateway_card
 from cortex_app.components.layout import health_badge, page, state_badge
 from cortex_app.states.model_detail import ModelDetailState as D
@@ -24,6 +25,7 @@ def _summary() -> rx.Component:
         rx.cond(row["stale"], rx.callout("Config changed — Apply to restart with it.", icon="info", size="1")),
         rx.text("Image ", rx.code(D.image), " · source ", rx.code(D.source), size="2"),
         rx.cond(D.memory_estimate != "", rx.text("Estimate: ", D.memory_estimate, size="2", id="memory-estimate")),
+        rx.cond(D.memory_record != "", rx.text("This run: ", D.memory_record, size="2", id="memory-record")),
         rx.cond(row["endpoint"] != "", rx.vstack(
             rx.text("Endpoint ", rx.code(row["endpoint"]), size="2"),
             rx.code_block(D.curl_example, language="bash", wrap_long_lines=True, width="100%"),
@@ -122,6 +124,7 @@ def model_detail() -> rx.Component:
     return page(
         D.row["name"].to(str),
         rx.moment(interval=TICK_MS, on_change=D.tick, display="none"),
+        fit_offer(),
         rx.cond(D.found, rx.vstack(_summary(), gateway_card(D.gateway), _resources(), _health_chart(), _events(),
                                    _logs(), spacing="4", width="100%"),
                 rx.callout("No such model.", icon="info")),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import reflex as rx
 
 from cortex_app.components.confirm import confirmed
+from cortex_app.components.fit import fit_offer
 from cortex_app.components.images import follow_pulls, image_status
 from cortex_app.components.layout import health_badge, page, state_badge
 from cortex_app.states.images import pull_view
@@ -96,6 +97,7 @@ def models() -> rx.Component:
         rx.moment(interval=TICK_MS, on_change=ModelsState.tick, display="none"),
         follow_pulls(),
         _pull_offer(),
+        fit_offer(),
         rx.hstack(
             rx.input(placeholder="Filter by name", value=ModelsState.query, on_change=ModelsState.set_query,
                      width=rx.breakpoints(initial="200px", sm="260px"), id="filter"),

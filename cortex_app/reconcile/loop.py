@@ -28,7 +28,8 @@ from typing import Callable, Hashable, Optional
 from sqlmodel import Session, select
 
 from cortex_app import crud, journal, webhooks
-from cortex_app.lifecycle import LOG_LINES_KEPT, RESTART_ACTOR, STOP_TIMEOUT_S, Lifecycle, Refused
+from cortex_app.lifecycle import (LOG_LINES_KEPT, RESTART_ACTOR, STOP_TIMEOUT_S, DoesNotFit, Lifecycle,
+                                  Refused)
 from cortex_app.models import EventKind, Model, ModelState, utcnow
 from cortex_app.reconcile.plan import (LEGACY_NAME_PREFIXES, Boot, FailModel, LeaveAlone, MarkRunning, MarkStopped,
                                        ModelView, RemoveContainer, ResetRestarts, RestartModel, exit_reason,
@@ -292,9 +293,14 @@ class Reconciler:
             if (m.state != S.FAILED or m.restart_attempts != action.attempt - 1 or m.next_restart_at is None
                     or m.next_restart_at > utcnow()):
                 raise Refused(f"model {m.name} is no longer due for restart {action.attempt}")
-            lc.start(action.model_id, actor=RESTART_ACTOR, allowed_from=(S.FAILED,),
-                     restart_attempt=action.attempt,
-                     reason=f"restart on failure, attempt {action.attempt}/{action.of}")
+            try:
+                lc.start(action.model_id, actor=RESTART_ACTOR, allowed_from=(S.FAILED,),
+                         restart_attempt=action.attempt,
+                         reason=f"restart on failure, attempt {action.attempt}/{action.of}")
+            except DoesNotFit as exc:
+                # Not retried: the GPUs' memory is taken; an admin decides (Start anyway).
+                lc.transition(action.model_id, S.FAILED, reason=f"restart {action.attempt}/{action.of} refused: "
+                              f"{exc}", actor=RESTART_ACTOR, allowed_from=(S.FAILED,), next_restart_at=None)
         elif isinstance(action, ResetRestarts):
             with Session(lc.db) as session:  # only while it still runs
                 session.execute(Model.__table__.update().where(

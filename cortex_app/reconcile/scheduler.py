@@ -34,6 +34,7 @@ from cortex_app.reconcile.leader import LeaderLease
 from cortex_app.reconcile.loop import Reconciler
 from cortex_app.reconcile.probes import (LOADING_PROBE_TIMEOUT_S, close_model_client, loading_probe_interval,
                                          probe_many, scrape_many)
+from cortex_app.resources import memory_in_use
 from cortex_app.runtime.gpu import GpuHistory
 from cortex_app.sampler import ResourceSampler
 from cortex_app.settings import Settings
@@ -359,9 +360,20 @@ class ConsoleScheduler:
             at = time.time()
             for mid, (engine, _) in targets.items():  # no answer: no figures, rather than old ones
                 self.resources.record_metrics(mid, engine, texts.get(mid, ""), at)
+            await asyncio.to_thread(self._record_memory_peaks, rows)
             self._ok("resources")
         except Exception as exc:  # noqa: BLE001
             self._failed("resources", str(exc) or type(exc).__name__)
+
+    def _record_memory_peaks(self, rows: list) -> None:
+        """Each live model's most memory held this run, beside the estimate it started with
+        (written when it grew by more than 1 %: the figures move a little every second)."""
+        for m in rows:
+            if m.id not in self._live:
+                continue
+            used = memory_in_use(self.resources.history.latest(m.id, max_age_s=30), m.device.value == "cuda")
+            if used and used > (m.memory_used_mib or 0) * 1.01:
+                self.reconciler.lc.record_memory_used(m.id, m.container_id, used)
 
     async def _webhook_poll(self) -> None:
         async with self._webhook_lock:  # never two delivery rounds at once (order per model)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import datetime
+from typing import Optional
 
 import reflex as rx
 from sqlmodel import Session, func, select
@@ -35,6 +36,17 @@ def latency_points(history: list, gap_s: float) -> list[dict]:
         points.append({"t": datetime.fromtimestamp(t).strftime("%H:%M:%S"), "ms": ms})
         last = t
     return points
+
+
+def memory_record(estimate_mib: Optional[float], used_mib: Optional[float]) -> str:
+    """The last start's estimate beside the most the model held since ("" before either is known):
+    the estimate's error, there to see."""
+    if used_mib is None:
+        return f"estimated {estimate_mib:,.0f} MiB at start; nothing measured yet" if estimate_mib else ""
+    held = f"held at most {used_mib:,.0f} MiB"
+    if not estimate_mib:
+        return held
+    return f"{held}; estimated {estimate_mib:,.0f} MiB at start ({(estimate_mib - used_mib) / used_mib:+.0%})"
 
 
 def logs_note(state: ModelState, has_container: bool, kept: bool) -> str:
@@ -67,6 +79,7 @@ class ModelDetailState(AdminState):
     logs_note: str = ""
     gateway: dict = {}  # gateway_examples()
     memory_estimate: str = ""  # engines/memory.py: what llama.cpp will allocate, or why there is no figure
+    memory_record: str = ""  # memory_record(): the last start's estimate beside what the model held
 
     @rx.var
     def shown_logs(self) -> str:
@@ -106,7 +119,7 @@ class ModelDetailState(AdminState):
             except DockerRuntimeError as exc:
                 logs, note = [], str(exc)
         try:
-            estimate = memory.estimate_model(m, svc.settings.models_dir).summary()
+            estimate = memory.estimate_model(m, svc.settings.models_dir, svc.settings.hf_cache_dir).summary()
         except ValueError as exc:  # GgufUnreadable, or a file outside what it reads
             estimate = f"none ({exc})"
         return (m, events, total, logs, note, svc.lifecycle.is_stale(m),
@@ -122,6 +135,9 @@ class ModelDetailState(AdminState):
         m, events, self.event_total, logs, note, stale, series, probe_interval_s, estimate = got
         if estimate != self.memory_estimate:
             self.memory_estimate = estimate
+        record = memory_record(m.memory_estimate_mib, m.memory_used_mib)
+        if record != self.memory_record:
+            self.memory_record = record
         last_page = max(0, -(-self.event_total // EVENTS_PER_PAGE) - 1)
         if self.event_page > last_page:  # events went (the model was deleted and made anew)
             self.event_page = last_page

@@ -9,6 +9,7 @@ import json
 import re
 import shlex
 from pathlib import Path
+from typing import Optional
 
 import reflex as rx
 
@@ -130,7 +131,9 @@ class ModelFormState(AdminState):
         await self._read_images()
 
     async def _estimate(self) -> None:
-        self.memory_estimate = await asyncio.to_thread(form_estimate, dict(self.values), services().settings.models_dir)
+        svc = services()
+        self.memory_estimate = await asyncio.to_thread(form_estimate, dict(self.values), svc.settings.models_dir,
+                                                       svc.settings.hf_cache_dir)
 
     @rx.event
     async def set_value(self, field: str, value: str):
@@ -184,32 +187,42 @@ def _quote(arg: str) -> str:
 
 
 ESTIMATED_FROM = {"engine", "source", "device", "context_size", "gpu_layers", "cache_type_k", "cache_type_v",
-                  "flash_attn"}
+                  "flash_attn", "tensor_parallel_size", "gpu_memory_utilization", "max_model_len", "dtype"}
 
 
-def form_estimate(values: dict[str, str], models_dir: Path) -> str:
-    """The memory estimate of a llama.cpp model as the form stands (memory.estimate_model, as
-    the detail page and the API have it, of an unsaved row), or "" while there is none to
-    show (another engine, no GGUF named yet). A GGUF that cannot be read says why."""
-    if values.get("engine", "llamacpp") != "llamacpp":
-        return ""
-    try:
-        rel = model_relative_path(values.get("source", ""), models_dir)
-    except ValueError:
-        return ""
-    if not rel.endswith(".gguf") or not (models_dir / rel).is_file():
-        return ""
-
+def form_estimate(values: dict[str, str], models_dir: Path, hf_cache_dir: Optional[Path] = None) -> str:
+    """The memory estimate as the form stands (memory.estimate_model, as the detail page and
+    the API have it, of an unsaved row), or "" while there is none to show (no source named
+    yet). Files that cannot be read say why."""
     def number(field: str):
         text = values.get(field, "").strip()
         return int(text) if text.isdigit() else None
 
-    draft = Model(engine=Engine.LLAMACPP, source=rel, device=Device.CUDA if values.get("device") == "cuda" else Device.CPU,
-                  context_size=number("context_size"), gpu_layers=number("gpu_layers"),
-                  cache_type_k=values.get("cache_type_k") or None, cache_type_v=values.get("cache_type_v") or None,
-                  flash_attn={"true": True, "false": False}.get(values.get("flash_attn", "")))
+    source = values.get("source", "").strip()
+    if values.get("engine", "llamacpp") == "vllm":
+        if not source:
+            return ""
+        try:
+            utilization = float(values.get("gpu_memory_utilization", "").strip() or 0) or None
+        except ValueError:
+            utilization = None
+        draft = Model(engine=Engine.VLLM, source=source, tensor_parallel_size=number("tensor_parallel_size"),
+                      gpu_memory_utilization=utilization, max_model_len=number("max_model_len"),
+                      dtype=values.get("dtype") or None)
+    else:
+        try:
+            rel = model_relative_path(source, models_dir)
+        except ValueError:
+            return ""
+        if not rel.endswith(".gguf") or not (models_dir / rel).is_file():
+            return ""
+        draft = Model(engine=Engine.LLAMACPP, source=rel,
+                      device=Device.CUDA if values.get("device") == "cuda" else Device.CPU,
+                      context_size=number("context_size"), gpu_layers=number("gpu_layers"),
+                      cache_type_k=values.get("cache_type_k") or None, cache_type_v=values.get("cache_type_v") or None,
+                      flash_attn={"true": True, "false": False}.get(values.get("flash_attn", "")))
     try:
-        return memory.estimate_model(draft, models_dir).summary()
+        return memory.estimate_model(draft, models_dir, hf_cache_dir).summary()
     except ValueError as exc:
         return f"none ({exc})"
 

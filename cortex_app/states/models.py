@@ -13,7 +13,7 @@ import reflex as rx
 
 from cortex_app import crud
 from cortex_app.images import canonical
-from cortex_app.lifecycle import Refused
+from cortex_app.lifecycle import DoesNotFit, Refused
 from cortex_app.runtime.docker import DockerRuntimeError
 from cortex_app.models import Model, ModelState, utcnow
 from cortex_app.resources import FRESH_S, Sample
@@ -69,7 +69,7 @@ def model_row(m: Model, stale: bool, now: datetime) -> dict:
 def action_toast(verb: str, model: Optional[Model], error: str) -> rx.event.EventSpec:
     """What an admin is told after Start, Stop, Apply or Delete: where the model is now, or why not."""
     if error:
-        return rx.toast.error(f"{verb} refused: {error}")
+        return rx.toast.error(f"{verb.replace('_', ' ')} refused: {error}")
     if model is None:  # deleted
         return rx.toast.success("model deleted")
     if model.state == S.FAILED:
@@ -88,6 +88,7 @@ class ModelsState(AdminState):
     loaded: bool = False
     usage: dict[str, dict] = {}  # model id -> usage_line() of each loading or running model
     pull_offer: dict = {}  # {model_id, name, image} while Start offers to pull a missing image
+    fit_offer: dict = {}  # {model_id, why} while Start, refused by the fit check, offers to start anyway
     _signature: str = ""
 
     @rx.var
@@ -156,12 +157,17 @@ class ModelsState(AdminState):
         # No waiting for readiness here: the reconciler moves loading -> running (its loading
         # watcher runs a pass as soon as /health answers), so no thread waits out a load.
         calls = {"start": lambda: lc.start(model_id, actor=actor),
+                 "start_anyway": lambda: lc.start(model_id, actor=actor, override_fit=True),
                  "stop": lambda: lc.stop(model_id, actor=actor),
                  "apply": lambda: lc.apply(model_id, actor=actor),
                  "delete": lambda: lc.delete(model_id, actor=actor)}
         try:
             model = await asyncio.to_thread(calls[verb])
             text = ""
+        except DoesNotFit as exc:  # the numbers, and the choice to start it anyway (this once)
+            async with self:
+                self.fit_offer = {"model_id": model_id, "why": str(exc)}
+            return
         except (Refused, LookupError, DockerRuntimeError) as exc:
             model, text = None, str(exc)
         async with self:
@@ -196,6 +202,23 @@ class ModelsState(AdminState):
     @rx.event(background=True)
     async def start(self, model_id: int):
         async for out in self._act("start", model_id):
+            yield out
+
+    @rx.var
+    def offering_fit(self) -> bool:
+        return bool(self.fit_offer)
+
+    @rx.event
+    def fit_offer_open(self, is_open: bool):
+        if not is_open:
+            self.fit_offer = {}
+
+    @rx.event(background=True)
+    async def start_anyway(self, model_id: int):
+        """Start overriding the fit check, once (the admin saw the numbers)."""
+        async with self:
+            self.fit_offer = {}
+        async for out in self._act("start_anyway", model_id):
             yield out
 
     @rx.event(background=True)

@@ -1,0 +1,54 @@
+"""vLLM's estimate from a model's own files (engines/vllm_memory.py): config.json and the
+weight files' sizes, in a local folder or the Hugging Face cache's layout."""
+
+import json
+
+import pytest
+
+from cortex_app.engines.vllm_memory import VllmUnreadable, estimate_vllm, model_folder, read_facts
+
+LLAMA_3_2_1B = {"num_hidden_layers": 16, "num_attention_heads": 32, "num_key_value_heads": 8, "hidden_size": 2048,
+                "head_dim": 64, "max_position_embeddings": 131072, "torch_dtype": "bfloat16"}
+
+
+def folder_with(tmp_path, config, weights=(("model.safetensors", 2_471_645_608),)):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    for name, size in weights:
+        with open(tmp_path / name, "wb") as f:
+            f.truncate(size)  # sparse: the size is what counts
+    return tmp_path
+
+
+def test_weights_kv_per_sequence_and_the_share(tmp_path):
+    facts = read_facts(folder_with(tmp_path, LLAMA_3_2_1B))
+    e = estimate_vllm(facts, tensor_parallel=None, utilization=None, max_model_len=8192)
+    assert round(e.weights_mib) == 2357  # 2,471,645,608 bytes
+    # K and V: 2 x 16 layers x 8 KV heads x 64 x 2 bytes x 8,192 tokens = 256 MiB
+    assert e.kv_mib == 256 and e.utilization == 0.9 and e.gpus == 1
+    two = estimate_vllm(facts, tensor_parallel=2, utilization=0.8, max_model_len=None)
+    assert two.weights_mib == pytest.approx(e.weights_mib / 2) and two.max_model_len == 131072
+    assert two.kv_mib == 256 * 16 / 2  # the whole trained length, split over two GPUs
+    assert "claims 80% of each of its 2 GPU(s)" in two.summary()
+
+
+def test_a_dtype_set_on_the_model_wins_and_nested_text_configs_are_read(tmp_path):
+    nested = {"text_config": LLAMA_3_2_1B, "architectures": ["Mllama"]}
+    facts = read_facts(folder_with(tmp_path, nested), dtype="float32")
+    assert facts.layers == 16 and facts.dtype_bytes == 4
+
+
+def test_the_hugging_face_cache_layout_and_what_is_missing(tmp_path):
+    cache = tmp_path / "hf"
+    snap = cache / "hub" / "models--meta-llama--Llama-3.2-1B" / "snapshots" / "abc123"
+    folder_with(snap, LLAMA_3_2_1B)
+    assert model_folder("meta-llama/Llama-3.2-1B", tmp_path / "models", cache) == snap
+    assert model_folder("./mine", tmp_path / "models", cache) == tmp_path / "models" / "mine"
+    with pytest.raises(VllmUnreadable, match="not in the Hugging Face cache yet"):
+        model_folder("org/other", tmp_path / "models", cache)
+    with pytest.raises(VllmUnreadable, match="no config.json"):
+        read_facts(tmp_path / "models")
+    with pytest.raises(VllmUnreadable, match="no weight files"):
+        read_facts(folder_with(tmp_path / "empty", LLAMA_3_2_1B, weights=()))
+    with pytest.raises(VllmUnreadable, match="lacks num_hidden_layers"):
+        read_facts(folder_with(tmp_path / "odd", {"model_type": "x"}))
