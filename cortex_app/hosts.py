@@ -24,7 +24,7 @@ from sqlmodel import Session, select
 from cortex_app import journal, webhooks
 from cortex_app.models import Host, utcnow
 from cortex_app.runtime import gpu
-from cortex_app.runtime.docker import check_ssh_key, engine_info
+from cortex_app.runtime.docker import DockerRuntime, DockerRuntimeError, check_ssh_key, engine_info
 from cortex_app.runtime.endpoints import Endpoint, EndpointInvalid, endpoint, fingerprint, normalize_url
 from cortex_app.runtime.types import EngineInfo
 from cortex_app.settings import Settings
@@ -165,9 +165,25 @@ def add_host(db: sa.Engine, settings: Settings, *, name: str, endpoint_url: str,
     return host
 
 
-def remove_host(db: sa.Engine, host_id: int) -> Host:
+def sampler_name(instance: Optional[str]) -> str:
+    """The name of this install's GPU sampler container on a remote host (gpu_samplers.py)."""
+    return f"cortex-gpu-sampler-{(instance or 'default')[:12]}"
+
+
+def remove_host(db: sa.Engine, settings: Settings, host_id: int, instance: Optional[str]) -> Host:
+    """Forget a host. This install's GPU sampler there is removed first (best effort: an
+    engine that does not answer keeps it until that engine restarts; restart policy `no`)."""
     if host_id == LOCAL_HOST_ID:
         raise HostInvalid("the console's own engine (DOCKER_HOST) is always a host; it cannot be removed")
+    host = get_host(db, host_id)
+    rt = DockerRuntime(target_of(host, settings), timeout=5, instance=instance)
+    try:
+        for c in rt.samplers():
+            rt.discard(c.id)
+    except DockerRuntimeError as exc:
+        log.warning("hosts: could not remove the GPU sampler from %s: %s", host.name, exc)
+    finally:
+        rt.close()
     with _WRITES, Session(db, expire_on_commit=False) as session:
         host = session.get(Host, host_id)
         if host is None:

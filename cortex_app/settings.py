@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 DEFAULT_LLAMACPP_IMAGE = "ghcr.io/ggml-org/llama.cpp:server-cuda"
 DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:latest"
+# Any image will do: the NVIDIA Container Toolkit brings nvidia-smi into a container given GPUs.
+DEFAULT_GPU_SAMPLER_IMAGE = "ubuntu:24.04"
 
 
 class SettingsError(ValueError):
@@ -57,6 +59,7 @@ class Settings:
     gateway_timeout_s: float = 600.0
     gateway_metering: bool = True
     usage_retention_days: int = 90  # gateway usage records older than this are deleted
+    sampler_image: str = DEFAULT_GPU_SAMPLER_IMAGE  # what a remote host's GPU sampler runs (gpu_samplers.py)
 
     @property
     def allowed_origins(self) -> tuple[str, ...]:
@@ -209,6 +212,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         models_dir=models_dir,
         llamacpp_image=env.get("CORTEX_LLAMACPP_IMAGE", "").strip() or DEFAULT_LLAMACPP_IMAGE,
         vllm_image=env.get("CORTEX_VLLM_IMAGE", "").strip() or DEFAULT_VLLM_IMAGE,
+        sampler_image=env.get("CORTEX_GPU_SAMPLER_IMAGE", "").strip() or DEFAULT_GPU_SAMPLER_IMAGE,
         keep_models_on_restart=_bool(env, "CORTEX_KEEP_MODELS_ON_RESTART", False),
         reconcile_interval_s=_number(env, "CORTEX_RECONCILE_INTERVAL", 10.0, 0.2, 3600),
         probe_interval_s=_number(env, "CORTEX_PROBE_INTERVAL", 5.0, 0.2, 3600),

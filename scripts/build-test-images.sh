@@ -10,6 +10,9 @@
 #                              Dockerfile (tests/integration/test_selfhost.py, bench/image.py)
 #   cortex-test/vllm-standin   python-base + scripts/testimages/vllm_standin.py:
 #                              a STAND-IN for vLLM (which needs a GPU), not vLLM
+#   cortex-test/nvidia-smi-standin  busybox + a STAND-IN for nvidia-smi printing fixed H200
+#                              readings (scripts/testimages/nvidia-smi-h200.csv) in its CSV
+#                              form: what a remote host's GPU sampler runs in the tests
 #
 # An image already present is kept (rebuild with FORCE=1). Needs DOCKER_HOST set to an
 # engine that answers (scripts/engine.sh up) and the dev venv (for the gguf package).
@@ -47,6 +50,21 @@ build_busybox() {
   done
   tar -C "$root" -c . | docker import -c 'ENV PATH=/bin' -c 'CMD ["/bin/sh"]' \
     -c 'LABEL cortex.test-image=busybox' - cortex-test/busybox:latest >/dev/null
+  rm -rf "$root"
+}
+
+build_smi_standin() {
+  have cortex-test/nvidia-smi-standin:latest && return
+  log "building cortex-test/nvidia-smi-standin"
+  local root="$WORK/smi"
+  fresh_dir "$root"; mkdir -p "$root/bin" "$root/usr/bin" "$root/etc" "$root/tmp"
+  cp /bin/busybox "$root/bin/busybox"
+  for applet in sh cat sleep; do ln -sf busybox "$root/bin/$applet"; done
+  cp scripts/testimages/nvidia-smi-standin.sh "$root/usr/bin/nvidia-smi"
+  cp scripts/testimages/nvidia-smi-h200.csv "$root/etc/nvidia-smi-standin.csv"
+  chmod 755 "$root/usr/bin/nvidia-smi"
+  tar -C "$root" -c . | docker import -c 'ENV PATH=/usr/bin:/bin' -c 'CMD ["nvidia-smi"]' \
+    -c 'LABEL cortex.test-image=nvidia-smi-standin' - cortex-test/nvidia-smi-standin:latest >/dev/null
   rm -rf "$root"
 }
 
@@ -129,10 +147,11 @@ build_python_base() {
 docker version >/dev/null 2>&1 || { log "no Docker Engine answers at DOCKER_HOST=${DOCKER_HOST:-unset}; run scripts/engine.sh up"; exit 1; }
 mkdir -p "$WORK"
 if ! have cortex-test/busybox:latest || ! have cortex-test/llama-server:latest || ! have cortex-test/vllm-standin:latest \
-   || ! have cortex-test/python-base:bookworm; then
+   || ! have cortex-test/python-base:bookworm || ! have cortex-test/nvidia-smi-standin:latest; then
   need_host_tools
 fi
 build_busybox
+build_smi_standin
 build_llama
 build_python_base
 build_vllm_standin

@@ -109,6 +109,7 @@ class RemoteHost:
     n: int  # the /30's third octet
     tls: bool
     ssh: bool
+    gpus: bool = False  # dockerd finds a stand-in for the NVIDIA Container Toolkit's hook
     dir: Path = None
     pki: Optional[Pki] = None
     client_cert: str = ""
@@ -165,11 +166,11 @@ class RemoteHost:
         os.chmod(path, 0o600)
         return str(path)
 
-    def _spawn(self, args: list[str], log: str) -> int:
+    def _spawn(self, args: list[str], log: str, env: Optional[dict] = None) -> int:
         # nsenter, not `ip netns exec`: the latter remounts /sys and dockerd then finds no cgroups.
         with open(self.dir / log, "wb") as out:
             p = subprocess.Popen(["nsenter", f"--net={self.netns}", *args], stdout=out, stderr=subprocess.STDOUT,
-                                 stdin=subprocess.DEVNULL, start_new_session=True)
+                                 stdin=subprocess.DEVNULL, start_new_session=True, env=env)
         self._pids.append(p.pid)
         (self.dir / "pids").write_text(" ".join(map(str, self._pids)))
         return p.pid
@@ -185,7 +186,19 @@ class RemoteHost:
             cert, key = self.pki.issue(self.ip, ip=self.ip)
             args += ["-H", f"tcp://{self.ip}:2376", "--tlsverify", "--tlscacert", self._write("ca.pem", self.pki.ca_pem),
                      "--tlscert", self._write("server.pem", cert), "--tlskey", self._write("server-key.pem", key)]
-        self._spawn(args, "dockerd.log")
+        env = None
+        if self.gpus:
+            # A STAND-IN for the NVIDIA Container Toolkit: dockerd offers the `nvidia` device
+            # driver (--gpus, DeviceRequests) when it finds this hook on its PATH, and runs it
+            # before each such container starts; this one does nothing. The container then gets
+            # NVIDIA_VISIBLE_DEVICES as on a GPU host, and no device.
+            toolkit = self.dir / "toolkit"
+            toolkit.mkdir(exist_ok=True)
+            hook = toolkit / "nvidia-container-runtime-hook"
+            hook.write_text("#!/bin/sh\n# stand-in: a real hook mounts the GPUs and nvidia-smi\ncat >/dev/null\nexit 0\n")
+            hook.chmod(0o755)
+            env = {**os.environ, "PATH": f"{toolkit}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+        self._spawn(args, "dockerd.log", env)
         env = {**os.environ, "DOCKER_HOST": self.socket}
         _wait(lambda: subprocess.run(["docker", "version", "--format", "{{.Server.Version}}"], env=env,
                                      capture_output=True, timeout=5).returncode == 0, 30,

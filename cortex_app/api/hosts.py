@@ -71,7 +71,8 @@ async def check_host(host_id: int, user: str = Depends(require_operate)):
 @router.delete("/api/hosts/{host_id}")
 async def remove_host(host_id: int, user: str = Depends(require_admin)):
     try:
-        await asyncio.to_thread(hosts.remove_host, services().db, host_id)
+        svc = services()
+        await asyncio.to_thread(hosts.remove_host, svc.db, svc.settings, host_id, svc.runtime.instance)
     except hosts.HostNotFound:
         return _not_found(host_id)
     except hosts.HostInvalid as exc:

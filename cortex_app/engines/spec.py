@@ -20,6 +20,7 @@ LABEL_MODEL_NAME = "cortex.model-name"
 LABEL_ENGINE = "cortex.engine"
 LABEL_SPEC_HASH = "cortex.spec-hash"
 LABEL_INSTANCE = "cortex.instance"  # set by the runtime: which install a container belongs to
+LABEL_SAMPLER = "cortex.gpu-sampler"  # a remote host's GPU sampler (gpu_samplers.py): no model's container
 
 # Where the models dir is mounted inside every engine container (read-only).
 MODELS_MOUNT = "/models"

@@ -37,6 +37,7 @@ from cortex_app.reconcile.probes import (LOADING_PROBE_TIMEOUT_S, close_model_cl
 from cortex_app.resources import memory_in_use
 from cortex_app.runtime.gpu import GpuHistory
 from cortex_app.sampler import ResourceSampler
+from cortex_app.gpu_samplers import GpuSamplers
 from cortex_app.settings import Settings
 from cortex_app.webhooks import Deliverer
 
@@ -91,6 +92,8 @@ class ConsoleScheduler:
         self.reconciler = reconciler
         self.deliverer = deliverer or Deliverer(reconciler.lc.db)
         self.gpu_history = GpuHistory()
+        # Remote hosts' GPUs, through a sampler container on each (gpu_samplers.py).
+        self.samplers = GpuSamplers(reconciler.lc.db, settings, reconciler.lc.runtime.instance)
         self.resources = ResourceSampler(reconciler.lc.runtime)
         self._live: dict[int, str] = {}  # model id -> container id of each loading or running model
         self.docker_events_seen = 0
@@ -196,6 +199,7 @@ class ConsoleScheduler:
         await self._reconcile_soon.cancel()
         await self._deliver_soon.cancel()
         self.resources.close()
+        self.samplers.close()
         await close_model_client()
         was_leader = self.lease.is_leader
         try:
@@ -331,12 +335,18 @@ class ConsoleScheduler:
 
     async def _hosts_job(self) -> None:
         """The leader checks every host's engine (each with a deadline of its own) and records
-        what it found: reachable or not, its version, its GPUs."""
+        what it found: reachable or not, its version, its GPUs; it keeps each remote host's GPU
+        sampler, which every console follows."""
         try:
-            if self.lease.is_leader and not self._stopping.is_set():
+            if self._stopping.is_set():
+                return
+            leader = self.lease.is_leader
+            if leader:
                 result = await asyncio.to_thread(hosts.check_all, self.reconciler.lc.db, self.settings)
                 if result.late:
                     log.info("hosts: %d host(s) missed the deadline: %s", len(result.late), result.late)
+            if not self._stopping.is_set():
+                await asyncio.to_thread(self.samplers.sync, leader)
             self._ok("hosts")
         except Exception as exc:  # noqa: BLE001
             self._failed("hosts", str(exc) or type(exc).__name__)

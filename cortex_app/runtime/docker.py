@@ -16,7 +16,7 @@ import docker.errors
 import docker.types
 import requests.exceptions
 
-from cortex_app.engines.spec import (LABEL_INSTANCE, LABEL_MANAGED, LABEL_MODEL_ID, PUBLISH_HOST,
+from cortex_app.engines.spec import (LABEL_INSTANCE, LABEL_MANAGED, LABEL_MODEL_ID, LABEL_SAMPLER, PUBLISH_HOST,
                                      ContainerSpec)
 from cortex_app.hosting import SelfContainer, SelfMount
 from cortex_app.images import PullError, explain_pull_error, split_reference
@@ -376,6 +376,60 @@ class DockerRuntime:
         return ContainerInfo(id=r["Id"], name=(r.get("Names") or ["/?"])[0].lstrip("/"), state=r.get("State", ""),
                              labels=r.get("Labels") or {}, exit_code=_exit_code(r.get("Status", "")),
                              image=r.get("Image", ""))
+
+    # --- a remote host's GPU sampler (gpu_samplers.py) ------------------------------------------
+
+    def samplers(self) -> list[ContainerInfo]:
+        """This install's GPU sampler containers on this engine, in any state: one list call.
+        They carry no `cortex.managed` label, so no model's reconcile pass ever sees them."""
+        labels = [f"{LABEL_SAMPLER}=true"] + ([f"{LABEL_INSTANCE}={self.instance}"] if self.instance else [])
+        try:
+            rows = self._c().api.containers(all=True, filters={"label": labels})
+        except Exception as exc:  # noqa: BLE001
+            raise self._map(exc) from None
+        return [self._summary(r) for r in rows]
+
+    def run_sampler(self, name: str, image: str, args: list[str]) -> ContainerInfo:
+        """Create and start a sampler with every GPU attached (the NVIDIA Container Toolkit
+        brings nvidia-smi in), restart policy `no`: it runs because the console runs it."""
+        labels = {**self.extra_labels, LABEL_SAMPLER: "true"}
+        try:
+            c = self._c().containers.create(
+                image=image, command=args, name=name, labels=labels, detach=True, restart_policy={"Name": "no"},
+                environment={"NVIDIA_DRIVER_CAPABILITIES": "utility"}, security_opt=["no-new-privileges:true"],
+                device_requests=[docker.types.DeviceRequest(driver="nvidia", count=-1, capabilities=[["gpu"]])],
+                log_config=docker.types.LogConfig(type="json-file", config={"max-size": "1m", "max-file": "1"}))
+        except Exception as exc:  # noqa: BLE001
+            raise self._map(exc, image=image) from None
+        try:
+            self.start(c.id)
+        except DockerRuntimeError:
+            self.remove(c.id)
+            raise
+        return ContainerInfo(id=c.id, name=name, state="running", labels=labels)
+
+    def follow_lines(self, container_id: str, stopped: Callable[[], bool]) -> Iterator[str]:
+        """A container's output, line by line as it comes, on a connection of its own; ends
+        when the container does, when the engine stops answering (its read timeout), or when
+        `stopped()` is true at the next line."""
+        api = self._stream_client()
+        try:
+            pending = b""
+            for chunk in api.logs(container_id, stdout=True, stderr=False, stream=True, follow=True, tail=20):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if stopped():
+                        return
+                    yield line.decode("utf-8", errors="replace")
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError as exc:
+            raise self._map(exc) from None
+        except Exception as exc:  # noqa: BLE001 - a read timeout (urllib3's own), a closed connection
+            raise _unreachable(self.host, exc, self._own) from None
+        finally:
+            api.close()
 
     def image_tags(self) -> list[str]:
         """Every image reference on the engine: its tags and its digests (`repo@sha256:…`)."""

@@ -58,6 +58,38 @@ def reading(index: int, name: Any, memory: Any, utilization: Any, temperature: O
     )
 
 
+# What a remote host's sampler container runs (gpu_samplers.py): nvidia-smi's CSV of the same
+# figures NVML gives locally, one line per GPU, every `-l` seconds.
+SMI_FIELDS = ("index", "name", "memory.used", "memory.total", "utilization.gpu", "temperature.gpu", "power.draw",
+              "power.limit")
+
+
+def smi_command(interval_s: int) -> list[str]:
+    return ["nvidia-smi", f"--query-gpu={','.join(SMI_FIELDS)}", "--format=csv,noheader,nounits", "-l",
+            str(interval_s)]
+
+
+def _smi_number(text: str) -> Optional[float]:
+    try:
+        return float(text)
+    except ValueError:  # "[N/A]", "[Not Supported]"
+        return None
+
+
+def parse_smi_line(line: str) -> Optional[GpuReading]:
+    """One line of smi_command's output; None for anything else (a blank line, an error)."""
+    parts = [p.strip() for p in line.split(",")]
+    if len(parts) != len(SMI_FIELDS) or not parts[0].isdigit():
+        return None
+    used, total, util, temp, power, limit = (_smi_number(p) for p in parts[2:])
+    if used is None or total is None:
+        return None
+    return GpuReading(index=int(parts[0]), name=parts[1], memory_used_mib=int(used), memory_total_mib=int(total),
+                      utilization_pct=int(util or 0), temperature_c=None if temp is None else int(temp),
+                      power_w=None if power is None else round(power, 1),
+                      power_limit_w=None if limit is None else round(limit, 1))
+
+
 def read_gpus(nvml: Any = None) -> GpuStatus:
     """Readings of every GPU. `nvml` is the pynvml module (tests pass a stand-in)."""
     if nvml is None:

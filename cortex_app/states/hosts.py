@@ -122,7 +122,8 @@ class HostsState(AdminState):
         if await self._admin() is None:
             return rx.redirect("/login")
         try:
-            row = await asyncio.to_thread(hosts.remove_host, services().db, host_id)
+            svc = services()
+            row = await asyncio.to_thread(hosts.remove_host, svc.db, svc.settings, host_id, svc.runtime.instance)
         except (hosts.HostInvalid, hosts.HostNotFound) as exc:
             await self._refresh()
             return rx.toast.error(str(exc))

@@ -55,7 +55,7 @@ def test_the_console_engine_is_host_1_and_stays(migrated_db, bed_settings):
     row = hosts.host_json(checked, bed_settings)
     assert row["endpoint"] == bed_settings.docker_host and row["local"] and row["state"] == "reachable"
     with pytest.raises(hosts.HostInvalid, match="always a host"):
-        hosts.remove_host(migrated_db, 1)
+        hosts.remove_host(migrated_db, bed_settings, 1, None)
     # The same engine cannot be added a second time under another name.
     with pytest.raises(hosts.HostInvalid, match="is host local already"):
         hosts.add_host(migrated_db, bed_settings, name="again", endpoint_url=bed_settings.docker_host)
@@ -95,7 +95,7 @@ def test_a_tls_host_is_checked_before_it_is_saved_and_its_secrets_stay_sealed(mi
     assert hosts.check_host(db, settings, added.id).reachable
     with pytest.raises(hosts.HostInvalid, match="is host gpu-tls already"):
         hosts.add_host(db, settings, name="twice", **_tls(h))
-    hosts.remove_host(db, added.id)
+    hosts.remove_host(db, settings, added.id, None)
     assert [x.name for x in hosts.list_hosts(db)] == ["local"]
 
 

@@ -15,9 +15,11 @@ import pytest
 import simple_websocket
 import sqlalchemy as sa
 from simple_websocket.errors import ConnectionError as Refused
+from sqlmodel import Session
 
 from cortex_app import auth, crud, webhooks
 from cortex_app.gateway import keys as keymod
+from cortex_app.models import Host
 from tests.conftest import LLAMA_IMAGE
 
 NS = "/_event"
@@ -29,6 +31,7 @@ SETTINGS = f"{ADMIN_STATE}.cortex_app___states___settings____settings_state"
 IMAGES = f"{ADMIN_STATE}.cortex_app___states___images____images_state"
 KEYS = f"{ADMIN_STATE}.cortex_app___states___keys____keys_state"
 USAGE = f"{ADMIN_STATE}.cortex_app___states___usage____usage_state"
+HOSTS = f"{ADMIN_STATE}.cortex_app___states___hosts____hosts_state"
 PASSWORD = "socket-test-pass-1"
 
 
@@ -106,7 +109,7 @@ def console(start_console, tmp_path_factory, tiny_gguf, docker_host):
 @pytest.fixture(scope="module")
 def world(console):
     """What a refused call could change: a model, a webhook endpoint with a delivery, a token,
-    an inference key."""
+    an inference key, a host (host 2: made as if added, its engine never asked)."""
     db = console.db()
     model = crud.create_model(db, console.settings, {"name": "tiny", "engine": "llamacpp", "source": "tiny.gguf"})
     ep = webhooks.create_endpoint(db, url="http://127.0.0.1:9/hook", event_types=["model.failed"])
@@ -114,6 +117,9 @@ def world(console):
     with db.connect() as conn:
         token_id = conn.execute(sa.text("SELECT id FROM api_token")).scalar_one()
     key, _ = keymod.create_key(db, "kept")
+    with Session(db) as session:
+        session.add(Host(name="kept-host", endpoint="tcp://127.0.0.1:9"))
+        session.commit()
     yield db, model.id, ep.id, token_id, key.id
     db.dispose()
 
@@ -128,7 +134,8 @@ def _snapshot(db, console, docker_client) -> tuple:
             "SELECT id, name, scope, revoked_at FROM api_token ORDER BY id",
             "SELECT id, name, models, revoked_at FROM inference_key ORDER BY id",
             "SELECT id, username FROM admin_user",
-            "SELECT count(*) FROM setup_code"))
+            "SELECT count(*) FROM setup_code",
+            "SELECT id, name, endpoint FROM host ORDER BY id"))  # not checked_at: the hosts job writes it
     return rows, sorted(c.id for c in console.containers(docker_client))
 
 
@@ -136,7 +143,8 @@ def _mutating_calls(model_id: int, endpoint_id: int, token_id: int, key_id: int)
     """(handler, page, payload, inputs set first) for every handler that changes something."""
     form = {"name": "forged", "engine": "llamacpp", "source": "tiny.gguf"}
     return [
-        *[(f"{MODELS}.{verb}", "/models", {"model_id": model_id}, []) for verb in ("start", "stop", "apply", "delete")],
+        *[(f"{MODELS}.{verb}", "/models", {"model_id": model_id}, [])
+          for verb in ("start", "start_anyway", "stop", "apply", "delete")],
         (f"{FORM}.save", "/models/new", {}, [(f"{FORM}.set_value", {"field": k, "value": v}) for k, v in form.items()]),
         (f"{SETTINGS}.add_endpoint", "/settings", {}, [(f"{SETTINGS}.set_new_url", {"v": "http://127.0.0.1:9/forged"})]),
         (f"{SETTINGS}.rotate", "/settings", {"endpoint_id": endpoint_id}, []),
@@ -150,6 +158,10 @@ def _mutating_calls(model_id: int, endpoint_id: int, token_id: int, key_id: int)
         (f"{KEYS}.revoke_key", "/keys", {"key_id": key_id}, []),
         (f"{IMAGES}.pull", "/system", {"image": "127.0.0.1:9/forged:1"}, []),
         (f"{IMAGES}.cancel_pull", "/system", {"image": "127.0.0.1:9/forged:1"}, []),
+        (f"{HOSTS}.add_host", "/hosts", {}, [(f"{HOSTS}.set_field", {"field": "name", "value": "forged"}),
+                                             (f"{HOSTS}.set_field", {"field": "endpoint", "value": "ssh://x@127.0.0.1"})]),
+        (f"{HOSTS}.check_host", "/hosts", {"host_id": 2}, []),
+        (f"{HOSTS}.remove_host", "/hosts", {"host_id": 2}, []),
     ]
 
 
@@ -184,14 +196,16 @@ def test_without_a_session_the_pages_read_nothing(console, world):
              (f"{IMAGES}.load_pulls", "/system"),
              (f"{ADMIN_STATE}.cortex_app___states___overview____overview_state.load", "/"),
              (f"{ADMIN_STATE}.cortex_app___states___overview____overview_state.tick", "/"),
-             (f"{KEYS}.load", "/keys"), (f"{USAGE}.load", "/usage")]
+             (f"{KEYS}.load", "/keys"), (f"{USAGE}.load", "/usage"), (f"{HOSTS}.load", "/hosts"),
+             (f"{HOSTS}.tick", "/hosts")]
     sock = RawSocket(console.url, console.url)
     try:
         for handler, page in reads:
             updates = sock.call(handler, page, until=_to_login)
             assert _to_login(updates), handler
             seen = json.dumps([u.get("delta", {}) for u in updates])
-            assert not any(word in seen for word in ('"tiny"', "127.0.0.1:9/hook", '"kept"', "tiny.gguf")), (handler, seen)
+            assert not any(word in seen for word in ('"tiny"', "127.0.0.1:9/hook", '"kept"', "tiny.gguf", "kept-host")), \
+                (handler, seen)
     finally:
         sock.close()
 
@@ -244,13 +258,13 @@ def test_the_first_admin_needs_the_setup_code_then_a_session_works(console, worl
 # signed-in admin), the form's inputs, and sign-in/out themselves.
 NOT_MUTATING = {"load", "tick", "refresh", "open_new", "open_edit", "open_login", "open_setup", "require_admin",
                 "toggle_advanced", "toggle_event", "setvar", "sign_in", "sign_out", "create_first_admin",
-                "load_pulls", "pull_offer_open", "older_events", "newer_events"}  # the latter only closes a dialog in the page
+                "load_pulls", "pull_offer_open", "fit_offer_open", "older_events", "newer_events"}  # the latter only closes a dialog in the page
 
 
 def test_the_list_names_every_handler_that_changes_something():
     """A new handler must be added to the calls above (or shown to change nothing)."""
-    from cortex_app.states import (gpus, images, keys, model_detail, model_form, models,  # noqa: F401
-                                   overview, settings, system, usage)
+    from cortex_app.states import (gpus, hosts, images, keys, model_detail, model_form,  # noqa: F401
+                                   models, overview, settings, system, usage)
     from cortex_app.states.auth import AdminState, AuthState
 
     def states(cls):

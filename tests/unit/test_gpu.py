@@ -139,3 +139,33 @@ def test_a_driver_without_the_process_list_still_reads_the_gpus():
     nvml.nvmlDeviceGetComputeRunningProcesses = lambda h: (_ for _ in ()).throw(nvml.NVMLError("Not Supported"))
     status = read_gpus(nvml)
     assert status.available and status.process_memory == {} and len(status.gpus) == 2
+
+
+@pytest.mark.parametrize("line, expected", [
+    ("0, NVIDIA H200, 0, 143771, 0, 31, 74.52, 700.00", (0, "NVIDIA H200", 0, 143771, 0, 31, 74.5, 700.0)),
+    ("3, NVIDIA A100-SXM4-80GB, 61234, 81920, 87, 70, 301.10, 400.00",
+     (3, "NVIDIA A100-SXM4-80GB", 61234, 81920, 87, 70, 301.1, 400.0)),
+    # a GPU that reports no temperature or power (nvidia-smi's own words for it)
+    ("1, Tesla T4, 5, 15360, [N/A], [N/A], [Not Supported], [Not Supported]", (1, "Tesla T4", 5, 15360, 0, None, None, None)),
+])
+def test_the_samplers_csv_lines_read_as_nvml_readings(line, expected):
+    from cortex_app.runtime.gpu import parse_smi_line
+
+    g = parse_smi_line(line)
+    assert (g.index, g.name, g.memory_used_mib, g.memory_total_mib, g.utilization_pct, g.temperature_c, g.power_w,
+            g.power_limit_w) == expected
+
+
+@pytest.mark.parametrize("line", ["", "No devices were found", "NVIDIA-SMI has failed because it couldn't communicate",
+                                  "0, H200, [N/A], [N/A], 0, 0, 0, 0", "index, name, memory.used [MiB]"])
+def test_what_is_no_reading_is_skipped(line):
+    from cortex_app.runtime.gpu import parse_smi_line
+
+    assert parse_smi_line(line) is None
+
+
+def test_the_sampler_asks_for_what_the_parser_reads():
+    from cortex_app.runtime.gpu import SMI_FIELDS, smi_command
+
+    cmd = smi_command(5)
+    assert cmd[0] == "nvidia-smi" and cmd[-2:] == ["-l", "5"] and f"--query-gpu={','.join(SMI_FIELDS)}" in cmd

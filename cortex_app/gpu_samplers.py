@@ -1,0 +1,176 @@
+"""Remote hosts' GPUs, read through their own Docker Engines: no agent of Cortex's own.
+
+On each reachable remote host the console keeps one small sampler container (labelled
+`cortex.gpu-sampler` and with this install's id, restart policy `no`, every GPU attached)
+running `nvidia-smi --query-gpu=… --format=csv -l 5`, and follows its output. The console
+is the only thing that keeps it: a sampler that died or was removed is made again at the next
+sync (every hosts check, 10 s), extra ones are removed, and removing the host removes it. The
+local host needs none: it reads NVML (runtime/gpu.py).
+
+What it reads lands in memory (the GPUs page's figures) and, when the inventory changes (GPU
+names and sizes), in the host's row (the Hosts page, the fit check to come).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import sqlalchemy as sa
+from sqlmodel import Session
+
+from cortex_app import hosts
+from cortex_app.models import Host
+from cortex_app.runtime.docker import DockerRuntime, DockerRuntimeError
+from cortex_app.runtime.gpu import GpuReading, parse_smi_line, smi_command
+from cortex_app.settings import Settings
+
+log = logging.getLogger(__name__)
+SAMPLE_EVERY_S = 5
+STALE_AFTER_S = 3 * SAMPLE_EVERY_S + 5  # readings older than this are not shown as current
+
+
+@dataclass
+class HostGpus:
+    """One remote host's GPUs as its sampler last said, or why there are none."""
+
+    host_id: int
+    name: str
+    readings: dict[int, GpuReading] = field(default_factory=dict)
+    at: float = 0.0  # when the last line came
+    notice: str = ""
+
+    @property
+    def current(self) -> list[GpuReading]:
+        if time.time() - self.at > STALE_AFTER_S:
+            return []
+        return [self.readings[i] for i in sorted(self.readings)]
+
+
+def _credentials_key(host: Host) -> str:
+    """Changes when the host's endpoint or credentials do: its runtime is then made anew."""
+    material = "\0".join(x or "" for x in (host.endpoint, host.tls_ca, host.tls_cert, host.tls_key, host.ssh_key,
+                                           host.ssh_host_key))
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+class GpuSamplers:
+    def __init__(self, db: sa.Engine, settings: Settings, instance: Optional[str]):
+        self.db, self.settings, self.instance = db, settings, instance
+        self._runtimes: dict[int, tuple[str, DockerRuntime]] = {}
+        self._followers: dict[int, tuple[str, threading.Event, threading.Thread]] = {}  # host -> (container, ...)
+        self._gpus: dict[int, HostGpus] = {}
+        self._lock = threading.Lock()
+
+    # --- what the pages read --------------------------------------------------------------
+
+    def hosts(self) -> list[HostGpus]:
+        with self._lock:
+            return [HostGpus(g.host_id, g.name, dict(g.readings), g.at, g.notice) for g in self._gpus.values()]
+
+    # --- keeping the samplers -------------------------------------------------------------
+
+    def _runtime(self, host: Host) -> DockerRuntime:
+        key = _credentials_key(host)
+        old = self._runtimes.get(host.id)
+        if old is not None and old[0] == key:
+            return old[1]
+        if old is not None:
+            old[1].close()
+        rt = DockerRuntime(hosts.target_of(host, self.settings), timeout=15, instance=self.instance)
+        self._runtimes[host.id] = (key, rt)
+        return rt
+
+    def sync(self, keep: bool = True) -> None:
+        """One round over the hosts (the hosts job calls it after checking them): every reachable
+        remote host has exactly one running sampler, followed; hosts removed are forgotten.
+        `keep`: make and remove samplers (the leader); else only follow the running one."""
+        rows = [h for h in hosts.list_hosts(self.db) if h.endpoint is not None]
+        for gone in set(self._runtimes) - {h.id for h in rows}:
+            self._forget(gone)
+        for host in rows:
+            with self._lock:
+                state = self._gpus.setdefault(host.id, HostGpus(host.id, host.name))
+                state.name = host.name
+            if not host.reachable:
+                continue  # its readings go stale; the sampler is looked at when it answers again
+            try:
+                self._keep(host, keep)
+            except DockerRuntimeError as exc:
+                with self._lock:
+                    state.notice = f"no GPU readings: {exc}"
+                log.info("gpu sampler on %s: %s", host.name, exc)
+
+    def _keep(self, host: Host, make: bool) -> None:
+        rt = self._runtime(host)
+        found = rt.samplers()
+        running = [c for c in found if c.running]
+        keep = running[0] if running else None
+        if not make:
+            if keep is None:
+                return
+        else:
+            for c in found:
+                if c is not keep:
+                    rt.discard(c.id)  # a dead one, or a second one
+        if keep is None:
+            keep = rt.run_sampler(hosts.sampler_name(self.instance), self.settings.sampler_image, smi_command(SAMPLE_EVERY_S))
+            log.info("gpu sampler started on %s (%s)", host.name, keep.id[:12])
+        with self._lock:
+            follower = self._followers.get(host.id)
+            if follower is not None and follower[0] == keep.id and follower[2].is_alive():
+                return
+            if follower is not None:
+                follower[1].set()
+            stop = threading.Event()
+            thread = threading.Thread(target=self._follow, args=(host.id, rt, keep.id, stop),
+                                      name=f"gpu-sampler {host.name}", daemon=True)
+            self._followers[host.id] = (keep.id, stop, thread)
+        thread.start()
+
+    def _follow(self, host_id: int, rt: DockerRuntime, container_id: str, stop: threading.Event) -> None:
+        try:
+            for line in rt.follow_lines(container_id, stop.is_set):
+                reading = parse_smi_line(line)
+                if reading is None:
+                    if line.strip():
+                        with self._lock:
+                            if host_id in self._gpus:
+                                self._gpus[host_id].notice = f"the sampler says: {line.strip()[:200]}"
+                    continue
+                self._note(host_id, reading)
+        except DockerRuntimeError as exc:
+            log.debug("gpu sampler stream of host %s ended: %s", host_id, exc)
+
+    def _note(self, host_id: int, reading: GpuReading) -> None:
+        with self._lock:
+            state = self._gpus.get(host_id)
+            if state is None:
+                return
+            before = {i: (r.name, r.memory_total_mib) for i, r in state.readings.items()}
+            state.readings[reading.index] = reading
+            state.at, state.notice = time.time(), ""
+            after = {i: (r.name, r.memory_total_mib) for i, r in state.readings.items()}
+            inventory = [{"index": i, "name": r.name, "memory_total_mib": r.memory_total_mib}
+                         for i, r in sorted(state.readings.items())]
+        if after != before:  # the inventory changed (first reading, a GPU more): the host's row says so
+            with Session(self.db) as session:
+                session.execute(sa.update(Host).where(Host.id == host_id).values(gpus=inventory))
+                session.commit()
+
+    def _forget(self, host_id: int) -> None:
+        with self._lock:
+            follower = self._followers.pop(host_id, None)
+            self._gpus.pop(host_id, None)
+        if follower is not None:
+            follower[1].set()
+        _, rt = self._runtimes.pop(host_id)
+        rt.close()
+
+    def close(self) -> None:
+        for host_id in list(self._runtimes):
+            self._forget(host_id)
