@@ -1,5 +1,8 @@
 """A check for a host WITH an NVIDIA GPU (none here): runtime/gpu.py's readings against
-nvidia-smi's, idle and under load. Needs nvidia-ml-py; loads the GPU with PyTorch if present.
+nvidia-smi's, idle and under load. nvidia-smi is run with the query a remote host's GPU
+sampler runs (gpu.smi_command) and read with the sampler's own parser (gpu.parse_smi_line),
+so this also compares what the console reads of a remote GPU with NVML on the same GPU.
+Needs nvidia-ml-py; loads the GPU with PyTorch if present.
 
     python3 bench/gpu_check.py
 
@@ -17,15 +20,16 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from cortex_app.runtime.gpu import GpuHistory, read_gpus  # noqa: E402
+from cortex_app.runtime.gpu import GpuHistory, parse_smi_line, read_gpus, smi_command  # noqa: E402
 
 
 def smi() -> list[dict]:
-    out = subprocess.run(["nvidia-smi", "--query-gpu=index,name,memory.used,memory.total,utilization.gpu,"
-                          "temperature.gpu,power.draw,power.limit", "--format=csv,noheader,nounits"],
-                         capture_output=True, text=True, check=True).stdout
-    keys = ["index", "name", "mem_used", "mem_total", "util", "temp", "power", "limit"]
-    return [dict(zip(keys, (v.strip() for v in line.split(",")))) for line in out.strip().splitlines()]
+    """One round of the sampler's query (without its `-l`), as the sampler's parser reads it."""
+    out = subprocess.run(smi_command(5)[:-2], capture_output=True, text=True, check=True).stdout
+    readings = [r for r in map(parse_smi_line, out.splitlines()) if r is not None]
+    return [{"index": r.index, "name": r.name, "mem_used": str(r.memory_used_mib), "mem_total": str(r.memory_total_mib),
+             "util": str(r.utilization_pct), "temp": "" if r.temperature_c is None else str(r.temperature_c),
+             "power": str(r.power_w), "limit": str(r.power_limit_w)} for r in readings]
 
 
 def show(label: str, status) -> None:

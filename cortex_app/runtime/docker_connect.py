@@ -3,7 +3,7 @@ the one module that speaks ssh (paramiko).
 
 - unix sockets and the console's own DOCKER_HOST: as the docker SDK reaches them;
 - tcp with TLS: the CA, certificate and key live in memory files (memfd) for as long as the
-  client lives; they never touch the disk, and no other process can open them;
+  client lives; they never touch the disk (only this process, and root, can reach them);
 - ssh: paramiko with the key from memory and the host key pinned (no ~/.ssh, no agent), running
   `docker system dial-stdio` on the remote as the docker CLI does.
 
@@ -55,7 +55,7 @@ def load_ssh_key(text: str) -> paramiko.PKey:
 
 
 class _Memfiles:
-    """PEM texts as files in memory: paths under /proc/self/fd that only this process opens."""
+    """PEM texts as files in memory (memfd), opened by path under /proc/self/fd: on no disk."""
 
     def __init__(self, **texts: str):
         self._fds = {}
