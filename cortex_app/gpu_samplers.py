@@ -64,6 +64,8 @@ class GpuSamplers:
         self._runtimes: dict[int, tuple[str, DockerRuntime]] = {}
         self._followers: dict[int, tuple[str, threading.Event, threading.Thread]] = {}  # host -> (container, ...)
         self._gpus: dict[int, HostGpus] = {}
+        self._busy: set[int] = set()  # hosts a round is still working on
+        self._retry_at: dict[int, tuple[int, float]] = {}  # host -> (failures in a row, when to try again)
         self._lock = threading.Lock()
 
     # --- what the pages read --------------------------------------------------------------
@@ -76,34 +78,70 @@ class GpuSamplers:
 
     def _runtime(self, host: Host) -> DockerRuntime:
         key = _credentials_key(host)
-        old = self._runtimes.get(host.id)
-        if old is not None and old[0] == key:
-            return old[1]
+        with self._lock:
+            old = self._runtimes.get(host.id)
+            if old is not None and old[0] == key:
+                return old[1]
+            rt = DockerRuntime(hosts.target_of(host, self.settings), timeout=15, instance=self.instance)
+            self._runtimes[host.id] = (key, rt)
         if old is not None:
             old[1].close()
-        rt = DockerRuntime(hosts.target_of(host, self.settings), timeout=15, instance=self.instance)
-        self._runtimes[host.id] = (key, rt)
         return rt
 
-    def sync(self, keep: bool = True) -> None:
-        """One round over the hosts (the hosts job calls it after checking them): every reachable
-        remote host has exactly one running sampler, followed; hosts removed are forgotten.
+    def sync(self, keep: bool = True, deadline_s: float = 20.0) -> None:
+        """One round over the hosts (a scheduler job of its own, every 10 s): every reachable
+        remote host has exactly one running sampler, followed; hosts removed are forgotten
+        (and, by the leader, their samplers removed). Hosts are kept at once, each in a thread
+        of its own; a host still busy from an earlier round (an engine that hangs) is skipped,
+        and the round waits at most `deadline_s` for the others.
         `keep`: make and remove samplers (the leader); else only follow the running one."""
         rows = [h for h in hosts.list_hosts(self.db) if h.endpoint is not None]
-        for gone in set(self._runtimes) - {h.id for h in rows}:
-            self._forget(gone)
+        with self._lock:
+            known = set(self._gpus) | set(self._runtimes)
+        for gone in known - {h.id for h in rows}:
+            self._forget(gone, remove=keep)
+        threads = []
         for host in rows:
             with self._lock:
                 state = self._gpus.setdefault(host.id, HostGpus(host.id, host.name))
                 state.name = host.name
+                if host.id in self._busy or time.monotonic() < self._retry_at.get(host.id, (0, 0.0))[1]:
+                    continue  # still at it, or failing: tried again after its backoff
+                self._busy.add(host.id)
+            t = threading.Thread(target=self._sync_host, args=(host, keep), name=f"gpu-sampler sync {host.name}",
+                                 daemon=True)
+            t.start()
+            threads.append(t)
+        end = time.monotonic() + deadline_s
+        for t in threads:
+            t.join(max(0.0, end - time.monotonic()))
+
+    def _sync_host(self, host: Host, keep: bool) -> None:
+        try:
             if not host.reachable:
-                continue  # its readings go stale; the sampler is looked at when it answers again
-            try:
-                self._keep(host, keep)
-            except DockerRuntimeError as exc:
-                with self._lock:
-                    state.notice = f"no GPU readings: {exc}"
+                self._drop_runtime(host.id)  # a fresh connection when it answers again
+                return
+            self._keep(host, keep)
+            with self._lock:
+                self._retry_at.pop(host.id, None)
+        except DockerRuntimeError as exc:
+            self._drop_runtime(host.id)  # e.g. an ssh transport that died: the next round reconnects
+            with self._lock:
+                failures = self._retry_at.get(host.id, (0, 0.0))[0] + 1
+                self._retry_at[host.id] = (failures, time.monotonic() + min(300.0, 10.0 * 2 ** (failures - 1)))
+                if host.id in self._gpus:
+                    self._gpus[host.id].notice = f"no GPU readings: {exc}"
+            if failures == 1:
                 log.info("gpu sampler on %s: %s", host.name, exc)
+        finally:
+            with self._lock:
+                self._busy.discard(host.id)
+
+    def _drop_runtime(self, host_id: int) -> None:
+        with self._lock:
+            old = self._runtimes.pop(host_id, None)
+        if old is not None:
+            old[1].close()
 
     def _keep(self, host: Host, make: bool) -> None:
         rt = self._runtime(host)
@@ -118,7 +156,8 @@ class GpuSamplers:
                 if c is not keep:
                     rt.discard(c.id)  # a dead one, or a second one
         if keep is None:
-            keep = rt.run_sampler(hosts.sampler_name(self.instance), self.settings.sampler_image, smi_command(SAMPLE_EVERY_S))
+            keep = rt.run_sampler(hosts.sampler_name(self.instance), self.settings.sampler_image,
+                                  smi_command(SAMPLE_EVERY_S))
             log.info("gpu sampler started on %s (%s)", host.name, keep.id[:12])
         with self._lock:
             follower = self._followers.get(host.id)
@@ -162,15 +201,30 @@ class GpuSamplers:
                 session.execute(sa.update(Host).where(Host.id == host_id).values(gpus=inventory))
                 session.commit()
 
-    def _forget(self, host_id: int) -> None:
+    def _forget(self, host_id: int, remove: bool = False) -> None:
+        """A host no longer in the table. `remove`: its samplers go too (the leader; the Hosts
+        page removed them already, unless a round made one meanwhile)."""
         with self._lock:
             follower = self._followers.pop(host_id, None)
             self._gpus.pop(host_id, None)
+            self._retry_at.pop(host_id, None)
+            held = self._runtimes.pop(host_id, None)
         if follower is not None:
             follower[1].set()
-        _, rt = self._runtimes.pop(host_id)
-        rt.close()
+        if held is None:
+            return
+        rt = held[1]
+        try:
+            if remove:
+                for c in rt.samplers():
+                    rt.discard(c.id)
+        except DockerRuntimeError as exc:
+            log.info("gpu sampler of a removed host left on its engine: %s", exc)
+        finally:
+            rt.close()
 
     def close(self) -> None:
-        for host_id in list(self._runtimes):
+        with self._lock:
+            known = set(self._runtimes) | set(self._gpus)
+        for host_id in known:
             self._forget(host_id)

@@ -103,10 +103,11 @@ def host_json(host: Host, settings: Settings) -> dict:
             "last_seen_at": _when(host.last_seen_at)}
 
 
-def _gpus_of(host: Host) -> list[dict]:
-    """The local host's GPUs through NVML; a remote host's are read by its sampler (not yet)."""
+def _gpus_of(host: Host) -> Optional[list[dict]]:
+    """The local host's GPUs through NVML; None for a remote host, whose inventory its GPU
+    sampler writes (gpu_samplers.py): a check never writes over it."""
     if host.endpoint is not None:
-        return host.gpus
+        return None
     status = gpu.read_gpus()
     return [{"index": g.index, "name": g.name, "memory_total_mib": g.memory_total_mib} for g in status.gpus]
 
@@ -194,13 +195,15 @@ def remove_host(db: sa.Engine, settings: Settings, host_id: int, instance: Optio
     return host
 
 
-def _record(db: sa.Engine, settings: Settings, host: Host, info: EngineInfo, gpus: list) -> Host:
+def _record(db: sa.Engine, settings: Settings, host: Host, info: EngineInfo, gpus: Optional[list]) -> Host:
     """Write what a check found; a change of reachability is journaled and sent as a webhook."""
     now = utcnow()
     values = dict(reachable=info.reachable, checked_at=now, problem=None if info.reachable else info.problem,
                   last_error=None if info.reachable else (info.error or "")[:500])
     if info.reachable:
-        values.update(last_seen_at=now, engine_version=(info.version or "")[:64], gpus=gpus)
+        values.update(last_seen_at=now, engine_version=(info.version or "")[:64])
+        if gpus is not None:
+            values["gpus"] = gpus
     with Session(db, expire_on_commit=False) as session:
         session.execute(sa.update(Host).where(Host.id == host.id).values(**values))
         session.commit()
@@ -217,7 +220,7 @@ def check_host(db: sa.Engine, settings: Settings, host_id: int, check: Check = e
                timeout: float = CHECK_TIMEOUT_S) -> Host:
     host = get_host(db, host_id)
     info = check(target_of(host, settings), timeout)
-    return _record(db, settings, host, info, _gpus_of(host) if info.reachable else host.gpus)
+    return _record(db, settings, host, info, _gpus_of(host) if info.reachable else None)
 
 
 @dataclass(frozen=True)
@@ -242,7 +245,7 @@ def check_all(db: sa.Engine, settings: Settings, check: Check = engine_info,
     def one(host: Host) -> None:
         start = time.perf_counter()
         info = check(target_of(host, settings), timeout)
-        gpus = _gpus_of(host) if info.reachable else host.gpus
+        gpus = _gpus_of(host) if info.reachable else None
         with record_lock:
             if closed.is_set():
                 return
@@ -264,5 +267,5 @@ def check_all(db: sa.Engine, settings: Settings, check: Check = engine_info,
         late.append(host.id)
         _record(db, settings, host, EngineInfo(host=host.endpoint or settings.docker_host, reachable=False,
                                                error=f"unreachable: no answer within {timeout:g} s",
-                                               problem="unreachable"), host.gpus)
+                                               problem="unreachable"), None)
     return HostsPass(time.perf_counter() - t0, dict(took), late)

@@ -223,17 +223,30 @@ class Lifecycle:
         except ValueError:
             return None
 
-    def fit_check(self, model: Model, estimate=None) -> Optional[fit.Fit]:
+    def fit_check(self, model: Model, estimate=None, freed_mib: float = 0.0) -> Optional[fit.Fit]:
         """Whether a model on GPUs fits in what they have free now; None where that cannot be
-        said (a CPU model, no estimate, no GPU readings)."""
+        said (a CPU model, no estimate, no GPU readings). Models still starting or loading on
+        those GPUs have not allocated yet: what their estimates say they will still take is
+        counted as taken. `freed_mib`: what this model's own running container will give back
+        (Apply restarts it)."""
         estimate = estimate or self.estimate(model)
         if model.device.value != "cuda" or estimate is None or not getattr(estimate, "on_gpu", True):
             return None
         status = self.gpu_status()
         if not status.available or not status.gpus:
             return None
-        rooms = [fit.GpuRoom(g.index, g.name, g.memory_total_mib, g.memory_total_mib - g.memory_used_mib)
-                 for g in status.gpus]
+        free = {g.index: float(g.memory_total_mib - g.memory_used_mib) for g in status.gpus}
+        with Session(self.db) as session:
+            pending = session.exec(select(Model.gpu_ids, Model.memory_estimate_mib, Model.memory_used_mib).where(
+                Model.id != model.id, Model.device == model.device, Model.state.in_((S.STARTING, S.LOADING)))).all()
+        for gpu_ids, estimated, used in pending:
+            share = [i for i in free if gpu_ids is None or i in gpu_ids]
+            for i in share:
+                free[i] -= max(0.0, (estimated or 0.0) - (used or 0.0)) / len(share)
+        own = [i for i in free if model.gpu_ids is None or i in model.gpu_ids]
+        for i in own:
+            free[i] += freed_mib / len(own)
+        rooms = [fit.GpuRoom(g.index, g.name, g.memory_total_mib, int(max(0.0, free[g.index]))) for g in status.gpus]
         return fit.fit(estimate, rooms, model.gpu_ids)
 
     def start(self, model_id: int, *, actor: str, reason: str = "start requested",
@@ -406,15 +419,23 @@ class Lifecycle:
             return False
         return model.spec_hash != build_spec(model, self.settings, self._placement).spec_hash
 
-    def apply(self, model_id: int, *, actor: str) -> Model:
-        """Restart a running model on its current config; readiness is the reconciler's to see."""
+    def apply(self, model_id: int, *, actor: str, override_fit: bool = False) -> Model:
+        """Restart a running model on its current config; readiness is the reconciler's to see.
+        The fit check comes first, counting what the running container gives back: a config
+        that no longer fits is refused (DoesNotFit) while the model still runs on the old one."""
         model = self.get(model_id)
         if model.state not in (S.LOADING, S.RUNNING):
             raise Refused(f"model {model.name} is {model.state.value}; its config applies at the next start")
+        verdict = self.fit_check(model, freed_mib=model.memory_used_mib or model.memory_estimate_mib or 0.0)
+        if verdict is not None and not verdict.ok and not override_fit:
+            raise DoesNotFit(f"model {model.name} would not fit on its new config: {verdict.reason}. It keeps "
+                             "running on the old one; apply anyway to override this once.")
         stopped = self.stop(model_id, actor=actor, reason="apply: restarting with the new config")
         if stopped.state != S.STOPPED:
             return stopped  # the old container could not be stopped: do not start a second one
-        return self.start(model_id, actor=actor)
+        # Decided above, with the memory the old container held counted as free: right after
+        # its stop the driver may not show it free yet.
+        return self.start(model_id, actor=actor, override_fit=True)
 
     def delete(self, model_id: int, *, actor: str) -> None:
         """Remove the row of a stopped or failed model; model files are never touched. The

@@ -155,6 +155,13 @@ class ResourceHistory:
         with self._lock:
             return list(self._series.get(model_id) or ())
 
+    def drop(self, model_id: int) -> None:
+        """A model whose container changed (an Apply, a restart): its figures begin anew."""
+        with self._lock:
+            self._latest.pop(model_id, None)
+            self._series.pop(model_id, None)
+            self._slot.pop(model_id, None)
+
     def forget(self, keep_ids: set[int]) -> None:
         """Drop the models not in `keep_ids` (stopped, deleted): a restart begins a new history."""
         with self._lock:

@@ -35,6 +35,8 @@ class ResourceSampler:
                 if wanted.get(cid) != mid:
                     stop.set()
                     del self._readers[cid]
+                    if containers.get(mid):  # the model runs in another container now
+                        self.history.drop(mid)
             new = [(cid, mid) for cid, mid in wanted.items() if cid not in self._readers]
             for cid, mid in new:
                 stop = threading.Event()

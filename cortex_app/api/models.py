@@ -11,7 +11,8 @@ the route (read: the GETs; operate: also start, stop, apply; admin: also create,
                                   reconciler's to see (poll GET, as the Models page does);
                                   503 with the reason when it could not start (`failed`);
                                   409 with the numbers when a model on GPUs does not fit
-                                  in their free memory (`?override_fit=true` starts it anyway)
+                                  in their free memory (`?override_fit=true`, admin scope,
+                                  starts it anyway)
   POST   /api/models/{id}/stop    stopped and its container removed
   POST   /api/models/{id}/apply   a running model restarts on its current config (202, loading)
 
@@ -27,7 +28,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends
+from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from cortex_app import crud
@@ -137,7 +138,7 @@ async def _act(verb: str, model_id: int, user: str, status: int, **options) -> J
         return _not_found(model_id)
     except DoesNotFit as exc:
         return JSONResponse({"detail": str(exc), "fits": False,
-                             "override": f"POST /api/models/{model_id}/start?override_fit=true"}, status_code=409)
+                             "override": f"POST /api/models/{model_id}/{verb}?override_fit=true"}, status_code=409)
     except Refused as exc:
         return JSONResponse({"detail": str(exc)}, status_code=409)
     except DockerRuntimeError as exc:
@@ -148,9 +149,12 @@ async def _act(verb: str, model_id: int, user: str, status: int, **options) -> J
 
 
 @router.post("/api/models/{model_id}/start")
-async def start_model(model_id: int, override_fit: bool = False, user: str = Depends(require_operate)) -> JSONResponse:
+async def start_model(request: Request, model_id: int, override_fit: bool = False,
+                      user: str = Depends(require_operate)) -> JSONResponse:
     """`?override_fit=true`: start even though the fit check says the GPUs lack the memory
-    (this once; the event records the override)."""
+    (this once; the event records the override). An admin's decision: admin scope only."""
+    if override_fit:
+        user = await require_admin(request)
     return await _act("start", model_id, user, 202, **({"override_fit": True} if override_fit else {}))
 
 
@@ -160,5 +164,9 @@ async def stop_model(model_id: int, user: str = Depends(require_operate)) -> JSO
 
 
 @router.post("/api/models/{model_id}/apply")
-async def apply_model(model_id: int, user: str = Depends(require_operate)) -> JSONResponse:
-    return await _act("apply", model_id, user, 202)
+async def apply_model(request: Request, model_id: int, override_fit: bool = False,
+                      user: str = Depends(require_operate)) -> JSONResponse:
+    """`?override_fit=true` (admin scope): apply although the new config does not fit."""
+    if override_fit:
+        user = await require_admin(request)
+    return await _act("apply", model_id, user, 202, **({"override_fit": True} if override_fit else {}))

@@ -18,7 +18,8 @@ def fit_offer() -> rx.Component:
                     color_scheme="gray", padding_y="8px"),
             rx.hstack(
                 rx.alert_dialog.cancel(rx.button("Cancel", variant="soft", color_scheme="gray")),
-                rx.alert_dialog.action(rx.button("Start anyway", color_scheme="orange", id="fit-start-anyway",
+                rx.alert_dialog.action(rx.button(rx.cond(offer["verb"].to(str) == "apply", "Apply anyway",
+                                                         "Start anyway"), color_scheme="orange", id="fit-start-anyway",
                                                  on_click=ModelsState.start_anyway(offer["model_id"].to(int)))),
                 spacing="3", justify="end"),
             id="fit-offer",

@@ -22,7 +22,6 @@ MIB = 1024 * 1024
 DEFAULT_UTILIZATION = 0.9
 ACTIVATIONS_MIB = 1024  # vLLM's profiling run and CUDA graphs, roughly, on top of the weights
 DTYPE_BYTES = {"float32": 4, "float": 4, "float16": 2, "half": 2, "bfloat16": 2, "fp8": 1, "float8_e4m3fn": 1}
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 
 class VllmUnreadable(ValueError):
@@ -88,20 +87,45 @@ def read_facts(folder: Path, dtype: Optional[str] = None) -> VllmFacts:
     except (TypeError, ValueError, ZeroDivisionError):
         raise VllmUnreadable(f"{folder.name}/config.json lacks num_hidden_layers, num_attention_heads or "
                              "hidden_size") from None
+    stored = str(get("torch_dtype") or get("dtype") or "bfloat16").lower().removeprefix("torch.")
     wanted = (dtype or "auto").lower()
     if wanted == "auto":
-        wanted = str(get("torch_dtype") or get("dtype") or "bfloat16").lower().removeprefix("torch.")
-    weights = sum(p.stat().st_size for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES and p.is_file())
+        # vLLM's "auto" runs a float32 checkpoint in 16 bits.
+        wanted = "float16" if stored in ("float32", "float") else stored
+    weights = weight_bytes(folder)
     if weights == 0:
         raise VllmUnreadable(f"no weight files (.safetensors, .bin) in {folder.name}")
+    stored_bytes = DTYPE_BYTES.get(stored, 2)
+    if stored_bytes > 1 and DTYPE_BYTES.get(wanted, 2) < stored_bytes:
+        weights = weights * DTYPE_BYTES.get(wanted, 2) // stored_bytes  # cast when loaded
     return VllmFacts(layers, kv_heads, head_dim, int(get("max_position_embeddings") or 4096),
                      DTYPE_BYTES.get(wanted, 2), weights)
+
+
+def weight_bytes(folder: Path) -> int:
+    """The bytes vLLM loads: the files a safetensors index names; else the .safetensors files;
+    else the .bin ones; else .pt/.pth. A folder holding one checkpoint in two formats (or
+    training leftovers such as optimizer.pt) counts once."""
+    for index in sorted(folder.glob("*.safetensors.index.json")):
+        try:
+            names = set(json.loads(index.read_text()).get("weight_map", {}).values())
+        except (OSError, ValueError, AttributeError):
+            continue
+        if names and all((folder / n).is_file() for n in names):
+            return sum((folder / n).stat().st_size for n in names)
+    files = [p for p in folder.iterdir() if p.is_file()] if folder.is_dir() else []
+    for suffixes in ((".safetensors",), (".bin",), (".pt", ".pth")):
+        found = [p for p in files if p.suffix in suffixes and not p.name.startswith(("training_args", "optimizer"))]
+        if found:
+            return sum(p.stat().st_size for p in found)
+    return 0
 
 
 def estimate_vllm(facts: VllmFacts, *, tensor_parallel: Optional[int], utilization: Optional[float],
                   max_model_len: Optional[int]) -> VllmEstimate:
     tp = max(1, tensor_parallel or 1)
     length = max_model_len or facts.max_positions
-    kv = 2 * facts.layers * facts.kv_heads * facts.head_dim * facts.dtype_bytes * length / tp  # K and V
+    # K and V per GPU: the KV heads are split over the GPUs, and copied when there are fewer than GPUs.
+    kv = 2 * facts.layers * max(1.0, facts.kv_heads / tp) * facts.head_dim * facts.dtype_bytes * length
     return VllmEstimate(facts.weights_bytes / tp / MIB, kv / MIB, ACTIVATIONS_MIB,
                         utilization or DEFAULT_UTILIZATION, tp, length)

@@ -55,7 +55,8 @@ HOSTS_CHECK_S = 10.0  # every host's engine asked whether it answers (hosts.chec
 # engines' /metrics: a scrape of 20 models costs ~30 ms of CPU, so not more often than this.
 RESOURCES_SAMPLE_S = 5.0
 SHUTDOWN_DRAIN_S = 3.0  # at shutdown, how long actions under way may take before the models are stopped
-JOBS = ("reconcile", "probes", "loading", "webhooks", "gpus", "resources", "hosts", "lease", "docker-events")
+JOBS = ("reconcile", "probes", "loading", "webhooks", "gpus", "resources", "hosts", "gpu-samplers", "lease",
+        "docker-events")
 
 
 class Coalesced:
@@ -146,6 +147,7 @@ class ConsoleScheduler:
         sched.add_job(self._resources_job, "interval", seconds=RESOURCES_SAMPLE_S, id="resources", **common)
         sched.add_job(self._hosts_job, "interval", seconds=HOSTS_CHECK_S, id="hosts",
                       next_run_time=datetime.now(timezone.utc), **common)  # the Hosts page knows at once
+        sched.add_job(self._samplers_job, "interval", seconds=HOSTS_CHECK_S, id="gpu-samplers", **common)
         sched.add_job(self._lease_job, "interval", seconds=max(1.0, self.lease.ttl_s / 3), id="lease", **common)
         sched.start()
         self._scheduler = sched
@@ -335,21 +337,26 @@ class ConsoleScheduler:
 
     async def _hosts_job(self) -> None:
         """The leader checks every host's engine (each with a deadline of its own) and records
-        what it found: reachable or not, its version, its GPUs; it keeps each remote host's GPU
-        sampler, which every console follows."""
+        what it found: reachable or not, its version, the local GPUs."""
         try:
-            if self._stopping.is_set():
-                return
-            leader = self.lease.is_leader
-            if leader:
+            if self.lease.is_leader and not self._stopping.is_set():
                 result = await asyncio.to_thread(hosts.check_all, self.reconciler.lc.db, self.settings)
                 if result.late:
                     log.info("hosts: %d host(s) missed the deadline: %s", len(result.late), result.late)
-            if not self._stopping.is_set():
-                await asyncio.to_thread(self.samplers.sync, leader)
             self._ok("hosts")
         except Exception as exc:  # noqa: BLE001
             self._failed("hosts", str(exc) or type(exc).__name__)
+
+    async def _samplers_job(self) -> None:
+        """Remote hosts' GPU samplers: the leader keeps them (one each, made when missing);
+        every console follows them for its GPUs page. A job of its own: a host that hangs here
+        never holds up the hosts' checks."""
+        try:
+            if not self._stopping.is_set():
+                await asyncio.to_thread(self.samplers.sync, self.lease.is_leader)
+            self._ok("gpu-samplers")
+        except Exception as exc:  # noqa: BLE001
+            self._failed("gpu-samplers", str(exc) or type(exc).__name__)
 
     async def _resources_job(self) -> None:
         """Point the stats readers at the live containers and scrape the running engines'
@@ -381,7 +388,10 @@ class ConsoleScheduler:
         for m in rows:
             if m.id not in self._live:
                 continue
-            used = memory_in_use(self.resources.history.latest(m.id, max_age_s=30), m.device.value == "cuda")
+            sample = self.resources.history.latest(m.id, max_age_s=30)
+            if sample is None or m.started_at is None or sample.at < m.started_at.timestamp():
+                continue  # nothing yet of this run (a figure from the container before an Apply is not its own)
+            used = memory_in_use(sample, m.device.value == "cuda")
             if used and used > (m.memory_used_mib or 0) * 1.01:
                 self.reconciler.lc.record_memory_used(m.id, m.container_id, used)
 

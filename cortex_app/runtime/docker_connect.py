@@ -228,13 +228,33 @@ def _negotiate(api: docker.APIClient, ep: Endpoint, timeout: float, adapter: Opt
     api._cortex_engine_version = v.get("Version")
 
 
+def _close_with(api: docker.APIClient, files: "_Memfiles") -> None:
+    """The memory files go when the client is closed (and, failing that, when it is collected)."""
+    close = api.close
+
+    def close_both() -> None:
+        try:
+            close()
+        finally:
+            files.close()
+
+    api.close = close_both
+    weakref.finalize(api, files.close)
+
+
 def api_client(target: Union[str, Endpoint], timeout: float) -> docker.APIClient:
     """A low-level client talking to the engine at `target` (a DOCKER_HOST string or an
-    Endpoint), its API version agreed; raises ConnectFailed."""
+    Endpoint), its API version agreed; raises ConnectFailed. A DOCKER_HOST string is reached
+    as the docker SDK reaches it (ssh:// with ~/.ssh); an Endpoint only with its own credentials."""
     ep = target if isinstance(target, Endpoint) else Endpoint(target)
     adapter = None
+    files = None
     try:
-        if ep.kind == "tls" and ep.tls_key:
+        if isinstance(target, str):
+            api = docker.APIClient(base_url=target, timeout=timeout, version="1.41")
+        elif ep.kind == "tls":
+            if not ep.tls_key:  # never in the clear: anyone who reaches the port is root there
+                raise ConnectFailed("tls", f"TLS: no client certificate and key for {_target(ep)}")
             files = _Memfiles(ca=ep.tls_ca, cert=ep.tls_cert, key=ep.tls_key)
             tls = docker.tls.TLSConfig(client_cert=(files.path("cert"), files.path("key")),
                                        ca_cert=files.path("ca"), verify=True)
@@ -242,7 +262,7 @@ def api_client(target: Union[str, Endpoint], timeout: float) -> docker.APIClient
             # The host's own CA and nothing else: requests would otherwise let REQUESTS_CA_BUNDLE
             # (set on many machines) replace it, and send the engine's traffic through a proxy.
             api.trust_env = False
-            weakref.finalize(api, files.close)  # the files live as long as the client
+            _close_with(api, files)
         elif ep.kind == "ssh":
             adapter = _ssh_adapter(ep, timeout)
             # The SDK's own ssh path would read ~/.ssh: it is replaced by ours before any use.
@@ -252,12 +272,20 @@ def api_client(target: Union[str, Endpoint], timeout: float) -> docker.APIClient
             api.seen_host_key = adapter.seen_host_key
         else:
             api = docker.APIClient(base_url=ep.url, timeout=timeout, version="1.41")
-    except ConnectFailed:
+    except BaseException as exc:
+        if files is not None:
+            files.close()
+        if adapter is not None:
+            adapter.close()
+        if isinstance(exc, ConnectFailed):
+            raise
+        if isinstance(exc, docker.errors.DockerException):
+            raise ConnectFailed("unreachable", f"unreachable: {ep.url}: {exc}", exc) from None
+        if isinstance(exc, (ssl.SSLError, OSError)):
+            raise _explain_network(ep, exc, timeout) from None
+        if isinstance(exc, (paramiko.SSHException, EOFError)):  # the SDK's own ssh (a DOCKER_HOST)
+            raise ConnectFailed("unreachable", f"unreachable: {ep.url}: {exc}", exc) from None
         raise
-    except docker.errors.DockerException as exc:
-        raise ConnectFailed("unreachable", f"unreachable: {ep.url}: {exc}", exc) from None
-    except (ssl.SSLError, OSError) as exc:
-        raise _explain_network(ep, exc, timeout) from None
     try:
         _negotiate(api, ep, timeout, adapter)
     except BaseException:

@@ -154,6 +154,9 @@ def parse_host_key(text: str) -> str:
                 break
             if blob[4:4 + int.from_bytes(blob[:4], "big")].decode(errors="replace") != w:
                 break
+            if len(w) + 1 + len(words[i + 1]) > 1024:
+                raise EndpointInvalid("ssh host key: over 1,024 characters; give the host's ed25519 or ecdsa key "
+                                      "(ssh-keyscan -t ed25519 HOST)")
             return f"{w} {words[i + 1]}"
     if words:
         raise EndpointInvalid("ssh host key: not a public key line (as `ssh-keyscan HOST` prints, e.g. "

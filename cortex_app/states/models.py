@@ -158,6 +158,7 @@ class ModelsState(AdminState):
         # watcher runs a pass as soon as /health answers), so no thread waits out a load.
         calls = {"start": lambda: lc.start(model_id, actor=actor),
                  "start_anyway": lambda: lc.start(model_id, actor=actor, override_fit=True),
+                 "apply_anyway": lambda: lc.apply(model_id, actor=actor, override_fit=True),
                  "stop": lambda: lc.stop(model_id, actor=actor),
                  "apply": lambda: lc.apply(model_id, actor=actor),
                  "delete": lambda: lc.delete(model_id, actor=actor)}
@@ -166,7 +167,7 @@ class ModelsState(AdminState):
             text = ""
         except DoesNotFit as exc:  # the numbers, and the choice to start it anyway (this once)
             async with self:
-                self.fit_offer = {"model_id": model_id, "why": str(exc)}
+                self.fit_offer = {"model_id": model_id, "why": str(exc), "verb": verb}
             return
         except (Refused, LookupError, DockerRuntimeError) as exc:
             model, text = None, str(exc)
@@ -215,10 +216,11 @@ class ModelsState(AdminState):
 
     @rx.event(background=True)
     async def start_anyway(self, model_id: int):
-        """Start overriding the fit check, once (the admin saw the numbers)."""
+        """Start (or Apply) overriding the fit check, once: the admin saw the numbers."""
         async with self:
+            verb = "apply_anyway" if self.fit_offer.get("verb") == "apply" else "start_anyway"
             self.fit_offer = {}
-        async for out in self._act("start_anyway", model_id):
+        async for out in self._act(verb, model_id):
             yield out
 
     @rx.event(background=True)

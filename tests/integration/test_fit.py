@@ -7,10 +7,11 @@ the scheduler's resources job."""
 import json
 
 import pytest
+import sqlalchemy as sa
 
 from cortex_app.fit import CUDA_CONTEXT_MIB
 from cortex_app.lifecycle import DoesNotFit
-from cortex_app.models import ModelState
+from cortex_app.models import Model, ModelState
 from cortex_app.runtime.gpu import GpuReading, GpuStatus
 from tests.integration.conftest import wait_for
 
@@ -47,6 +48,15 @@ def test_a_llama_model_that_does_not_fit_is_refused_with_the_numbers_unless_over
 
     bed.lc.gpu_status = lambda: h200(1_000)  # room enough: no refusal
     assert "GPU runtime" in bed.lc.start(m.id, actor="admin:test").state_reason
+    # Unless another model is still loading there: it has not allocated yet, but will.
+    other = bed.llama(name="loading-one", device="cuda")
+    with bed.db.begin() as conn:
+        conn.execute(sa.update(Model).where(Model.id == other.id).values(
+            state=ModelState.LOADING, memory_estimate_mib=H200_MIB - 1_000 - need + 10, memory_used_mib=0))
+    with pytest.raises(DoesNotFit, match="short"):
+        bed.lc.start(m.id, actor="admin:test")
+    with bed.db.begin() as conn:
+        conn.execute(sa.update(Model).where(Model.id == other.id).values(state=ModelState.STOPPED))
     bed.lc.gpu_status = lambda: GpuStatus(available=False, notice="no NVML")  # nothing to check against
     assert "GPU runtime" in bed.lc.start(m.id, actor="admin:test").state_reason
 

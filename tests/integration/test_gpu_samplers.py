@@ -87,20 +87,25 @@ def test_a_remote_hosts_gpus_are_read_through_a_sampler_the_console_keeps(migrat
         remote.close()
 
 
-def test_a_host_without_the_nvidia_toolkit_says_so(migrated_db, bed_settings, gpu_host):
-    plain = RemoteHost("cxh-nogpu", 11, tls=True, ssh=False)
+def test_a_host_without_the_nvidia_toolkit_says_so(migrated_db, bed_settings, docker_host):
+    plain = RemoteHost("cxh-nogpu", 11, tls=True, ssh=False)  # an engine that offers no --gpus
     try:
         plain.up()
+        copy_images(docker_host, plain.socket, [SMI_IMAGE])
         settings = dataclasses.replace(bed_settings, sampler_image=SMI_IMAGE)
         _add(migrated_db, settings, plain, "cpu-only")
         samplers = GpuSamplers(migrated_db, settings, INSTANCE)
+        remote = docker.DockerClient(base_url=plain.socket, timeout=30)
         try:
             samplers.sync()
             [state] = samplers.hosts()
-            assert state.current == [] and "no GPU readings" in state.notice, state.notice
-            # The image is not even there; either way no sampler is left behind.
-            assert "image" in state.notice or "GPU runtime" in state.notice, state.notice
+            assert state.current == [] and "no GPU readings" in state.notice and "GPU runtime" in state.notice, \
+                state.notice
+            assert remote.containers.list(all=True, filters={"label": "cortex.gpu-sampler=true"}) == []  # none left
+            samplers.sync()  # within its backoff: not tried again, nothing made
+            assert remote.containers.list(all=True, filters={"label": "cortex.gpu-sampler=true"}) == []
         finally:
             samplers.close()
+            remote.close()
     finally:
         plain.down()

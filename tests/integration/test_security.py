@@ -163,6 +163,17 @@ def test_each_route_answers_each_caller_exactly(console, credentials, docker_cli
             assert (_snapshot(console, docker_client)[2] == before[2] - 1) is signed_out
 
 
+def test_only_an_admin_may_override_the_fit_check(console, credentials):
+    """Start or Apply despite the fit check is an admin's decision: an operate token that may
+    start models may not pass `override_fit` (403, nothing started)."""
+    mid = _fresh_model(console, running=False)
+    for verb in ("start", "apply"):
+        r = httpx.post(f"{console.url}/api/models/{mid}/{verb}?override_fit=true", timeout=30,
+                       **credentials["operate"])
+        assert r.status_code == 403 and "needs admin" in r.json()["detail"], r.text
+    assert console.call("GET", f"/api/models/{mid}").json()["state"] == "stopped"
+
+
 def test_the_session_cookie_is_httponly_and_set_only_for_the_consoles_own_pages(console):
     """The sign-in page's second step (states/auth.py): its one-time code, posted by the page,
     becomes the session's HttpOnly cookie; never for another origin, never twice, and a session

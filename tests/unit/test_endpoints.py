@@ -58,3 +58,21 @@ def test_fingerprints_read_as_ssh_shows_them():
     fp = fingerprint(KEY)
     assert fp.startswith("SHA256:") and len(fp) == 7 + 43 and not fp.endswith("=")
     assert fingerprint("") == ""
+
+
+@pytest.mark.parametrize("docker_host", ["ssh://me@127.0.0.1:1", "tcp://127.0.0.1:1", "unix:///nonexistent/docker.sock"])
+def test_the_consoles_own_docker_host_is_reached_as_the_sdk_reaches_it(docker_host):
+    """A DOCKER_HOST string (not a Hosts page endpoint) needs no credentials of Cortex's: an
+    ssh:// one uses ~/.ssh as the SDK does. Nothing answers here: said, never raised."""
+    from cortex_app.runtime.docker import engine_info
+
+    info = engine_info(docker_host, 1)
+    assert not info.reachable and info.problem == "unreachable" and "DOCKER_HOST" in info.error
+
+
+def test_a_tls_endpoint_without_its_key_is_never_reached_in_the_clear():
+    from cortex_app.runtime.docker import engine_info
+    from cortex_app.runtime.endpoints import Endpoint
+
+    info = engine_info(Endpoint("tcp://127.0.0.1:1"), 1)
+    assert not info.reachable and info.problem == "tls" and "no client certificate" in info.error

@@ -52,3 +52,30 @@ def test_the_hugging_face_cache_layout_and_what_is_missing(tmp_path):
         read_facts(folder_with(tmp_path / "empty", LLAMA_3_2_1B, weights=()))
     with pytest.raises(VllmUnreadable, match="lacks num_hidden_layers"):
         read_facts(folder_with(tmp_path / "odd", {"model_type": "x"}))
+
+
+def test_one_checkpoint_in_two_formats_counts_once(tmp_path):
+    both = folder_with(tmp_path / "both", LLAMA_3_2_1B, weights=(("model.safetensors", 1000), ("pytorch_model.bin", 1000),
+                                                                  ("training_args.bin", 5)))
+    assert read_facts(both).weights_bytes == 1000
+    sharded = folder_with(tmp_path / "sharded", LLAMA_3_2_1B, weights=(
+        ("model-00001-of-00002.safetensors", 600), ("model-00002-of-00002.safetensors", 400),
+        ("consolidated.safetensors", 1000)))  # Mistral ships both; the index says which vLLM loads
+    (sharded / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {
+        "a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}))
+    assert read_facts(sharded).weights_bytes == 1000
+    old = folder_with(tmp_path / "old", LLAMA_3_2_1B, weights=(("pytorch_model.bin", 700), ("optimizer.pt", 1400)))
+    assert read_facts(old).weights_bytes == 700
+
+
+def test_a_float32_checkpoint_runs_in_16_bits_under_auto(tmp_path):
+    facts = read_facts(folder_with(tmp_path, {**LLAMA_3_2_1B, "torch_dtype": "float32"},
+                                   weights=(("model.safetensors", 4000),)))
+    assert facts.dtype_bytes == 2 and facts.weights_bytes == 2000
+
+
+def test_kv_heads_are_copied_when_there_are_more_gpus_than_heads(tmp_path):
+    facts = read_facts(folder_with(tmp_path, {**LLAMA_3_2_1B, "num_key_value_heads": 2}))
+    one = estimate_vllm(facts, tensor_parallel=1, utilization=None, max_model_len=8192)
+    eight = estimate_vllm(facts, tensor_parallel=8, utilization=None, max_model_len=8192)
+    assert eight.kv_mib == one.kv_mib / 2  # 2 heads over 8 GPUs: each GPU still holds a whole head
