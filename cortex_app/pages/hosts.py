@@ -13,15 +13,16 @@ STATE_COLORS = (("reachable", "green"), ("unreachable", "red"), "gray")
 TICK_MS = 5000
 
 
-def _secret(label: str, field: str, value: rx.Var, placeholder: str, id_: str) -> rx.Component:
+def _secret(label: str, field: str, placeholder: str, id_: str) -> rx.Component:
+    """A credential's box: sent with the form's submit, never kept in the page's state."""
     return rx.vstack(rx.text(label, size="2", weight="medium"),
-                     rx.text_area(value=value, on_change=lambda v: H.set_field(field, v), placeholder=placeholder,
-                                  rows="3", id=id_, width="100%", font_family="monospace", size="1"),
+                     rx.text_area(name=field, placeholder=placeholder, rows="3", id=id_, width="100%",
+                                  font_family="monospace", size="1", auto_complete=False, spell_check=False),
                      spacing="1", width="100%")
 
 
 def _form() -> rx.Component:
-    return rx.card(rx.vstack(
+    return rx.card(rx.form(rx.vstack(
         rx.heading("Add a host", size="4"),
         rx.text("Another machine's Docker Engine, reached over TLS (dockerd --tlsverify, port 2376) or ssh (a user "
                 "that may use its engine; the docker CLI must be there). The connection is checked before the host "
@@ -31,35 +32,30 @@ def _form() -> rx.Component:
                                   rx.segmented_control.item("ssh", value="ssh"),
                                   value=H.kind, on_change=H.set_kind, id="host-kind"),
         rx.hstack(
-            rx.input(placeholder="name, e.g. gpu-2", value=H.name, on_change=lambda v: H.set_field("name", v),
-                     id="host-name", width=rx.breakpoints(initial="100%", md="180px")),
+            rx.input(placeholder="name, e.g. gpu-2", name="name", id="host-name",
+                     width=rx.breakpoints(initial="100%", md="180px")),
             rx.input(placeholder=rx.cond(H.kind == "tls", "tcp://10.0.0.12:2376", "ssh://cortex@10.0.0.12"),
-                     value=H.endpoint, on_change=lambda v: H.set_field("endpoint", v), id="host-endpoint",
-                     width=rx.breakpoints(initial="100%", md="280px")),
-            rx.input(placeholder="models' address (default: its host)", value=H.address,
-                     on_change=lambda v: H.set_field("address", v), id="host-address",
+                     name="endpoint", id="host-endpoint", width=rx.breakpoints(initial="100%", md="280px")),
+            rx.input(placeholder="models' address (default: its host)", name="address", id="host-address",
                      width=rx.breakpoints(initial="100%", md="340px")),
             spacing="3", wrap="wrap", width="100%"),
         rx.cond(H.kind == "tls",
-                rx.grid(_secret("CA certificate", "tls_ca", H.tls_ca, "-----BEGIN CERTIFICATE----- (ca.pem)",
-                                "host-tls-ca"),
-                        _secret("Client certificate", "tls_cert", H.tls_cert, "-----BEGIN CERTIFICATE----- (cert.pem)",
+                rx.grid(_secret("CA certificate", "tls_ca", "-----BEGIN CERTIFICATE----- (ca.pem)", "host-tls-ca"),
+                        _secret("Client certificate", "tls_cert", "-----BEGIN CERTIFICATE----- (cert.pem)",
                                 "host-tls-cert"),
-                        _secret("Client key", "tls_key", H.tls_key, "-----BEGIN PRIVATE KEY----- (key.pem)",
-                                "host-tls-key"),
+                        _secret("Client key", "tls_key", "-----BEGIN PRIVATE KEY----- (key.pem)", "host-tls-key"),
                         columns=rx.breakpoints(initial="1", md="3"), spacing="3", width="100%"),
-                rx.grid(_secret("Private key", "ssh_key", H.ssh_key, "-----BEGIN OPENSSH PRIVATE KEY-----",
-                                "host-ssh-key"),
-                        _secret("Host key (optional)", "ssh_host_key", H.ssh_host_key,
+                rx.grid(_secret("Private key", "ssh_key", "-----BEGIN OPENSSH PRIVATE KEY-----", "host-ssh-key"),
+                        _secret("Host key (optional)", "ssh_host_key",
                                 "ssh-ed25519 AAAA… as ssh-keyscan prints it; empty: pin the key seen now",
                                 "host-ssh-host-key"),
                         columns=rx.breakpoints(initial="1", md="2"), spacing="3", width="100%")),
         rx.button(rx.cond(H.adding, rx.spinner(size="1"), rx.icon("plug", size=14)),
                   rx.cond(H.adding, "Checking the connection…", "Add host"),
-                  on_click=H.add_host, disabled=H.adding, id="host-add"),
+                  type="submit", disabled=H.adding, id="host-add"),
         rx.cond(H.error != "", rx.callout(H.error, icon="triangle_alert", color_scheme="red", size="1",
                                           id="host-error")),
-        spacing="3", width="100%"), width="100%")
+        spacing="3", width="100%"), on_submit=H.add_host, reset_on_submit=False, width="100%"), width="100%")
 
 
 def _host(h: rx.Var) -> rx.Component:

@@ -12,6 +12,7 @@ from cortex_app.services import get as services
 from cortex_app.states.auth import AdminState
 
 KINDS = ("tls", "ssh")
+FORM_FIELDS = ("name", "endpoint", "address", "tls-ca", "tls-cert", "tls-key", "ssh-key", "ssh-host-key")  # ids: host-…
 
 
 def gpu_text(row: dict) -> str:
@@ -24,14 +25,8 @@ def gpu_text(row: dict) -> str:
 class HostsState(AdminState):
     hosts: list[dict] = []
     kind: str = "tls"  # the form's endpoint kind: tls | ssh
-    name: str = ""
-    endpoint: str = ""
-    address: str = ""
-    tls_ca: str = ""
-    tls_cert: str = ""
-    tls_key: str = ""
-    ssh_key: str = ""
-    ssh_host_key: str = ""
+    # The form's fields are never state: they come with the submit only, so no key or
+    # certificate is kept in the tab's state (nor in Redis, where a state manager keeps it).
     error: str = ""
     adding: bool = False
     checking: int = 0  # the host being checked (0: none)
@@ -60,17 +55,8 @@ class HostsState(AdminState):
         self.kind = v if isinstance(v, str) and v in KINDS else "tls"
         self.error = ""
 
-    @rx.event
-    def set_field(self, field: str, value: str):
-        if field in ("name", "endpoint", "address", "tls_ca", "tls_cert", "tls_key", "ssh_key", "ssh_host_key"):
-            setattr(self, field, value)
-
-    def _clear(self) -> None:
-        self.name = self.endpoint = self.address = self.error = ""
-        self.tls_ca = self.tls_cert = self.tls_key = self.ssh_key = self.ssh_host_key = ""
-
     @rx.event(background=True)
-    async def add_host(self):
+    async def add_host(self, form: dict):
         async with self:
             if await self._admin() is None:
                 return rx.redirect("/login")
@@ -79,10 +65,15 @@ class HostsState(AdminState):
             self.adding, self.error = True, ""
             svc = services()
             tls = self.kind == "tls"
-            args = dict(name=self.name, endpoint_url=self.endpoint, address=self.address,
-                        tls_ca=self.tls_ca if tls else "", tls_cert=self.tls_cert if tls else "",
-                        tls_key=self.tls_key if tls else "", ssh_key="" if tls else self.ssh_key,
-                        ssh_host_key="" if tls else self.ssh_host_key)
+
+            def field(name: str) -> str:
+                value = form.get(name, "")
+                return value if isinstance(value, str) else ""
+
+            args = dict(name=field("name"), endpoint_url=field("endpoint"), address=field("address"),
+                        tls_ca=field("tls_ca") if tls else "", tls_cert=field("tls_cert") if tls else "",
+                        tls_key=field("tls_key") if tls else "", ssh_key="" if tls else field("ssh_key"),
+                        ssh_host_key="" if tls else field("ssh_host_key"))
         try:
             # The check may take seconds (an ssh handshake, a host that does not answer): the page
             # stays live, the button shows it works.
@@ -92,10 +83,10 @@ class HostsState(AdminState):
                 self.adding, self.error = False, str(exc)
             return
         async with self:
-            self.adding = False
-            self._clear()
+            self.adding, self.error = False, ""
             await self._refresh()
-        return rx.toast.success(f"host {row.name} added: Docker Engine {row.engine_version}")
+        return [*[rx.set_value(f"host-{f}", "") for f in FORM_FIELDS],
+                rx.toast.success(f"host {row.name} added: Docker Engine {row.engine_version}")]
 
     @rx.event(background=True)
     async def check_host(self, host_id: int):

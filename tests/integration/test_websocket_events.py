@@ -158,8 +158,7 @@ def _mutating_calls(model_id: int, endpoint_id: int, token_id: int, key_id: int)
         (f"{KEYS}.revoke_key", "/keys", {"key_id": key_id}, []),
         (f"{IMAGES}.pull", "/system", {"image": "127.0.0.1:9/forged:1"}, []),
         (f"{IMAGES}.cancel_pull", "/system", {"image": "127.0.0.1:9/forged:1"}, []),
-        (f"{HOSTS}.add_host", "/hosts", {}, [(f"{HOSTS}.set_field", {"field": "name", "value": "forged"}),
-                                             (f"{HOSTS}.set_field", {"field": "endpoint", "value": "ssh://x@127.0.0.1"})]),
+        (f"{HOSTS}.add_host", "/hosts", {"form": {"name": "forged", "endpoint": "tcp://127.0.0.1:9"}}, []),
         (f"{HOSTS}.check_host", "/hosts", {"host_id": 2}, []),
         (f"{HOSTS}.remove_host", "/hosts", {"host_id": 2}, []),
     ]
