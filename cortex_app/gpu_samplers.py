@@ -216,8 +216,7 @@ class GpuSamplers:
         rt = held[1]
         try:
             if remove:
-                for c in rt.samplers():
-                    rt.discard(c.id)
+                rt.remove_samplers()
         except DockerRuntimeError as exc:
             log.info("gpu sampler of a removed host left on its engine: %s", exc)
         finally:

@@ -126,10 +126,8 @@ def _validated(db: sa.Engine, settings: Settings, name: str, url: str, address: 
         own = normalize_url(settings.docker_host)
     except EndpointInvalid:
         own = settings.docker_host
-    address = (address or "").strip() or ep.hostname
-    if ep.kind == "unix" and not address:
-        address = ""
-    elif not _ADDRESS.match(address):
+    address = (address or "").strip() or ep.hostname  # a unix socket's host has none: ""
+    if address and not _ADDRESS.match(address):
         raise HostInvalid("address: a host name or IP address where this host's models answer")
     with Session(db) as session:
         for other in session.exec(select(Host)).all():
@@ -179,8 +177,7 @@ def remove_host(db: sa.Engine, settings: Settings, host_id: int, instance: Optio
     host = get_host(db, host_id)
     rt = DockerRuntime(target_of(host, settings), timeout=5, instance=instance)
     try:
-        for c in rt.samplers():
-            rt.discard(c.id)
+        rt.remove_samplers()
     except DockerRuntimeError as exc:
         log.warning("hosts: could not remove the GPU sampler from %s: %s", host.name, exc)
     finally:

@@ -389,6 +389,13 @@ class DockerRuntime:
             raise self._map(exc) from None
         return [self._summary(r) for r in rows]
 
+    def remove_samplers(self) -> int:
+        """Remove this install's GPU samplers from this engine; how many there were."""
+        found = self.samplers()
+        for c in found:
+            self.discard(c.id)
+        return len(found)
+
     def run_sampler(self, name: str, image: str, args: list[str]) -> ContainerInfo:
         """Create and start a sampler with every GPU attached (the NVIDIA Container Toolkit
         brings nvidia-smi in), restart policy `no`: it runs because the console runs it."""

@@ -138,28 +138,29 @@ def _explain_tls(ep: Endpoint, exc: BaseException) -> ConnectFailed:
 
 
 def _explain_network(ep: Endpoint, exc: BaseException, timeout: float) -> ConnectFailed:
-    failed = _explain_network_words(ep, exc, timeout)
-    failed.cause = exc
-    return failed
+    problem, message = _network_words(ep, exc, timeout)
+    return ConnectFailed(problem, message, exc)
 
 
-def _explain_network_words(ep: Endpoint, exc: BaseException, timeout: float) -> ConnectFailed:
+def _network_words(ep: Endpoint, exc: BaseException, timeout: float) -> tuple[str, str]:
+    """(problem, message) for a connection that failed below TLS and ssh."""
     low = str(exc).lower()
     where = _target(ep)
     if isinstance(exc, (socket.timeout, TimeoutError)) or "timed out" in low or "timeout" in low:
-        return ConnectFailed("unreachable", f"unreachable: {where} did not answer within {timeout:g} s "
-                                            "(the host is down, or a firewall drops the traffic)")
+        return ("unreachable", f"unreachable: {where} did not answer within {timeout:g} s "
+                               "(the host is down, or a firewall drops the traffic)")
     if "refused" in low:
-        return ConnectFailed("unreachable", f"unreachable: nothing listens at {where} (connection refused)")
+        return ("unreachable", f"unreachable: nothing listens at {where} (connection refused)")
     if "name or service not known" in low or "nodename nor servname" in low or "name resolution" in low:
-        return ConnectFailed("unreachable", f"unreachable: the host name {ep.hostname} does not resolve")
+        return ("unreachable", f"unreachable: the host name {ep.hostname} does not resolve")
     if "no route" in low or "network is unreachable" in low:
-        return ConnectFailed("unreachable", f"unreachable: no route to {ep.hostname}")
+        return ("unreachable", f"unreachable: no route to {ep.hostname}")
     if "no such file" in low:
-        return ConnectFailed("unreachable", f"unreachable: no socket at {ep.url[len('unix://'):]}")
+        return ("unreachable", f"unreachable: no socket at {ep.url[len('unix://'):]}")
     if "permission denied" in low:
-        return ConnectFailed("auth", f"permission denied on {ep.url}: the console's user may not use that socket")
-    return ConnectFailed("unreachable", f"unreachable: {where}: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}")
+        return ("auth", f"permission denied on {ep.url}: the console's user may not use that socket")
+    first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    return ("unreachable", f"unreachable: {where}: {first}")
 
 
 def _ssh_remote_says(adapter: _PinnedKeySSH) -> str:
