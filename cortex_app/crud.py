@@ -13,18 +13,22 @@ import sqlalchemy as sa
 from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import Session, select
 
-from cortex_app.models import Model, utcnow
+from cortex_app.models import Host, Model, ModelState, utcnow
 from cortex_app.settings import Settings
 from cortex_app.validation import ConfigInvalid, validate_model
 
 
-def _validate(session: Session, settings: Settings, data: Mapping[str, Any], *, exclude_id: Optional[int]) -> dict:
+def _validate(session: Session, settings: Settings, data: Mapping[str, Any], *, exclude_id: Optional[int],
+              current_host: Any = None) -> dict:
     columns = select(Model.name, Model.served_name, Model.alias)
     others = session.exec(columns.where(Model.id != exclude_id) if exclude_id is not None else columns).all()
+    hosts = dict(session.exec(select(Host.id, Host.name)).all())
+    if current_host is not None and "host" not in data:  # an edit that does not say keeps its host
+        data = {**data, "host": current_host}
     return validate_model(
         data, models_dir=settings.models_dir,
         default_images={"llamacpp": settings.llamacpp_image, "vllm": settings.vllm_image},
-        others=[tuple(row) for row in others])
+        others=[tuple(row) for row in others], hosts=hosts)
 
 
 def _commit_unique(session: Session) -> None:
@@ -60,10 +64,23 @@ def update_model(db: sa.Engine, settings: Settings, model_id: int, data: Mapping
         model = session.get(Model, model_id)
         if model is None:
             raise LookupError(f"no model with id {model_id}")
-        clean = _validate(session, settings, data, exclude_id=model_id)
+        clean = _validate(session, settings, data, exclude_id=model_id,
+                          current_host="auto" if model.auto_host else model.host_id)
+        host_id = clean.pop("host_id", model.host_id)
         for key, value in clean.items():
             setattr(model, key, value)
         model.updated_at = utcnow()
+        if host_id != model.host_id:
+            # A model moves only while stopped: compare-and-set on its state, in this
+            # transaction (a Start racing the edit either wins, and the move is refused, or
+            # starts it on the new host).
+            moved = session.execute(sa.update(Model).where(
+                Model.id == model_id, Model.state.in_((ModelState.STOPPED, ModelState.FAILED)))
+                .values(host_id=host_id)).rowcount
+            if not moved:
+                session.rollback()
+                raise ConfigInvalid({"host": f"model {model.name} is {model.state.value}: stop it before moving it "
+                                             "to another host"})
         session.add(model)
         try:
             _commit_unique(session)

@@ -13,7 +13,6 @@ names and sizes), in the host's row (the Hosts page, the fit check to come).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
@@ -26,7 +25,8 @@ from sqlmodel import Session
 from cortex_app import hosts
 from cortex_app.models import Host
 from cortex_app.runtime.docker import DockerRuntime, DockerRuntimeError
-from cortex_app.runtime.gpu import GpuReading, parse_smi_line, smi_command
+from cortex_app.runtime.gpu import GpuReading, GpuStatus, parse_smi_line, smi_command
+from cortex_app.runtimes import credentials_key
 from cortex_app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -51,13 +51,6 @@ class HostGpus:
         return [self.readings[i] for i in sorted(self.readings)]
 
 
-def _credentials_key(host: Host) -> str:
-    """Changes when the host's endpoint or credentials do: its runtime is then made anew."""
-    material = "\0".join(x or "" for x in (host.endpoint, host.tls_ca, host.tls_cert, host.tls_key, host.ssh_key,
-                                           host.ssh_host_key))
-    return hashlib.sha256(material.encode()).hexdigest()
-
-
 class GpuSamplers:
     def __init__(self, db: sa.Engine, settings: Settings, instance: Optional[str]):
         self.db, self.settings, self.instance = db, settings, instance
@@ -74,10 +67,19 @@ class GpuSamplers:
         with self._lock:
             return [HostGpus(g.host_id, g.name, dict(g.readings), g.at, g.notice) for g in self._gpus.values()]
 
+    def status(self, host_id: int) -> GpuStatus:
+        """A remote host's GPUs now, as the fit check and placement read them (NVML's shape);
+        unavailable while its sampler has said nothing lately."""
+        with self._lock:
+            state = self._gpus.get(host_id)
+            gpus = state.current if state is not None else []
+            notice = state.notice if state is not None else "no GPU sampler on that host yet"
+        return GpuStatus(available=bool(gpus), notice="" if gpus else notice or "no GPU readings yet", gpus=gpus)
+
     # --- keeping the samplers -------------------------------------------------------------
 
     def _runtime(self, host: Host) -> DockerRuntime:
-        key = _credentials_key(host)
+        key = credentials_key(host)
         with self._lock:
             old = self._runtimes.get(host.id)
             if old is not None and old[0] == key:

@@ -58,8 +58,11 @@ class Placement:
     probe_by_name: bool  # reach models at http://<container name>:<port>, else at loopback:<host port>
     publish_host: Optional[str]  # interface of the models' host ports; None: no host ports
     in_container: bool = False
+    reach: Optional[str] = None  # a remote host's address: its models' published ports are reached there
 
     def describe(self) -> str:
+        if self.reach:
+            return f"models on a remote engine, reached at {self.reach}; models dir {self.models_source} there"
         where = "in a container" if self.in_container else "on the host"
         where += "" if self.probe_by_name or not self.in_container else " on the host's network"
         reach = (f"models on network {self.network}, reached by container name" if self.probe_by_name
@@ -144,6 +147,17 @@ def decide(settings: Settings, me: Optional[SelfContainer]) -> Placement:
                              f"there (-v cortex-data:{settings.data_dir}) so data outlives the container")
     return Placement(models, hf_cache, settings.docker_network, probe_by_name=not host_network,
                      publish_host=settings.publish_host, in_container=True)
+
+
+def remote(settings: Settings, *, address: str, models_dir: Optional[str], hf_cache_dir: Optional[str]) -> Placement:
+    """Another machine's engine (hosts.py): its models publish their port on every interface
+    of that machine (the engine picks the port) and are reached at `address`; their files are
+    that machine's folders (by default the same paths as the console's own)."""
+    if not address:
+        raise PlacementError("this host has no address its models can be reached at; remove it and add it again "
+                             "with one")
+    return Placement(models_dir or str(settings.models_dir), hf_cache_dir or str(settings.hf_cache_dir),
+                     network=None, probe_by_name=False, publish_host="0.0.0.0", reach=address)
 
 
 def resolve(settings: Settings, runtime) -> Placement:

@@ -15,6 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import PurePosixPath
 from typing import Callable, Optional, Union
 
 import sqlalchemy as sa
@@ -22,7 +23,7 @@ from cryptography import x509
 from sqlmodel import Session, select
 
 from cortex_app import journal, webhooks
-from cortex_app.models import Host, utcnow
+from cortex_app.models import Host, Model, utcnow
 from cortex_app.runtime import gpu
 from cortex_app.runtime.docker import DockerRuntime, DockerRuntimeError, check_ssh_key, engine_info
 from cortex_app.runtime.endpoints import Endpoint, EndpointInvalid, endpoint, fingerprint, normalize_url
@@ -35,6 +36,7 @@ CHECK_TIMEOUT_S = 5.0  # a connection check (adding, or the Check button) waits 
 POLL_TIMEOUT_S = 3.0  # the periodic check of every host: each gets this long, all at once
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _ADDRESS = re.compile(r"^[A-Za-z0-9.:\[\]-]{1,255}$")
+_FOLDER = re.compile(r"^/[A-Za-z0-9._/@+-]{0,510}$")
 _WRITES = threading.Lock()  # adds and removes in this process, one at a time (name uniqueness)
 
 Check = Callable[[Union[str, Endpoint], float], EngineInfo]
@@ -98,6 +100,7 @@ def host_json(host: Host, settings: Settings) -> dict:
     state = "unchecked" if host.reachable is None else "reachable" if host.reachable else "unreachable"
     return {"id": host.id, "name": host.name, "endpoint": host.endpoint or settings.docker_host,
             "local": host.endpoint is None, "address": host.address or "", "credential": _credential(host),
+            "models_dir": host.models_dir or str(settings.models_dir),
             "state": state, "engine_version": host.engine_version or "", "problem": host.problem or "",
             "error": host.last_error or "", "gpus": host.gpus, "checked_at": _when(host.checked_at),
             "last_seen_at": _when(host.last_seen_at)}
@@ -138,15 +141,27 @@ def _validated(db: sa.Engine, settings: Settings, name: str, url: str, address: 
     return name, ep, address
 
 
+def _folder(field: str, value: str) -> Optional[str]:
+    """A folder on the host's machine (None: the console's own path)."""
+    value = (value or "").strip()
+    if not value:
+        return None
+    if not _FOLDER.match(value) or ".." in value.split("/"):
+        raise HostInvalid(f"{field}: an absolute path on that machine, such as /srv/models")
+    return str(PurePosixPath(value))
+
+
 def add_host(db: sa.Engine, settings: Settings, *, name: str, endpoint_url: str, address: str = "",
              tls_ca: str = "", tls_cert: str = "", tls_key: str = "", ssh_key: str = "", ssh_host_key: str = "",
-             check: Check = engine_info) -> Host:
+             models_dir: str = "", hf_cache_dir: str = "", check: Check = engine_info) -> Host:
     """Check the connection, then save the host; HostInvalid (bad input, or the check failed,
     in words that say what failed) saves nothing. An ssh host key not given is pinned as the
-    first connection saw it."""
+    first connection saw it. `models_dir`, `hf_cache_dir`: that machine's folders its models
+    mount (default: the same paths as the console's)."""
     creds = dict(tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key, ssh_key=ssh_key, ssh_host_key=ssh_host_key)
     with _WRITES:
         name, ep, address = _validated(db, settings, name, endpoint_url, address, creds)
+    models_dir, hf_cache_dir = _folder("models_dir", models_dir), _folder("hf_cache_dir", hf_cache_dir)
     info = check(ep, CHECK_TIMEOUT_S)  # outside the lock: an ssh handshake takes a while
     if not info.reachable:
         raise HostInvalid(f"not added: {info.error}", info.problem)
@@ -154,6 +169,7 @@ def add_host(db: sa.Engine, settings: Settings, *, name: str, endpoint_url: str,
     host = Host(name=name, endpoint=ep.url, address=address or None, tls_ca=ep.tls_ca or None,
                 tls_cert=ep.tls_cert or None, tls_key=ep.tls_key or None, ssh_key=ep.ssh_key or None,
                 ssh_host_key=ep.ssh_host_key or info.seen_host_key or None, reachable=True,
+                models_dir=models_dir, hf_cache_dir=hf_cache_dir,
                 engine_version=(info.version or "")[:64], checked_at=now, last_seen_at=now, gpus=[])
     with _WRITES:
         _validated(db, settings, name, endpoint_url, address, creds)  # nobody added it meanwhile
@@ -175,6 +191,11 @@ def remove_host(db: sa.Engine, settings: Settings, host_id: int, instance: Optio
     if host_id == LOCAL_HOST_ID:
         raise HostInvalid("the console's own engine (DOCKER_HOST) is always a host; it cannot be removed")
     host = get_host(db, host_id)
+    with Session(db) as session:
+        names = session.exec(select(Model.name).where(Model.host_id == host_id).order_by(Model.name)).all()
+    if names:
+        raise HostInvalid(f"models belong to host {host.name}: {', '.join(names)}; move them to another host "
+                          "(or delete them) first")
     rt = DockerRuntime(target_of(host, settings), timeout=5, instance=instance)
     try:
         rt.remove_samplers()

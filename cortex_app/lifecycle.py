@@ -23,10 +23,12 @@ from cortex_app.engines import CONTAINER_PORTS, build_spec, memory
 from cortex_app.engines.vllm_memory import VllmEstimate
 from cortex_app.engines.spec import PUBLISH_HOST
 from cortex_app.hosting import Placement, PlacementError
-from cortex_app.models import EventKind, Model, ModelEvent, ModelState, utcnow
+from cortex_app.hosts import LOCAL_HOST_ID, get_host
+from cortex_app.models import EventKind, Host, Model, ModelEvent, ModelState, utcnow
 from cortex_app.reconcile.plan import restart_decision
 from cortex_app.runtime.docker import ContainerConflict, DockerRuntime, DockerRuntimeError
 from cortex_app.runtime.gpu import GpuStatus, read_gpus
+from cortex_app.runtimes import HostRuntimes
 from cortex_app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -71,25 +73,57 @@ def _estimated_use(estimate, verdict: Optional[fit.Fit]) -> Optional[float]:
     return round(estimate.total_mib, 1)
 
 
+def _no_remote_gpus(host_id: int) -> GpuStatus:
+    return GpuStatus(available=False, notice="no GPU readings from that host")
+
+
 class Lifecycle:
     def __init__(self, db: sa.Engine, runtime: DockerRuntime, settings: Settings,
-                 gpu_status: Callable[[], GpuStatus] = read_gpus):
+                 gpu_status: Callable[[], GpuStatus] = read_gpus, runtimes: Optional[HostRuntimes] = None):
         self.db = db
-        self.runtime = runtime
+        self.runtime = runtime  # host 1's: the console's own DOCKER_HOST
+        self.runtimes = runtimes or HostRuntimes(db, settings, runtime)  # every host's (runtimes.py)
         self.settings = settings
         self.gpu_status = gpu_status  # this host's GPUs now (NVML), for the fit check at Start
+        # Another host's GPUs now (its sampler's readings, gpu_samplers.py; the scheduler wires it).
+        self.remote_gpu_status: Callable[[int], GpuStatus] = _no_remote_gpus
         # Told (model id, new state) after every committed state change, from the thread that
         # made it: the scheduler's loading watcher wakes on `loading`.
         self.listeners: list[Callable[[int, ModelState], None]] = []
         self._placement: Optional[Placement] = None
         self._placement_lock = threading.Lock()
         self._placement_error: Optional[str] = None
+        self._remote_placements: dict[int, Placement] = {}  # other hosts': from their rows only
 
     # --- how model containers are wired to this console (hosting.py) -----------------------
 
-    def placement(self) -> Placement:
-        """Worked out on first need (it asks the engine), then kept. Raises PlacementError or
-        DockerRuntimeError, keeping nothing, so the next call tries again."""
+    def runtime_of(self, model: Model) -> DockerRuntime:
+        """The runtime of the host the model belongs to."""
+        return self.runtimes.get(model.host_id)
+
+    def note_hosts(self, rows: list[Host]) -> None:
+        """How every remote host's models are reached, from the hosts' rows (never the engines):
+        the reconcile pass refreshes it, so probes and the gateway know every model's address."""
+        found = {}
+        for h in rows:
+            if h.id != LOCAL_HOST_ID and h.endpoint is not None:
+                try:
+                    found[h.id] = hosting.remote(self.settings, address=h.address or "", models_dir=h.models_dir,
+                                                 hf_cache_dir=h.hf_cache_dir)
+                except PlacementError:
+                    pass
+        self._remote_placements = found
+
+    def placement(self, host_id: Optional[int] = None) -> Placement:
+        """How a host's model containers are wired. Host 1's is worked out on first need (it asks
+        the engine), then kept; raises PlacementError or DockerRuntimeError, keeping nothing, so
+        the next call tries again. Another host's comes from its row."""
+        if host_id not in (None, LOCAL_HOST_ID):
+            host = get_host(self.db, host_id)
+            placement = hosting.remote(self.settings, address=host.address or "", models_dir=host.models_dir,
+                                       hf_cache_dir=host.hf_cache_dir)
+            self._remote_placements[host_id] = placement
+            return placement
         with self._placement_lock:
             if self._placement is None:
                 self._placement = hosting.resolve(self.settings, self.runtime)
@@ -232,13 +266,14 @@ class Lifecycle:
         estimate = estimate or self.estimate(model)
         if model.device.value != "cuda" or estimate is None or not getattr(estimate, "on_gpu", True):
             return None
-        status = self.gpu_status()
+        status = self.gpu_status() if model.host_id == LOCAL_HOST_ID else self.remote_gpu_status(model.host_id)
         if not status.available or not status.gpus:
             return None
         free = {g.index: float(g.memory_total_mib - g.memory_used_mib) for g in status.gpus}
         with Session(self.db) as session:
             pending = session.exec(select(Model.gpu_ids, Model.memory_estimate_mib, Model.memory_used_mib).where(
-                Model.id != model.id, Model.device == model.device, Model.state.in_((S.STARTING, S.LOADING)))).all()
+                Model.id != model.id, Model.host_id == model.host_id, Model.device == model.device,
+                Model.state.in_((S.STARTING, S.LOADING)))).all()
         for gpu_ids, estimated, used in pending:
             share = [i for i in free if gpu_ids is None or i in gpu_ids]
             for i in share:
@@ -274,25 +309,27 @@ class Lifecycle:
                         stopped_at=None, load_seconds=None, health="unknown", consecutive_failures=0,
                         memory_estimate_mib=_estimated_use(estimate, verdict), memory_used_mib=None, **restarts)
         try:
-            placement = self.placement()
+            rt = self.runtime_of(model)
+            placement = self.placement(model.host_id)
             spec = build_spec(model, self.settings, placement)
-            # Bind mounts need their folders to exist (the console sees them at its own paths).
-            self.settings.models_dir.mkdir(parents=True, exist_ok=True)
-            self.settings.hf_cache_dir.mkdir(parents=True, exist_ok=True)
+            if placement.reach is None:
+                # Bind mounts need their folders to exist (the console sees them at its own paths).
+                self.settings.models_dir.mkdir(parents=True, exist_ok=True)
+                self.settings.hf_cache_dir.mkdir(parents=True, exist_ok=True)
             if placement.publish_host is None:
                 port = None
-            elif placement.probe_by_name:
+            elif placement.probe_by_name or placement.reach:
                 port = None  # the console cannot see the host's ports: the engine picks; read back below
             else:
-                port = self._claim_port(model_id, placement.publish_host)
-            info = self._create_and_start(model_id, spec, port, placement.publish_host)
+                port = self._claim_port(model_id, model.host_id, placement.publish_host)
+            info = self._create_and_start(rt, model_id, spec, port, placement.publish_host)
             if placement.publish_host is not None and port is None:
                 try:
-                    port = self.runtime.published_port(info.id, spec.container_port)
+                    port = rt.published_port(info.id, spec.container_port)
                 except DockerRuntimeError:
-                    self.runtime.remove(info.id)  # keep the promise below: nothing left behind
+                    rt.remove(info.id)  # keep the promise below: nothing left behind
                     raise
-        except (DockerRuntimeError, PlacementError, RuntimeError, OSError) as exc:
+        except (DockerRuntimeError, PlacementError, RuntimeError, OSError, LookupError) as exc:
             # No container is left: create_and_start removes what it made when start fails.
             suffix, next_restart_at = (restart_decision(model.restart_on_failure, restart_attempt,
                                                         model.restart_max_attempts, utcnow())
@@ -307,44 +344,47 @@ class Lifecycle:
                             host_port=port)
         except Refused:
             # Only a reconciler acting on a stuck row can get here; never leave its container.
-            self.runtime.remove(info.id)
+            rt.remove(info.id)
             raise
         except sa.exc.SQLAlchemyError as exc:  # e.g. the engine-picked port still on a stale row
-            self.runtime.remove(info.id)
+            rt.remove(info.id)
             self.transition(model_id, S.FAILED, reason=f"could not record the started container: "
                             f"{str(exc).splitlines()[0][:200]}", actor=actor, allowed_from=(S.STARTING,),
                             host_port=None, container_id=None, stopped_at=utcnow())
         return self.get(model_id)
 
-    def _create_and_start(self, model_id: int, spec, port: Optional[int], publish_host: Optional[str]):
+    def _create_and_start(self, rt: DockerRuntime, model_id: int, spec, port: Optional[int],
+                          publish_host: Optional[str]):
         """Create and start the container. A leftover of this model holding its name (a dead
         container the reconciler is about to remove, a hand-started one) is removed first: the
         row is `starting`, so no container of this model is one an admin asked for."""
         try:
-            return self.runtime.create_and_start(spec, port, publish_host)
+            return rt.create_and_start(spec, port, publish_host)
         except ContainerConflict:
-            leftovers = [c for c in self.runtime.list_managed(model_id=model_id) if c.name == spec.name]
+            leftovers = [c for c in rt.list_managed(model_id=model_id) if c.name == spec.name]
             if not leftovers:
                 raise
             for c in leftovers:
-                self.runtime.discard(c.id)
+                rt.discard(c.id)
         # The name is free once the engine has finished removing it (it may be mid-removal by
         # the reconciler): a few quick tries.
         deadline = time.monotonic() + NAME_FREED_WITHIN_S
         while True:
             try:
-                return self.runtime.create_and_start(spec, port, publish_host)
+                return rt.create_and_start(spec, port, publish_host)
             except ContainerConflict:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
 
-    def _claim_port(self, model_id: int, interface: str = PUBLISH_HOST) -> int:
-        """Write a free host port on the row. The unique constraint on host_port settles a
-        race between two models picking the same port: the loser picks again."""
+    def _claim_port(self, model_id: int, host_id: int, interface: str = PUBLISH_HOST) -> int:
+        """Write a free port of this machine on the row. The unique constraint on (host,
+        host_port) settles a race between two models picking the same port: the loser picks
+        again."""
         for _ in range(20):
             with Session(self.db) as session:
-                held = set(session.exec(select(Model.host_port).where(Model.host_port.is_not(None))).all())
+                held = set(session.exec(select(Model.host_port).where(Model.host_id == host_id,
+                                                                      Model.host_port.is_not(None))).all())
                 port = free_host_port(held, interface)
                 try:
                     session.execute(sa.update(Model).where(Model.id == model_id).values(host_port=port))
@@ -355,21 +395,28 @@ class Lifecycle:
         raise RuntimeError("could not claim a free host port")
 
     def health_url(self, model: Model) -> Optional[str]:
-        return self.health_url_of(model.engine, model.container_id, model.host_port)
+        return self.health_url_of(model.engine, model.container_id, model.host_port, model.host_id)
 
-    def health_url_of(self, engine, container_id: Optional[str], host_port: Optional[int]) -> Optional[str]:
+    def health_url_of(self, engine, container_id: Optional[str], host_port: Optional[int],
+                      host_id: Optional[int] = None) -> Optional[str]:
         """Where the console reaches a model's /health (None: no address).
 
         Readiness is judged in one place only, the reconcile pass (loading -> running on a 200):
         whoever waits for a model to be ready waits for its row."""
-        base = self.base_url_of(engine, container_id, host_port)
+        base = self.base_url_of(engine, container_id, host_port, host_id)
         return base and base + "/health"
 
-    def base_url_of(self, engine, container_id: Optional[str], host_port: Optional[int]) -> Optional[str]:
-        """Where the console reaches a model's HTTP server (probes, scrapes, the gateway): by
-        container id on the shared network when it runs in a container, else on its published
-        port (None: no address). Uses the placement only once known (never asks the engine
-        from here)."""
+    def base_url_of(self, engine, container_id: Optional[str], host_port: Optional[int],
+                    host_id: Optional[int] = None) -> Optional[str]:
+        """Where the console reaches a model's HTTP server (probes, scrapes, the gateway): on
+        another host, at its address and published port; here, by container id on the shared
+        network when the console runs in a container, else on its published port (None: no
+        address). Uses placements only once known (never asks an engine from here)."""
+        if host_id not in (None, LOCAL_HOST_ID):
+            remote = self._remote_placements.get(host_id)
+            if remote is None or not host_port:
+                return None
+            return f"http://{'[' + remote.reach + ']' if ':' in remote.reach else remote.reach}:{host_port}"
         placement = self._placement
         if placement is not None and placement.probe_by_name:
             # By the container's short id, which the network resolves like its name, and
@@ -393,14 +440,15 @@ class Lifecycle:
             return model
         self.transition(model_id, S.STOPPING, reason=reason, actor=actor, allowed_from=STOPPABLE)
         try:
+            rt = self.runtime_of(model)
             # Containers with this model's labels that it was not started with (forged, or left
             # over) get what the reconciler gives them: no graceful wait. Found by the chaos
             # harness: a forged one that ignored SIGTERM lived 10 s longer behind a stop.
-            for cid in {c.id for c in self.runtime.list_managed(model_id=model_id)} - {model.container_id}:
-                self.runtime.discard(cid)
-            codes = ([self.runtime.stop_and_remove(model.container_id, timeout=STOP_TIMEOUT_S)]
+            for cid in {c.id for c in rt.list_managed(model_id=model_id)} - {model.container_id}:
+                rt.discard(cid)
+            codes = ([rt.stop_and_remove(model.container_id, timeout=STOP_TIMEOUT_S)]
                      if model.container_id else [])
-        except DockerRuntimeError as exc:
+        except (DockerRuntimeError, LookupError) as exc:
             self.transition(model_id, S.FAILED, reason=f"could not stop: {exc}", actor=actor,
                             allowed_from=(S.STOPPING,))
             return self.get(model_id)
@@ -415,9 +463,11 @@ class Lifecycle:
             return False
         # Only the placement already known (the reconcile pass works it out): the pages ask
         # per row and per tick, and must not wait on the engine, nor guess the wiring.
-        if self._placement is None:
+        placement = (self._placement if model.host_id == LOCAL_HOST_ID
+                     else self._remote_placements.get(model.host_id))
+        if placement is None:
             return False
-        return model.spec_hash != build_spec(model, self.settings, self._placement).spec_hash
+        return model.spec_hash != build_spec(model, self.settings, placement).spec_hash
 
     def apply(self, model_id: int, *, actor: str, override_fit: bool = False) -> Model:
         """Restart a running model on its current config; readiness is the reconciler's to see.
@@ -465,7 +515,7 @@ class Lifecycle:
         """The container's last lines; for a model without one, the lines kept when it failed."""
         model = self.get(model_id)
         if model.container_id:
-            return self.runtime.logs_tail(model.container_id, lines)
+            return self.runtime_of(model).logs_tail(model.container_id, lines)
         with Session(self.db) as session:
             kept = session.exec(select(ModelEvent.log_tail).where(
                 ModelEvent.model_id == model_id, ModelEvent.log_tail.is_not(None))

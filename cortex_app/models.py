@@ -86,6 +86,7 @@ class EventKind(str, enum.Enum):
     STATE = "state"          # the model's state changed
     HEALTH = "health"        # healthy <-> unhealthy, state unchanged
     CONTAINER = "container"  # the reconciler removed a container nobody asked for
+    HOST = "host"            # its host stopped answering, or answers again: state kept, health unknown
 
 
 class Model(SQLModel, table=True):
@@ -95,10 +96,17 @@ class Model(SQLModel, table=True):
     # SQLite would give a new model the id of the last one deleted (max + 1), and with it that
     # model's history, its containers' label and its place in webhook filters: ids are never
     # reused. (PostgreSQL's sequences never reuse them anyway.)
-    __table_args__ = {"sqlite_autoincrement": True}
+    # Two models never hold one port of one host, even when two Starts race.
+    __table_args__ = (sa.UniqueConstraint("host_id", "host_port", name="uq_model_host_port"),
+                      {"sqlite_autoincrement": True})
 
     id: Optional[int] = Field(default=None, primary_key=True)
     name: str = Field(sa_column=sa.Column(sa.String(64), nullable=False, unique=True))
+    # The Docker Engine it runs on (hosts.py; host 1 is the console's own). It changes only
+    # while the model is stopped: by an admin, or at Start when `auto_host` lets placement pick.
+    host_id: int = Field(default=1, sa_column=sa.Column(sa.Integer, sa.ForeignKey("host.id", name="fk_model_host_id"),
+                                                        nullable=False, index=True, server_default="1"))
+    auto_host: bool = Field(default=False, sa_column=sa.Column(sa.Boolean, nullable=False, server_default=sa.false()))
     served_name: str = Field(sa_column=sa.Column(sa.String(128), nullable=False, unique=True))
     # A public name several models may share (replicas): the gateway spreads requests for it
     # across the healthy ones. Gateway-only: the engine never sees it.
@@ -146,8 +154,7 @@ class Model(SQLModel, table=True):
     state: ModelState = Field(default=ModelState.STOPPED, sa_column=_enum_column(ModelState, ModelState.STOPPED))
     state_reason: str = ""
     container_id: Optional[str] = Field(default=None, max_length=80)
-    # Unique: two models can never hold one host port, even when two Starts race.
-    host_port: Optional[int] = Field(default=None, sa_column=sa.Column(sa.Integer, nullable=True, unique=True))
+    host_port: Optional[int] = None  # on its host; unique per host (see __table_args__)
     spec_hash: Optional[str] = Field(default=None, max_length=64)
     started_at: Optional[datetime] = _time()
     ready_at: Optional[datetime] = _time()
@@ -448,6 +455,10 @@ class Host(SQLModel, table=True):
     name: str = Field(sa_column=sa.Column(sa.String(64), nullable=False, unique=True))
     endpoint: Optional[str] = Field(default=None, max_length=512)  # None: the console's DOCKER_HOST
     address: Optional[str] = Field(default=None, max_length=255)  # where its models are reached
+    # Folders on that machine that its model containers mount (None: the console's own paths,
+    # the layout of host 1).
+    models_dir: Optional[str] = Field(default=None, max_length=512)
+    hf_cache_dir: Optional[str] = Field(default=None, max_length=512)
     tls_ca: Optional[str] = Field(default=None, sa_column=sa.Column(SealedText("a host's CA certificate"),
                                                                     nullable=True), repr=False)
     tls_cert: Optional[str] = Field(default=None, sa_column=sa.Column(SealedText("a host's client certificate"),

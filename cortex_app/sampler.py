@@ -26,9 +26,11 @@ class ResourceSampler:
         self._tokens: dict[int, tuple[float, float]] = {}  # model id -> (time, tokens total) last scraped
         self._lock = threading.Lock()
 
-    def follow(self, containers: dict[int, str]) -> None:
+    def follow(self, containers: dict[int, str], runtimes: Optional[dict[int, DockerRuntime]] = None) -> None:
         """Keep exactly one reader per (model id -> container id) given; stop the others and
-        forget the figures of models no longer given."""
+        forget the figures of models no longer given. `runtimes`: the engine of each model on
+        another host (model id -> its host's runtime); the others are on this one's."""
+        runtimes = runtimes or {}
         wanted = {cid: mid for mid, cid in containers.items() if cid}
         with self._lock:
             for cid, (mid, stop) in list(self._readers.items()):
@@ -41,7 +43,8 @@ class ResourceSampler:
             for cid, mid in new:
                 stop = threading.Event()
                 self._readers[cid] = (mid, stop)
-                threading.Thread(target=self._read, args=(mid, cid, stop), name=f"stats {cid[:12]}",
+                threading.Thread(target=self._read, args=(mid, cid, stop, runtimes.get(mid, self.runtime)),
+                                 name=f"stats {cid[:12]}",
                                  daemon=True).start()
             for mid in set(self._tokens) - set(containers):
                 del self._tokens[mid]
@@ -52,9 +55,9 @@ class ResourceSampler:
         with self._lock:
             return len(self._readers)
 
-    def _read(self, model_id: int, container_id: str, stop: threading.Event) -> None:
+    def _read(self, model_id: int, container_id: str, stop: threading.Event, rt: DockerRuntime) -> None:
         try:
-            for msg in self.runtime.stats(container_id, stop.is_set):
+            for msg in rt.stats(container_id, stop.is_set):
                 cpu = cpu_percent(msg)
                 if cpu is not None:
                     self.history.update(model_id, cpu_pct=cpu, mem_bytes=memory_bytes(msg))

@@ -222,8 +222,14 @@ def validate_model(
     models_dir: Path,
     default_images: Mapping[str, str],
     others: Iterable[tuple[str, str, Optional[str]]] = (),
+    hosts: Optional[Mapping[int, str]] = None,
 ) -> dict[str, Any]:
     """Check every field of `data`; return clean column values, or raise ConfigInvalid.
+
+    `hosts`: id -> name of every host (default: host 1 only). `host` is a host's id or name,
+    or "auto" (placement picks one at each Start); absent: host 1 for a new model, the same
+    host for an edit. A model on another host has its files on that machine, which the
+    console cannot see: its source is checked for shape only.
 
     `others`: (name, served_name, alias) of every other model, for the uniqueness checks (a
     client's `model` names one served name, or an alias that replicas share: never both).
@@ -241,7 +247,7 @@ def validate_model(
 
     known = {"name", "served_name", "alias", "engine", "image", "source", "device", "gpu_ids", "extra_args",
              "extra_env", "request_defaults", "hf_token", "notes", "cache_type_k", "cache_type_v", "dtype", "quantization",
-             "gpu_memory_utilization", *INT_RANGES, *BOOLS}
+             "gpu_memory_utilization", "host", *INT_RANGES, *BOOLS}
     for key in data:
         if key not in known:
             errors[key] = "is not a model setting"
@@ -304,6 +310,31 @@ def validate_model(
 
     check("image", image)
 
+    hosts_known = dict(hosts or {1: "local"})
+
+    def host() -> Optional[int]:
+        raw = data.get("host")
+        if raw is None or raw == "":
+            return None
+        if str(raw).strip().lower() == "auto":
+            out["auto_host"] = True
+            return None
+        by_name = {n.lower(): i for i, n in hosts_known.items()}
+        text = str(raw).strip()
+        found = int(text) if text.isdigit() and int(text) in hosts_known else by_name.get(text.lower())
+        if found is None:
+            raise ValueError(f"no host {text!r}: choose one of {', '.join(sorted(hosts_known.values()))}, or auto")
+        out["auto_host"] = False
+        return found
+
+    try:
+        chosen = host()
+        if chosen is not None:
+            out["host_id"] = chosen
+    except ValueError as exc:
+        errors["host"] = str(exc)
+    remote = out.get("host_id") not in (None, 1)
+
     def source() -> str:
         raw = str(data.get("source") or "").strip()
         if len(raw) > MAX_SOURCE - 2:  # a local vLLM folder is kept as "./<path>"
@@ -315,10 +346,12 @@ def validate_model(
         if eng == Engine.LLAMACPP:
             if not rel.endswith(".gguf"):
                 raise ValueError("must be a .gguf file in the models dir")
+            if remote:
+                return rel  # on that host's disk: its engine says at Start if it is missing
             if not path.is_file():
                 raise ValueError(f"no file {rel} in the models dir ({models_dir})")
         elif eng == Engine.VLLM:
-            if not path.is_dir():
+            if not remote and not path.is_dir():
                 raise ValueError(f"is neither a Hugging Face repo id (org/name) nor a folder in the models dir "
                                  f"({models_dir})")
             return "./" + rel

@@ -2,7 +2,8 @@
 check one, admin to add or remove.
 
   GET    /api/hosts              every host with its state (never a credential)
-  POST   /api/hosts              add: {name, endpoint, address?, tls_ca, tls_cert, tls_key} for
+  POST   /api/hosts              add: {name, endpoint, address?, models_dir?, hf_cache_dir?,
+                                 tls_ca, tls_cert, tls_key} for
                                  tcp:// (TLS), {name, endpoint, address?, ssh_key, ssh_host_key?}
                                  for ssh://; the connection is checked first: 422 with what
                                  failed (`problem`: unreachable | tls | auth | host-key |
@@ -24,7 +25,7 @@ from cortex_app.api.deps import require_admin, require_operate, require_read
 from cortex_app.services import get as services
 
 router = APIRouter()
-FIELDS = ("name", "endpoint", "address", "tls_ca", "tls_cert", "tls_key", "ssh_key", "ssh_host_key")
+FIELDS = ("name", "endpoint", "address", "models_dir", "hf_cache_dir", "tls_ca", "tls_cert", "tls_key", "ssh_key", "ssh_host_key")
 
 
 def _not_found(host_id: int) -> JSONResponse:
@@ -50,6 +51,7 @@ async def add_host(data: dict[str, Any] = Body(...), user: str = Depends(require
     try:
         row = await asyncio.to_thread(hosts.add_host, svc.db, svc.settings, name=data.get("name", ""),
                                       endpoint_url=data.get("endpoint", ""), address=data.get("address", ""),
+                                      models_dir=data.get("models_dir", ""), hf_cache_dir=data.get("hf_cache_dir", ""),
                                       tls_ca=data.get("tls_ca", ""), tls_cert=data.get("tls_cert", ""),
                                       tls_key=data.get("tls_key", ""), ssh_key=data.get("ssh_key", ""),
                                       ssh_host_key=data.get("ssh_host_key", ""))
@@ -73,6 +75,7 @@ async def remove_host(host_id: int, user: str = Depends(require_admin)):
     try:
         svc = services()
         await asyncio.to_thread(hosts.remove_host, svc.db, svc.settings, host_id, svc.runtime.instance)
+        svc.lifecycle.runtimes.forget(host_id)
     except hosts.HostNotFound:
         return _not_found(host_id)
     except hosts.HostInvalid as exc:

@@ -30,7 +30,7 @@ from cortex_app.gateway.routing import ENDPOINTS, GatewayError, Route, Snapshot,
     is_usage_only, usage_of
 from cortex_app.gateway.upstream import Upstream, UpstreamError
 from cortex_app.gateway.usage import FLUSH_INTERVAL_S, GatewayMetrics, UsageMeter, prune
-from cortex_app.models import Model, utcnow
+from cortex_app.models import Host, Model, utcnow
 from cortex_app.reconcile.jobs import JobStatus, job_failed, job_succeeded
 
 log = logging.getLogger(__name__)
@@ -91,12 +91,15 @@ class Gateway:
         with Session(self.db) as s:
             rows = s.exec(select(Model.id, Model.name, Model.served_name, Model.state, Model.state_reason,
                                  Model.health, Model.engine, Model.container_id, Model.host_port,
-                                 Model.request_defaults, Model.alias)).all()
+                                 Model.request_defaults, Model.alias, Model.host_id)).all()
+            # Where other hosts' models answer (a console that does not lead never reconciles).
+            self.lifecycle.note_hosts(list(s.exec(select(Host)).all()))
         base = self.lifecycle.base_url_of
         return Snapshot.of([Route(mid, name, served, state.value, reason, health.value,
-                                  base(engine, cid, port) if state.value == "running" else None, cid, defaults or {},
-                                  alias)
-                            for mid, name, served, state, reason, health, engine, cid, port, defaults, alias in rows])
+                                  base(engine, cid, port, host) if state.value == "running" else None, cid,
+                                  defaults or {}, alias)
+                            for mid, name, served, state, reason, health, engine, cid, port, defaults, alias, host
+                            in rows])
 
     def refresh(self) -> None:
         """Read the model table and the keys into the snapshot (a thread; two small SELECTs)."""

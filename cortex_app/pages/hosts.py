@@ -38,6 +38,8 @@ def _form() -> rx.Component:
                      name="endpoint", id="host-endpoint", width=rx.breakpoints(initial="100%", md="280px")),
             rx.input(placeholder="models' address (default: its host)", name="address", id="host-address",
                      width=rx.breakpoints(initial="100%", md="340px")),
+            rx.input(placeholder="models dir there (default: the same path as here)", name="models_dir",
+                     id="host-models-dir", width=rx.breakpoints(initial="100%", md="340px")),
             spacing="3", wrap="wrap", width="100%"),
         rx.cond(H.kind == "tls",
                 rx.grid(_secret("CA certificate", "tls_ca", "-----BEGIN CERTIFICATE----- (ca.pem)", "host-tls-ca"),
@@ -63,7 +65,8 @@ def _host(h: rx.Var) -> rx.Component:
         rx.table.cell(rx.text(h["name"], weight="medium"), class_name="host-name"),
         rx.table.cell(rx.vstack(rx.code(h["endpoint"], size="1"),
                                 rx.text(h["credential"], size="1", color_scheme="gray"), spacing="1")),
-        rx.table.cell(rx.text(h["address"], size="1")),
+        rx.table.cell(rx.vstack(rx.text(h["address"], size="1"),
+                                rx.text(h["models_dir"], size="1", color_scheme="gray"), spacing="1")),
         rx.table.cell(rx.vstack(
             rx.badge(h["state"], color_scheme=rx.match(h["state"], *STATE_COLORS)),
             rx.cond(h["error"] != "", rx.text(h["error"], size="1", color_scheme="red", class_name="host-why")),

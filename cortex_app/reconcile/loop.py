@@ -1,7 +1,13 @@
 """reconcile_once(): read -> plan -> apply -> record. One bad model never stops the pass, and
-one slow model never holds up another.
+one slow model never holds up another, nor one slow host another.
 
-The container list is read before the rows, on purpose: a Start that races the pass then
+Every host is reconciled at once, each on its own: one list call per host, with a deadline
+(LIST_DEADLINE_S), then that host's rows, its plan, its actions. A host that does not answer
+in time keeps its models' states as they are (health unknown, an event says why: never
+failed en masse) and is reconciled when it answers again; its first answer after the console
+started gets the boot plan.
+
+On each host the container list is read before the rows, on purpose: a Start that races the pass then
 shows up as a newer row (left alone while `starting`), never as a container the plan thinks
 nobody owns. Where the list is older than the row (a container the list missed), the
 action re-checks with the engine before failing anything.
@@ -27,21 +33,25 @@ from typing import Callable, Hashable, Optional
 
 from sqlmodel import Session, select
 
-from cortex_app import crud, journal, webhooks
+from cortex_app import crud, hosts, journal, webhooks
+from cortex_app.hosts import LOCAL_HOST_ID
 from cortex_app.lifecycle import (LOG_LINES_KEPT, RESTART_ACTOR, STOP_TIMEOUT_S, DoesNotFit, Lifecycle,
                                   Refused)
-from cortex_app.models import EventKind, Model, ModelState, utcnow
+from cortex_app.models import EventKind, Health, Host, Model, ModelState, utcnow
 from cortex_app.reconcile.plan import (LEGACY_NAME_PREFIXES, Boot, FailModel, LeaveAlone, MarkRunning, MarkStopped,
                                        ModelView, RemoveContainer, ResetRestarts, RestartModel, exit_reason,
                                        overlay_deaths, plan, subject)
 from cortex_app.reconcile.probes import LOADING_PROBE_TIMEOUT_S, ProbeResult, health_update, probe_many
-from cortex_app.runtime.docker import ContainerInfo, DockerRuntimeError, EngineUnreachable
+from cortex_app.runtime.docker import ContainerInfo, DockerRuntime, DockerRuntimeError, EngineUnreachable
 
 log = logging.getLogger(__name__)
 S = ModelState
 ACTOR = "reconciler"
 ACTION_WORKERS = 8  # actions of different models at once (each is mostly waiting on the engine)
 DEATH_MEMORY_S = 30.0  # a `die` seen on the event stream counts until the list has long caught up
+# How long a pass waits for one host's container list: the console's own engine answers in
+# milliseconds, or says at once that it is down; another host may hang (a cut network).
+LIST_DEADLINE_S = {True: 10.0, False: 5.0}  # local?: seconds
 
 
 @dataclass
@@ -52,6 +62,8 @@ class PassReport:
     engine_error: Optional[str] = None
     failures: list = field(default_factory=list)
     deferred: int = 0  # actions left to a later pass: their model was still busy with earlier ones
+    host_errors: dict = field(default_factory=dict)  # host id -> why it was not reconciled (engine_error: host 1's)
+    host_durations: dict = field(default_factory=dict)  # host id -> seconds its list, plan and launch took
 
 
 @dataclass(frozen=True)
@@ -77,10 +89,14 @@ class Reconciler:
         self.lc = lifecycle
         self.probe_timeout = probe_timeout
         self.last_report: Optional[PassReport] = None
-        # Set when the engine went away (event stream broken, a pass could not list): the
-        # failures the next good pass finds are then named as the engine's doing.
-        self.engine_interrupted = False
-        self.engine_up: Optional[bool] = None  # as of the last pass: for engine.* webhooks
+        # Hosts whose engine went away (event stream broken, a pass could not list): the
+        # failures the next good pass there finds are then named as the engine's doing.
+        self.interrupted: set[int] = set()
+        self.engine_up: Optional[bool] = None  # host 1's, as of the last pass: for engine.* webhooks
+        self.hosts_up: dict[int, bool] = {}  # as of each host's last pass
+        self._booted: set[int] = set()  # hosts whose first answer got the boot plan
+        self._boot_done = False  # a leader taking over: no host gets a boot plan (see mark_booted)
+        self._list_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="reconcile-list")
         self.passes = 0
         # When this console started (set by the scheduler): the boot pass treats rows started
         # later as this run's own.
@@ -99,6 +115,24 @@ class Reconciler:
     @property
     def runtime(self):
         return self.lc.runtime
+
+    @property
+    def engine_interrupted(self) -> bool:
+        return LOCAL_HOST_ID in self.interrupted
+
+    @engine_interrupted.setter
+    def engine_interrupted(self, value: bool) -> None:
+        (self.interrupted.add if value else self.interrupted.discard)(LOCAL_HOST_ID)
+
+    @property
+    def unreachable(self) -> set[int]:
+        """Hosts the last pass could not list: their models are not probed."""
+        return {h for h, up in self.hosts_up.items() if not up}
+
+    def mark_booted(self) -> None:
+        """A leader taking over: the models it finds were started by the old leader on an
+        admin's request; no host gets the boot plan."""
+        self._boot_done = True
 
     def rows(self) -> list[Model]:
         return crud.list_models(self.lc.db)
@@ -135,30 +169,76 @@ class Reconciler:
         return list(found.values())
 
     async def reconcile_once(self, *, boot: bool = False, wait: bool = True) -> PassReport:
-        """One pass. With `wait`, returns once its actions are done; without (the scheduler's
-        passes), once they are under way: their subjects stay busy until they end."""
+        """One pass over every host, all at once. With `wait`, returns once its actions are
+        done; without (the scheduler's passes), once they are under way: their subjects stay
+        busy until they end. `boot`: every host gets the boot plan (the console's first pass);
+        without it, a host this console has not seen answer before gets it (the scheduler
+        sets `console_started_at`)."""
         report = PassReport(started_at=time.time())
         t0 = time.perf_counter()
         with self._busy_lock:
             generations = dict(self._generation)  # what had ended when this pass began to read
+        host_rows = await asyncio.to_thread(hosts.list_hosts, self.lc.db)
+        self.lc.note_hosts(host_rows)
+        launched = [task for tasks in await asyncio.gather(
+            *(self._host_pass(h, boot, report, generations) for h in host_rows)) for task in tasks]
+        self.passes += 1
+        report.duration_s = time.perf_counter() - t0
+        self.last_report = report
+        if wait and launched:
+            # Shielded: a cancelled waiter (a console stopping mid-boot) must not cancel actions
+            # under way, whose subjects stay busy until they really end.
+            await asyncio.shield(asyncio.gather(*launched))
+        return report
+
+    async def _list(self, host: Host) -> list[ContainerInfo]:
+        """The host's managed containers, or EngineUnreachable at its deadline. Another host's
+        list goes through a runtime whose calls give up near that deadline too, so a silent
+        host holds no thread for long."""
+        local = host.id == LOCAL_HOST_ID
+        deadline = LIST_DEADLINE_S[local]
+        rt = self.lc.runtimes.lister(host, timeout=deadline + 1)
+        fut = asyncio.get_running_loop().run_in_executor(self._list_pool, rt.list_managed)
         try:
-            containers = await asyncio.to_thread(self.runtime.list_managed)
+            return await asyncio.wait_for(asyncio.shield(fut), deadline)
+        except asyncio.TimeoutError:
+            raise EngineUnreachable(f"host {host.name}: no answer within {deadline:g} s") from None
+        except DockerRuntimeError as exc:
+            if local or isinstance(exc, EngineUnreachable):
+                raise
+            raise EngineUnreachable(f"host {host.name}: {exc}") from exc
+
+    async def _host_pass(self, host: Host, boot: bool, report: PassReport, generations: dict) -> list:
+        """One host's share of the pass: list, read its rows, plan, launch the actions."""
+        t0 = time.perf_counter()
+        local = host.id == LOCAL_HOST_ID
+        rt = self.lc.runtimes.of(host)
+        boot = boot or (self.console_started_at is not None and not self._boot_done and host.id not in self._booted)
+        try:
+            containers = await self._list(host)
             legacy: list[ContainerInfo] = []
-            if boot:
+            if boot and local:
                 seen = {c.id for c in containers}
                 legacy = [c for c in await asyncio.to_thread(self._legacy) if c.id not in seen]
         except EngineUnreachable as exc:
-            self.engine_interrupted = True
-            await asyncio.to_thread(self._engine_flip, False, str(exc))
+            self.interrupted.add(host.id)
+            if local:
+                await asyncio.to_thread(self._engine_flip, False, str(exc))
+                report.engine_error = str(exc)
+            else:
+                report.host_errors[host.id] = str(exc)
             # Keep every state as it is: an engine outage is not a reason to flip models en
             # masse. The next pass after the engine returns sees the truth.
-            report.engine_error = str(exc)
-            report.duration_s = time.perf_counter() - t0
-            self.last_report = report
-            return report
-        await asyncio.to_thread(self._engine_flip, True, "the Docker Engine answers again")
-        await asyncio.to_thread(self.lc.try_placement)  # probes need to know how to reach models
-        rows = await asyncio.to_thread(self.rows)
+            await asyncio.to_thread(self._host_flip, host, False, str(exc))
+            report.host_durations[host.id] = time.perf_counter() - t0
+            return []
+        if local:
+            await asyncio.to_thread(self._engine_flip, True, "the Docker Engine answers again")
+            await asyncio.to_thread(self.lc.try_placement)  # probes need to know how to reach models
+        await asyncio.to_thread(self._host_flip, host, True, "")
+        everyone = await asyncio.to_thread(self.rows)
+        rows = [m for m in everyone if m.host_id == host.id]
+        elsewhere = frozenset(m.id for m in everyone if m.host_id != host.id)
         containers = overlay_deaths(containers, self._recent_deaths())
         # Only containers that run are asked: one that is paused or dead never answers, and the
         # plan fails its model without a probe (a probe would only hold up the pass).
@@ -175,7 +255,7 @@ class Reconciler:
             policies = {}
             for c in containers:
                 try:
-                    info = await asyncio.to_thread(self.runtime.inspect, c.id)
+                    info = await asyncio.to_thread(rt.inspect, c.id)
                 except DockerRuntimeError:
                     info = None  # unknown policy: never adopted
                 policies[c.id] = info.restart_policy if info else None
@@ -183,24 +263,19 @@ class Reconciler:
             boot_ctx = Boot(keep_models=settings.keep_models_on_restart, restart_policies=policies,
                             since=self.console_started_at, legacy=legacy,
                             engine_images={"llamacpp": settings.llamacpp_image, "vllm": settings.vllm_image})
+            self._booted.add(host.id)
         actions = plan([view(m) for m in rows], containers, healthy, utcnow(), boot=boot_ctx,
-                       instance=self.runtime.instance)
-        if self.engine_interrupted:  # deaths this pass finds are the engine's doing: say so
+                       instance=rt.instance, elsewhere=elsewhere)
+        if host.id in self.interrupted:  # deaths this pass finds are the engine's doing: say so
             actions = [dataclasses.replace(a, reason=a.reason.replace("its container", "the Docker Engine restarted; "
                                                                                        "its container", 1))
                        if isinstance(a, FailModel) else a for a in actions]
-        self.engine_interrupted = False
-        launched = self._launch(actions, report, generations)
-        self.passes += 1
-        report.duration_s = time.perf_counter() - t0
-        self.last_report = report
-        if wait and launched:
-            # Shielded: a cancelled waiter (a console stopping mid-boot) must not cancel actions
-            # under way, whose subjects stay busy until they really end.
-            await asyncio.shield(asyncio.gather(*launched))
-        return report
+        self.interrupted.discard(host.id)
+        launched = self._launch(rt, actions, report, generations)
+        report.host_durations[host.id] = time.perf_counter() - t0
+        return launched
 
-    def _launch(self, actions: list, report: PassReport, generations: dict) -> list[asyncio.Future]:
+    def _launch(self, rt: DockerRuntime, actions: list, report: PassReport, generations: dict) -> list[asyncio.Future]:
         groups: dict[Hashable, list] = {}
         for action in actions:
             groups.setdefault(subject(action), []).append(action)
@@ -216,7 +291,7 @@ class Reconciler:
                     report.deferred += len(group)
                     continue
                 self._busy.add(key)
-            task = asyncio.ensure_future(self._run_group(key, group, report))
+            task = asyncio.ensure_future(self._run_group(rt, key, group, report))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             launched.append(task)
@@ -224,12 +299,12 @@ class Reconciler:
             self.on_subject_free()  # a fresh look at what ended while this pass read
         return launched
 
-    async def _run_group(self, key: Hashable, group: list, report: PassReport) -> None:
+    async def _run_group(self, rt: DockerRuntime, key: Hashable, group: list, report: PassReport) -> None:
         loop = asyncio.get_running_loop()
         try:
             for action in group:
                 try:
-                    await loop.run_in_executor(self._pool, self.apply, action)
+                    await loop.run_in_executor(self._pool, self.apply, action, rt)
                     report.actions.append(action)
                 except Refused:
                     pass  # the row moved on since we read it; the next pass looks again
@@ -264,10 +339,32 @@ class Reconciler:
         webhooks.enqueue_system(self.lc.db, "engine.reachable" if up else "engine.unreachable", reason,
                                 self.lc.settings.public_url)
 
+    def _host_flip(self, host: Host, up: bool, reason: str) -> None:
+        """A host stopped answering (or answers again): each of its loading or running models
+        keeps its state, its health becomes unknown (its probes wait for the host), and its
+        history says so, once per change."""
+        was, self.hosts_up[host.id] = self.hosts_up.get(host.id), up
+        if was == up or was is None and up:
+            return
+        with Session(self.lc.db) as session:
+            active = session.exec(select(Model.id, Model.name, Model.state).where(
+                Model.host_id == host.id, Model.state.in_((S.LOADING, S.RUNNING)))).all()
+        for mid, name, state in active:
+            if up:
+                why = f"host {host.name} answers again: its state is checked now"
+                self.lc.record(mid, name, state, kind=EventKind.HOST, reason=why, actor=ACTOR)
+            else:
+                why = f"host {host.name} unreachable ({reason}): state kept, health unknown until it answers"
+                self.lc.record(mid, name, state, kind=EventKind.HOST, reason=why, actor=ACTOR,
+                               health=Health.UNKNOWN, consecutive_failures=0)
+
     # --- applying one action (in a worker thread) ------------------------------------------
 
-    def apply(self, action) -> None:
+    def apply(self, action, rt: Optional[DockerRuntime] = None) -> None:
+        """Carry out one action on the engine of `rt` (the host it was planned for; host 1's
+        by default)."""
         lc = self.lc
+        rt = rt or self.runtime
         if isinstance(action, MarkRunning):
             m = lc.get(action.model_id)
             now = utcnow()
@@ -276,9 +373,9 @@ class Reconciler:
                           expect_container=action.container_id,
                           ready_at=now, load_seconds=took if m.ready_at is None else m.load_seconds)
         elif isinstance(action, FailModel):
-            self._fail(action)
+            self._fail(action, rt)
         elif isinstance(action, RemoveContainer):
-            self._remove(action)
+            self._remove(action, rt)
         elif isinstance(action, LeaveAlone):
             log.warning("reconcile: container %s (%s) %s", action.name, action.container_id[:12], action.reason)
             journal.record(lc.db, "container.left-alone", action.name, action.reason)
@@ -308,8 +405,7 @@ class Reconciler:
                     .values(restart_attempts=0))
                 session.commit()
 
-    def _fail(self, a: FailModel) -> None:
-        rt = self.runtime
+    def _fail(self, a: FailModel, rt: DockerRuntime) -> None:
         m = self.lc.get(a.model_id)
         if m.state != a.expect or m.container_id != a.row_container:
             return  # the row moved on since the plan (ready, stopped, restarted): not ours to fail
@@ -340,8 +436,8 @@ class Reconciler:
                 self.lc.keep_failure_logs(event_id, logs)
             rt.discard(a.container_id)
 
-    def _remove(self, a: RemoveContainer) -> None:
-        if not self.runtime.discard(a.container_id):
+    def _remove(self, a: RemoveContainer, rt: DockerRuntime) -> None:
+        if not rt.discard(a.container_id):
             return  # already gone
         if a.model_id is None:
             log.warning("reconcile: %s (container %s, %s)", a.reason, a.container_id[:12], a.model_name)
@@ -359,17 +455,18 @@ class Reconciler:
     def loading_targets(self) -> list[LoadingTarget]:
         """Every loading model and where its /health answers (one narrow query)."""
         with Session(self.lc.db) as session:
-            rows = session.exec(select(Model.id, Model.engine, Model.container_id, Model.host_port, Model.started_at,
-                                       Model.startup_timeout_s).where(Model.state == S.LOADING)).all()
-        return [LoadingTarget(mid, self.lc.health_url_of(engine, cid, port), started, timeout)
-                for mid, engine, cid, port, started, timeout in rows]
+            rows = session.exec(select(Model.id, Model.engine, Model.container_id, Model.host_port, Model.host_id,
+                                       Model.started_at, Model.startup_timeout_s).where(Model.state == S.LOADING)).all()
+        return [LoadingTarget(mid, self.lc.health_url_of(engine, cid, port, host_id), started, timeout)
+                for mid, engine, cid, port, host_id, started, timeout in rows]
 
     # --- health probes of running models ------------------------------------------------
 
     async def probe_running(self) -> int:
         """One round of probes over every running model; writes health, flips with events."""
+        away = self.unreachable  # their models' health is unknown until their host answers
         targets = {m.id: (m, url) for m in await asyncio.to_thread(self.rows)
-                   if m.state == S.RUNNING and (url := self.lc.health_url(m))}
+                   if m.state == S.RUNNING and m.host_id not in away and (url := self.lc.health_url(m))}
         rows = [m for m, _ in targets.values()]
         results = await probe_many([(mid, url) for mid, (_, url) in targets.items()], timeout=self.probe_timeout)
         await asyncio.to_thread(self._write_health, rows, results)
@@ -411,21 +508,32 @@ class Reconciler:
     # --- console stop -------------------------------------------------------------------
 
     def shutdown_models(self) -> int:
-        """Default policy on graceful shutdown: stop and remove every model container, so no
-        model outlives the console that an admin would have to find and stop by hand. All at
-        once: Docker gives the console 10 s in all, not 10 s per model."""
-        active = [m for m in self.rows() if m.state in (S.LOADING, S.RUNNING)]
+        """Default policy on graceful shutdown: stop and remove every model container, on every
+        host, so no model outlives the console that an admin would have to find and stop by
+        hand. All at once: Docker gives the console 10 s in all, not 10 s per model. A host
+        that does not answer keeps its containers (restart policy `no`): the next console's
+        boot plan removes them when that host answers."""
+        active = [m for m in self.rows() if m.state in (S.LOADING, S.RUNNING) and m.host_id not in self.unreachable]
 
         def stop(m: Model) -> bool:
             try:
                 self.lc.stop(m.id, actor="console", reason="console shutting down")
                 return True
-            except (Refused, DockerRuntimeError) as exc:
+            except (Refused, DockerRuntimeError, LookupError) as exc:
                 log.warning("shutdown: could not stop model %s: %s", m.name, exc)
                 return False
 
-        with ThreadPoolExecutor(max_workers=min(16, max(1, len(active)))) as pool:
+        def sweep(host: Host) -> None:
+            """Anything else (a start cut short, a stray) nobody asked for: a short grace, then gone."""
+            try:
+                rt = self.lc.runtimes.of(host)
+                for c in rt.list_managed():
+                    rt.discard(c.id)
+            except DockerRuntimeError as exc:
+                log.warning("shutdown: could not clear host %s: %s", host.name, exc)
+
+        reachable = [h for h in hosts.list_hosts(self.lc.db) if h.id not in self.unreachable]
+        with ThreadPoolExecutor(max_workers=min(16, max(1, len(active), len(reachable)))) as pool:
             stopped = sum(pool.map(stop, active))
-            # Anything else (a start cut short, a stray) nobody asked for: a short grace, then gone.
-            list(pool.map(lambda c: self.runtime.discard(c.id), self.runtime.list_managed()))
+            list(pool.map(sweep, reachable))
         return stopped

@@ -227,8 +227,11 @@ def subject(action: Action) -> Hashable:
 
 
 def plan(models: Sequence[ModelView], containers: Sequence[ContainerInfo], healthy: set[int], now: datetime,
-         boot: Optional[Boot] = None, instance: Optional[str] = None) -> list[Action]:
-    """`healthy`: ids of loading/running models whose /health just answered 200."""
+         boot: Optional[Boot] = None, instance: Optional[str] = None,
+         elsewhere: frozenset[int] = frozenset()) -> list[Action]:
+    """One host's plan: its rows and the containers on its engine. `healthy`: ids of
+    loading/running models whose /health just answered 200; `elsewhere`: models that belong to
+    another host (a container of theirs here was left behind when they moved)."""
     actions: list[Action] = []
     rows = {m.id: m for m in models}
     by_model: dict[Optional[int], list[ContainerInfo]] = {}
@@ -237,7 +240,8 @@ def plan(models: Sequence[ModelView], containers: Sequence[ContainerInfo], healt
         by_model.setdefault(mid, []).append(c)
 
     for c in by_model.pop(None, []):
-        why = ("no model owns it (its row was deleted)" if c.model_id is not None
+        why = ("its model belongs to another host now" if c.model_id in elsewhere
+               else "no model owns it (its row was deleted)" if c.model_id is not None
                else "it carries Cortex's labels but names no model")
         actions.append(RemoveContainer(c.id, f"removed: {why}", model_id=c.model_id,
                                        model_name=c.labels.get("cortex.model-name", c.name)))

@@ -7,7 +7,7 @@ GPU samples and the leader lease. Each job runs only on the leader, never overla
 in episodes (jobs.py) and shown on the System page.
 
 Two watchers pull the next pass forward between the periodic ones:
-- a thread follows Docker's event stream: a managed container that dies, starts or pauses
+- a thread per host follows that engine's event stream: a managed container that dies, starts or pauses
   is seen in well under a second (a `die` carries its exit code, which the pass uses before
   the engine's own list catches up);
 - the loading watcher probes every loading model's /health on a short cadence that backs off
@@ -28,6 +28,7 @@ from typing import Optional
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from cortex_app import __version__, hosts, journal, webhooks
+from cortex_app.hosts import LOCAL_HOST_ID
 from cortex_app.models import ModelState, utcnow
 from cortex_app.reconcile.jobs import JobStatus, job_failed, job_succeeded
 from cortex_app.reconcile.leader import LeaderLease
@@ -47,6 +48,7 @@ EVENT_SETTLE_S = (0.05, 0.15, 0.4)
 # While the engine is away the event stream is retried this often (a failed try costs nothing):
 # once it answers again, the catch-up pass follows within a quarter of a second.
 EVENTS_RETRY_S = 0.25
+EVENTS_RETRY_REMOTE_S = 2.0
 LOADING_REFRESH_S = 0.5  # the loading watcher re-reads which models load (other processes' starts)
 WEBHOOK_POLL_S = 0.25  # the outbox is read this often (a query; sends only when something is due)
 GPU_SAMPLE_S = 5.0
@@ -95,8 +97,10 @@ class ConsoleScheduler:
         self.gpu_history = GpuHistory()
         # Remote hosts' GPUs, through a sampler container on each (gpu_samplers.py).
         self.samplers = GpuSamplers(reconciler.lc.db, settings, reconciler.lc.runtime.instance)
+        reconciler.lc.remote_gpu_status = self.samplers.status  # the fit check on another host
         self.resources = ResourceSampler(reconciler.lc.runtime)
         self._live: dict[int, str] = {}  # model id -> container id of each loading or running model
+        self._live_here: dict[int, str] = {}  # those on this machine's engine (NVML sees their processes)
         self.docker_events_seen = 0
         self.lease = lease
         self.settings = settings
@@ -105,10 +109,11 @@ class ConsoleScheduler:
         self._journal = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")  # DB writes off the loop
         self._scheduler: Optional[AsyncIOScheduler] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
-        self._events_thread: Optional[threading.Thread] = None
+        # host id -> (its stop flag, the thread following its event stream, the stream now)
+        self._followers: dict[int, list] = {}
+        self._followers_lock = threading.Lock()
         self._loading_task: Optional[asyncio.Task] = None
         self._loading_wake: Optional[asyncio.Event] = None
-        self._stream = None
         self._stopping = threading.Event()
         self.booted = False
         # Event-triggered passes and post-commit deliveries: a `die` right after a `kill`, or
@@ -153,9 +158,7 @@ class ConsoleScheduler:
         self._scheduler = sched
         self._loading_task = asyncio.create_task(self._watch_loading())
         webhooks.set_waker(self.deliver_now)
-        if self.settings.docker_events:
-            self._events_thread = threading.Thread(target=self._follow_events, name="docker-events", daemon=True)
-            self._events_thread.start()
+        self._sync_followers([LOCAL_HOST_ID])  # the others' once the hosts job has read them
 
     @property
     def running(self) -> bool:
@@ -185,11 +188,7 @@ class ConsoleScheduler:
         webhooks.set_waker(None)
         if self._on_transition in self.reconciler.lc.listeners:
             self.reconciler.lc.listeners.remove(self._on_transition)
-        if self._stream is not None:
-            try:
-                self._stream.close()
-            except Exception:  # noqa: BLE001 - closing a dead stream
-                pass
+        self._sync_followers([])
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
         if self._loading_task is not None:
@@ -329,8 +328,8 @@ class ConsoleScheduler:
         and each running model's share of GPU memory where NVML can say."""
         try:
             status = await asyncio.to_thread(self.gpu_history.sample)
-            if status.process_memory and self._live:
-                await asyncio.to_thread(self.resources.record_gpu, dict(self._live), status.process_memory)
+            if status.process_memory and self._live_here:
+                await asyncio.to_thread(self.resources.record_gpu, dict(self._live_here), status.process_memory)
             self._ok("gpus")
         except Exception as exc:  # noqa: BLE001
             self._failed("gpus", str(exc) or type(exc).__name__)
@@ -343,6 +342,9 @@ class ConsoleScheduler:
                 result = await asyncio.to_thread(hosts.check_all, self.reconciler.lc.db, self.settings)
                 if result.late:
                     log.info("hosts: %d host(s) missed the deadline: %s", len(result.late), result.late)
+            if not self._stopping.is_set():
+                rows = await asyncio.to_thread(hosts.list_hosts, self.reconciler.lc.db)
+                self._sync_followers([h.id for h in rows])
             self._ok("hosts")
         except Exception as exc:  # noqa: BLE001
             self._failed("hosts", str(exc) or type(exc).__name__)
@@ -367,9 +369,14 @@ class ConsoleScheduler:
             rows = await asyncio.to_thread(self.reconciler.rows)
             if self._stopping.is_set():
                 return  # stop() has closed the readers and the client: start neither again
-            self._live = {m.id: m.container_id for m in rows
-                          if m.state in (ModelState.LOADING, ModelState.RUNNING) and m.container_id}
-            self.resources.follow(self._live)
+            live = [m for m in rows if m.state in (ModelState.LOADING, ModelState.RUNNING) and m.container_id]
+            self._live = {m.id: m.container_id for m in live}
+            self._live_here = {m.id: m.container_id for m in live if m.host_id == LOCAL_HOST_ID}
+            away = self.reconciler.unreachable
+            remote = {m.id: self.reconciler.lc.runtimes.get(m.host_id) for m in live
+                      if m.host_id != LOCAL_HOST_ID and m.host_id not in away}
+            self.resources.follow({mid: cid for mid, cid in self._live.items()
+                                   if mid in self._live_here or mid in remote}, remote)
             targets = {m.id: (m.engine.value, url.removesuffix("/health") + "/metrics") for m in rows
                        if m.state == ModelState.RUNNING and (url := self.reconciler.lc.health_url(m))}
             texts = await scrape_many([(mid, url) for mid, (_, url) in targets.items()],
@@ -413,6 +420,7 @@ class ConsoleScheduler:
                 # A follower never reconciled: its first pass as leader is a normal one (the
                 # models it finds were started by the old leader on an admin's request).
                 self.booted = True
+                self.reconciler.mark_booted()
                 self.run_reconcile_now()
             self._ok("lease")
         except Exception as exc:  # noqa: BLE001
@@ -429,14 +437,41 @@ class ConsoleScheduler:
 
     # --- Docker events ------------------------------------------------------------------
 
-    def _follow_events(self) -> None:
-        while not self._stopping.is_set():
+    def _sync_followers(self, host_ids: list[int]) -> None:
+        """One thread follows each host's event stream (CORTEX_DOCKER_EVENTS); hosts removed,
+        or the console stopping, have theirs stopped (the stream closed under it)."""
+        wanted = set(host_ids) if self.settings.docker_events and not self._stopping.is_set() else set()
+        with self._followers_lock:
+            for host_id in set(self._followers) - wanted:
+                stop, _, stream = self._followers.pop(host_id)
+                stop.set()
+                if stream is not None:
+                    try:
+                        stream.close()
+                    except Exception:  # noqa: BLE001 - closing a dead stream
+                        pass
+            for host_id in wanted - set(self._followers):
+                stop = threading.Event()
+                t = threading.Thread(target=self._follow_events, args=(host_id, stop),
+                                     name=f"docker-events {host_id}", daemon=True)
+                self._followers[host_id] = [stop, t, None]
+                t.start()
+
+    def _follow_events(self, host_id: int, stop: threading.Event) -> None:
+        local = host_id == LOCAL_HOST_ID
+        while not stop.is_set() and not self._stopping.is_set():
             try:
-                self._stream = self.reconciler.runtime.events(since=int(time.time()))
-                self._ok("docker-events")
+                stream = self.reconciler.lc.runtimes.get(host_id).events(since=int(time.time()))
+                with self._followers_lock:
+                    if stop.is_set():
+                        stream.close()
+                        return
+                    self._followers[host_id][2] = stream
+                if local:
+                    self._ok("docker-events")
                 self.run_reconcile_now()  # catch up on anything missed while disconnected
-                for event in self._stream:
-                    if self._stopping.is_set():
+                for event in stream:
+                    if stop.is_set() or self._stopping.is_set():
                         return
                     self.docker_events_seen += 1
                     action = event.get("Action", "").split(":")[0]
@@ -447,12 +482,15 @@ class ConsoleScheduler:
                         # Docker's list lags its events by a moment: a few cheap passes shortly
                         # after see the settled state too.
                         self.run_reconcile_now(again_after=EVENT_SETTLE_S)
-                if not self._stopping.is_set():
-                    self.reconciler.engine_interrupted = True  # the stream ended: engine stopped
-                    self._failed("docker-events", "the event stream ended (the engine stopped)")
-            except Exception as exc:  # noqa: BLE001 - the engine went away: retry
-                if self._stopping.is_set():
+                if not stop.is_set() and not self._stopping.is_set():
+                    self.reconciler.interrupted.add(host_id)  # the stream ended: engine stopped
+                    if local:
+                        self._failed("docker-events", "the event stream ended (the engine stopped)")
+            except Exception as exc:  # noqa: BLE001 - the engine went away (or the host was removed): retry
+                if stop.is_set() or self._stopping.is_set():
                     return
-                self.reconciler.engine_interrupted = True
-                self._failed("docker-events", str(exc) or type(exc).__name__)
-            self._stopping.wait(EVENTS_RETRY_S)
+                self.reconciler.interrupted.add(host_id)
+                if local:
+                    self._failed("docker-events", str(exc) or type(exc).__name__)
+            # Another host's engine is retried less eagerly: its outage is the hosts job's to report.
+            stop.wait(EVENTS_RETRY_S if local else EVENTS_RETRY_REMOTE_S)

@@ -12,7 +12,7 @@ from cortex_app.services import get as services
 from cortex_app.states.auth import AdminState
 
 KINDS = ("tls", "ssh")
-FORM_FIELDS = ("name", "endpoint", "address", "tls-ca", "tls-cert", "tls-key", "ssh-key", "ssh-host-key")  # ids: host-…
+FORM_FIELDS = ("name", "endpoint", "address", "models-dir", "tls-ca", "tls-cert", "tls-key", "ssh-key", "ssh-host-key")  # ids: host-…
 
 
 def gpu_text(row: dict) -> str:
@@ -71,6 +71,7 @@ class HostsState(AdminState):
                 return value if isinstance(value, str) else ""
 
             args = dict(name=field("name"), endpoint_url=field("endpoint"), address=field("address"),
+                        models_dir=field("models_dir"),
                         tls_ca=field("tls_ca") if tls else "", tls_cert=field("tls_cert") if tls else "",
                         tls_key=field("tls_key") if tls else "", ssh_key="" if tls else field("ssh_key"),
                         ssh_host_key="" if tls else field("ssh_host_key"))
@@ -115,6 +116,7 @@ class HostsState(AdminState):
         try:
             svc = services()
             row = await asyncio.to_thread(hosts.remove_host, svc.db, svc.settings, host_id, svc.runtime.instance)
+            svc.lifecycle.runtimes.forget(host_id)
         except (hosts.HostInvalid, hosts.HostNotFound) as exc:
             await self._refresh()
             return rx.toast.error(str(exc))

@@ -1,0 +1,229 @@
+"""Models on several real Docker Engines at once: this machine's, one behind TLS and one over
+ssh, each in a network namespace of its own (tests/hostbed.py), every model the real
+llama.cpp server. Per host: rows == containers from both sides, a host cut off keeps its
+models' states (flagged, health unknown) while the other hosts' passes go on in their usual
+time, an engine restart brings no model back, and a container's death there is seen through
+that engine's own event stream."""
+
+from __future__ import annotations
+
+import time
+
+import docker
+import pytest
+from sqlmodel import Session, select
+
+from cortex_app import crud, hosts
+from cortex_app.models import EventKind, Health, ModelEvent, ModelState
+from cortex_app.reconcile.loop import LIST_DEADLINE_S
+from cortex_app.validation import ConfigInvalid
+from tests.conftest import LLAMA_IMAGE
+from tests.engines import copy_images
+from tests.hostbed import RemoteHost
+from tests.integration.conftest import wait_for
+
+S = ModelState
+
+
+@pytest.fixture(scope="module")
+def remotes(docker_host):
+    tls = RemoteHost("cxm-tls", 13, tls=True, ssh=False)
+    ssh = RemoteHost("cxm-ssh", 14, tls=False, ssh=True)
+    try:
+        for h in (tls, ssh):
+            h.up()
+            copy_images(docker_host, h.socket, [LLAMA_IMAGE])
+        yield tls, ssh
+    finally:
+        tls.down()
+        ssh.down()
+
+
+@pytest.fixture
+def two_hosts(bed, remotes):
+    """The TLS host and the ssh host added as an admin adds them; their models' files are this
+    machine's models dir (one filesystem), at the same path, as the default says."""
+    tls, ssh = remotes
+    t = hosts.add_host(bed.db, bed.settings, name="gpu-tls", endpoint_url=tls.tls_url, tls_ca=tls.pki.ca_pem,
+                       tls_cert=tls.client_cert, tls_key=tls.client_key)
+    s = hosts.add_host(bed.db, bed.settings, name="gpu-ssh", endpoint_url=ssh.ssh_url, ssh_key=ssh.ssh_key)
+    yield t, s
+    for h in (tls, ssh):  # what a failed test left behind there
+        _heal(h)
+        c = docker.DockerClient(base_url=h.socket, timeout=30)
+        for x in c.containers.list(all=True, filters={"label": "cortex.managed=true"}):
+            x.remove(force=True)
+        c.close()
+
+
+def _heal(h: RemoteHost) -> None:
+    """Its network back and its engine up, whatever a failed test left."""
+    import subprocess
+    while subprocess.run(["nsenter", f"--net={h.netns}", "iptables", "-D", "INPUT", "-i", f"{h.name}-i", "-j",
+                          "DROP"], capture_output=True).returncode == 0:
+        pass
+    try:
+        docker.DockerClient(base_url=h.socket, timeout=5).ping()
+    except Exception:  # noqa: BLE001 - stopped by the test
+        h.start_engine()
+
+
+def _containers(h: RemoteHost) -> dict[str, str]:
+    """What that engine itself says runs: managed container id -> status."""
+    c = docker.DockerClient(base_url=h.socket, timeout=30)
+    try:
+        return {x["Id"]: x["State"] for x in c.api.containers(all=True, filters={"label": "cortex.managed=true"})}
+    finally:
+        c.close()
+
+
+def _rows_match(bed, host_id: int, seen: dict[str, str]) -> None:
+    """One host, both sides: each active row of it has its container running there; every
+    managed container there belongs to an active row of it."""
+    rows = [m for m in crud.list_models(bed.db) if m.host_id == host_id]
+    for m in rows:
+        if m.state in (S.LOADING, S.RUNNING):
+            assert seen.get(m.container_id) == "running", (m.name, m.state, seen)
+        else:
+            assert m.container_id is None, m
+    assert set(seen) == {m.container_id for m in rows if m.container_id}
+
+
+def _host_events(bed, model_id: int) -> list[str]:
+    with Session(bed.db) as s:
+        return list(s.exec(select(ModelEvent.reason).where(ModelEvent.model_id == model_id,
+                                                           ModelEvent.kind == EventKind.HOST)
+                           .order_by(ModelEvent.id)).all())
+
+
+def _local_ids(docker_client) -> set[str]:
+    return {c["Id"] for c in docker_client.api.containers(all=True, filters={"label": "cortex.managed=true"})}
+
+
+def test_each_model_runs_on_its_own_host_and_is_reached_there(bed, remotes, two_hosts, docker_client):
+    tls, ssh = remotes
+    t, s = two_hosts
+    here = bed.llama("here")
+    there = bed.llama("there", host="gpu-tls")
+    far = bed.llama("far", host=str(s.id))
+    assert (here.host_id, there.host_id, far.host_id) == (1, t.id, s.id)
+    with pytest.raises(ConfigInvalid, match="no host 'nowhere'"):
+        bed.llama("lost", host="nowhere")
+
+    for m in (here, there, far):
+        assert bed.start_ready(m.id).state is S.RUNNING, bed.row(m.id).state_reason
+    there, far = bed.row(there.id), bed.row(far.id)
+    # Published on that machine and reached at its address (the pass judged it ready there).
+    assert bed.lc.health_url(there) == f"http://{tls.ip}:{there.host_port}/health"
+    assert bed.lc.health_url(far) == f"http://{ssh.ip}:{far.host_port}/health"
+    on_tls, on_ssh, local = _containers(tls), _containers(ssh), _local_ids(docker_client)
+    assert set(on_tls) == {there.container_id} and set(on_ssh) == {far.container_id}
+    assert there.container_id not in local and bed.row(here.id).container_id in local
+    _rows_match(bed, t.id, on_tls)
+    _rows_match(bed, s.id, on_ssh)
+    import asyncio
+    asyncio.run(bed.rec.probe_running())
+    assert {bed.row(m).health for m in (here.id, there.id, far.id)} == {Health.HEALTHY}
+
+    # A model moves only while stopped, and a host with models is not removed.
+    with pytest.raises(ConfigInvalid, match="stop it before moving it"):
+        crud.update_model(bed.db, bed.settings, there.id, {**_config(there), "host": "local"})
+    with pytest.raises(hosts.HostInvalid, match="models belong to host gpu-tls: there"):
+        hosts.remove_host(bed.db, bed.settings, t.id, None)
+
+    # Stop removes the container on its own host; a move then takes effect at the next Start.
+    bed.lc.stop(there.id, actor="admin:test")
+    assert _containers(tls) == {}
+    moved = crud.update_model(bed.db, bed.settings, there.id, {**_config(there), "host": "gpu-ssh"})
+    assert moved.host_id == s.id
+    assert bed.start_ready(there.id).state is S.RUNNING
+    assert set(_containers(ssh)) == {far.container_id, bed.row(there.id).container_id}
+    # A container left behind on the old host (made there by hand with the model's labels) is
+    # removed, and the history says why.
+    _rows_match(bed, s.id, _containers(ssh))
+    report = bed.reconcile()
+    assert not report.host_errors and report.engine_error is None
+
+
+def _config(m) -> dict:
+    return {"name": m.name, "engine": m.engine.value, "image": m.image, "source": m.source,
+            "extra_args": m.extra_args}
+
+
+def test_a_host_cut_off_keeps_its_models_and_holds_up_no_other_host(bed, remotes, two_hosts):
+    tls, _ = remotes
+    t, _ = two_hosts
+    here = bed.llama("here")
+    there = bed.llama("there", host="gpu-tls")
+    for m in (here, there):
+        assert bed.start_ready(m.id).state is S.RUNNING
+    healthy = bed.reconcile()
+    local_healthy = healthy.host_durations[1]
+
+    tls.cut()
+    t0 = time.perf_counter()
+    report = bed.reconcile()
+    took = time.perf_counter() - t0
+    assert t.id in report.host_errors and "no answer within" in report.host_errors[t.id]
+    # The pass waited for the silent host's deadline, and no longer; this host's share of it
+    # took what it takes when all is well.
+    assert LIST_DEADLINE_S[False] - 0.1 < took < LIST_DEADLINE_S[False] + 1.5, took
+    assert report.host_durations[1] < max(1.0, 5 * local_healthy), (report.host_durations, local_healthy)
+    print(f"\npass with host {t.name} silent: {took:.2f} s (deadline {LIST_DEADLINE_S[False]:g} s); "
+          f"local host's share {report.host_durations[1] * 1000:.0f} ms (healthy: {local_healthy * 1000:.0f} ms)")
+    cut = bed.row(there.id)
+    assert cut.state is S.RUNNING and cut.health is Health.UNKNOWN  # kept, not failed en masse
+    assert "host gpu-tls unreachable" in _host_events(bed, there.id)[-1]
+    assert bed.row(here.id).state is S.RUNNING and _host_events(bed, here.id) == []
+    import asyncio
+    asyncio.run(bed.rec.probe_running())  # its probes wait for the host: no false alarm
+    assert bed.row(there.id).health is Health.UNKNOWN and bed.row(here.id).health is Health.HEALTHY
+
+    # Meanwhile its container dies there (killed on that machine, behind the cut).
+    c = docker.DockerClient(base_url=tls.socket, timeout=30)
+    c.containers.get(cut.container_id).kill()
+    c.close()
+    bed.reconcile()
+    assert bed.row(there.id).state is S.RUNNING  # nobody can know yet
+    tls.restore()
+    back = bed.reconcile()
+    assert not back.host_errors
+    row = bed.row(there.id)
+    assert row.state is S.FAILED and "exit" in row.state_reason, row.state_reason
+    assert "answers again" in _host_events(bed, there.id)[-1]
+    wait_for(lambda: _containers(tls) == {}, 5)
+    _rows_match(bed, t.id, _containers(tls))
+    assert bed.row(here.id).state is S.RUNNING
+
+
+def test_no_model_comes_back_after_a_remote_engine_restart_and_deaths_there_are_seen_at_once(bed, remotes,
+                                                                                             two_hosts):
+    tls, ssh = remotes
+    t, s = two_hosts
+    there = bed.llama("there", host="gpu-tls")
+    far = bed.llama("far", host="gpu-ssh")
+    # The periodic pass far off: what follows is seen through each engine's event stream.
+    st = bed.scheduler(reconcile_interval_s=300)
+    for m in (there, far):
+        bed.lc.start(m.id, actor="admin:test")
+    wait_for(lambda: all(bed.row(m.id).state is S.RUNNING for m in (there, far)), 30)
+    wait_for(lambda: {1, t.id, s.id} <= set(st.scheduler._followers), 15)  # the hosts job starts them
+    time.sleep(1.0)
+    c = docker.DockerClient(base_url=ssh.socket, timeout=30)
+    t0 = time.perf_counter()
+    c.containers.get(bed.row(far.id).container_id).kill()
+    c.close()
+    wait_for(lambda: bed.row(far.id).state is S.FAILED, 5)
+    print(f"\nkill on the ssh host -> row failed in {time.perf_counter() - t0:.2f} s")
+
+    tls.stop_engine()
+    tls.start_engine()
+    # Its engine stopped its container as it went down: the row says so (seen on its stream
+    # before it ended, or by the first pass after the engine is back).
+    wait_for(lambda: bed.row(there.id).state is S.FAILED, 20)
+    assert "exited with code" in bed.row(there.id).state_reason, bed.row(there.id).state_reason
+    time.sleep(1.0)
+    # Restart policy `no`: nothing of ours runs there again, and nothing started it.
+    assert all(state != "running" for state in _containers(tls).values())
+    wait_for(lambda: _containers(tls) == {}, 10)
+    assert bed.row(there.id).state is S.FAILED and bed.row(far.id).state is S.FAILED
