@@ -18,7 +18,7 @@ from typing import Callable, Collection, Optional
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
-from cortex_app import crud, fit, hosting, webhooks
+from cortex_app import crud, fit, hosting, placement, webhooks
 from cortex_app.engines import CONTAINER_PORTS, build_spec, memory
 from cortex_app.engines.vllm_memory import VllmEstimate
 from cortex_app.engines.spec import PUBLISH_HOST
@@ -296,6 +296,8 @@ class Lifecycle:
         if model.state not in allowed_from:
             raise Refused(f"model {model.name} is {model.state.value}; only a stopped or failed model can start")
         estimate = self.estimate(model)
+        if model.auto_host:
+            model.host_id = self._place(model, estimate, override_fit)  # written with `starting` below
         verdict = self.fit_check(model, estimate)
         if verdict is not None and not verdict.ok and not override_fit:
             raise DoesNotFit(f"model {model.name} does not fit: {verdict.reason}. Start it anyway to override "
@@ -304,8 +306,10 @@ class Lifecycle:
             reason += f" (fit check overridden: {verdict.reason})"
         # An admin's start begins a fresh count; the restart policy's counts this attempt.
         restarts = {"restart_attempts": restart_attempt or 0, "next_restart_at": None}
+        if model.auto_host:
+            reason += f" (placed on host {get_host(self.db, model.host_id).name})"
         self.transition(model_id, S.STARTING, reason=reason, actor=actor, allowed_from=allowed_from,
-                        spec_hash=None, container_id=None, started_at=utcnow(), ready_at=None,
+                        host_id=model.host_id, spec_hash=None, container_id=None, started_at=utcnow(), ready_at=None,
                         stopped_at=None, load_seconds=None, health="unknown", consecutive_failures=0,
                         memory_estimate_mib=_estimated_use(estimate, verdict), memory_used_mib=None, **restarts)
         try:
@@ -352,6 +356,31 @@ class Lifecycle:
                             f"{str(exc).splitlines()[0][:200]}", actor=actor, allowed_from=(S.STARTING,),
                             host_port=None, container_id=None, stopped_at=utcnow())
         return self.get(model_id)
+
+    def _place(self, model: Model, estimate, override_fit: bool) -> int:
+        """`auto`: the host this start goes to (placement.py), among those the hosts job last
+        found reachable; DoesNotFit when none has room (an admin may override)."""
+        on_gpu = (model.device.value == "cuda" and estimate is not None and getattr(estimate, "on_gpu", True))
+        with Session(self.db) as session:
+            rows = session.exec(select(Host).where(sa.or_(Host.id == LOCAL_HOST_ID, Host.reachable.is_(True)))
+                                .order_by(Host.id)).all()
+            active = dict(session.exec(select(Model.host_id, sa.func.count()).where(
+                Model.id != model.id, Model.state.in_((S.STARTING, S.LOADING, S.RUNNING))).group_by(Model.host_id)).all())
+        candidates, own = [], model.host_id
+        try:
+            for h in rows:
+                model.host_id = h.id  # this row's copy, as if it were there
+                verdict = self.fit_check(model, estimate) if on_gpu else None
+                candidates.append(placement.Candidate(h.id, h.name, verdict, active.get(h.id, 0)))
+        finally:
+            model.host_id = own
+        try:
+            return placement.choose(candidates, on_gpu, override_fit).host_id
+        except placement.NoRoom as exc:
+            if override_fit:
+                return own  # nothing can be read anywhere: where it ran last
+            raise DoesNotFit(f"model {model.name} has no host to start on: {exc}. Start it anyway to override "
+                             "this once.") from None
 
     def _create_and_start(self, rt: DockerRuntime, model_id: int, spec, port: Optional[int],
                           publish_host: Optional[str]):

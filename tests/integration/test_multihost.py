@@ -227,3 +227,39 @@ def test_no_model_comes_back_after_a_remote_engine_restart_and_deaths_there_are_
     assert all(state != "running" for state in _containers(tls).values())
     wait_for(lambda: _containers(tls) == {}, 10)
     assert bed.row(there.id).state is S.FAILED and bed.row(far.id).state is S.FAILED
+
+
+def test_auto_places_a_model_on_the_host_with_room(bed, remotes, two_hosts):
+    """GPU readings are stand-ins (no GPU here), named as such: an H200 per host, this one
+    nearly full, the TLS host's with room, the ssh host's unread. The placement is real: it
+    goes through Start, and the container is made on the host chosen."""
+    from tests.integration.test_fit import H200_MIB, h200
+
+    t, s = two_hosts
+    gpu = bed.llama("big", device="cuda", context_size=4096, host="auto")
+    need = bed.lc.estimate(bed.row(gpu.id)).total_mib + 512
+    bed.lc.gpu_status = lambda: h200(H200_MIB - 100)  # stand-in: 100 MiB free here
+    bed.lc.remote_gpu_status = lambda host_id: (h200(H200_MIB - int(need) - 5_000) if host_id == t.id
+                                                else h200(H200_MIB))  # the ssh host: never asked, unreachable
+    with Session(bed.db) as session:  # the hosts job last found the ssh host silent
+        session.execute(hosts.Host.__table__.update().where(hosts.Host.id == s.id).values(reachable=False))
+        session.commit()
+    placed = bed.lc.start(gpu.id, actor="admin:test")
+    assert placed.host_id == t.id, placed.state_reason
+    assert any("placed on host gpu-tls" in e.reason for e in bed.events(gpu.id))
+    # That engine has no GPU runtime: the engine itself refuses the GPUs, on the host chosen.
+    assert placed.state is S.FAILED and "GPU runtime" in placed.state_reason, placed.state_reason
+
+    # Nowhere with room: refused with each host's numbers, nothing changed.
+    bed.lc.remote_gpu_status = lambda host_id: h200(H200_MIB - 50)
+    with pytest.raises(Exception, match="fits on no host: local: .*gpu-tls: ") as refused:
+        bed.lc.start(gpu.id, actor="admin:test")
+    assert type(refused.value).__name__ == "DoesNotFit" and bed.row(gpu.id).state is S.FAILED
+
+    # A CPU model: the reachable host running the fewest models (here: none anywhere -> host 1
+    # ties first; with one running here, the TLS host).
+    here = bed.llama("here")
+    assert bed.start_ready(here.id).state is S.RUNNING
+    cpu = bed.llama("spread", host="auto")
+    assert bed.start_ready(cpu.id).state is S.RUNNING
+    assert bed.row(cpu.id).host_id == t.id
