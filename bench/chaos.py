@@ -1,19 +1,22 @@
-"""The chaos harness: a real console (started as `make up` starts it), the real engine and a
-mix of real models, under a seeded random schedule of overlapping faults, with the table and
-the containers checked against each other continuously (bench/chaos_invariants.py).
+"""The chaos harness: a real console (started as `make up` starts it), two real engines (the
+console's own and another host's, behind TLS in a network namespace: tests/hostbed.py) and
+a mix of real models on both, under a seeded random schedule of overlapping faults, with the
+table and the containers of both engines checked against each other continuously
+(bench/chaos_invariants.py).
 
 The schedule (a pure function of the seed) mixes admin actions over the HTTP API, fired
 concurrently and in conflict (start, stop, edit + apply, delete, create), with the world's
 doings: docker kill / stop / rm -f / start of an exited container / pause / rename, forged
 containers with Cortex's labels (half of them ignore SIGTERM), the engine restarted or gone
 for 5-20 s, the console SIGTERMed or SIGKILLed (also just after a Start) and started again
-with make up, the webhook receiver down for a while.
+with make up, the webhook receiver down for a while; and the other host's faults: its network
+cut (packets dropped) for 3-12 s, its engine gone for 3-12 s, its engine restarted.
 
 It prints the faults injected by kind, every invariant violation (the seed and step that
 replay it), and the time to truth per fault kind: from the fault's end (the docker call
 returned, the engine or the console back) until rows and containers agree again.
 
-Usage: DOCKER_HOST=... python bench/chaos.py --minutes 30 [--seed N] [--cover]
+Usage: DOCKER_HOST=... python bench/chaos.py --minutes 30 [--seed N] [--cover] [--one-host]
   (`make chaos` sets the engine up; make test runs a short form: tests/integration/test_chaos.py)
 Exit status 1 when any invariant was violated.
 """
@@ -52,6 +55,7 @@ from bench.chaos_invariants import (Ctr, Delivery, Event, Row, Snapshot, Tracker
 from bench.common import BUSYBOX_IMAGE, LLAMA_IMAGE, VLLM_IMAGE, pct  # noqa: E402
 from tests import engines  # noqa: E402
 from tests.console import Console, ConsoleFailed, free_port, launch  # noqa: E402
+from tests.hostbed import RemoteHost  # noqa: E402
 
 ADMIN, PASSWORD = "chaos", "chaos-harness-pass-1"
 FORGED = "chaos.forged"
@@ -68,7 +72,12 @@ WEIGHTS = {
     # the big ones
     "engine_restart": 1.2, "engine_outage": 0.8, "console_sigterm": 0.7, "console_sigkill": 0.7,
     "console_sigkill_mid_start": 0.7, "receiver_down": 1.5,
+    # the other host: its network cut, its engine gone, its engine restarted
+    "host_cut": 0.8, "host_outage": 0.6, "host_restart": 0.6,
 }
+HOST_KINDS = {"host_cut", "host_outage", "host_restart"}
+FAR = "far"  # the other host's name in the console
+REMOTE_SLOTS = ("llama-b", "extra-1")  # models that belong to it
 ADMIN_KINDS = {"start", "stop", "apply", "create", "delete", "conflict"}
 ENGINE_KINDS = {"docker_kill", "docker_stop", "docker_rm", "docker_start_exited", "docker_pause", "forge", "rename"}
 MEAN_GAP_S = 0.35
@@ -111,8 +120,9 @@ def schedule(seed: int, count: int, cover: bool = False) -> list[Step]:
     kinds, weights = zip(*WEIGHTS.items())
     small = [k for k in kinds if k in ADMIN_KINDS | ENGINE_KINDS]
     rng.shuffle(small)
-    big = ["receiver_down", "engine_restart", "console_sigterm", "console_sigkill", "console_sigkill_mid_start",
-           "engine_outage"]  # the outage last: engine faults are skipped while it lasts
+    big = ["receiver_down", "engine_restart", "host_restart", "host_cut", "console_sigterm", "console_sigkill",
+           "console_sigkill_mid_start", "host_outage", "engine_outage"]  # the outage last: engine faults are
+    # skipped while it lasts
     assert set(small) | set(big) == set(kinds)
     first = small + big if cover else []
     steps = []
@@ -193,11 +203,17 @@ class Stats:
 
 class Chaos:
     def __init__(self, seed: int, minutes: float, workdir: Path, engine: engines.Engine, cover: bool,
-                 out: Callable[[str], None] = print, port: Optional[int] = None):
+                 out: Callable[[str], None] = print, port: Optional[int] = None, remote: Optional[RemoteHost] = None):
         self.seed, self.minutes, self.workdir, self.engine, self.cover = seed, minutes, workdir, engine, cover
         self.port = port
         self.out = out
         self.client = docker.DockerClient(base_url=engine.host, timeout=60)
+        # The other host (None: --one-host): its engine read through its own socket, which a cut
+        # of its network does not reach (the harness sees what the console cannot).
+        self.remote = remote
+        self.far: Optional[docker.DockerClient] = None
+        self.host_up = True  # no fault of the other host's under way
+        self._far_engine_up = True  # its engine runs (the harness can read it)
         self.stats = Stats()
         self.violations: list[str] = []
         self.tracker = Tracker()
@@ -226,7 +242,22 @@ class Chaos:
 
     # --- set-up -------------------------------------------------------------------------------
 
+    def config_of(self, slot: str) -> dict:
+        """A slot's model: on the other host for REMOTE_SLOTS (when there is one)."""
+        config = dict(CORE.get(slot) or llama())
+        if self.remote is not None and slot in REMOTE_SLOTS:
+            config["host"] = FAR
+        return config
+
+    def clients(self) -> list:
+        """The engines the harness reads and acts on: this one, and the other host's while it runs."""
+        return [self.client] + ([self.far] if self.far is not None and self._far_engine_up else [])
+
     def setup(self) -> None:
+        if self.remote is not None:
+            self.remote.up()
+            engines.copy_images(self.engine.host, self.remote.socket, (LLAMA_IMAGE, BUSYBOX_IMAGE))
+            self.far = docker.DockerClient(base_url=self.remote.socket, timeout=60)
         models = self.workdir / "models"
         models.mkdir(parents=True)
         subprocess.run([sys.executable, str(ROOT / "scripts/testimages/make_tiny_gguf.py"), str(models / "tiny.gguf")],
@@ -249,8 +280,13 @@ class Chaos:
                                       event_types=["model.running", "model.stopped", "model.failed"])
         db.dispose()
         self.receiver.secret = ep.secret
+        if self.remote is not None:  # as an admin adds it on the Hosts page
+            r = self._call("POST", "/api/hosts", "add host", json={
+                "name": FAR, "endpoint": self.remote.tls_url, "tls_ca": self.remote.pki.ca_pem,
+                "tls_cert": self.remote.client_cert, "tls_key": self.remote.client_key})
+            assert r is not None and r.status_code == 201, r.text if r is not None else "no answer"
         for name in SLOTS:
-            self._create(name, CORE.get(name) or llama())
+            self._create(name, self.config_of(name))
         # The world starts with models running, so the first faults have something to hit.
         for name in ("llama-a", "llama-b", "vllm-a", "phoenix"):
             self._call("POST", f"/api/models/{self.ids[name]}/start", "start")
@@ -267,13 +303,16 @@ class Chaos:
 
     # --- shared state -------------------------------------------------------------------------
 
-    def _set_able(self, console_up: Optional[bool] = None, engine_up: Optional[bool] = None) -> None:
+    def _set_able(self, console_up: Optional[bool] = None, engine_up: Optional[bool] = None,
+                  host_up: Optional[bool] = None) -> None:
         with self.lock:
             if console_up is not None:
                 self.console_up = console_up
             if engine_up is not None:
                 self.engine_up = engine_up
-            able = self.console_up and self.engine_up
+            if host_up is not None:
+                self.host_up = host_up
+            able = self.console_up and self.engine_up and self.host_up
             if not able and self.able_since is not None:
                 self._able_total += time.monotonic() - self.able_since
                 self.able_since = None
@@ -281,9 +320,10 @@ class Chaos:
                 self.able_since = time.monotonic()
 
     def able_clock(self, at: Optional[float] = None) -> float:
-        """Seconds the console could act (serving, engine answering) since the run began, at
-        monotonic time `at`: time to truth is counted on this clock, since nothing can be put
-        right while the console or the engine is away (a console restart takes seconds)."""
+        """Seconds the console could act (serving, both engines answering) since the run began,
+        at monotonic time `at`: time to truth is counted on this clock, since nothing can be put
+        right while the console or an engine is away (a console restart takes seconds; a host
+        cut off keeps its models' states, which only its return can put right)."""
         with self.lock:
             at = time.monotonic() if at is None else at
             return self._able_total + (max(0.0, at - self.able_since) if self.able_since is not None else 0.0)
@@ -322,7 +362,7 @@ class Chaos:
         mid = self.ids.get(slot)
         if verb == "create":
             if slot not in self.ids:
-                self._create(slot, CORE.get(slot) or llama())
+                self._create(slot, self.config_of(slot))
             return
         if mid is None:
             return
@@ -360,8 +400,14 @@ class Chaos:
     # --- the world ------------------------------------------------------------------------------
 
     def containers(self, **filters) -> list:
+        """Our containers on every engine that runs (each object acts on its own engine)."""
         labels = [f"cortex.instance={self.instance}"] + filters.pop("labels", [])
-        return self.client.containers.list(all=True, filters={"label": labels, **filters})
+        return [c for client in self.clients()
+                for c in client.containers.list(all=True, filters={"label": labels, **filters})]
+
+    def _client_of(self, slot: str):
+        """The engine a slot's model runs on."""
+        return self.far if self.far is not None and slot in REMOTE_SLOTS and self._far_engine_up else self.client
 
     def _target(self, slot: str, status: str = "running"):
         """A container of the slot's model in `status`, else any such container of ours."""
@@ -378,7 +424,7 @@ class Chaos:
             stubborn = step.x < 0.5
             script = "trap '' TERM; while :; do sleep 1; done" if stubborn else "while :; do sleep 1; done"
             self.forged += 1
-            self.client.containers.run(BUSYBOX_IMAGE, ["sh", "-c", script], detach=True,
+            self._client_of(step.slot).containers.run(BUSYBOX_IMAGE, ["sh", "-c", script], detach=True,
                                        name=f"chaos-forged-{self.seed}-{self.forged}",
                                        labels={"cortex.managed": "true", "cortex.instance": self.instance,
                                                "cortex.model-id": str(mid), "cortex.spec-hash": "forged",
@@ -416,9 +462,40 @@ class Chaos:
         with self.lock:
             self.pending.append(done)
 
+    def _host_back(self, kind: str) -> None:
+        """The other host's fault ends: its network back, or its engine started again."""
+        if kind == "host_cut":
+            self.remote.restore()
+        else:
+            self.remote.start_engine()
+            self._far_engine_up = True
+        self._set_able(host_up=True)
+        done = self._ended(Step(self.step_no, kind, 0, "", 0))
+        with self.lock:
+            self.pending.append(done)
+
+    def _host_fault(self, step: Step) -> Optional[float]:
+        if self.remote is None or not self.host_up:
+            return None
+        self._set_able(host_up=False)
+        if step.kind == "host_restart":
+            self._far_engine_up = False
+            self.remote.stop_engine()
+            self.remote.start_engine()
+            self._far_engine_up = True
+            self._set_able(host_up=True)
+            return time.monotonic()
+        if step.kind == "host_cut":
+            self.remote.cut()
+        else:
+            self._far_engine_up = False
+            self.remote.stop_engine()
+        self.timers.append((time.monotonic() + 3 + 9 * step.x, lambda: self._host_back(step.kind)))
+        return -1.0  # measured from the host's return
+
     def _restart_console(self, step: Step) -> None:
         """SIGTERM or SIGKILL the console (after a Start, for the mid-start kind), then make up."""
-        engine_was_up = self.engine_up
+        engine_was_up, host_was_up = self.engine_up, self.host_up
         before = {c.id for c in self.containers()} if engine_was_up else set()
         began = time.time()
         if step.kind == "console_sigkill_mid_start":
@@ -436,13 +513,17 @@ class Chaos:
         self.console.start()  # make up; a console that does not come back ends the run (ConsoleFailed)
         self.stats.console_starts.append(time.monotonic() - t0)
         if engine_was_up and self.engine_up:
-            # With the default policy nothing of the old run may be left once it serves.
+            # With the default policy nothing of the old run may be left once it serves. (The
+            # other host's, if it was away meanwhile: at its first answer, see below.)
             survivors = before & {c.id for c in self.containers()}
+            if not (host_was_up and self.host_up) and self.far is not None:
+                survivors -= {c.id for c in self.far.containers.list(all=True)} if self._far_engine_up else set()
             for cid in survivors:
                 self.violation(f"container {cid[:12]} of the old run survived the console restart")
             for r in self._rows():
                 started = _ts(r["started_at"])
-                if r["state"] in ("loading", "running") and started and started < began:
+                away = not (host_was_up and self.host_up) and r["host_id"] != 1
+                if r["state"] in ("loading", "running") and started and started < began and not away:
                     self.violation(f"model {r['id']} still {r['state']} from the old run after the restart")
         self._set_able(console_up=True)
 
@@ -461,6 +542,8 @@ class Chaos:
             else:
                 self._submit(step, kind, step.slot)
             return -1.0  # its end is recorded by the request's thread
+        if kind in HOST_KINDS:
+            return self._host_fault(step)
         if kind in ENGINE_KINDS:
             if not self.engine_up:
                 return None
@@ -512,22 +595,25 @@ class Chaos:
         conn.row_factory = sqlite3.Row
         try:
             return [dict(r) for r in conn.execute(
-                "SELECT id, state, container_id, spec_hash, state_changed_at, started_at FROM model")]
+                "SELECT id, state, container_id, spec_hash, state_changed_at, started_at, host_id FROM model")]
         finally:
             conn.close()
 
     def snapshot(self) -> Optional[Snapshot]:
         t, wall = time.monotonic(), time.time()
+        raw = []
         try:
-            raw = self.client.api.containers(all=True, filters={"label": f"cortex.instance={self.instance}"})
-        except (docker.errors.DockerException, OSError, Exception):  # noqa: BLE001 - the engine is away
+            for client in [self.client] + ([self.far] if self.far is not None else []):
+                raw += [(client, r) for r in client.api.containers(
+                    all=True, filters={"label": f"cortex.instance={self.instance}"})]
+        except (docker.errors.DockerException, OSError, Exception):  # noqa: BLE001 - an engine is away
             return None
         ctrs = []
-        for r in raw:
+        for client, r in raw:
             cid, labels = r["Id"], r.get("Labels") or {}
             if cid not in self.policies:
                 try:
-                    self.policies[cid] = self.client.api.inspect_container(cid)["HostConfig"]["RestartPolicy"]["Name"]
+                    self.policies[cid] = client.api.inspect_container(cid)["HostConfig"]["RestartPolicy"]["Name"]
                 except Exception:  # noqa: BLE001 - gone meanwhile
                     self.policies[cid] = None
             mid = labels.get("cortex.model-id", "")
@@ -700,12 +786,17 @@ class Chaos:
         self.stopping.set()
         if self.console is not None:
             self.console.stop()
-            try:
-                for c in self.console.containers(self.client):
-                    c.remove(force=True)
-            except Exception:  # noqa: BLE001
-                pass
+            for client in [self.client] + ([self.far] if self.far is not None else []):
+                try:
+                    for c in self.console.containers(client):
+                        c.remove(force=True)
+                except Exception:  # noqa: BLE001
+                    pass
             self.console.close()
+        if self.remote is not None:
+            if self.far is not None:
+                self.far.close()
+            self.remote.down()
         if self.receiver is not None:
             self.receiver.down()
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -735,6 +826,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--verbose", action="store_true", help="say what was still wrong when truth took long")
     p.add_argument("--port", type=int, default=None,
                    help="the console's port (a free one by default; make up compiles once per port)")
+    p.add_argument("--one-host", action="store_true", help="only the console's own engine (no other host: no "
+                   "network namespace, no root needed for one)")
     p.add_argument("--restartable", action="store_true",
                    help="DOCKER_HOST is an engine this run may restart (scripts/engine.sh finds it through "
                         "CORTEX_ENGINE_DIR / CORTEX_ENGINE_BRIDGE); without it, one is chosen (tests/engines.py)")
@@ -752,8 +845,9 @@ def main(argv: Optional[list[str]] = None) -> int:
               else engines.restartable(host, images=(LLAMA_IMAGE, VLLM_IMAGE, BUSYBOX_IMAGE)))
     workdir = Path(tempfile.mkdtemp(prefix="cortex-chaos-"))
     print(f"chaos: seed {seed}, {args.minutes:g} min, engine {engine.host}, work folder {workdir}", flush=True)
+    remote = None if args.one_host else RemoteHost("cxq-far", 16, tls=True, ssh=False)
     chaos = Chaos(seed, args.minutes, workdir, engine, args.cover, out=lambda s: print(s, flush=True),
-                  port=args.port)
+                  port=args.port, remote=remote)
     chaos.verbose = args.verbose
     try:
         return chaos.run()

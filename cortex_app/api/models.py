@@ -3,9 +3,11 @@ the route (read: the GETs; operate: also start, stop, apply; admin: also create,
 
   GET    /api/models              every model with its state and health
   GET    /api/models/{id}         one model
-  POST   /api/models              create (the form's fields as JSON; 422 names each bad field)
+  POST   /api/models              create (the form's fields as JSON; 422 names each bad field);
+                                  `host`: a host's name or id, or "auto" (default: host 1)
   PUT    /api/models/{id}         replace its configuration (as the edit form does); a running
-                                  model keeps its old config until applied (`stale`: true)
+                                  model keeps its old config until applied (`stale`: true);
+                                  `host` absent keeps its host; another host only while stopped
   DELETE /api/models/{id}         204; only a stopped or failed model (else 409)
   POST   /api/models/{id}/start   202: the container runs; `loading` -> `running` is the
                                   reconciler's to see (poll GET, as the Models page does);
@@ -48,7 +50,8 @@ def model_json(m: Model) -> dict:
     """What a script needs; never the HF token. Health only for a running model (a stopped one
     has none: the last probe's verdict would be stale)."""
     return {"id": m.id, "name": m.name, "served_name": m.served_name, "alias": m.alias, "engine": m.engine.value,
-            "image": m.image, "source": m.source, "state": m.state.value, "state_reason": m.state_reason,
+            "image": m.image, "source": m.source, "host_id": m.host_id, "auto_host": m.auto_host,
+            "state": m.state.value, "state_reason": m.state_reason,
             "request_defaults": m.request_defaults,
             "health": m.health.value if m.state == ModelState.RUNNING else None, "host_port": m.host_port, "container_id": m.container_id,
             "stale": services().lifecycle.is_stale(m), "memory_estimate_mib": m.memory_estimate_mib,

@@ -115,6 +115,8 @@ def health_badge(health: rx.Var) -> rx.Component:
         ("healthy", rx.badge("healthy", color_scheme="green", variant="outline")),
         ("unhealthy", rx.badge("unhealthy", color_scheme="red", variant="outline")),
         ("unknown", rx.badge("unknown", color_scheme="gray", variant="outline")),
+        ("host unreachable", rx.badge("host unreachable", color_scheme="orange", variant="outline",
+                                      class_name="host-unreachable")),
         rx.text("—", size="1", color_scheme="gray"),
     )
 

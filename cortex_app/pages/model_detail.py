@@ -17,7 +17,9 @@ def _summary() -> rx.Component:
     row = D.row
     return rx.card(rx.vstack(
         rx.hstack(state_badge(row["state"]), health_badge(row["health"]), rx.text(row["engine"], size="2"),
-                  rx.text(row["devices"], size="2", color_scheme="gray"), spacing="3", align="center"),
+                  rx.text(row["devices"], size="2", color_scheme="gray"),
+                  rx.text("on ", row["host"], size="2", color_scheme="gray", id="detail-host"),
+                  spacing="3", align="center"),
         rx.text(row["reason"], size="2", id="state-reason"),
         rx.cond(row["state"] == "loading",
                 rx.hstack(rx.spinner(size="1"), rx.text("loading for ", D.loading_elapsed_s, " s of ",

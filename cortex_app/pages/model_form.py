@@ -24,8 +24,9 @@ def field(name: str, label: str, hint: str = "", kind: str = "text", placeholder
     )
 
 
-def choice(name: str, label: str, options: list[str], engine_default: bool = False) -> rx.Component:
-    """A select; with `engine_default`, its first choice leaves the setting to the engine."""
+def choice(name: str, label: str, options, engine_default: bool = False) -> rx.Component:
+    """A select (`options`: a list, or a state var holding one); with `engine_default`, its
+    first choice leaves the setting to the engine."""
     items = [ENGINE_DEFAULT, *options] if engine_default else options
     value = rx.cond(F.values[name] == "", ENGINE_DEFAULT, F.values[name]) if engine_default else F.values[name]
     return rx.vstack(
@@ -143,6 +144,8 @@ def model_form() -> rx.Component:
             rx.grid(choice("engine", "Engine", ["llamacpp", "vllm"]), field("name", "Name", "lowercase, digits, -"),
                     field("served_name", "Served name", "what clients send as `model`; empty = the name"),
                     choice("device", "Device", ["cpu", "cuda"]), columns=rx.breakpoints(initial="1", md="4"), spacing="4", width="100%"),
+            rx.grid(choice("host", "Host (auto: the one with room, chosen at each Start; moves only while stopped)",
+                           F.host_choices), columns=rx.breakpoints(initial="1", md="2"), spacing="4", width="100%"),
             field("alias", "Alias (optional)", "a public name replicas share: the gateway spreads requests for it "
                   "across the running ones"),
             rx.cond(F.is_llamacpp, _llamacpp_common(), _vllm_common()),

@@ -47,7 +47,8 @@ def _row(row: rx.Var) -> rx.Component:
         rx.table.cell(rx.link(row["name"], href=f"/models/{row['id']}", weight="medium")),
         _wide_cell(rx.code(row["served_name"], size="1")),
         _wide_cell(row["engine"]),
-        _wide_cell(row["devices"]),
+        _wide_cell(rx.vstack(rx.text(row["devices"]), rx.text(row["host"], size="1", color_scheme="gray",
+                                                             class_name="row-host"), spacing="0")),
         rx.table.cell(rx.vstack(state_badge(row["state"]),
                                 rx.cond(row["state"] == "failed",  # why, inline (also the row's tooltip)
                                         rx.text(row["reason"], size="1", color_scheme="red", class_name="row-reason",
@@ -122,7 +123,7 @@ def models() -> rx.Component:
                     rx.table.header(rx.table.row(*[
                         rx.table.column_header_cell(h, class_name=None if h in ("Name", "State", "") else
                                                     "wide-only")
-                        for h in ("Name", "Served name", "Engine", "Device", "State", "Health", "Endpoint", "Uptime",
+                        for h in ("Name", "Served name", "Engine", "Device · host", "State", "Health", "Endpoint", "Uptime",
                                   "Resources", "")])),
                     rx.table.body(rx.foreach(ModelsState.visible, _row)),
                     width="100%", variant="surface", size="1",

@@ -97,6 +97,7 @@ class Reconciler:
         self._booted: set[int] = set()  # hosts whose first answer got the boot plan
         self._boot_done = False  # a leader taking over: no host gets a boot plan (see mark_booted)
         self._list_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="reconcile-list")
+        self._shares: dict[int, asyncio.Future] = {}  # host id -> its share of the latest pass
         self.passes = 0
         # When this console started (set by the scheduler): the boot pass treats rows started
         # later as this run's own.
@@ -168,20 +169,35 @@ class Reconciler:
                     found[c.id] = self.runtime.inspect(c.id) or c
         return list(found.values())
 
-    async def reconcile_once(self, *, boot: bool = False, wait: bool = True) -> PassReport:
+    async def reconcile_once(self, *, boot: bool = False, wait: bool = True,
+                             others_behind: bool = False) -> PassReport:
         """One pass over every host, all at once. With `wait`, returns once its actions are
         done; without (the scheduler's passes), once they are under way: their subjects stay
         busy until they end. `boot`: every host gets the boot plan (the console's first pass);
         without it, a host this console has not seen answer before gets it (the scheduler
-        sets `console_started_at`)."""
+        sets `console_started_at`). `others_behind` (the scheduler's periodic and event-driven
+        passes): other hosts' shares run on behind the return, so one that waits for its
+        deadline never holds up the next pass here; a host whose share is still under way is
+        left out of the passes meanwhile."""
         report = PassReport(started_at=time.time())
         t0 = time.perf_counter()
         with self._busy_lock:
             generations = dict(self._generation)  # what had ended when this pass began to read
         host_rows = await asyncio.to_thread(hosts.list_hosts, self.lc.db)
         self.lc.note_hosts(host_rows)
-        launched = [task for tasks in await asyncio.gather(
-            *(self._host_pass(h, boot, report, generations) for h in host_rows)) for task in tasks]
+        shares = []
+        for h in host_rows:
+            earlier = self._shares.get(h.id)
+            if earlier is not None and not earlier.done():
+                report.host_errors[h.id] = "its share of an earlier pass is still under way"
+                continue
+            share = asyncio.ensure_future(self._host_pass(h, boot, report, generations))
+            self._shares[h.id] = share
+            if others_behind and h.id != LOCAL_HOST_ID:
+                share.add_done_callback(self._share_done)
+            else:
+                shares.append(share)
+        launched = [task for tasks in await asyncio.gather(*shares) for task in tasks]
         self.passes += 1
         report.duration_s = time.perf_counter() - t0
         self.last_report = report
@@ -190,6 +206,11 @@ class Reconciler:
             # under way, whose subjects stay busy until they really end.
             await asyncio.shield(asyncio.gather(*launched))
         return report
+
+    @staticmethod
+    def _share_done(share: asyncio.Future) -> None:
+        if not share.cancelled() and share.exception() is not None:
+            log.warning("reconcile: a host's share of the pass failed: %s", share.exception())
 
     async def _list(self, host: Host) -> list[ContainerInfo]:
         """The host's managed containers, or EngineUnreachable at its deadline. Another host's
@@ -322,11 +343,11 @@ class Reconciler:
                 self.on_subject_free()
 
     async def drain(self, timeout: float) -> None:
-        """Wait until no action of any pass is running (console shutdown)."""
+        """Wait until no action of any pass is running, nor any host's share (console shutdown)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._busy_lock:
-                if not self._busy:
+                if not self._busy and all(s.done() for s in self._shares.values()):
                     return
             await asyncio.sleep(0.02)
 

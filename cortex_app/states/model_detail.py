@@ -12,7 +12,7 @@ from typing import Optional
 import reflex as rx
 from sqlmodel import Session, func, select
 
-from cortex_app import crud
+from cortex_app import crud, hosts
 from cortex_app.engines import memory
 from cortex_app.models import ModelEvent, ModelState, utcnow
 from cortex_app.resources import Sample
@@ -122,7 +122,13 @@ class ModelDetailState(AdminState):
             estimate = memory.estimate_model(m, svc.settings.models_dir, svc.settings.hf_cache_dir).summary()
         except ValueError as exc:  # GgufUnreadable, or a file outside what it reads
             estimate = f"none ({exc})"
-        return (m, events, total, logs, note, svc.lifecycle.is_stale(m),
+        try:
+            host = hosts.get_host(svc.db, m.host_id)
+        except hosts.HostNotFound:
+            host = None
+        row = model_row(m, svc.lifecycle.is_stale(m), utcnow(), host,
+                        svc.lifecycle.base_url_of(m.engine, m.container_id, m.host_port, m.host_id))
+        return (m, events, total, logs, note, row,
                 svc.scheduler.resources.history.series(model_id), svc.settings.probe_interval_s, estimate)
 
     async def _refresh(self, with_logs: bool):
@@ -132,7 +138,7 @@ class ModelDetailState(AdminState):
         if got is None:
             self.found = False
             return
-        m, events, self.event_total, logs, note, stale, series, probe_interval_s, estimate = got
+        m, events, self.event_total, logs, note, row, series, probe_interval_s, estimate = got
         if estimate != self.memory_estimate:
             self.memory_estimate = estimate
         record = memory_record(m.memory_estimate_mib, m.memory_used_mib)
@@ -143,7 +149,7 @@ class ModelDetailState(AdminState):
             self.event_page = last_page
         now = utcnow()
         self.found = True
-        self.row = model_row(m, stale, now)
+        self.row = row
         self.image, self.source, self.startup_timeout_s = m.image, m.source, m.startup_timeout_s
         examples = gateway_examples(services().settings.public_url, m.served_name, m.embeddings, m.request_defaults)
         if examples != self.gateway:  # set only when it changes: a tick sends no unchanged examples

@@ -13,7 +13,7 @@ from typing import Optional
 
 import reflex as rx
 
-from cortex_app import crud
+from cortex_app import crud, hosts
 from cortex_app.engines import memory
 from cortex_app.images import canonical, is_present
 from cortex_app.models import Device, Engine, Model
@@ -71,6 +71,7 @@ class ModelFormState(AdminState):
     show_advanced: bool = False
     image_here: dict = {}  # {"image": the image Start would use, "present": on the engine}
     memory_estimate: str = ""  # form_estimate() of the values as they stand
+    host_choices: list[str] = ["local", "auto"]  # every host's name, then auto (placement picks at Start)
     _defaults: dict[str, str] = {}
     _tags: set[str] = set()
 
@@ -95,6 +96,11 @@ class ModelFormState(AdminState):
             self._tags = set()  # the engine is away: every image reads as missing, Pull says why
         self._check_image()
 
+    async def _read_hosts(self, current: str = "") -> None:
+        rows = await asyncio.to_thread(hosts.list_hosts, services().db)
+        self.host_choices = [h.name for h in rows] + ["auto"]
+        self.values["host"] = current or (rows[0].name if rows else "local")
+
     def _gguf(self) -> list[str]:
         root = services().settings.models_dir
         if not root.is_dir():
@@ -109,6 +115,7 @@ class ModelFormState(AdminState):
         self.flags = {f: False for f in FLAGS}
         self.gguf_files = await asyncio.to_thread(self._gguf)
         self.memory_estimate = ""
+        await self._read_hosts()
         await self._read_images()
 
     @rx.event
@@ -127,6 +134,11 @@ class ModelFormState(AdminState):
         self.flags = {f: bool(getattr(m, f)) for f in FLAGS}
         self.token_hint = mask_secret(m.hf_token)
         self.gguf_files = await asyncio.to_thread(self._gguf)
+        try:
+            host = "auto" if m.auto_host else (await asyncio.to_thread(hosts.get_host, services().db, m.host_id)).name
+        except hosts.HostNotFound:
+            host = ""
+        await self._read_hosts(host)
         await self._estimate()
         await self._read_images()
 

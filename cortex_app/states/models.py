@@ -15,7 +15,8 @@ from cortex_app import crud
 from cortex_app.images import canonical
 from cortex_app.lifecycle import DoesNotFit, Refused
 from cortex_app.runtime.docker import DockerRuntimeError
-from cortex_app.models import Model, ModelState, utcnow
+from cortex_app.hosts import list_hosts
+from cortex_app.models import Host, Model, ModelState, utcnow
 from cortex_app.resources import FRESH_S, Sample
 from cortex_app.services import get as services
 from cortex_app.states.auth import AdminState
@@ -49,14 +50,25 @@ def usage_line(sample: Optional[Sample]) -> dict:
     return {"figures": first, "engine": second}
 
 
-def model_row(m: Model, stale: bool, now: datetime) -> dict:
-    """What the table shows of a model: plain strings and flags, decided here, not in the page."""
+def model_row(m: Model, stale: bool, now: datetime, host: Optional[Host] = None, base_url: Optional[str] = None) -> dict:
+    """What the table shows of a model: plain strings and flags, decided here, not in the page.
+    `host`: the model's host (its name, and whether the hosts' check last found it answering);
+    `base_url`: where another host's model answers."""
     devices = "cpu" if m.device.value == "cpu" else "cuda: " + (",".join(map(str, m.gpu_ids)) if m.gpu_ids else "all")
     active = m.state in (S.LOADING, S.RUNNING)
+    host_down = host is not None and host.reachable is False
+    health = m.health.value if m.state == S.RUNNING else ""
+    if active and host_down:
+        health = "host unreachable"  # its state is kept; nothing is known of it until the host answers
+    if m.host_id != 1 and active:
+        endpoint = f"{base_url}/v1" if base_url else ""
+    else:
+        endpoint = f"http://127.0.0.1:{m.host_port}/v1" if active and m.host_port else ""
     return {
         "id": m.id, "name": m.name, "served_name": m.served_name, "engine": m.engine.value, "devices": devices,
-        "state": m.state.value, "reason": m.state_reason, "health": m.health.value if m.state == S.RUNNING else "",
-        "endpoint": f"http://127.0.0.1:{m.host_port}/v1" if active and m.host_port else "",
+        "host": (host.name if host is not None else f"host {m.host_id}") + (" (auto)" if m.auto_host else ""),
+        "state": m.state.value, "reason": m.state_reason, "health": health,
+        "endpoint": endpoint,
         "uptime": human_duration((now - m.ready_at).total_seconds()) if m.state == S.RUNNING and m.ready_at else "",
         "stale": stale,
         # Only the actions that apply: a failed model is started again or deleted, not stopped.
@@ -104,12 +116,17 @@ class ModelsState(AdminState):
         report = svc.reconciler.last_report
         engine_error = (report.engine_error or "") if report else ""
         models = crud.list_models(svc.db)  # ordered by name: rows never jump on state changes
+        hosts = {h.id: h for h in list_hosts(svc.db)}
         signature = f"{len(models)}#" + "|".join(
-            f"{m.id}:{m.state.value}:{m.health.value}:{m.updated_at.isoformat()}" for m in models)
+            f"{m.id}:{m.state.value}:{m.health.value}:{m.updated_at.isoformat()}" for m in models) + "#" + "".join(
+            f"{h.id}:{h.reachable}" for h in hosts.values())
         now = utcnow()
         history = svc.scheduler.resources.history  # in memory, kept by the sampler
         usage = {str(m.id): usage_line(history.latest(m.id, FRESH_S)) for m in models if m.state in (S.LOADING, S.RUNNING)}
-        return signature, [model_row(m, svc.lifecycle.is_stale(m), now) for m in models], engine_error, usage
+        lc = svc.lifecycle
+        return signature, [model_row(m, lc.is_stale(m), now, hosts.get(m.host_id),
+                                     lc.base_url_of(m.engine, m.container_id, m.host_port, m.host_id))
+                           for m in models], engine_error, usage
 
     @rx.event
     async def load(self):

@@ -263,3 +263,30 @@ def test_auto_places_a_model_on_the_host_with_room(bed, remotes, two_hosts):
     cpu = bed.llama("spread", host="auto")
     assert bed.start_ready(cpu.id).state is S.RUNNING
     assert bed.row(cpu.id).host_id == t.id
+
+
+def test_a_silent_host_never_delays_what_the_console_sees_elsewhere(bed, remotes, two_hosts, docker_client):
+    """The scheduler's passes: with one host's network cut, each pass still waits that host's
+    deadline there, but behind the return: a death on this engine is seen as fast as ever."""
+    tls, _ = remotes
+    st = bed.scheduler(reconcile_interval_s=1.0)  # a pass every second: each would wait the cut host's 5 s
+    here = bed.llama("here")
+    there = bed.llama("there", host="gpu-tls")
+    for m in (here, there):
+        bed.lc.start(m.id, actor="admin:test")
+    wait_for(lambda: all(bed.row(m.id).state is S.RUNNING for m in (here, there)), 30)
+    tls.cut()
+    try:
+        wait_for(lambda: "host gpu-tls unreachable" in " ".join(_host_events(bed, there.id)), 15)
+        time.sleep(1.5)  # passes under way, each with the silent host's share waiting its deadline
+        t0 = time.perf_counter()
+        docker_client.api.kill(bed.row(here.id).container_id)
+        wait_for(lambda: bed.row(here.id).state is S.FAILED, 3, interval=0.01)
+        took = time.perf_counter() - t0
+        print(f"\nwith host gpu-tls silent: docker kill here -> row failed in {took * 1000:.0f} ms")
+        assert took < 1.0, took
+        assert bed.row(there.id).state is S.RUNNING  # kept while its host is away
+    finally:
+        tls.restore()
+    wait_for(lambda: "answers again" in _host_events(bed, there.id)[-1], 20)
+    assert st.scheduler.reconciler.hosts_up.get(bed.row(there.id).host_id) is True

@@ -141,3 +141,17 @@ def test_the_spec_uses_host_paths_and_the_network_and_keeps_old_hashes():
     assert on_host.spec_hash == "c89b696c2b3e11719b9fb92d227143ec8994b90a215eaacd8ea781c0f6365785"
     v = Model(id=4, name="v", served_name="v", engine=Engine.VLLM, image="img", source="org/name")
     assert build_spec(v, s).spec_hash == "1ff3f2c589a6fad8bac27bb798df066bc0db35a292164d20631db20c8ab6bb45"
+
+
+def test_another_hosts_models_are_published_there_and_reached_at_its_address():
+    from cortex_app.hosting import remote
+
+    p = remote(settings(), address="10.0.0.12", models_dir="/srv/models", hf_cache_dir=None)
+    assert (p.models_source, p.hf_cache_source) == ("/srv/models", "/data/hf-cache")  # its folder; else the same path
+    assert p.publish_host == "0.0.0.0" and p.reach == "10.0.0.12" and not p.probe_by_name and p.network is None
+    m = Model(id=3, name="m", served_name="m", engine=Engine.LLAMACPP, image="i", source="a.gguf")
+    spec = build_spec(m, settings(), p)
+    assert any(mt.source.startswith("/srv/models") for mt in spec.mounts), spec.mounts
+    assert remote(settings(), address="h", models_dir=None, hf_cache_dir=None).models_source == "/models"
+    with pytest.raises(PlacementError, match="no address"):
+        remote(settings(), address="", models_dir=None, hf_cache_dir=None)

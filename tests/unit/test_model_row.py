@@ -23,3 +23,17 @@ def test_each_state_offers_only_what_applies(state, start, stop, delete):
     row = model_row(m, stale=False, now=now)
     assert (row["can_start"], row["can_stop"], row["can_delete"]) == (start, stop, delete)
     assert row["reason"] == "why"
+
+
+def test_a_model_whose_host_is_unreachable_says_so_and_keeps_its_state():
+    from cortex_app.models import Health, Host
+
+    now = utcnow()
+    m = Model(id=1, name="m", served_name="m", engine=Engine.LLAMACPP, image="i", source="a.gguf", host_id=2,
+              state=S.RUNNING, health=Health.UNKNOWN, host_port=40000, ready_at=now, auto_host=True)
+    away = Host(id=2, name="gpu-2", endpoint="tcp://10.0.0.2:2376", reachable=False)
+    row = model_row(m, stale=False, now=now, host=away, base_url="http://10.0.0.2:40000")
+    assert (row["state"], row["health"], row["host"]) == ("running", "host unreachable", "gpu-2 (auto)")
+    assert row["endpoint"] == "http://10.0.0.2:40000/v1"
+    back = Host(id=2, name="gpu-2", endpoint="tcp://10.0.0.2:2376", reachable=True)
+    assert model_row(m, stale=False, now=now, host=back)["health"] == "unknown"

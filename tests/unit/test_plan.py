@@ -228,3 +228,10 @@ def test_one_list_decides_many_models():
     containers = [ctr(f"c{i}", i, hash=f"h{i}") for i in range(1, 101)]
     actions = plan(models, containers, set(), NOW)
     assert len(actions) == 400 and all(isinstance(a, FailModel) for a in actions)
+
+
+def test_a_container_left_on_a_host_its_model_moved_from_is_removed_and_says_why():
+    # Model 9 belongs to another host now; this host's plan sees only its container here.
+    [a] = plan([], [ctr("c9", 9)], set(), NOW, elsewhere=frozenset({9}))
+    assert isinstance(a, RemoveContainer) and a.model_id == 9
+    assert "belongs to another host now" in a.reason

@@ -246,3 +246,39 @@ def test_mask_secret_shows_only_the_end():
 @pytest.mark.parametrize("name", ["HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"])
 def test_an_hf_token_in_extra_env_is_refused_saying_where_it_goes(models_dir, name):
     assert "goes in the HF token field" in refused(models_dir, **{**LLAMA, "extra_env": {name: "hf_abc"}})["extra_env"]
+
+
+HOSTS = {1: "local", 2: "gpu-2"}
+
+
+def hosted(models_dir, **data):
+    return validate_model(data, models_dir=models_dir, default_images=IMAGES, hosts=HOSTS)
+
+
+@pytest.mark.parametrize("given,host_id,auto", [
+    ("gpu-2", 2, False), ("GPU-2", 2, False), ("2", 2, False), (2, 2, False), ("local", 1, False),
+    ("auto", None, True), ("AUTO", None, True),
+])
+def test_a_model_belongs_to_a_host_by_name_or_id_or_auto(models_dir, given, host_id, auto):
+    clean = hosted(models_dir, **LLAMA, host=given)
+    assert clean.get("host_id") == host_id and clean["auto_host"] is auto
+
+
+def test_no_host_given_leaves_it_to_the_default_and_an_unknown_one_is_refused(models_dir):
+    clean = hosted(models_dir, **LLAMA)
+    assert "host_id" not in clean and "auto_host" not in clean
+    with pytest.raises(ConfigInvalid) as info:
+        hosted(models_dir, **LLAMA, host="gpu-9")
+    assert info.value.errors == {"host": "no host 'gpu-9': choose one of gpu-2, local, or auto"}
+
+
+def test_a_model_on_another_host_has_its_file_there_checked_for_shape_only(models_dir):
+    # The console cannot see that machine's disk: a file missing here is no error there...
+    assert hosted(models_dir, **{**LLAMA, "source": "only-there.gguf"}, host="gpu-2")["source"] == "only-there.gguf"
+    # ...but here it is, and the shape is checked everywhere.
+    with pytest.raises(ConfigInvalid) as info:
+        hosted(models_dir, **{**LLAMA, "source": "only-there.gguf"}, host="local")
+    assert "no file only-there.gguf" in info.value.errors["source"]
+    with pytest.raises(ConfigInvalid) as info:
+        hosted(models_dir, **{**LLAMA, "source": "../etc/passwd.gguf"}, host="gpu-2")
+    assert "may not contain '..'" in info.value.errors["source"]
