@@ -17,11 +17,16 @@ branch_labels = None
 depends_on = None
 
 
+def _model_table():
+    # SQLite rebuilds the table for these changes: keep its AUTOINCREMENT (ids never reused, 0008).
+    return op.batch_alter_table("model", table_kwargs={"sqlite_autoincrement": True})
+
+
 def upgrade() -> None:
     with op.batch_alter_table("host") as batch_op:
         batch_op.add_column(sa.Column("models_dir", sa.String(length=512), nullable=True))
         batch_op.add_column(sa.Column("hf_cache_dir", sa.String(length=512), nullable=True))
-    with op.batch_alter_table("model") as batch_op:
+    with _model_table() as batch_op:
         batch_op.drop_constraint("uq_model_host_port", type_="unique")
         batch_op.add_column(sa.Column("host_id", sa.Integer(), nullable=False, server_default="1"))
         batch_op.add_column(sa.Column("auto_host", sa.Boolean(), nullable=False, server_default=sa.false()))
@@ -32,7 +37,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("model") as batch_op:
+    with _model_table() as batch_op:
         batch_op.drop_constraint("uq_model_host_port", type_="unique")
         batch_op.drop_index("ix_model_host_id")
         batch_op.drop_constraint("fk_model_host_id", type_="foreignkey")
