@@ -603,7 +603,7 @@ class Chaos:
         t, wall = time.monotonic(), time.time()
         raw = []
         try:
-            for client in [self.client] + ([self.far] if self.far is not None else []):
+            for client in self.clients():  # the other host's engine while it runs: the local checks go on
                 raw += [(client, r) for r in client.api.containers(
                     all=True, filters={"label": f"cortex.instance={self.instance}"})]
         except (docker.errors.DockerException, OSError, Exception):  # noqa: BLE001 - an engine is away

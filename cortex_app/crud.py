@@ -71,16 +71,19 @@ def update_model(db: sa.Engine, settings: Settings, model_id: int, data: Mapping
             setattr(model, key, value)
         model.updated_at = utcnow()
         if host_id != model.host_id:
-            # A model moves only while stopped: compare-and-set on its state, in this
-            # transaction (a Start racing the edit either wins, and the move is refused, or
-            # starts it on the new host).
+            # A model moves only while stopped, and only to a host that still exists: compare-
+            # and-set in this transaction (a Start racing the edit either wins, and the move is
+            # refused, or is refused itself: it starts only on the host it read).
             moved = session.execute(sa.update(Model).where(
-                Model.id == model_id, Model.state.in_((ModelState.STOPPED, ModelState.FAILED)))
-                .values(host_id=host_id)).rowcount
+                Model.id == model_id, Model.state.in_((ModelState.STOPPED, ModelState.FAILED)),
+                sa.exists().where(Host.id == host_id)).values(host_id=host_id)).rowcount
             if not moved:
                 session.rollback()
-                raise ConfigInvalid({"host": f"model {model.name} is {model.state.value}: stop it before moving it "
-                                             "to another host"})
+                state = session.exec(select(Model.state).where(Model.id == model_id)).first()
+                if state in (ModelState.STOPPED, ModelState.FAILED):
+                    raise ConfigInvalid({"host": "that host was removed meanwhile; choose another"})
+                raise ConfigInvalid({"host": f"model {model.name} is {getattr(state, 'value', state)}: stop it "
+                                             "before moving it to another host"})
         session.add(model)
         try:
             _commit_unique(session)

@@ -20,6 +20,7 @@ ensure_network, connect_network) and then decides.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
@@ -154,14 +155,19 @@ def decide(settings: Settings, me: Optional[SelfContainer]) -> Placement:
 
 
 def remote(settings: Settings, *, address: str, models_dir: Optional[str], hf_cache_dir: Optional[str]) -> Placement:
-    """Another machine's engine (hosts.py): its models publish their port on every interface
-    of that machine (the engine picks the port) and are reached at `address`; their files are
-    that machine's folders (by default the same paths as the console's own)."""
+    """Another machine's engine (hosts.py): its models publish their port (the engine picks it)
+    on `address` when that is an IP address (that interface only), else on every interface of
+    that machine, and are reached at `address`; their files are that machine's folders (by
+    default the same paths as the console's own)."""
     if not address:
         raise PlacementError("this host has no address its models can be reached at; remove it and add it again "
                              "with one")
+    try:
+        publish = str(ipaddress.ip_address(address.strip("[]")))
+    except ValueError:
+        publish = "0.0.0.0"  # a name: whichever interface it resolves to
     return Placement(models_dir or str(settings.models_dir), hf_cache_dir or str(settings.hf_cache_dir),
-                     network=None, probe_by_name=False, publish_host="0.0.0.0", reach=address)
+                     network=None, probe_by_name=False, publish_host=publish, reach=address.strip("[]"))
 
 
 def resolve(settings: Settings, runtime) -> Placement:

@@ -129,7 +129,7 @@ def _validated(db: sa.Engine, settings: Settings, name: str, url: str, address: 
         own = normalize_url(settings.docker_host)
     except EndpointInvalid:
         own = settings.docker_host
-    address = (address or "").strip() or ep.hostname  # a unix socket's host has none: ""
+    address = ((address or "").strip() or ep.hostname).strip("[]")  # a unix socket's host has none: ""
     if address and not _ADDRESS.match(address):
         raise HostInvalid("address: a host name or IP address where this host's models answer")
     with Session(db) as session:
@@ -191,11 +191,7 @@ def remove_host(db: sa.Engine, settings: Settings, host_id: int, instance: Optio
     if host_id == LOCAL_HOST_ID:
         raise HostInvalid("the console's own engine (DOCKER_HOST) is always a host; it cannot be removed")
     host = get_host(db, host_id)
-    with Session(db) as session:
-        names = session.exec(select(Model.name).where(Model.host_id == host_id).order_by(Model.name)).all()
-    if names:
-        raise HostInvalid(f"models belong to host {host.name}: {', '.join(names)}; move them to another host "
-                          "(or delete them) first")
+    _refuse_if_models(db, host)
     rt = DockerRuntime(target_of(host, settings), timeout=5, instance=instance)
     try:
         rt.remove_samplers()
@@ -207,10 +203,24 @@ def remove_host(db: sa.Engine, settings: Settings, host_id: int, instance: Optio
         host = session.get(Host, host_id)
         if host is None:
             raise HostNotFound(f"no host {host_id}")
-        session.delete(host)
+        # Only while no model belongs to it, in the same statement: a move or an auto start
+        # that landed on it meanwhile keeps it (their own writes check that it still exists).
+        gone = session.execute(sa.delete(Host).where(
+            Host.id == host_id, ~sa.exists().where(Model.host_id == host_id))).rowcount
         session.commit()
+    if not gone:
+        _refuse_if_models(db, host)
+        raise HostInvalid(f"host {host.name} is in use; try again")
     journal.record(db, "host.removed", host.name, host.endpoint or "")
     return host
+
+
+def _refuse_if_models(db: sa.Engine, host: Host) -> None:
+    with Session(db) as session:
+        names = session.exec(select(Model.name).where(Model.host_id == host.id).order_by(Model.name)).all()
+    if names:
+        raise HostInvalid(f"models belong to host {host.name}: {', '.join(names)}; move them to another host "
+                          "(or delete them) first")
 
 
 def _record(db: sa.Engine, settings: Settings, host: Host, info: EngineInfo, gpus: Optional[list]) -> Host:

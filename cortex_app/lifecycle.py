@@ -9,6 +9,7 @@ run these methods with `asyncio.to_thread`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
@@ -94,6 +95,7 @@ class Lifecycle:
         self._placement_lock = threading.Lock()
         self._placement_error: Optional[str] = None
         self._remote_placements: dict[int, Placement] = {}  # other hosts': from their rows only
+        self._placing = threading.Lock()
 
     # --- how model containers are wired to this console (hosting.py) -----------------------
 
@@ -150,13 +152,16 @@ class Lifecycle:
 
     def transition(self, model_id: int, to: ModelState, *, reason: str, actor: str,
                    allowed_from: Collection[ModelState], log_tail: Optional[str] = None,
-                   expect_container: object = ANY, expect_changed_at: object = ANY, **fields) -> int:
+                   expect_container: object = ANY, expect_changed_at: object = ANY, expect_host: object = ANY,
+                   **fields) -> int:
         """Move the model to `to` if its state is in `allowed_from`; write the event in the same
         transaction. Returns the event's id; raises Refused if it was in no allowed state (or
         another writer changed it between our read and our write). With `expect_container`,
         the row must also still name that container: a decision about one container never
         lands on the row of the next one. With `expect_changed_at`, its state must not have
-        changed since then (a decision about one `starting` never lands on the next)."""
+        changed since then (a decision about one `starting` never lands on the next). With
+        `expect_host`, it must still belong to that host, which must still exist (a start never
+        lands on a row moved, nor on a host removed, meanwhile)."""
         with Session(self.db) as session:
             row = session.exec(select(Model.state, Model.name, Model.served_name, Model.engine)
                                .where(Model.id == model_id)).first()
@@ -173,6 +178,9 @@ class Lifecycle:
             if expect_changed_at is not ANY:
                 where.append(Model.state_changed_at.is_(None) if expect_changed_at is None
                              else Model.state_changed_at == expect_changed_at)
+            if expect_host is not ANY:
+                where.append(Model.host_id == expect_host)
+                where.append(sa.exists().where(Host.id == fields.get("host_id", expect_host)))
             result = session.execute(
                 sa.update(Model).where(*where)
                 .values(state=to, state_reason=reason, updated_at=now, state_changed_at=now, **fields))
@@ -286,32 +294,40 @@ class Lifecycle:
 
     def start(self, model_id: int, *, actor: str, reason: str = "start requested",
               allowed_from: Collection[ModelState] = STARTABLE, restart_attempt: Optional[int] = None,
-              override_fit: bool = False) -> Model:
+              override_fit: bool = False, keep_host: bool = False) -> Model:
         """stopped|failed -> starting -> loading: the container exists and runs. Readiness
         (loading -> running) is the reconciler's to see. A Docker failure ends
         `failed`, with nothing left behind. A start by anyone but the reconciler's restart
         policy begins a fresh count of restart attempts. A model on GPUs whose estimate exceeds
-        their free memory is refused (DoesNotFit, nothing changed) unless `override_fit`."""
+        their free memory is refused (DoesNotFit, nothing changed) unless `override_fit`. An
+        `auto` model is placed first (placement.py), unless `keep_host` (Apply restarts it
+        where it ran)."""
         model = self.get(model_id)
         if model.state not in allowed_from:
             raise Refused(f"model {model.name} is {model.state.value}; only a stopped or failed model can start")
         estimate = self.estimate(model)
-        if model.auto_host:
-            model.host_id = self._place(model, estimate, override_fit)  # written with `starting` below
-        verdict = self.fit_check(model, estimate)
-        if verdict is not None and not verdict.ok and not override_fit:
-            raise DoesNotFit(f"model {model.name} does not fit: {verdict.reason}. Start it anyway to override "
-                             "this once.")
-        if verdict is not None and not verdict.ok:
-            reason += f" (fit check overridden: {verdict.reason})"
-        # An admin's start begins a fresh count; the restart policy's counts this attempt.
-        restarts = {"restart_attempts": restart_attempt or 0, "next_restart_at": None}
-        if model.auto_host:
-            reason += f" (placed on host {get_host(self.db, model.host_id).name})"
-        self.transition(model_id, S.STARTING, reason=reason, actor=actor, allowed_from=allowed_from,
-                        host_id=model.host_id, spec_hash=None, container_id=None, started_at=utcnow(), ready_at=None,
-                        stopped_at=None, load_seconds=None, health="unknown", consecutive_failures=0,
-                        memory_estimate_mib=_estimated_use(estimate, verdict), memory_used_mib=None, **restarts)
+        read_host = model.host_id
+        placing = model.auto_host and not keep_host
+        # Auto starts in this process place one at a time: each counts the ones placed before it
+        # (they are `starting`, holding their estimate) instead of all picking the same room.
+        with self._placing if placing else contextlib.nullcontext():
+            if placing:
+                model.host_id = self._place(model, estimate, override_fit)  # written with `starting` below
+            verdict = self.fit_check(model, estimate)
+            if verdict is not None and not verdict.ok and not override_fit:
+                raise DoesNotFit(f"model {model.name} does not fit: {verdict.reason}. Start it anyway to override "
+                                 "this once.")
+            if verdict is not None and not verdict.ok:
+                reason += f" (fit check overridden: {verdict.reason})"
+            if placing:
+                reason += f" (placed on host {get_host(self.db, model.host_id).name})"
+            # An admin's start begins a fresh count; the restart policy's counts this attempt.
+            restarts = {"restart_attempts": restart_attempt or 0, "next_restart_at": None}
+            self.transition(model_id, S.STARTING, reason=reason, actor=actor, allowed_from=allowed_from,
+                            expect_host=read_host, host_id=model.host_id, spec_hash=None, container_id=None,
+                            started_at=utcnow(), ready_at=None, stopped_at=None, load_seconds=None, health="unknown",
+                            consecutive_failures=0, memory_estimate_mib=_estimated_use(estimate, verdict),
+                            memory_used_mib=None, **restarts)
         try:
             rt = self.runtime_of(model)
             placement = self.placement(model.host_id)
@@ -514,7 +530,7 @@ class Lifecycle:
             return stopped  # the old container could not be stopped: do not start a second one
         # Decided above, with the memory the old container held counted as free: right after
         # its stop the driver may not show it free yet.
-        return self.start(model_id, actor=actor, override_fit=True)
+        return self.start(model_id, actor=actor, override_fit=True, keep_host=True)
 
     def delete(self, model_id: int, *, actor: str) -> None:
         """Remove the row of a stopped or failed model; model files are never touched. The

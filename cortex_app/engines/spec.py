@@ -20,6 +20,7 @@ LABEL_MODEL_NAME = "cortex.model-name"
 LABEL_ENGINE = "cortex.engine"
 LABEL_SPEC_HASH = "cortex.spec-hash"
 LABEL_INSTANCE = "cortex.instance"  # set by the runtime: which install a container belongs to
+LABEL_HOST = "cortex.host-id"  # the host row it was made for (none: host 1, as before hosts)
 LABEL_SAMPLER = "cortex.gpu-sampler"  # a remote host's GPU sampler (gpu_samplers.py): no model's container
 
 # Where the models dir is mounted inside every engine container (read-only).
@@ -64,6 +65,7 @@ class ContainerSpec:
     # Hardening, from the console's settings (engines/__init__.py): see Settings.
     no_new_privileges: bool = False
     pids_limit: Optional[int] = None
+    host_id: int = 1  # the host row it is made for (hosts.py)
 
     @property
     def spec_hash(self) -> str:
@@ -71,6 +73,8 @@ class ContainerSpec:
         body["env"] = sorted(self.env.items())
         if body["network"] is None:
             del body["network"]  # containers made before networks existed keep their hash
+        if body["host_id"] == 1:
+            del body["host_id"]  # and those made before hosts existed too
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
     @property
@@ -81,6 +85,7 @@ class ContainerSpec:
             LABEL_MODEL_NAME: self.model_name,
             LABEL_ENGINE: self.engine,
             LABEL_SPEC_HASH: self.spec_hash,
+            LABEL_HOST: str(self.host_id),
         }
 
 
@@ -104,6 +109,7 @@ def model_spec(model: Model, *, engine: str, args: list[str], env: dict[str, str
         model_id=model.id or 0,
         model_name=model.name,
         engine=engine,
+        host_id=model.host_id or 1,
         **extra,
     )
 

@@ -13,6 +13,9 @@ LOADING_RETRY_AFTER_S = 5
 ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/completions": "completions", "/v1/embeddings": "embeddings"}
 
 
+HOST_UNREACHABLE = "host-unreachable"  # a Route's health while its host's engine does not answer
+
+
 @dataclass(frozen=True)
 class Route:
     """A model as the gateway sees it, from the snapshot of the model table."""
@@ -79,7 +82,8 @@ def error_body(message: str, type_: str, code: Optional[str] = None, param: Opti
 
 def servable(route: Route) -> bool:
     """Gets traffic (and is listed by GET /v1/models): running, not unhealthy, reachable."""
-    return route.state == "running" and route.health != "unhealthy" and route.base_url is not None
+    return (route.state == "running" and route.health not in ("unhealthy", HOST_UNREACHABLE)
+            and route.base_url is not None)
 
 
 def pick(routes: dict[str, Route], served_name: Any) -> Route:
@@ -101,6 +105,9 @@ def pick(routes: dict[str, Route], served_name: Any) -> Route:
     if route.health == "unhealthy":
         raise GatewayError(503, f"the model `{served_name}` is running but failing its health checks",
                            "service_unavailable", "model_unhealthy")
+    if route.health == HOST_UNREACHABLE:
+        raise GatewayError(503, f"the model `{served_name}` runs on a host that does not answer now",
+                           "service_unavailable", "host_unreachable")
     if route.base_url is None:
         raise GatewayError(503, f"the model `{served_name}` has no address yet", "service_unavailable",
                            "model_unreachable")

@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from cortex_app.gateway import keys as keymod
-from cortex_app.gateway.routing import ENDPOINTS, GatewayError, Route, Snapshot, choose, error_body, prepare, \
+from cortex_app.gateway.routing import ENDPOINTS, HOST_UNREACHABLE, GatewayError, Route, Snapshot, choose, error_body, prepare, \
     is_usage_only, usage_of
 from cortex_app.gateway.upstream import Upstream, UpstreamError
 from cortex_app.gateway.usage import FLUSH_INTERVAL_S, GatewayMetrics, UsageMeter, prune
@@ -93,9 +93,12 @@ class Gateway:
                                  Model.health, Model.engine, Model.container_id, Model.host_port,
                                  Model.request_defaults, Model.alias, Model.host_id)).all()
             # Where other hosts' models answer (a console that does not lead never reconciles).
-            self.lifecycle.note_hosts(list(s.exec(select(Host)).all()))
+            host_rows = list(s.exec(select(Host)).all())
+            self.lifecycle.note_hosts(host_rows)
+        away = {h.id for h in host_rows if h.reachable is False}  # the hosts check found them silent
         base = self.lifecycle.base_url_of
-        return Snapshot.of([Route(mid, name, served, state.value, reason, health.value,
+        return Snapshot.of([Route(mid, name, served, state.value, reason,
+                                  HOST_UNREACHABLE if host in away else health.value,
                                   base(engine, cid, port, host) if state.value == "running" else None, cid,
                                   defaults or {}, alias)
                             for mid, name, served, state, reason, health, engine, cid, port, defaults, alias, host

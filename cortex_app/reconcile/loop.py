@@ -40,7 +40,7 @@ from cortex_app.lifecycle import (LOG_LINES_KEPT, RESTART_ACTOR, STOP_TIMEOUT_S,
 from cortex_app.models import EventKind, Health, Host, Model, ModelState, utcnow
 from cortex_app.reconcile.plan import (LEGACY_NAME_PREFIXES, Boot, FailModel, LeaveAlone, MarkRunning, MarkStopped,
                                        ModelView, RemoveContainer, ResetRestarts, RestartModel, exit_reason,
-                                       overlay_deaths, plan, subject)
+                                       of_host, overlay_deaths, plan, subject)
 from cortex_app.reconcile.probes import LOADING_PROBE_TIMEOUT_S, ProbeResult, health_update, probe_many
 from cortex_app.runtime.docker import ContainerInfo, DockerRuntime, DockerRuntimeError, EngineUnreachable
 
@@ -104,6 +104,12 @@ class Reconciler:
         self.console_started_at: Optional[datetime] = None
         # Called (from a worker thread) when a subject a pass had to skip is free again.
         self.on_subject_free: Optional[Callable[[], None]] = None
+        # Whether a pass may act now (the scheduler: still the leader, not stopping). A host's
+        # share that ran on behind its pass asks again before it launches anything.
+        self.may_act: Callable[[], bool] = lambda: True
+        # Told (host id) when a host answers again after it did not (the scheduler reopens its
+        # event stream, which may have hung on the dead connection).
+        self.on_host_back: Optional[Callable[[int], None]] = None
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="reconcile-action")
         self._busy: set[Hashable] = set()
         self._waiting: set[Hashable] = set()  # busy subjects a pass wanted to act on
@@ -220,6 +226,7 @@ class Reconciler:
         deadline = LIST_DEADLINE_S[local]
         rt = self.lc.runtimes.lister(host, timeout=deadline + 1)
         fut = asyncio.get_running_loop().run_in_executor(self._list_pool, rt.list_managed)
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())  # a late failure is no stray error
         try:
             return await asyncio.wait_for(asyncio.shield(fut), deadline)
         except asyncio.TimeoutError:
@@ -260,7 +267,7 @@ class Reconciler:
         everyone = await asyncio.to_thread(self.rows)
         rows = [m for m in everyone if m.host_id == host.id]
         elsewhere = frozenset(m.id for m in everyone if m.host_id != host.id)
-        containers = overlay_deaths(containers, self._recent_deaths())
+        containers = overlay_deaths(of_host(containers, host.id), self._recent_deaths())
         # Only containers that run are asked: one that is paused or dead never answers, and the
         # plan fails its model without a probe (a probe would only hold up the pass).
         serving = {c.id for c in containers if c.running}
@@ -288,10 +295,12 @@ class Reconciler:
         actions = plan([view(m) for m in rows], containers, healthy, utcnow(), boot=boot_ctx,
                        instance=rt.instance, elsewhere=elsewhere)
         if host.id in self.interrupted:  # deaths this pass finds are the engine's doing: say so
-            actions = [dataclasses.replace(a, reason=a.reason.replace("its container", "the Docker Engine restarted; "
-                                                                                       "its container", 1))
+            why = "the Docker Engine restarted; " if local else f"host {host.name}'s engine was away meanwhile; "
+            actions = [dataclasses.replace(a, reason=a.reason.replace("its container", why + "its container", 1))
                        if isinstance(a, FailModel) else a for a in actions]
         self.interrupted.discard(host.id)
+        if not self.may_act():
+            return []  # the console stops, or lost the lease, while this share listed
         launched = self._launch(rt, actions, report, generations)
         report.host_durations[host.id] = time.perf_counter() - t0
         return launched
@@ -343,11 +352,12 @@ class Reconciler:
                 self.on_subject_free()
 
     async def drain(self, timeout: float) -> None:
-        """Wait until no action of any pass is running, nor any host's share (console shutdown)."""
+        """Wait until no action of any pass is running (console shutdown; `may_act` is false by
+        then, so a host's share still listing launches nothing)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._busy_lock:
-                if not self._busy and all(s.done() for s in self._shares.values()):
+                if not self._busy:
                     return
             await asyncio.sleep(0.02)
 
@@ -367,6 +377,8 @@ class Reconciler:
         was, self.hosts_up[host.id] = self.hosts_up.get(host.id), up
         if was == up or was is None and up:
             return
+        if up and self.on_host_back is not None:
+            self.on_host_back(host.id)
         with Session(self.lc.db) as session:
             active = session.exec(select(Model.id, Model.name, Model.state).where(
                 Model.host_id == host.id, Model.state.in_((S.LOADING, S.RUNNING)))).all()
@@ -531,10 +543,13 @@ class Reconciler:
     def shutdown_models(self) -> int:
         """Default policy on graceful shutdown: stop and remove every model container, on every
         host, so no model outlives the console that an admin would have to find and stop by
-        hand. All at once: Docker gives the console 10 s in all, not 10 s per model. A host
-        that does not answer keeps its containers (restart policy `no`): the next console's
-        boot plan removes them when that host answers."""
-        active = [m for m in self.rows() if m.state in (S.LOADING, S.RUNNING) and m.host_id not in self.unreachable]
+        hand. All at once, each host on its own: Docker gives the console 10 s in all, not 10 s
+        per model, and a slow host never holds up this one's. A host that does not answer
+        keeps its containers (restart policy `no`): the next console's first pass there
+        removes them."""
+        away = self.unreachable
+        active = [m for m in self.rows() if m.state in (S.LOADING, S.RUNNING) and m.host_id not in away]
+        reachable = [h for h in hosts.list_hosts(self.lc.db) if h.id not in away]
 
         def stop(m: Model) -> bool:
             try:
@@ -544,17 +559,17 @@ class Reconciler:
                 log.warning("shutdown: could not stop model %s: %s", m.name, exc)
                 return False
 
-        def sweep(host: Host) -> None:
-            """Anything else (a start cut short, a stray) nobody asked for: a short grace, then gone."""
-            try:
+        def one_host(host: Host) -> int:
+            mine = [m for m in active if m.host_id == host.id]
+            with ThreadPoolExecutor(max_workers=min(16, max(1, len(mine)))) as pool:
+                stopped = sum(pool.map(stop, mine))
+            try:  # anything else (a start cut short, a stray) nobody asked for: a short grace, then gone
                 rt = self.lc.runtimes.of(host)
-                for c in rt.list_managed():
+                for c in of_host(rt.list_managed(), host.id):
                     rt.discard(c.id)
             except DockerRuntimeError as exc:
                 log.warning("shutdown: could not clear host %s: %s", host.name, exc)
+            return stopped
 
-        reachable = [h for h in hosts.list_hosts(self.lc.db) if h.id not in self.unreachable]
-        with ThreadPoolExecutor(max_workers=min(16, max(1, len(active), len(reachable)))) as pool:
-            stopped = sum(pool.map(stop, active))
-            list(pool.map(sweep, reachable))
-        return stopped
+        with ThreadPoolExecutor(max_workers=max(1, len(reachable))) as pool:
+            return sum(pool.map(one_host, reachable))

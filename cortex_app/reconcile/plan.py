@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Hashable, Mapping, Optional, Sequence
 
-from cortex_app.engines.spec import LABEL_INSTANCE, LABEL_MANAGED
+from cortex_app.engines.spec import LABEL_HOST, LABEL_INSTANCE, LABEL_MANAGED
 from cortex_app.models import ModelState
 from cortex_app.runtime.types import ContainerInfo
 
@@ -224,6 +224,13 @@ def subject(action: Action) -> Hashable:
     if isinstance(action, (RemoveContainer, LeaveAlone)):
         return ("container", action.container_id)
     return ("model", action.model_id)
+
+
+def of_host(containers: Sequence[ContainerInfo], host_id: int) -> list[ContainerInfo]:
+    """The containers on an engine that a host's plan judges: those made for that host row
+    (unlabelled ones: host 1's, made before hosts). One engine added as two hosts (two
+    addresses of one machine) then never has one row's pass remove the other's models."""
+    return [c for c in containers if c.labels.get(LABEL_HOST, "1") == str(host_id)]
 
 
 def plan(models: Sequence[ModelView], containers: Sequence[ContainerInfo], healthy: set[int], now: datetime,

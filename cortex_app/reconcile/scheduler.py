@@ -112,6 +112,7 @@ class ConsoleScheduler:
         # host id -> (its stop flag, the thread following its event stream, the stream now)
         self._followers: dict[int, list] = {}
         self._followers_lock = threading.Lock()
+        self._reopened: set[int] = set()  # hosts whose stream this console closed to open it afresh
         self._loading_task: Optional[asyncio.Task] = None
         self._loading_wake: Optional[asyncio.Event] = None
         self._stopping = threading.Event()
@@ -133,6 +134,8 @@ class ConsoleScheduler:
         self._loading_wake = asyncio.Event()
         self.reconciler.console_started_at = utcnow()
         self.reconciler.on_subject_free = self.run_reconcile_now
+        self.reconciler.may_act = lambda: self.lease.is_leader and not self._stopping.is_set()
+        self.reconciler.on_host_back = self._reopen_events
         self.reconciler.lc.listeners.append(self._on_transition)
         if await asyncio.to_thread(self.lease.acquire_or_renew):
             try:
@@ -375,8 +378,8 @@ class ConsoleScheduler:
             self._live = {m.id: m.container_id for m in live}
             self._live_here = {m.id: m.container_id for m in live if m.host_id == LOCAL_HOST_ID}
             away = self.reconciler.unreachable
-            remote = {m.id: self.reconciler.lc.runtimes.get(m.host_id) for m in live
-                      if m.host_id != LOCAL_HOST_ID and m.host_id not in away}
+            remote = await asyncio.to_thread(self._runtimes_of, [m for m in live if m.host_id != LOCAL_HOST_ID
+                                                                  and m.host_id not in away])
             self.resources.follow({mid: cid for mid, cid in self._live.items()
                                    if mid in self._live_here or mid in remote}, remote)
             targets = {m.id: (m.engine.value, url.removesuffix("/health") + "/metrics") for m in rows
@@ -390,6 +393,16 @@ class ConsoleScheduler:
             self._ok("resources")
         except Exception as exc:  # noqa: BLE001
             self._failed("resources", str(exc) or type(exc).__name__)
+
+    def _runtimes_of(self, models: list) -> dict:
+        """Model id -> the runtime of its host (a query per host: off the event loop)."""
+        found = {}
+        for m in models:
+            try:
+                found[m.id] = self.reconciler.lc.runtimes.get(m.host_id)
+            except LookupError:
+                pass  # its host was removed meanwhile
+        return found
 
     def _record_memory_peaks(self, rows: list) -> None:
         """Each live model's most memory held this run, beside the estimate it started with
@@ -459,6 +472,27 @@ class ConsoleScheduler:
                 self._followers[host_id] = [stop, t, None]
                 t.start()
 
+    def _reopen_events(self, host_id: int) -> None:
+        """A host answers again: its stream may hang on a connection that died with the network
+        (no keepalive); closing it makes its follower open a fresh one."""
+        with self._followers_lock:
+            follower = self._followers.get(host_id)
+            stream = follower[2] if follower is not None else None
+        if stream is not None and host_id != LOCAL_HOST_ID:
+            with self._followers_lock:
+                self._reopened.add(host_id)  # its end is ours, not the engine's
+            try:
+                stream.close()
+            except Exception:  # noqa: BLE001 - closing a dead stream
+                pass
+
+    def _was_reopened(self, host_id: int) -> bool:
+        with self._followers_lock:
+            if host_id in self._reopened:
+                self._reopened.discard(host_id)
+                return True
+            return False
+
     def _follow_events(self, host_id: int, stop: threading.Event) -> None:
         local = host_id == LOCAL_HOST_ID
         while not stop.is_set() and not self._stopping.is_set():
@@ -484,13 +518,15 @@ class ConsoleScheduler:
                         # Docker's list lags its events by a moment: a few cheap passes shortly
                         # after see the settled state too.
                         self.run_reconcile_now(again_after=EVENT_SETTLE_S)
-                if not stop.is_set() and not self._stopping.is_set():
+                if not stop.is_set() and not self._stopping.is_set() and not self._was_reopened(host_id):
                     self.reconciler.interrupted.add(host_id)  # the stream ended: engine stopped
                     if local:
                         self._failed("docker-events", "the event stream ended (the engine stopped)")
             except Exception as exc:  # noqa: BLE001 - the engine went away (or the host was removed): retry
                 if stop.is_set() or self._stopping.is_set():
                     return
+                if self._was_reopened(host_id):
+                    continue  # closed here to open it afresh: at once
                 self.reconciler.interrupted.add(host_id)
                 if local:
                     self._failed("docker-events", str(exc) or type(exc).__name__)

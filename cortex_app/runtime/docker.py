@@ -168,7 +168,8 @@ class DockerRuntime:
         if isinstance(exc, (requests.exceptions.ConnectionError, ConnectionError)):
             return _unreachable(self.host, exc, self._own)
         if isinstance(exc, docker.errors.ImageNotFound):
-            return ImageMissing(f"image {image} is not on the Docker Engine; pull or build it first "
+            where = "the Docker Engine" if self._own else f"the Docker Engine at {self.host}"
+            return ImageMissing(f"image {image} is not on {where}; pull or build it there first "
                                 f"(docker pull {image}), or choose another image")
         text = _why(exc)
         low = text.lower()
@@ -177,6 +178,10 @@ class DockerRuntime:
                                   f"(install the NVIDIA Container Toolkit, or run the model on cpu) [{text}]")
         if "port is already allocated" in low or "address already in use" in low:
             return PortTaken(f"host port {port} is already in use [{text}]")
+        if "cannot assign requested address" in low:
+            return DockerRuntimeError("the engine cannot publish the model's port on the host's address: it is not "
+                                      "one of that machine's own (behind NAT?). Give the host a DNS name as its "
+                                      f"address instead; its models then publish on every interface [{text}]")
         if isinstance(exc, docker.errors.APIError) and exc.status_code == 409:
             return ContainerConflict(f"container conflict: {text}")
         if isinstance(exc, docker.errors.NotFound) and "no such image" in low:

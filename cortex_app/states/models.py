@@ -196,10 +196,11 @@ class ModelsState(AdminState):
     @staticmethod
     def _missing_image(model_id: int) -> dict:
         """The pull to offer when the model's image is not on the engine (else {}). An engine
-        that cannot say is left to Start, which reports it."""
+        that cannot say is left to Start, which reports it; so is a model on another host
+        (the Images page pulls on this one: Start says to pull it there)."""
         svc = services()
         model = crud.get_model(svc.db, model_id)
-        if model is None:
+        if model is None or model.host_id != 1:
             return {}
         try:
             if svc.runtime.image_present(model.image):

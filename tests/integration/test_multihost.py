@@ -138,11 +138,19 @@ def test_each_model_runs_on_its_own_host_and_is_reached_there(bed, remotes, two_
     assert moved.host_id == s.id
     assert bed.start_ready(there.id).state is S.RUNNING
     assert set(_containers(ssh)) == {far.container_id, bed.row(there.id).container_id}
-    # A container left behind on the old host (made there by hand with the model's labels) is
-    # removed, and the history says why.
     _rows_match(bed, s.id, _containers(ssh))
+    # A container of it left behind on the old host (made there by hand, with the labels it
+    # had there) is removed by that host's pass, and the history says why.
+    c = docker.DockerClient(base_url=tls.socket, timeout=30)
+    left = c.containers.run(LLAMA_IMAGE, ["300"], entrypoint=["sleep"], detach=True, restart_policy={"Name": "no"},
+                            labels={"cortex.managed": "true", "cortex.model-id": str(there.id),
+                                    "cortex.spec-hash": "old", "cortex.host-id": str(t.id)})
+    c.close()
     report = bed.reconcile()
     assert not report.host_errors and report.engine_error is None
+    wait_for(lambda: left.id not in _containers(tls), 10)
+    assert any("belongs to another host now" in e.reason for e in bed.events(there.id))
+    assert bed.row(there.id).state is S.RUNNING and bed.row(there.id).host_id == s.id
 
 
 def _config(m) -> dict:

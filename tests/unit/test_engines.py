@@ -1,5 +1,8 @@
 """Spec building, table-driven: a model row -> ContainerSpec for each engine."""
 
+import dataclasses
+import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -34,7 +37,7 @@ def test_llamacpp_cpu_minimal():
     assert spec.mounts == (Mount("/srv/models", "/models", read_only=True),)
     assert spec.restart_policy == "no" and spec.init is True
     assert spec.labels == {"cortex.managed": "true", "cortex.model-id": "7", "cortex.model-name": "tiny",
-                           "cortex.engine": "llamacpp", "cortex.spec-hash": spec.spec_hash}
+                           "cortex.engine": "llamacpp", "cortex.spec-hash": spec.spec_hash, "cortex.host-id": "1"}
 
 
 @pytest.mark.parametrize("fields, expected_args", [
@@ -109,3 +112,14 @@ def test_hash_is_stable_and_tracks_every_container_change():
         looser = load_settings({"CORTEX_DATA_DIR": "/srv/cortex", "CORTEX_MODELS_DIR": "/srv/models", **env})
         assert build_spec(llama(), looser).spec_hash != base.spec_hash
     assert build_spec(vllm(hf_token="a"), SETTINGS).spec_hash != build_spec(vllm(hf_token="b"), SETTINGS).spec_hash
+
+
+def test_a_container_made_for_another_host_says_so_and_host_1_keeps_its_old_hash():
+    here = build_spec(llama(), SETTINGS)
+    there = build_spec(llama(host_id=4), SETTINGS)
+    assert there.labels["cortex.host-id"] == "4" and here.labels["cortex.host-id"] == "1"
+    assert there.spec_hash != here.spec_hash
+    body = dataclasses.asdict(here)
+    body["env"] = sorted(here.env.items())
+    del body["network"], body["host_id"]  # the hash as it was before hosts existed
+    assert here.spec_hash == hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()

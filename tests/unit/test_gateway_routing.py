@@ -27,6 +27,7 @@ def replica(mid, state="running", health="healthy", alias="team"):
     ("failed", "unknown", None, 503, "model_not_running", None),
     ("running", "unhealthy", "http://x:1", 503, "model_unhealthy", None),
     ("running", "healthy", None, 503, "model_unreachable", None),
+    ("running", "host-unreachable", "http://x:1", 503, "host_unreachable", None),  # its host is silent
 ])
 def test_only_a_running_healthy_model_gets_traffic(state, health, base, status, code, retry):
     with pytest.raises(GatewayError) as e:

@@ -148,10 +148,18 @@ def test_another_hosts_models_are_published_there_and_reached_at_its_address():
 
     p = remote(settings(), address="10.0.0.12", models_dir="/srv/models", hf_cache_dir=None)
     assert (p.models_source, p.hf_cache_source) == ("/srv/models", "/data/hf-cache")  # its folder; else the same path
-    assert p.publish_host == "0.0.0.0" and p.reach == "10.0.0.12" and not p.probe_by_name and p.network is None
+    assert p.publish_host == "10.0.0.12" and p.reach == "10.0.0.12" and not p.probe_by_name and p.network is None
     m = Model(id=3, name="m", served_name="m", engine=Engine.LLAMACPP, image="i", source="a.gguf")
     spec = build_spec(m, settings(), p)
     assert any(mt.source.startswith("/srv/models") for mt in spec.mounts), spec.mounts
     assert remote(settings(), address="h", models_dir=None, hf_cache_dir=None).models_source == "/models"
     with pytest.raises(PlacementError, match="no address"):
         remote(settings(), address="", models_dir=None, hf_cache_dir=None)
+
+
+def test_a_remote_models_port_is_published_on_the_hosts_address_when_it_is_one():
+    from cortex_app.hosting import remote
+
+    assert remote(settings(), address="gpu-2.lan", models_dir=None, hf_cache_dir=None).publish_host == "0.0.0.0"
+    v6 = remote(settings(), address="[fd00::12]", models_dir=None, hf_cache_dir=None)
+    assert (v6.publish_host, v6.reach) == ("fd00::12", "fd00::12")

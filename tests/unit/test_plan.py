@@ -2,6 +2,8 @@
 
 from datetime import datetime, timedelta, timezone
 
+import dataclasses
+
 import pytest
 
 from cortex_app.models import ModelState
@@ -235,3 +237,15 @@ def test_a_container_left_on_a_host_its_model_moved_from_is_removed_and_says_why
     [a] = plan([], [ctr("c9", 9)], set(), NOW, elsewhere=frozenset({9}))
     assert isinstance(a, RemoveContainer) and a.model_id == 9
     assert "belongs to another host now" in a.reason
+
+
+def test_a_hosts_plan_judges_only_the_containers_made_for_it():
+    """One engine added as two hosts: each row's pass sees its own containers only (unlabelled
+    ones, made before hosts, are host 1's), so neither removes the other's models."""
+    from cortex_app.reconcile.plan import of_host
+
+    mine = dataclasses.replace(ctr("c2", 2), labels={**ctr("c2", 2).labels, "cortex.host-id": "3"})
+    old = ctr("c1", 1)  # no host label
+    assert [c.id for c in of_host([mine, old], 3)] == ["c2"]
+    assert [c.id for c in of_host([mine, old], 1)] == ["c1"]
+    assert plan([], of_host([mine, old], 1), set(), NOW)[0].container_id == "c1"
