@@ -18,9 +18,10 @@ import shutil
 import signal
 import subprocess
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -293,3 +294,20 @@ class RemoteHost:
         if self.dir and self.dir.exists():
             subprocess.run(["umount", "-R", str(self.dir / "exec")], capture_output=True)
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextmanager
+def remote_host(name: str, n: int, *, tls: bool = True, ssh: bool = False, gpus: bool = False,
+                images: tuple[str, ...] = (), images_from: str = "") -> Iterator[RemoteHost]:
+    """A RemoteHost up for the block, holding `images` (copied from the engine `images_from`,
+    there being no registry), and torn down after it, whatever happened."""
+    from tests.engines import copy_images
+
+    h = RemoteHost(name, n, tls=tls, ssh=ssh, gpus=gpus)
+    try:
+        h.up()
+        if images:
+            copy_images(images_from, h.socket, list(images))
+        yield h
+    finally:
+        h.down()

@@ -98,6 +98,7 @@ class Reconciler:
         self._boot_done = False  # a leader taking over: no host gets a boot plan (see mark_booted)
         self._list_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="reconcile-list")
         self._shares: dict[int, asyncio.Future] = {}  # host id -> its share of the latest pass
+        self._share_again: set[int] = set()  # hosts a pass skipped while their share ran: pass again after
         self.passes = 0
         # When this console started (set by the scheduler): the boot pass treats rows started
         # later as this run's own.
@@ -196,6 +197,7 @@ class Reconciler:
             earlier = self._shares.get(h.id)
             if earlier is not None and not earlier.done():
                 report.host_errors[h.id] = "its share of an earlier pass is still under way"
+                self._share_again.add(h.id)  # a fresh look once that one ends (an event may have asked)
                 continue
             share = asyncio.ensure_future(self._host_pass(h, boot, report, generations))
             self._shares[h.id] = share
@@ -238,6 +240,15 @@ class Reconciler:
 
     async def _host_pass(self, host: Host, boot: bool, report: PassReport, generations: dict) -> list:
         """One host's share of the pass: list, read its rows, plan, launch the actions."""
+        try:
+            return await self._host_share(host, boot, report, generations)
+        finally:
+            if host.id in self._share_again:
+                self._share_again.discard(host.id)
+                if self.on_subject_free is not None:
+                    self.on_subject_free()  # what a skipped pass would have seen: looked at now
+
+    async def _host_share(self, host: Host, boot: bool, report: PassReport, generations: dict) -> list:
         t0 = time.perf_counter()
         local = host.id == LOCAL_HOST_ID
         rt = self.lc.runtimes.of(host)

@@ -227,10 +227,11 @@ def subject(action: Action) -> Hashable:
 
 
 def of_host(containers: Sequence[ContainerInfo], host_id: int) -> list[ContainerInfo]:
-    """The containers on an engine that a host's plan judges: those made for that host row
-    (unlabelled ones: host 1's, made before hosts). One engine added as two hosts (two
-    addresses of one machine) then never has one row's pass remove the other's models."""
-    return [c for c in containers if c.labels.get(LABEL_HOST, "1") == str(host_id)]
+    """The containers on an engine that a host's plan judges: those made for that host row,
+    and those that say no host (made before hosts, or by hand). One labelled for another host
+    row is that row's (one engine reached as two hosts, which adding refuses, must never have
+    one row's pass remove the other's models)."""
+    return [c for c in containers if c.labels.get(LABEL_HOST, str(host_id)) == str(host_id)]
 
 
 def plan(models: Sequence[ModelView], containers: Sequence[ContainerInfo], healthy: set[int], now: datetime,

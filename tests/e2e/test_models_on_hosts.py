@@ -12,19 +12,13 @@ from playwright.sync_api import expect
 
 from tests.conftest import LLAMA_IMAGE
 from tests.e2e.conftest import ADMIN, PASSWORD, sign_in
-from tests.engines import copy_images
-from tests.hostbed import RemoteHost
+from tests.hostbed import remote_host
 
 
 @pytest.fixture(scope="module")
 def box(docker_host):
-    h = RemoteHost("cxh-e2ebox", 17, tls=True, ssh=False)
-    try:
-        h.up()
-        copy_images(docker_host, h.socket, [LLAMA_IMAGE])
+    with remote_host("cxh-e2ebox", 17, images=(LLAMA_IMAGE,), images_from=docker_host) as h:
         yield h
-    finally:
-        h.down()
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,7 @@ from sqlmodel import Session, select
 from cortex_app.models import EventKind, ModelEvent
 from tests.conftest import LLAMA_IMAGE
 from tests.console import launch
-from tests.engines import copy_images
-from tests.hostbed import RemoteHost
+from tests.hostbed import remote_host
 from tests.integration.conftest import FAST_LLAMA
 
 ADMIN, PASSWORD = "admin", "two-consoles-pass-1"
@@ -26,13 +25,8 @@ LEASE_S = 30.0  # the lease's period (reconcile/leader.py): a follower takes ove
 
 @pytest.fixture
 def gpu_box(docker_host):
-    h = RemoteHost("cxc-tls", 15, tls=True, ssh=False)
-    try:
-        h.up()
-        copy_images(docker_host, h.socket, [LLAMA_IMAGE])
+    with remote_host("cxc-tls", 15, images=(LLAMA_IMAGE,), images_from=docker_host) as h:
         yield h
-    finally:
-        h.down()
 
 
 def _state_events(db, model_id: int) -> list[tuple[str, str, str]]:

@@ -13,7 +13,7 @@ import pytest
 from cortex_app import hosts
 from cortex_app.gpu_samplers import GpuSamplers
 from tests.engines import copy_images
-from tests.hostbed import RemoteHost
+from tests.hostbed import RemoteHost, remote_host
 from tests.integration.conftest import wait_for
 
 SMI_IMAGE = "cortex-test/nvidia-smi-standin:latest"
@@ -22,13 +22,8 @@ INSTANCE = "samplertest01"
 
 @pytest.fixture(scope="module")
 def gpu_host(docker_host):
-    h = RemoteHost("cxh-gpu", 10, tls=True, ssh=False, gpus=True)
-    try:
-        h.up()
-        copy_images(docker_host, h.socket, [SMI_IMAGE])
+    with remote_host("cxh-gpu", 10, gpus=True, images=(SMI_IMAGE,), images_from=docker_host) as h:
         yield h
-    finally:
-        h.down()
 
 
 def _add(db, settings, h: RemoteHost, name: str):

@@ -298,3 +298,4 @@ def test_a_silent_host_never_delays_what_the_console_sees_elsewhere(bed, remotes
         tls.restore()
     wait_for(lambda: "answers again" in _host_events(bed, there.id)[-1], 20)
     assert st.scheduler.reconciler.hosts_up.get(bed.row(there.id).host_id) is True
+

@@ -164,7 +164,7 @@ def test_leftover_of_a_start_cut_short_is_removed_on_boot(bed, docker_client):
     spec = build_spec(m, bed.settings)
     bed.lc.transition(m.id, S.STARTING, reason="start requested", actor="admin:test", allowed_from=(S.STOPPED,),
                       spec_hash=spec.spec_hash)
-    port = bed.lc._claim_port(m.id)
+    port = bed.lc._claim_port(m.id, m.host_id)
     info = bed.lc.runtime.create_and_start(spec, port)
     # ... console killed here: a fresh process boots on the same database and engine.
     fresh = Reconciler(Lifecycle(bed.db, bed.lc.runtime, bed.settings))

@@ -239,13 +239,13 @@ def test_a_container_left_on_a_host_its_model_moved_from_is_removed_and_says_why
     assert "belongs to another host now" in a.reason
 
 
-def test_a_hosts_plan_judges_only_the_containers_made_for_it():
-    """One engine added as two hosts: each row's pass sees its own containers only (unlabelled
-    ones, made before hosts, are host 1's), so neither removes the other's models."""
+def test_a_hosts_plan_judges_the_containers_made_for_it_and_those_that_say_no_host():
+    """A container labelled for another host row is that row's to judge; one that says no host
+    (made before hosts, or forged by hand on any engine) is judged wherever it is."""
     from cortex_app.reconcile.plan import of_host
 
-    mine = dataclasses.replace(ctr("c2", 2), labels={**ctr("c2", 2).labels, "cortex.host-id": "3"})
-    old = ctr("c1", 1)  # no host label
-    assert [c.id for c in of_host([mine, old], 3)] == ["c2"]
-    assert [c.id for c in of_host([mine, old], 1)] == ["c1"]
-    assert plan([], of_host([mine, old], 1), set(), NOW)[0].container_id == "c1"
+    theirs = dataclasses.replace(ctr("c2", 2), labels={**ctr("c2", 2).labels, "cortex.host-id": "3"})
+    bare = ctr("c1", 1)  # no host label
+    assert [c.id for c in of_host([theirs, bare], 3)] == ["c2", "c1"]
+    assert [c.id for c in of_host([theirs, bare], 1)] == ["c1"]
+    assert [a.container_id for a in plan([], of_host([theirs, bare], 1), set(), NOW)] == ["c1"]
