@@ -195,7 +195,10 @@ def main() -> int:
             import docker
             local = docker.DockerClient(base_url=docker_host, timeout=120)
             for c in local.containers.list(all=True, filters={"label": f"{LABEL_INSTANCE}={INSTANCE}"}):
-                c.remove(force=True)
+                try:
+                    c.remove(force=True)
+                except docker.errors.APIError:  # already going (removal in progress, or gone)
+                    pass
             local.close()
             db.dispose()
 

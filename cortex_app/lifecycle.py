@@ -238,6 +238,24 @@ class Lifecycle:
             webhooks.wake()
         log.info("model %s: %s (%s) by %s", model_name, kind.value, reason, actor)
 
+    def record_host_change(self, host_id: int, reason: str, *, actor: str, **fields) -> int:
+        """Its host stopped answering, or answers again: one event for each of its loading or
+        running models (their states unchanged; `fields` written on them), in one transaction
+        however many there are. No webhook per model: the host's own says it (hosts.py)."""
+        with Session(self.db) as session:
+            active = session.exec(select(Model.id, Model.name, Model.state).where(
+                Model.host_id == host_id, Model.state.in_((S.LOADING, S.RUNNING)))).all()
+            if fields and active:
+                session.execute(sa.update(Model).where(Model.id.in_([mid for mid, _, _ in active])).values(**fields))
+            now = utcnow()
+            session.add_all([ModelEvent(model_id=mid, model_name=name, from_state=state, to_state=state,
+                                        kind=EventKind.HOST, reason=reason, actor=actor, created_at=now)
+                             for mid, name, state in active])
+            session.commit()
+        if active:
+            log.info("host %s: %d model(s): %s", host_id, len(active), reason)
+        return len(active)
+
     def _outbox(self, session: Session, kind: EventKind, model_id: int, name: str, served_name: str, engine,
                 previous: ModelState, state: ModelState, reason: str, at) -> int:
         """The webhook deliveries this event causes, in the same transaction as the event."""

@@ -390,17 +390,13 @@ class Reconciler:
             return
         if up and self.on_host_back is not None:
             self.on_host_back(host.id)
-        with Session(self.lc.db) as session:
-            active = session.exec(select(Model.id, Model.name, Model.state).where(
-                Model.host_id == host.id, Model.state.in_((S.LOADING, S.RUNNING)))).all()
-        for mid, name, state in active:
-            if up:
-                why = f"host {host.name} answers again: its state is checked now"
-                self.lc.record(mid, name, state, kind=EventKind.HOST, reason=why, actor=ACTOR)
-            else:
-                why = f"host {host.name} unreachable ({reason}): state kept, health unknown until it answers"
-                self.lc.record(mid, name, state, kind=EventKind.HOST, reason=why, actor=ACTOR,
-                               health=Health.UNKNOWN, consecutive_failures=0)
+        if up:
+            self.lc.record_host_change(host.id, f"host {host.name} answers again: its state is checked now",
+                                       actor=ACTOR)
+        else:
+            self.lc.record_host_change(host.id, f"host {host.name} unreachable ({reason}): state kept, health "
+                                       "unknown until it answers", actor=ACTOR, health=Health.UNKNOWN,
+                                       consecutive_failures=0)
 
     # --- applying one action (in a worker thread) ------------------------------------------
 
