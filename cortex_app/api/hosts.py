@@ -57,6 +57,7 @@ async def add_host(data: dict[str, Any] = Body(...), user: str = Depends(require
                                       ssh_host_key=data.get("ssh_host_key", ""))
     except hosts.HostInvalid as exc:
         return JSONResponse({"detail": str(exc), "problem": exc.problem}, status_code=422)
+    await svc.scheduler.hosts_changed()  # its event stream followed at once
     return hosts.host_json(row, svc.settings)
 
 
@@ -76,6 +77,7 @@ async def remove_host(host_id: int, user: str = Depends(require_admin)):
         svc = services()
         await asyncio.to_thread(hosts.remove_host, svc.db, svc.settings, host_id, svc.runtime.instance)
         svc.lifecycle.runtimes.forget(host_id)
+        await svc.scheduler.hosts_changed()
     except hosts.HostNotFound:
         return _not_found(host_id)
     except hosts.HostInvalid as exc:

@@ -111,6 +111,8 @@ class Reconciler:
         # Told (host id) when a host answers again after it did not (the scheduler reopens its
         # event stream, which may have hung on the dead connection).
         self.on_host_back: Optional[Callable[[int], None]] = None
+        # Told (every host id) at each pass: the scheduler follows each host's event stream.
+        self.on_hosts: Optional[Callable[[list[int]], None]] = None
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="reconcile-action")
         self._busy: set[Hashable] = set()
         self._waiting: set[Hashable] = set()  # busy subjects a pass wanted to act on
@@ -192,6 +194,8 @@ class Reconciler:
             generations = dict(self._generation)  # what had ended when this pass began to read
         host_rows = await asyncio.to_thread(hosts.list_hosts, self.lc.db)
         self.lc.note_hosts(host_rows)
+        if self.on_hosts is not None:
+            self.on_hosts([h.id for h in host_rows])
         shares = []
         for h in host_rows:
             earlier = self._shares.get(h.id)

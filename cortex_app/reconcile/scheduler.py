@@ -136,6 +136,7 @@ class ConsoleScheduler:
         self.reconciler.on_subject_free = self.run_reconcile_now
         self.reconciler.may_act = lambda: self.lease.is_leader and not self._stopping.is_set()
         self.reconciler.on_host_back = self._reopen_events
+        self.reconciler.on_hosts = self._sync_followers  # each pass: a host another console added
         self.reconciler.lc.listeners.append(self._on_transition)
         if await asyncio.to_thread(self.lease.acquire_or_renew):
             try:
@@ -161,7 +162,7 @@ class ConsoleScheduler:
         self._scheduler = sched
         self._loading_task = asyncio.create_task(self._watch_loading())
         webhooks.set_waker(self.deliver_now)
-        self._sync_followers([LOCAL_HOST_ID])  # the others' once the hosts job has read them
+        await self.hosts_changed()  # every host's event stream followed from the start
 
     @property
     def running(self) -> bool:
@@ -451,6 +452,14 @@ class ConsoleScheduler:
             self._loop.call_soon_threadsafe(self._loop.call_later, delay, self._reconcile_soon.kick)
 
     # --- Docker events ------------------------------------------------------------------
+
+    async def hosts_changed(self) -> None:
+        """A host was added or removed (in this process: at once; others' at their passes and
+        hosts job): follow exactly the hosts there are."""
+        if self._loop is None or self._stopping.is_set():
+            return  # not started (or stopping): nothing follows anything
+        rows = await asyncio.to_thread(hosts.list_hosts, self.reconciler.lc.db)
+        self._sync_followers([h.id for h in rows])
 
     def _sync_followers(self, host_ids: list[int]) -> None:
         """One thread follows each host's event stream (CORTEX_DOCKER_EVENTS); hosts removed,

@@ -83,6 +83,7 @@ class HostsState(AdminState):
             async with self:
                 self.adding, self.error = False, str(exc)
             return
+        await svc.scheduler.hosts_changed()  # its event stream followed at once
         async with self:
             self.adding, self.error = False, ""
             await self._refresh()
@@ -117,6 +118,7 @@ class HostsState(AdminState):
             svc = services()
             row = await asyncio.to_thread(hosts.remove_host, svc.db, svc.settings, host_id, svc.runtime.instance)
             svc.lifecycle.runtimes.forget(host_id)
+            await svc.scheduler.hosts_changed()
         except (hosts.HostInvalid, hosts.HostNotFound) as exc:
             await self._refresh()
             return rx.toast.error(str(exc))
