@@ -44,9 +44,10 @@ def test_a_remote_hosts_gpus_are_read_through_a_sampler_the_console_keeps(migrat
         gpu0, gpu1 = state.current
         assert (gpu0.name, gpu0.memory_total_mib, gpu0.memory_used_mib) == ("NVIDIA H200", 143_771, 0)
         assert (gpu1.memory_used_mib, gpu1.utilization_pct, gpu1.temperature_c, gpu1.power_w) == (9_074, 99, 62, 690.1)
-        assert hosts.get_host(migrated_db, host.id).gpus == [
+        # The inventory is written by the follower's thread as the lines come: a moment after.
+        wait_for(lambda: hosts.get_host(migrated_db, host.id).gpus == [
             {"index": 0, "name": "NVIDIA H200", "memory_total_mib": 143_771},
-            {"index": 1, "name": "NVIDIA H200", "memory_total_mib": 143_771}]
+            {"index": 1, "name": "NVIDIA H200", "memory_total_mib": 143_771}], timeout=5)
 
         [c] = remote.containers.list(all=True, filters={"label": "cortex.gpu-sampler=true"})
         attrs = c.attrs
@@ -104,3 +105,28 @@ def test_a_host_without_the_nvidia_toolkit_says_so(migrated_db, bed_settings, do
             remote.close()
     finally:
         plain.down()
+
+
+def test_auto_places_a_model_on_the_host_whose_sampler_reports_room(bed, gpu_host):
+    """Placement on the production path: the GPU host's readings come from the sampler the
+    console keeps there (the stand-in nvidia-smi's two H200s), wired into the lifecycle as the
+    scheduler wires them. This machine has no GPU: its NVML reading is a stand-in, nearly full."""
+    from cortex_app.models import ModelState
+    from tests.integration.test_fit import H200_MIB, h200
+
+    settings = dataclasses.replace(bed.settings, sampler_image=SMI_IMAGE)
+    host = _add(bed.db, settings, gpu_host, "gpu-auto")
+    samplers = GpuSamplers(bed.db, settings, INSTANCE)
+    try:
+        samplers.sync()
+        wait_for(lambda: len(samplers.status(host.id).gpus) == 2, timeout=20)
+        bed.lc.remote_gpu_status = samplers.status  # as ConsoleScheduler does
+        bed.lc.gpu_status = lambda: h200(H200_MIB - 100)  # stand-in NVML here: 100 MiB free
+        m = bed.llama("big", device="cuda", context_size=4096, host="auto")
+        started = bed.lc.start(m.id, actor="admin:test")
+        assert started.host_id == host.id, started.state_reason
+        assert any("placed on host gpu-auto" in e.reason for e in bed.events(m.id))
+        # Its engine lacks the model's image (only the sampler's is there): Start says so, there.
+        assert started.state == ModelState.FAILED and gpu_host.tls_url in started.state_reason, started.state_reason
+    finally:
+        samplers.close()  # its sampler container goes with the test host (module fixture)
