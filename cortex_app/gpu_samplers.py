@@ -26,7 +26,7 @@ from cortex_app import hosts
 from cortex_app.models import Host
 from cortex_app.runtime.docker import DockerRuntime, DockerRuntimeError
 from cortex_app.runtime.gpu import GpuReading, GpuStatus, parse_smi_line, smi_command
-from cortex_app.runtimes import credentials_key
+from cortex_app.runtimes import HostRuntimes
 from cortex_app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -52,9 +52,11 @@ class HostGpus:
 
 
 class GpuSamplers:
-    def __init__(self, db: sa.Engine, settings: Settings, instance: Optional[str]):
+    def __init__(self, db: sa.Engine, settings: Settings, instance: Optional[str],
+                 runtimes: Optional[HostRuntimes] = None):
+        """`runtimes`: the console's (each host's sampler gets a runtime of its own there)."""
         self.db, self.settings, self.instance = db, settings, instance
-        self._runtimes: dict[int, tuple[str, DockerRuntime]] = {}
+        self.runtimes = runtimes or HostRuntimes(db, settings, DockerRuntime(settings.docker_host, instance=instance))
         self._followers: dict[int, tuple[str, threading.Event, threading.Thread]] = {}  # host -> (container, ...)
         self._gpus: dict[int, HostGpus] = {}
         self._busy: set[int] = set()  # hosts a round is still working on
@@ -78,18 +80,6 @@ class GpuSamplers:
 
     # --- keeping the samplers -------------------------------------------------------------
 
-    def _runtime(self, host: Host) -> DockerRuntime:
-        key = credentials_key(host)
-        with self._lock:
-            old = self._runtimes.get(host.id)
-            if old is not None and old[0] == key:
-                return old[1]
-            rt = DockerRuntime(hosts.target_of(host, self.settings), timeout=15, instance=self.instance)
-            self._runtimes[host.id] = (key, rt)
-        if old is not None:
-            old[1].close()
-        return rt
-
     def sync(self, keep: bool = True, deadline_s: float = 20.0) -> None:
         """One round over the hosts (a scheduler job of its own, every 10 s): every reachable
         remote host has exactly one running sampler, followed; hosts removed are forgotten
@@ -99,7 +89,7 @@ class GpuSamplers:
         `keep`: make and remove samplers (the leader); else only follow the running one."""
         rows = [h for h in hosts.list_hosts(self.db) if h.endpoint is not None]
         with self._lock:
-            known = set(self._gpus) | set(self._runtimes)
+            known = set(self._gpus)
         for gone in known - {h.id for h in rows}:
             self._forget(gone, remove=keep)
         threads = []
@@ -140,13 +130,12 @@ class GpuSamplers:
                 self._busy.discard(host.id)
 
     def _drop_runtime(self, host_id: int) -> None:
-        with self._lock:
-            old = self._runtimes.pop(host_id, None)
-        if old is not None:
-            old[1].close()
+        rt = self.runtimes.release(host_id)
+        if rt is not None:
+            rt.close()
 
     def _keep(self, host: Host, make: bool) -> None:
-        rt = self._runtime(host)
+        rt = self.runtimes.sampling(host)
         found = rt.samplers()
         running = [c for c in found if c.running]
         keep = running[0] if running else None
@@ -210,12 +199,11 @@ class GpuSamplers:
             follower = self._followers.pop(host_id, None)
             self._gpus.pop(host_id, None)
             self._retry_at.pop(host_id, None)
-            held = self._runtimes.pop(host_id, None)
         if follower is not None:
             follower[1].set()
-        if held is None:
+        rt = self.runtimes.release(host_id)
+        if rt is None:
             return
-        rt = held[1]
         try:
             if remove:
                 rt.remove_samplers()
@@ -226,6 +214,6 @@ class GpuSamplers:
 
     def close(self) -> None:
         with self._lock:
-            known = set(self._runtimes) | set(self._gpus)
+            known = set(self._gpus)
         for host_id in known:
             self._forget(host_id)

@@ -10,9 +10,9 @@ reads them off its own container's mounts (a bind mount, or a volume's folder on
 host). CORTEX_MODELS_HOST_DIR says the same thing by hand, and is checked against the
 mounts when both are known.
 
-On another host (hosts.py): its models publish their port on every interface of that
-machine, on a port its engine picks, and are reached at the host's address; they mount that
-machine's folders (`remote()`, pure).
+On another host (hosts.py): its models publish their port, on a port its engine picks, on the
+host's address when that is an IP address (else on every interface of that machine), and are
+reached at that address; they mount that machine's folders (`remote()`, pure).
 
 `decide()` is pure; `resolve()` asks the runtime (duck-typed: self_container,
 ensure_network, connect_network) and then decides.

@@ -110,20 +110,21 @@ class Lifecycle:
         for h in rows:
             if h.id != LOCAL_HOST_ID and h.endpoint is not None:
                 try:
-                    found[h.id] = hosting.remote(self.settings, address=h.address or "", models_dir=h.models_dir,
-                                                 hf_cache_dir=h.hf_cache_dir)
+                    found[h.id] = self._remote_placement(h)
                 except PlacementError:
                     pass
         self._remote_placements = found
+
+    def _remote_placement(self, host: Host) -> Placement:
+        return hosting.remote(self.settings, address=host.address or "", models_dir=host.models_dir,
+                              hf_cache_dir=host.hf_cache_dir)
 
     def placement(self, host_id: Optional[int] = None) -> Placement:
         """How a host's model containers are wired. Host 1's is worked out on first need (it asks
         the engine), then kept; raises PlacementError or DockerRuntimeError, keeping nothing, so
         the next call tries again. Another host's comes from its row."""
         if host_id not in (None, LOCAL_HOST_ID):
-            host = get_host(self.db, host_id)
-            placement = hosting.remote(self.settings, address=host.address or "", models_dir=host.models_dir,
-                                       hf_cache_dir=host.hf_cache_dir)
+            placement = self._remote_placement(get_host(self.db, host_id))
             self._remote_placements[host_id] = placement
             return placement
         with self._placement_lock:

@@ -21,6 +21,7 @@ from cortex_app.runtime.docker import DockerRuntime
 from cortex_app.settings import Settings
 
 REMOTE_TIMEOUT_S = 30.0  # one call to a remote engine (a stop waits its own grace on top)
+SAMPLER_TIMEOUT_S = 15.0  # one call of a GPU sampler's upkeep (gpu_samplers.py)
 
 
 def credentials_key(host: Host) -> str:
@@ -56,6 +57,18 @@ class HostRuntimes:
         holding a thread and the next passes' lists behind it for the full timeout."""
         return self._made(host, ("list", host.id), timeout)
 
+    def sampling(self, host: Host) -> DockerRuntime:
+        """A runtime of its own for the host's GPU sampler (gpu_samplers.py): its upkeep and its
+        log stream never share a connection with the reconciler's calls."""
+        return self._made(host, ("gpu", host.id), SAMPLER_TIMEOUT_S)
+
+    def release(self, host_id: int) -> Optional[DockerRuntime]:
+        """Hand back the host's sampler runtime, made anew at the next `sampling` (a connection
+        that died, or a host forgotten); the caller closes it."""
+        with self._lock:
+            old = self._remote.pop(("gpu", host_id), None)
+        return old[1] if old is not None else None
+
     def _made(self, host: Host, slot, timeout: float) -> DockerRuntime:
         if host.id == hosts.LOCAL_HOST_ID or host.endpoint is None:
             return self.local
@@ -74,7 +87,8 @@ class HostRuntimes:
     def forget(self, host_id: int) -> None:
         """The host was removed: close its runtimes."""
         with self._lock:
-            olds = [self._remote.pop(slot) for slot in (host_id, ("list", host_id)) if slot in self._remote]
+            olds = [self._remote.pop(slot) for slot in (host_id, ("list", host_id), ("gpu", host_id))
+                    if slot in self._remote]
         for _, rt in olds:
             rt.close()
 

@@ -96,7 +96,8 @@ class ConsoleScheduler:
         self.deliverer = deliverer or Deliverer(reconciler.lc.db)
         self.gpu_history = GpuHistory()
         # Remote hosts' GPUs, through a sampler container on each (gpu_samplers.py).
-        self.samplers = GpuSamplers(reconciler.lc.db, settings, reconciler.lc.runtime.instance)
+        self.samplers = GpuSamplers(reconciler.lc.db, settings, reconciler.lc.runtime.instance,
+                                    runtimes=reconciler.lc.runtimes)
         reconciler.lc.remote_gpu_status = self.samplers.status  # the fit check on another host
         self.resources = ResourceSampler(reconciler.lc.runtime)
         self._live: dict[int, str] = {}  # model id -> container id of each loading or running model
@@ -396,14 +397,10 @@ class ConsoleScheduler:
             self._failed("resources", str(exc) or type(exc).__name__)
 
     def _runtimes_of(self, models: list) -> dict:
-        """Model id -> the runtime of its host (a query per host: off the event loop)."""
-        found = {}
-        for m in models:
-            try:
-                found[m.id] = self.reconciler.lc.runtimes.get(m.host_id)
-            except LookupError:
-                pass  # its host was removed meanwhile
-        return found
+        """Model id -> the runtime of its host (one query: off the event loop)."""
+        rows = {h.id: h for h in hosts.list_hosts(self.reconciler.lc.db)} if models else {}
+        runtimes = self.reconciler.lc.runtimes
+        return {m.id: runtimes.of(rows[m.host_id]) for m in models if m.host_id in rows}  # a host removed: none
 
     def _record_memory_peaks(self, rows: list) -> None:
         """Each live model's most memory held this run, beside the estimate it started with
