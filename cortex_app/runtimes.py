@@ -62,6 +62,14 @@ class HostRuntimes:
         log stream never share a connection with the reconciler's calls."""
         return self._made(host, ("gpu", host.id), SAMPLER_TIMEOUT_S)
 
+    def drop_lister(self, host_id: int) -> None:
+        """The host's list failed (no answer in time, or unreachable): its next list connects
+        afresh, so it waits on no connection that hung while the host was silent."""
+        with self._lock:
+            old = self._remote.pop(("list", host_id), None)
+        if old is not None:
+            old[1].close()
+
     def release(self, host_id: int) -> Optional[DockerRuntime]:
         """Hand back the host's sampler runtime, made anew at the next `sampling` (a connection
         that died, or a host forgotten); the caller closes it."""

@@ -236,9 +236,13 @@ class Reconciler:
         try:
             return await asyncio.wait_for(asyncio.shield(fut), deadline)
         except asyncio.TimeoutError:
+            await asyncio.to_thread(self.lc.runtimes.drop_lister, host.id)
             raise EngineUnreachable(f"host {host.name}: no answer within {deadline:g} s") from None
         except DockerRuntimeError as exc:
-            if local or isinstance(exc, EngineUnreachable):
+            if local:
+                raise
+            await asyncio.to_thread(self.lc.runtimes.drop_lister, host.id)
+            if isinstance(exc, EngineUnreachable):
                 raise
             raise EngineUnreachable(f"host {host.name}: {exc}") from exc
 
@@ -270,6 +274,10 @@ class Reconciler:
                 report.engine_error = str(exc)
             else:
                 report.host_errors[host.id] = str(exc)
+                # Looked at again as soon as this share ends: each list connects afresh and sees
+                # the host's return within a fraction of a second (docker_connect.await_answer),
+                # rather than at the next periodic pass.
+                self._share_again.add(host.id)
             # Keep every state as it is: an engine outage is not a reason to flip models en
             # masse. The next pass after the engine returns sees the truth.
             await asyncio.to_thread(self._host_flip, host, False, str(exc))

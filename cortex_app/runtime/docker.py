@@ -152,9 +152,19 @@ class DockerRuntime:
 
     def _c(self) -> docker.DockerClient:
         with self._lock:
+            if self._client is not None:
+                return self._client
+        # Connected outside the lock: a connection begun while the engine's host was silent may
+        # answer seconds after it is back (docker_connect.await_answer), and a call made once it
+        # is back must not wait behind it; it connects on its own. The first client made is kept.
+        made = client(self.target, timeout=self._timeout)
+        with self._lock:
             if self._client is None:
-                self._client = client(self.target, timeout=self._timeout)
-            return self._client
+                self._client = made
+                return made
+            kept = self._client
+        made.close()
+        return kept
 
     def close(self) -> None:
         with self._lock:

@@ -14,11 +14,14 @@ auth, host-key, not-docker) and a message an admin can act on.
 from __future__ import annotations
 
 import base64
+import errno
 import io
 import logging
 import os
+import selectors
 import socket
 import ssl
+import time
 import weakref
 from typing import Optional, Union
 
@@ -29,9 +32,16 @@ import paramiko
 import requests.exceptions
 from docker.transport import SSHHTTPAdapter
 
-from cortex_app.runtime.endpoints import Endpoint, EndpointInvalid, fingerprint
+from cortex_app.runtime.endpoints import SSH_PORT, TLS_PORT, Endpoint, EndpointInvalid, fingerprint
 
 logging.getLogger("paramiko").setLevel(logging.WARNING)
+
+# A TCP connection whose first packet got no answer is tried again by the kernel only after 1,
+# 3, 7 s: one begun while a host's network was cut answers that long after the host is back.
+# While an engine gives no answer, a fresh try begins this often (the earlier ones go on, so a
+# far host's slow answer still counts), and at most this many are open at once.
+ANSWER_TRY_EVERY_S = 0.25
+ANSWER_TRIES_OPEN = 16
 
 
 class ConnectFailed(RuntimeError):
@@ -163,6 +173,49 @@ def _network_words(ep: Endpoint, exc: BaseException, timeout: float) -> tuple[st
     return ("unreachable", f"unreachable: {where}: {first}")
 
 
+def await_answer(ep: Endpoint, timeout: float) -> None:
+    """Return as soon as the endpoint's port accepts a TCP connection; ConnectFailed when it
+    refuses, cannot be reached, or gives no answer within `timeout`. With fresh tries every
+    ANSWER_TRY_EVERY_S, a host whose network comes back is seen within a fraction of a second,
+    not at the kernel's next retry of a connection begun while it was silent."""
+    port = ep.port or (SSH_PORT if ep.kind == "ssh" else TLS_PORT)
+    deadline = time.monotonic() + timeout
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(ep.hostname, port, type=socket.SOCK_STREAM)[0]
+    except OSError as exc:
+        raise _explain_network(ep, exc, timeout) from None
+    tries: list[socket.socket] = []
+    with selectors.DefaultSelector() as sel:
+        try:
+            next_try = 0.0
+            while True:
+                now = time.monotonic()
+                if now >= deadline:
+                    raise _explain_network(ep, TimeoutError("timed out"), timeout)
+                if now >= next_try:
+                    if len(tries) >= ANSWER_TRIES_OPEN:
+                        sel.unregister(tries[0])
+                        tries.pop(0).close()
+                    s = socket.socket(family, kind, proto)
+                    s.setblocking(False)
+                    s.connect_ex(address)
+                    sel.register(s, selectors.EVENT_WRITE)
+                    tries.append(s)
+                    next_try = now + ANSWER_TRY_EVERY_S
+                for key, _ in sel.select(max(0.0, min(next_try, deadline) - time.monotonic())):
+                    code = key.fileobj.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    if code == 0:
+                        return
+                    if code != errno.ETIMEDOUT:
+                        raise _explain_network(ep, OSError(code, os.strerror(code)), timeout)
+                    sel.unregister(key.fileobj)
+                    tries.remove(key.fileobj)
+                    key.fileobj.close()
+        finally:
+            for s in tries:
+                s.close()
+
+
 def _ssh_remote_says(adapter: _PinnedKeySSH) -> str:
     """Why the remote gave no engine: what `docker version` prints there (first line), if it can."""
     try:
@@ -250,6 +303,8 @@ def api_client(target: Union[str, Endpoint], timeout: float) -> docker.APIClient
     ep = target if isinstance(target, Endpoint) else Endpoint(target)
     adapter = None
     files = None
+    if not isinstance(target, str):
+        await_answer(ep, timeout)
     try:
         if isinstance(target, str):
             api = docker.APIClient(base_url=target, timeout=timeout, version="1.41")

@@ -7,6 +7,7 @@ that engine's own event stream."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import docker
@@ -14,8 +15,10 @@ import pytest
 from sqlmodel import Session, select
 
 from cortex_app import crud, hosts
+from cortex_app.lifecycle import Lifecycle
 from cortex_app.models import EventKind, Health, ModelEvent, ModelState
-from cortex_app.reconcile.loop import LIST_DEADLINE_S
+from cortex_app.reconcile.loop import LIST_DEADLINE_S, Reconciler
+from cortex_app.runtime.docker import DockerRuntime
 from cortex_app.validation import ConfigInvalid
 from tests.conftest import LLAMA_IMAGE
 from tests.engines import copy_images
@@ -298,4 +301,52 @@ def test_a_silent_host_never_delays_what_the_console_sees_elsewhere(bed, remotes
         tls.restore()
     wait_for(lambda: "answers again" in _host_events(bed, there.id)[-1], 20)
     assert st.scheduler.reconciler.hosts_up.get(bed.row(there.id).host_id) is True
+
+
+
+def test_a_console_started_during_a_cut_sees_the_truth_there_within_a_second_of_its_return(bed, remotes, two_hosts):
+    """Found by the chaos harness (seed 7713): a console (re)started while a host's network is
+    cut makes its first connections there during the cut. TCP retries a connection that got no
+    answer only after 1, 3, 7 s, so a connection begun in the cut answers seconds after the
+    host is back; nothing the console does at the host's return may wait for one. Here the
+    model's container is killed behind the cut, a new console starts (its own runtimes: every
+    connection to that host is new), the network comes back between two of those retries, and
+    the row must tell the truth within a second."""
+    import threading
+
+    from cortex_app.reconcile.leader import LeaderLease
+    from cortex_app.reconcile.scheduler import ConsoleScheduler
+    from tests.integration.conftest import SchedulerThread
+
+    tls, _ = remotes
+    there = bed.llama("there", host="gpu-tls")
+    assert bed.start_ready(there.id).state is S.RUNNING
+    row = bed.row(there.id)
+    local = bed.lc.runtime
+    lc = Lifecycle(bed.db, DockerRuntime(local.target, extra_labels=local.extra_labels), bed.settings)
+    console = SchedulerThread(ConsoleScheduler(Reconciler(lc), LeaderLease(bed.db, ttl_s=5),
+                                               dataclasses.replace(bed.settings, reconcile_interval_s=300)))
+    tls.cut()
+    try:
+        c = docker.DockerClient(base_url=tls.socket, timeout=30)
+        c.containers.get(row.container_id).kill()  # what the console will find there
+        c.close()
+        # The console starts: its boot pass and its event stream reach for the silent host.
+        threading.Thread(target=console.start, daemon=True).start()
+        time.sleep(5.5)  # between TCP's retries at 3 s and 7 s of the connections begun at the start
+    finally:
+        tls.restore()
+    try:
+        t0 = time.monotonic()
+        wait_for(lambda: bed.row(there.id).state is not S.RUNNING, 15, interval=0.01)
+        took = time.monotonic() - t0
+        print(f"\nhost back -> row {bed.row(there.id).state.value} in {took * 1000:.0f} ms "
+              f"({bed.row(there.id).state_reason})")
+        wait_for(lambda: _containers(tls) == {}, 5)
+        assert took < 1.0, took
+    finally:
+        wait_for(lambda: console.scheduler.running, 15)
+        console.stop()
+        lc.runtimes.close()
+        lc.runtime.close()
 
