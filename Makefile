@@ -35,10 +35,12 @@ bench:
 	  && .venv/bin/python bench/image.py \
 	  && . scripts/env.sh && .venv/bin/python bench/ui.py
 
-# The chaos harness's long form: MINUTES=30 by default, SEED=... replays a run.
+# The chaos harness's long form: MINUTES=30 by default (each seed's), SEED=... replays a run,
+# SEEDS=N runs N new random seeds after it, one after another.
 chaos:
 	@scripts/bootstrap.sh dev && eval "$$(scripts/engine.sh up)" && scripts/build-test-images.sh \
-	  && . scripts/env.sh && .venv/bin/python bench/chaos.py --minutes $${MINUTES:-30} $${SEED:+--seed $$SEED}
+	  && . scripts/env.sh && .venv/bin/python bench/chaos.py --minutes $${MINUTES:-30} $${SEED:+--seed $$SEED} \
+	  $${SEEDS:+--seeds $$SEEDS}
 
 clean:
 	rm -rf .web .run .builds

@@ -13,10 +13,11 @@ with make up, the webhook receiver down for a while; and the other host's faults
 cut (packets dropped) for 3-12 s, its engine gone for 3-12 s, its engine restarted.
 
 It prints the faults injected by kind, every invariant violation (the seed and step that
-replay it), and the time to truth per fault kind: from the fault's end (the docker call
+replay it, and what the harness saw of its subject around it: its row and containers, snapshot
+by snapshot, and the console's log lines naming it), and the time to truth per fault kind: from the fault's end (the docker call
 returned, the engine or the console back) until rows and containers agree again.
 
-Usage: DOCKER_HOST=... python bench/chaos.py --minutes 30 [--seed N] [--cover] [--one-host]
+Usage: DOCKER_HOST=... python bench/chaos.py --minutes 30 [--seed N ...] [--seeds N] [--cover] [--one-host]
   (`make chaos` sets the engine up; make test runs a short form: tests/integration/test_chaos.py)
 Exit status 1 when any invariant was violated.
 """
@@ -36,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -50,8 +52,8 @@ import docker  # noqa: E402
 import httpx  # noqa: E402
 from standardwebhooks import Webhook  # noqa: E402
 
-from bench.chaos_invariants import (Ctr, Delivery, Event, Row, Snapshot, Tracker, agrees,  # noqa: E402
-                                    disagreement, timeline_violations, webhook_violations)
+from bench.chaos_invariants import (Ctr, Delivery, Event, Found, Row, Snapshot, Tracker, agrees,  # noqa: E402
+                                    around, disagreement, timeline_violations, webhook_violations)
 from bench.common import BUSYBOX_IMAGE, LLAMA_IMAGE, VLLM_IMAGE, pct  # noqa: E402
 from tests import engines  # noqa: E402
 from tests.console import Console, ConsoleFailed, free_port, launch  # noqa: E402
@@ -61,6 +63,8 @@ ADMIN, PASSWORD = "chaos", "chaos-harness-pass-1"
 FORGED = "chaos.forged"
 SAMPLE_EVERY_S = 0.05
 SLOW_TRUTH_S = 2.0  # with --verbose, a fault that took longer to resolve says what was still wrong
+RECENT_S = 6.0  # the snapshots kept to show what was seen around a violation
+CONSOLE_LOG_BEFORE_S = 3.0  # and the console's log lines about its subject from this long before
 
 # What a step can be, and how often (relative weights).
 WEIGHTS = {
@@ -181,18 +185,25 @@ class Receiver:
             self._server = None
 
 
-@dataclass
+@dataclass(eq=False)  # each fault is its own, however alike
 class Injected:
     step: Step
     ended: float  # monotonic: when the fault's own work ended (truth is measured from here)
     ended_able: float  # the able clock then (see Chaos.able_clock)
+    # The model it hit (its row and its containers are its truth); None: the whole world's
+    # (an engine, the console, a host or the receiver).
+    model_id: Optional[int] = None
+    last_why: str = "the engine did not answer"  # what was still wrong at its last look
+    own_done: bool = False  # its model's truth is back (time to truth recorded)
+    world_done: bool = False  # every row and container agreed too (recorded apart)
 
 
 @dataclass
 class Stats:
     faults: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, int] = field(default_factory=dict)
-    truth: dict[str, list[float]] = field(default_factory=dict)
+    truth: dict[str, list[float]] = field(default_factory=dict)  # until its own model's truth is back
+    world: dict[str, list[float]] = field(default_factory=dict)  # until every row and container agreed
     unresolved: dict[str, int] = field(default_factory=dict)
     api: dict[str, int] = field(default_factory=dict)  # status codes seen by the admin actions
     console_starts: list[float] = field(default_factory=list)
@@ -228,6 +239,8 @@ class Chaos:
         self.inflight = 0
         self.timers: list[tuple[float, Callable[[], None]]] = []
         self.ids: dict[str, int] = {}
+        self.names: dict[int, str] = {}  # every model id the run made -> its slot (deleted ones too)
+        self.recent: deque[Snapshot] = deque(maxlen=int(RECENT_S / SAMPLE_EVERY_S))
         self.configs: dict[str, dict] = {}
         self.policies: dict[str, Optional[str]] = {}
         self.forged = 0
@@ -237,8 +250,8 @@ class Chaos:
         self.receiver: Optional[Receiver] = None
         self.instance = ""
         self.revived: set[str] = set()  # containers the harness started again (the world's, not Cortex's)
-        self.last_disagreement: Optional[str] = None
         self.verbose = False
+        self._hit: Optional[int] = None  # the model the last container fault hit
 
     # --- set-up -------------------------------------------------------------------------------
 
@@ -299,6 +312,7 @@ class Chaos:
         r = self._call("POST", "/api/models", "create", json=body)
         if r is not None and r.status_code == 201:
             self.ids[name], self.configs[name] = r.json()["id"], body
+            self.names[self.ids[name]] = name
         return r
 
     # --- shared state -------------------------------------------------------------------------
@@ -328,9 +342,9 @@ class Chaos:
             at = time.monotonic() if at is None else at
             return self._able_total + (max(0.0, at - self.able_since) if self.able_since is not None else 0.0)
 
-    def _ended(self, step: Step) -> Injected:
+    def _ended(self, step: Step, model_id: Optional[int] = None) -> Injected:
         now = time.monotonic()
-        return Injected(step, now, self.able_clock(now))
+        return Injected(step, now, self.able_clock(now), model_id)
 
     def violation(self, text: str) -> None:
         line = f"VIOLATION at step {self.step_no} (seed {self.seed}): {text}"
@@ -339,6 +353,34 @@ class Chaos:
         self.out(line)
         for earlier in self.log[-8:]:
             self.out(f"    after {earlier}")
+        if isinstance(text, Found):
+            self._context(text)
+
+    def _context(self, found: Found) -> None:
+        """What the harness saw of a violation's subject around it: its row and containers in the
+        recent snapshots, and the console's log lines that name it."""
+        seen = around(found, list(self.recent))
+        if seen:
+            self.out("    seen by the harness (seconds from when the condition began):")
+            for line in seen:
+                self.out(f"      {line}")
+        if found.since is None or self.console is None:
+            return
+        begun = time.time() - (time.monotonic() - found.since)
+        words = [w for w in (self.names.get(found.model_id), found.container_id and found.container_id[:12]) if w]
+        said = []
+        try:
+            lines = self.console.log.read_text(errors="replace").splitlines()
+        except OSError:
+            lines = []
+        for text in lines[-2000:]:
+            at = _log_time(text)
+            if at is not None and at >= begun - CONSOLE_LOG_BEFORE_S and any(f" {w}" in text for w in words):
+                said.append(f"      {at - begun:+7.2f} s  {text[24:][:220]}")
+        if said:
+            self.out(f"    the console's log about {', '.join(words)}:")
+            for line in said[-15:]:
+                self.out(line)
 
     # --- the HTTP API, as an admin's script ----------------------------------------------------
 
@@ -384,13 +426,15 @@ class Chaos:
         with self.lock:
             self.inflight += 1
 
+        mid = self.ids.get(slot)
+
         def run():
             try:
                 self._admin(step, verb, slot)
             except Exception as exc:  # noqa: BLE001 - the harness reports, never dies
                 self.out(f"step {step.n} ({verb} {slot}): harness error {exc!r}")
             finally:
-                done = self._ended(step)
+                done = self._ended(step, mid if mid is not None else self.ids.get(slot))
                 with self.lock:
                     self.inflight -= 1
                     self.pending.append(done)
@@ -416,8 +460,9 @@ class Chaos:
         mine = [c for c in found if c.labels.get("cortex.model-id") == str(mid)]
         return (mine or found or [None])[0]
 
-    def _world(self, step: Step) -> bool:
-        """A fault through the engine; False when there was nothing to do it to."""
+    def _world(self, step: Step) -> Optional[int]:
+        """A fault through the engine; the model whose container it hit (-1 for a container of
+        no model), None when there was nothing to do it to."""
         kind = step.kind
         if kind == "forge":
             mid = self.ids.get(step.slot, 9999)
@@ -429,20 +474,20 @@ class Chaos:
                                        labels={"cortex.managed": "true", "cortex.instance": self.instance,
                                                "cortex.model-id": str(mid), "cortex.spec-hash": "forged",
                                                FORGED: "1"}, restart_policy={"Name": "no"})
-            return True
+            return mid
         if kind == "docker_start_exited":
             c = self._target(step.slot, "exited")
             if c is None:  # make one: kill a running one and start it again at once
                 c = self._target(step.slot)
                 if c is None:
-                    return False
+                    return None
                 c.kill()
             self.revived.add(c.id)
             c.start()
-            return True
+            return _model_of(c)
         c = self._target(step.slot)
         if c is None:
-            return False
+            return None
         if kind == "docker_kill":
             c.kill()
         elif kind == "docker_stop":
@@ -453,7 +498,7 @@ class Chaos:
             c.pause()
         elif kind == "rename":
             c.rename(f"chaos-renamed-{self.seed}-{step.n}")
-        return True
+        return _model_of(c)
 
     def _engine_back(self) -> None:
         self.engine.start()
@@ -548,10 +593,11 @@ class Chaos:
             if not self.engine_up:
                 return None
             try:
-                done = self._world(step)
-            except docker.errors.DockerException:
-                done = True  # it raced the console (the container went meanwhile): still a fault
-            return time.monotonic() if done else None
+                hit = self._world(step)
+            except docker.errors.DockerException:  # it raced the console (the container went meanwhile): still a fault
+                hit = self.ids.get(step.slot, -1)
+            self._hit = hit
+            return time.monotonic() if hit is not None else None
         if kind == "engine_restart":
             if not self.engine_up:
                 return None
@@ -632,31 +678,37 @@ class Chaos:
                 snap = self.snapshot()
             except sqlite3.Error:
                 snap = None
-            if snap is None:
-                self.last_disagreement = "the engine did not answer"
-            else:
+            if snap is not None:
                 with self.lock:
                     able = self.able_since
                 self.stats.snapshots += 1
+                self.recent.append(snap)
                 self.stats.able_snapshots += able is not None
                 for v in self.tracker.check(snap, able):
                     self.violation(v)
-                why = disagreement(snap)
-                if why is not None:
-                    self.last_disagreement = why
-                elif able is None:
-                    self.last_disagreement = "the console or the engine was away"
-                else:
-                    clock = self.able_clock(snap.t)
-                    with self.lock:
-                        done = [p for p in self.pending if p.ended <= snap.t]
-                        self.pending = [p for p in self.pending if p.ended > snap.t]
-                    for p in done:
-                        took = max(0.0, clock - p.ended_able)
+                with self.lock:
+                    due = [p for p in self.pending if p.ended <= snap.t]
+                everyone = disagreement(snap) if due else None
+                clock = self.able_clock(snap.t)
+                for p in due:  # each fault's own truth: its model's row and containers (or the world's)
+                    took = max(0.0, clock - p.ended_able)
+                    why = everyone if p.model_id is None or everyone is None else disagreement(snap, p.model_id)
+                    if able is None:
+                        p.last_why = "the console or the engine was away"
+                        continue
+                    if why is not None:
+                        p.last_why = why
+                    elif not p.own_done:
+                        p.own_done = True
                         self.stats.truth.setdefault(p.step.kind, []).append(took)
                         if took > SLOW_TRUTH_S and self.verbose:
                             self.out(f"  slow truth: step {p.step.n} {p.step.kind} took {took:.1f} s; "
-                                     f"last disagreement: {self.last_disagreement}")
+                                     f"last disagreement: {p.last_why}")
+                    if everyone is None and not p.world_done:
+                        p.world_done = True
+                        self.stats.world.setdefault(p.step.kind, []).append(took)
+                with self.lock:
+                    self.pending = [p for p in self.pending if not (p.own_done and p.world_done)]
             self.stopping.wait(max(0.0, SAMPLE_EVERY_S - (time.monotonic() - t0)))
 
     # --- the run ----------------------------------------------------------------------------------
@@ -691,7 +743,8 @@ class Chaos:
                 continue
             self.stats.faults[step.kind] = self.stats.faults.get(step.kind, 0) + 1
             if ended >= 0:
-                done = Injected(step, ended, self.able_clock(ended))
+                done = Injected(step, ended, self.able_clock(ended),
+                                self._hit if step.kind in ENGINE_KINDS else None)
                 with self.lock:
                     self.pending.append(done)
             if time.monotonic() - last_progress > 30:
@@ -753,14 +806,19 @@ class Chaos:
         self.out("")
         self.out(f"chaos: seed {self.seed}, {self.minutes:g} min, {total} faults, {len(self.violations)} violations, "
                  f"{deliveries} webhook deliveries ({len(self.receiver.received)} arrivals)")
-        self.out(f"{'fault':28s} {'count':>6s}  {'time to truth p50':>17s} {'p95':>8s} {'max':>8s}")
+        # Time to truth: until the fault's own model agrees again (a fault of the engine, the
+        # console, a host or the receiver: every model). Beside it, until everything agreed,
+        # which waits for whatever other faults were doing meanwhile.
+        self.out(f"{'fault':28s} {'count':>6s}  {'time to truth p50':>17s} {'p95':>8s} {'max':>8s}"
+                 f"   {'all agree p95':>13s} {'max':>8s}")
         for kind in WEIGHTS:
             n = self.stats.faults.get(kind, 0)
             if not n:
                 continue
-            ttt = self.stats.truth.get(kind, [])
+            ttt, world = self.stats.truth.get(kind, []), self.stats.world.get(kind, [])
             figures = (f"{statistics.median(ttt):15.2f} s {pct(ttt, 95):6.2f} s {max(ttt):6.2f} s" if ttt
-                       else f"{'-':>17s}")
+                       else f"{'-':>17s}{'':18s}")
+            figures += f"   {pct(world, 95):11.2f} s {max(world):6.2f} s" if world else ""
             self.out(f"{kind:28s} {n:6d}  {figures}")
         starts = self.stats.console_starts
         self.out(f"console started {len(starts)} times (make up), median {statistics.median(starts):.1f} s; "
@@ -778,7 +836,9 @@ class Chaos:
                    "snapshots": self.stats.snapshots, "able_snapshots": self.stats.able_snapshots,
                    "violations": self.violations,
                    "time_to_truth": {k: {"p50": statistics.median(v), "p95": pct(v, 95), "max": max(v), "n": len(v)}
-                                     for k, v in self.stats.truth.items() if v}}
+                                     for k, v in self.stats.truth.items() if v},
+                   "until_all_agree": {k: {"p50": statistics.median(v), "p95": pct(v, 95), "max": max(v), "n": len(v)}
+                                       for k, v in self.stats.world.items() if v}}
         (self.workdir / "chaos-report.json").write_text(json.dumps(summary, indent=1))
         return 1 if self.violations else 0
 
@@ -803,6 +863,20 @@ class Chaos:
         self.client.close()
 
 
+def _model_of(c) -> int:
+    """The model a container of ours belongs to, by its label (-1: none)."""
+    mid = c.labels.get("cortex.model-id", "")
+    return int(mid) if mid.isdigit() else -1
+
+
+def _log_time(line: str) -> Optional[float]:
+    """The unix time of a console log line ("2026-12-07 15:46:00,572 INFO ...", UTC), if it has one."""
+    try:
+        return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").replace(tzinfo=timezone.utc).timestamp()
+    except ValueError:
+        return None
+
+
 def _ts(value) -> Optional[float]:
     """A datetime as SQLite keeps it (UTC, no zone) -> unix time."""
     if not value:
@@ -819,8 +893,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     # cleaned up in the `finally` below, not left behind.
     signal.signal(signal.SIGTERM, _interrupted)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--minutes", type=float, default=30.0)
-    p.add_argument("--seed", type=int, default=None, help="replay a run (printed by every run)")
+    p.add_argument("--minutes", type=float, default=30.0, help="of each seed's run")
+    p.add_argument("--seed", type=int, action="append", default=[],
+                   help="replay a run (printed by every run); may be given more than once")
+    p.add_argument("--seeds", type=int, default=0, help="also run this many new random seeds, one after another")
     p.add_argument("--cover", action="store_true", help="begin with every kind of fault once")
     p.add_argument("--keep", action="store_true", help="keep the work folder (console log, database, report)")
     p.add_argument("--verbose", action="store_true", help="say what was still wrong when truth took long")
@@ -832,7 +908,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                    help="DOCKER_HOST is an engine this run may restart (scripts/engine.sh finds it through "
                         "CORTEX_ENGINE_DIR / CORTEX_ENGINE_BRIDGE); without it, one is chosen (tests/engines.py)")
     args = p.parse_args(argv)
-    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 10**6)
+    fresh = random.SystemRandom()
+    seeds = args.seed + [fresh.randrange(1, 10**6) for _ in range(args.seeds)]
+    seeds = seeds or [fresh.randrange(1, 10**6)]
     host = os.environ.get("DOCKER_HOST", "")
     if not host:
         print("chaos: DOCKER_HOST is not set (make chaos, or eval \"$(scripts/engine.sh up)\")", file=sys.stderr)
@@ -843,6 +921,24 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     engine = (engines.Engine(host, dict(os.environ), started_here=False) if args.restartable
               else engines.restartable(host, images=(LLAMA_IMAGE, VLLM_IMAGE, BUSYBOX_IMAGE)))
+    if len(seeds) > 1:
+        print(f"chaos: {len(seeds)} seeds, {args.minutes:g} min each: {', '.join(map(str, seeds))}", flush=True)
+    results = []
+    try:
+        for seed in seeds:
+            results.append((seed, run_one(seed, args, engine)))
+    finally:
+        engines.release(engine)
+    if len(results) > 1:
+        print(f"\nchaos: {len(results)} seeds")
+        for seed, (code, violations) in results:
+            print(f"  seed {seed}: {violations} violations" + (f" (exit {code})" if code not in (0, 1) else "")
+                  + f"   replay: make chaos MINUTES={args.minutes:g} SEED={seed}")
+    return max(code for _, (code, _) in results)
+
+
+def run_one(seed: int, args, engine: engines.Engine) -> tuple[int, int]:
+    """One seed's run, on its own console, work folder and other host: (exit status, violations)."""
     workdir = Path(tempfile.mkdtemp(prefix="cortex-chaos-"))
     print(f"chaos: seed {seed}, {args.minutes:g} min, engine {engine.host}, work folder {workdir}", flush=True)
     remote = None if args.one_host else RemoteHost("cxq-far", 16, tls=True, ssh=False)
@@ -850,13 +946,11 @@ def main(argv: Optional[list[str]] = None) -> int:
                   port=args.port, remote=remote)
     chaos.verbose = args.verbose
     try:
-        return chaos.run()
+        return chaos.run(), len(chaos.violations)
     finally:
         chaos.close()
-        engines.release(engine)
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -93,16 +93,22 @@ def _row_wrong(r: Row, by_id: dict[str, Ctr]) -> Optional[str]:
     return None
 
 
-def disagreement(snap: Snapshot) -> Optional[str]:
+def disagreement(snap: Snapshot, model_id: Optional[int] = None) -> Optional[str]:
     """Why rows and containers do not tell the same story right now (None: they do; time to
-    truth ends there)."""
+    truth ends there). With `model_id`, only that model's row and containers: a fault that hit
+    one model has its truth back when that model's is, whatever another fault is doing to
+    another model meanwhile."""
     rows = {r.id: r for r in snap.rows}
     by_id = {c.id: c for c in snap.containers}
     for c in snap.containers:
+        if model_id is not None and c.model_id != model_id:
+            continue
         if c.live and not _owned(c, rows):
             r = rows.get(c.model_id)
             return f"container {c.id[:12]} ({c.state}) of model {c.model_id} (row {r.state if r else 'none'})"
     for r in snap.rows:
+        if model_id is not None and r.id != model_id:
+            continue
         if r.state in IN_FLIGHT:
             return f"model {r.id} is {r.state}"
         if r.state in ACTIVE and (why := _row_wrong(r, by_id)):
@@ -112,6 +118,22 @@ def disagreement(snap: Snapshot) -> Optional[str]:
 
 def agrees(snap: Snapshot) -> bool:
     return disagreement(snap) is None
+
+
+class Found(str):
+    """A violation's message, with what it is about: the model and container it names, and
+    since when (monotonic) the condition held, for the harness to show what it saw around it."""
+
+    model_id: Optional[int] = None
+    container_id: Optional[str] = None
+    since: Optional[float] = None
+
+    @classmethod
+    def of(cls, message: str, model_id: Optional[int] = None, container_id: Optional[str] = None,
+           since: Optional[float] = None) -> "Found":
+        found = cls(message)
+        found.model_id, found.container_id, found.since = model_id, container_id, since
+        return found
 
 
 @dataclass
@@ -125,10 +147,11 @@ class Tracker:
     wrong_since: dict[tuple, float] = field(default_factory=dict)
     reported: set = field(default_factory=set)
 
-    def _once(self, key, message: str, out: list[str]) -> None:
+    def _once(self, key, message: str, out: list[str], model_id: Optional[int] = None,
+              container_id: Optional[str] = None, since: Optional[float] = None) -> None:
         if key not in self.reported:
             self.reported.add(key)
-            out.append(message)
+            out.append(Found.of(message, model_id, container_id, since))
 
     def check(self, snap: Snapshot, able_since: Optional[float]) -> list[str]:
         """Violations in this snapshot. `able_since`: since when (monotonic) the console serves
@@ -140,7 +163,7 @@ class Tracker:
         for c in snap.containers:
             if c.restart_policy not in (None, "no"):
                 self._once(("policy", c.id), f"container {c.id[:12]} (model {c.model_id}) has restart policy "
-                                             f"{c.restart_policy}", out)
+                                             f"{c.restart_policy}", out, c.model_id, c.id, snap.t)
 
         per_model = Counter(c.model_id for c in snap.containers
                             if not c.forged and (c.live or c.state == "created"))
@@ -148,7 +171,8 @@ class Tracker:
             if n > 1:
                 ids = sorted(c.id[:12] for c in snap.containers if c.model_id == mid and not c.forged
                              and (c.live or c.state == "created"))
-                self._once(("two", mid, tuple(ids)), f"model {mid} has {n} containers at once: {ids}", out)
+                self._once(("two", mid, tuple(ids)), f"model {mid} has {n} containers at once: {ids}", out, mid,
+                           since=snap.t)
 
         live_unowned = {c.id for c in snap.containers if c.live and not _owned(c, rows)}
         for cid in list(self.unowned_since):
@@ -164,7 +188,7 @@ class Tracker:
                 r = rows.get(c.model_id)
                 self._once(("unowned", cid), f"{'forged ' if c.forged else ''}container {cid[:12]} ({c.state}) of "
                                              f"model {c.model_id} (row {r.state if r else 'none'}) still there "
-                                             f"{waited:.2f} s after nothing owned it", out)
+                                             f"{waited:.2f} s after nothing owned it", out, c.model_id, cid, first)
 
         wrong_now = {}
         for r in snap.rows:
@@ -179,14 +203,16 @@ class Tracker:
                 continue
             waited = snap.t - max(first, able_since)
             if waited > self.agree_within_s:
-                self._once(("wrong",) + key, f"model {key[0]} is {key[1]} but {why} ({waited:.2f} s)", out)
+                self._once(("wrong",) + key, f"model {key[0]} is {key[1]} but {why} ({waited:.2f} s)", out, key[0],
+                           key[2], first)
 
         if able_since is not None:
             able_wall = snap.wall - (snap.t - able_since)
             for r in snap.rows:
                 if r.state in IN_FLIGHT and snap.wall - max(r.state_changed_at, able_wall) > self.stuck_bound_s:
                     self._once(("stuck", r.id, r.state_changed_at), f"model {r.id} {r.state} for over "
-                                                                    f"{self.stuck_bound_s:.0f} s", out)
+                                                                    f"{self.stuck_bound_s:.0f} s", out, r.id,
+                               r.container_id, snap.t - (snap.wall - r.state_changed_at))
         return out
 
 
@@ -271,4 +297,32 @@ def webhook_violations(events: Sequence[Event], deliveries: Sequence[Delivery],
         arrival = [first[d.message_id] for d in ds]
         if arrival != sorted(arrival):
             out.append(f"model {mid}: webhooks arrived out of order")
+    return out
+
+
+def _ctr_line(c: Ctr) -> str:
+    return f"{c.id[:12]} {c.state}" + (" (the harness's)" if c.forged else "") + (
+        f" spec {c.spec_hash[:8]}" if c.spec_hash else "")
+
+
+def around(found: Found, snaps: Sequence[Snapshot], before_s: float = 2.0) -> list[str]:
+    """What the snapshots showed of a violation's subject (its model's row, that model's and the
+    named container's containers), from `before_s` before its condition began: one line each
+    time that changed, timed from the condition's start."""
+    if found.since is None or (found.model_id is None and found.container_id is None):
+        return []
+    out, last = [], None
+    for snap in snaps:
+        if snap.t < found.since - before_s:
+            continue
+        row = next((r for r in snap.rows if r.id == found.model_id), None) if found.model_id is not None else None
+        ctrs = [c for c in snap.containers if (found.model_id is not None and c.model_id == found.model_id)
+                or c.id == found.container_id]
+        seen = (f"row {found.model_id}: " + (f"{row.state}" + (f", container {row.container_id[:12]}"
+                                                              if row.container_id else "") if row else "none")
+                if found.model_id is not None else "")
+        seen += "  containers: " + (", ".join(_ctr_line(c) for c in ctrs) or "none")
+        if seen != last:
+            out.append(f"{snap.t - found.since:+7.2f} s  {seen}")
+            last = seen
     return out

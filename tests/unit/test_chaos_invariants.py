@@ -1,8 +1,8 @@
 """bench/chaos_invariants.py: each check fires when its invariant breaks, and stays quiet
 while the table and the containers agree (a referee that cannot fail would prove nothing)."""
 
-from bench.chaos_invariants import (Ctr, Delivery, Event, Row, Snapshot, Tracker, agrees, timeline_violations,
-                                    webhook_violations)
+from bench.chaos_invariants import (Ctr, Delivery, Event, Row, Snapshot, Tracker, agrees, around, disagreement,
+                                    timeline_violations, webhook_violations)
 
 
 def snap(t, containers=(), rows=(), wall=None):
@@ -116,3 +116,42 @@ def test_a_seed_is_a_schedule_and_cover_goes_through_every_kind():
     covered = schedule(7, 200, cover=True)
     assert {s.kind for s in covered[:len(WEIGHTS)]} == set(WEIGHTS)
     assert covered[len(WEIGHTS) - 1].kind == "engine_outage"  # last: engine faults wait it out
+
+
+def test_a_violation_names_its_subject_and_shows_what_was_seen_around_it():
+    """What a reader of a violation needs: the row and the containers of its model, snapshot by
+    snapshot (a line each time they changed), timed from when the condition began."""
+    t = Tracker()
+    other = Ctr("o1", 7, "running", "h7")  # another model's: not shown
+    rows = [RUNNING, Row(7, "running", "o1", "h7")]
+    snaps = [snap(0.0, [OWN, other], rows), snap(0.05, [OWN, other], rows),
+             snap(0.1, [Ctr("c1", 1, "exited", "h1"), other], rows),
+             snap(0.6, [Ctr("c1", 1, "exited", "h1"), other], rows),
+             snap(1.2, [Ctr("c1", 1, "exited", "h1"), other], rows)]
+    found = [v for s in snaps for v in t.check(s, able_since=0.0)]
+    [v] = found
+    assert "model 1 is running but its container is exited (1.10 s)" in v
+    assert (v.model_id, v.container_id, v.since) == (1, "c1", 0.1)
+    assert around(v, snaps) == [
+        "  -0.10 s  row 1: running, container c1  containers: c1 running spec h1",
+        "  +0.00 s  row 1: running, container c1  containers: c1 exited spec h1",
+    ]
+    stray = Ctr("s", 2, "running", "h2", forged=True)
+    t = Tracker()
+    [v] = [v for s in (snap(0.0, [stray], [Row(2, "stopped")]), snap(1.1, [stray], [Row(2, "stopped")]))
+           for v in t.check(s, able_since=0.0)]
+    assert (v.model_id, v.container_id, v.since) == (2, "s", 0.0)
+    assert around(v, [snap(0.0, [stray], [Row(2, "stopped")])]) == [
+        "  +0.00 s  row 2: stopped  containers: s running (the harness's) spec h2"]
+
+
+def test_a_faults_truth_is_its_own_models():
+    """Time to truth of a fault that hit model 1 ends when model 1's row and containers agree,
+    though model 2 is still starting (another fault's doing); the world's faults wait for all."""
+    s = snap(0.0, [Ctr("c1", 1, "exited", "h1")], [Row(1, "failed"), Row(2, "starting")])
+    assert disagreement(s, 1) is None
+    assert disagreement(s, 2) == "model 2 is starting"
+    assert disagreement(s) == "model 2 is starting"
+    stray = snap(0.0, [Ctr("x", 3, "running", "h3")], [Row(1, "failed"), Row(3, "stopped")])
+    assert disagreement(stray, 1) is None
+    assert disagreement(stray, 3) == "container x (running) of model 3 (row stopped)"
