@@ -72,11 +72,12 @@ def _unreachable(host: str, exc: BaseException, own: bool = True) -> EngineUnrea
                                 else "check the host on the Hosts page"))
 
 
-def client(target: Union[str, Endpoint], timeout: float = 10) -> docker.DockerClient:
+def client(target: Union[str, Endpoint], timeout: float = 10, *, fresh_tries: bool = False) -> docker.DockerClient:
     """A client bound to `target` (a DOCKER_HOST string, or a host's Endpoint); raises
-    EngineUnreachable, whose `problem` says what failed, if no engine answers there."""
+    EngineUnreachable, whose `problem` says what failed, if no engine answers there.
+    `fresh_tries`: see docker_connect.api_client."""
     try:
-        return docker_connect.client(target, timeout)
+        return docker_connect.client(target, timeout, fresh_tries=fresh_tries)
     except docker_connect.ConnectFailed as exc:
         if isinstance(target, str):  # the console's own DOCKER_HOST
             failure = _unreachable(target, exc.cause or exc)
@@ -157,7 +158,7 @@ class DockerRuntime:
         # Connected outside the lock: a connection begun while the engine's host was silent may
         # answer seconds after it is back (docker_connect.await_answer), and a call made once it
         # is back must not wait behind it; it connects on its own. The first client made is kept.
-        made = client(self.target, timeout=self._timeout)
+        made = client(self.target, timeout=self._timeout, fresh_tries=True)
         with self._lock:
             if self._client is None:
                 self._client = made

@@ -296,21 +296,24 @@ def _close_with(api: docker.APIClient, files: "_Memfiles") -> None:
     weakref.finalize(api, files.close)
 
 
-def api_client(target: Union[str, Endpoint], timeout: float) -> docker.APIClient:
+def api_client(target: Union[str, Endpoint], timeout: float, *, fresh_tries: bool = False) -> docker.APIClient:
     """A low-level client talking to the engine at `target` (a DOCKER_HOST string or an
     Endpoint), its API version agreed; raises ConnectFailed. A DOCKER_HOST string is reached
-    as the docker SDK reaches it (ssh:// with ~/.ssh); an Endpoint only with its own credentials."""
+    as the docker SDK reaches it (ssh:// with ~/.ssh); an Endpoint only with its own credentials.
+    `fresh_tries`: a tcp or ssh endpoint is first awaited with fresh tries (await_answer), for a
+    client that is kept; each try that connects shows up in the engine's log as a connection
+    closed before its handshake, so the hosts' periodic checks go without."""
     ep = target if isinstance(target, Endpoint) else Endpoint(target)
     adapter = None
     files = None
-    if not isinstance(target, str):
-        await_answer(ep, timeout)
     try:
         if isinstance(target, str):
             api = docker.APIClient(base_url=target, timeout=timeout, version="1.41")
         elif ep.kind == "tls":
             if not ep.tls_key:  # never in the clear: anyone who reaches the port is root there
                 raise ConnectFailed("tls", f"TLS: no client certificate and key for {_target(ep)}")
+            if fresh_tries:
+                await_answer(ep, timeout)
             files = _Memfiles(ca=ep.tls_ca, cert=ep.tls_cert, key=ep.tls_key)
             tls = docker.tls.TLSConfig(client_cert=(files.path("cert"), files.path("key")),
                                        ca_cert=files.path("ca"), verify=True)
@@ -320,6 +323,8 @@ def api_client(target: Union[str, Endpoint], timeout: float) -> docker.APIClient
             api.trust_env = False
             _close_with(api, files)
         elif ep.kind == "ssh":
+            if fresh_tries:
+                await_answer(ep, timeout)
             adapter = _ssh_adapter(ep, timeout)
             # The SDK's own ssh path would read ~/.ssh: it is replaced by ours before any use.
             api = docker.APIClient(base_url=ep.url, timeout=timeout, version="1.41", use_ssh_client=True)
@@ -350,8 +355,8 @@ def api_client(target: Union[str, Endpoint], timeout: float) -> docker.APIClient
     return api
 
 
-def client(target: Union[str, Endpoint], timeout: float) -> docker.DockerClient:
+def client(target: Union[str, Endpoint], timeout: float, *, fresh_tries: bool = False) -> docker.DockerClient:
     """The high-level client over `api_client`."""
     c = docker.DockerClient.__new__(docker.DockerClient)
-    c.api = api_client(target, timeout)
+    c.api = api_client(target, timeout, fresh_tries=fresh_tries)
     return c
