@@ -240,6 +240,7 @@ class Chaos:
         self.timers: list[tuple[float, Callable[[], None]]] = []
         self.ids: dict[str, int] = {}
         self.names: dict[int, str] = {}  # every model id the run made -> its slot (deleted ones too)
+        self.forged_names: dict[str, str] = {}  # forged container id -> its name, where, and how it dies
         self.recent: deque[Snapshot] = deque(maxlen=int(RECENT_S / SAMPLE_EVERY_S))
         self.configs: dict[str, dict] = {}
         self.policies: dict[str, Optional[str]] = {}
@@ -367,7 +368,11 @@ class Chaos:
         if found.since is None or self.console is None:
             return
         begun = time.time() - (time.monotonic() - found.since)
-        words = [w for w in (self.names.get(found.model_id), found.container_id and found.container_id[:12]) if w]
+        forged = self.forged_names.get(found.container_id or "")
+        if forged:
+            self.out(f"    the forged container: {forged}")
+        words = [w for w in (self.names.get(found.model_id), found.container_id and found.container_id[:12],
+                             forged and forged.split()[0]) if w]
         said = []
         try:
             lines = self.console.log.read_text(errors="replace").splitlines()
@@ -469,11 +474,14 @@ class Chaos:
             stubborn = step.x < 0.5
             script = "trap '' TERM; while :; do sleep 1; done" if stubborn else "while :; do sleep 1; done"
             self.forged += 1
-            self._client_of(step.slot).containers.run(BUSYBOX_IMAGE, ["sh", "-c", script], detach=True,
-                                       name=f"chaos-forged-{self.seed}-{self.forged}",
+            name = f"chaos-forged-{self.seed}-{self.forged}"
+            where = "the other host" if self._client_of(step.slot) is not self.client else "this engine"
+            c = self._client_of(step.slot).containers.run(BUSYBOX_IMAGE, ["sh", "-c", script], detach=True,
+                                       name=name,
                                        labels={"cortex.managed": "true", "cortex.instance": self.instance,
                                                "cortex.model-id": str(mid), "cortex.spec-hash": "forged",
                                                FORGED: "1"}, restart_policy={"Name": "no"})
+            self.forged_names[c.id] = f"{name} ({where}, {'ignores' if stubborn else 'obeys'} SIGTERM)"
             return mid
         if kind == "docker_start_exited":
             c = self._target(step.slot, "exited")
