@@ -52,6 +52,7 @@ DEATH_MEMORY_S = 30.0  # a `die` seen on the event stream counts until the list 
 # How long a pass waits for one host's container list: the console's own engine answers in
 # milliseconds, or says at once that it is down; another host may hang (a cut network).
 LIST_DEADLINE_S = {True: 10.0, False: 5.0}  # local?: seconds
+RELOOK_S = 1.0  # a host whose list failed is listed again this long after that look began (a cut one: at its deadline)
 
 
 @dataclass
@@ -219,6 +220,10 @@ class Reconciler:
             await asyncio.shield(asyncio.gather(*launched))
         return report
 
+    def _relook(self) -> None:
+        if self.on_subject_free is not None:
+            self.on_subject_free()
+
     @staticmethod
     def _share_done(share: asyncio.Future) -> None:
         if not share.cancelled() and share.exception() is not None:
@@ -274,10 +279,12 @@ class Reconciler:
                 report.engine_error = str(exc)
             else:
                 report.host_errors[host.id] = str(exc)
-                # Looked at again as soon as this share ends: each list connects afresh and sees
-                # the host's return within a fraction of a second (docker_connect.await_answer),
-                # rather than at the next periodic pass.
-                self._share_again.add(host.id)
+                # Looked at again soon, not at the next periodic pass: each list connects afresh
+                # and sees the host's return within a fraction of a second (docker_connect.
+                # await_answer). Not sooner than RELOOK_S after this look began: an engine that
+                # refuses at once would otherwise have passes run back to back.
+                wait = max(0.0, RELOOK_S - (time.perf_counter() - t0))
+                asyncio.get_running_loop().call_later(wait, self._relook)
             # Keep every state as it is: an engine outage is not a reason to flip models en
             # masse. The next pass after the engine returns sees the truth.
             await asyncio.to_thread(self._host_flip, host, False, str(exc))
