@@ -89,9 +89,14 @@ class ContainerSpec:
         }
 
 
+def container_prefix(model_id: int) -> str:
+    """How every container Cortex makes for that model row begins, whatever its name was then."""
+    return f"cortex-model-{model_id}-"
+
+
 def container_name(model: Model) -> str:
     """Deterministic, and unique per model row (the id), readable (the name)."""
-    return f"cortex-model-{model.id}-{model.name}"
+    return container_prefix(model.id) + model.name
 
 
 def model_spec(model: Model, *, engine: str, args: list[str], env: dict[str, str], port: int,

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Hashable, Mapping, Optional, Sequence
 
-from cortex_app.engines.spec import LABEL_HOST, LABEL_INSTANCE, LABEL_MANAGED
+from cortex_app.engines.spec import LABEL_HOST, LABEL_INSTANCE, LABEL_MANAGED, container_prefix
 from cortex_app.models import ModelState
 from cortex_app.runtime.types import ContainerInfo
 
@@ -270,7 +270,15 @@ def plan(models: Sequence[ModelView], containers: Sequence[ContainerInfo], healt
         if m.state in (S.STARTING, S.STOPPING):
             age = (now - m.state_changed_at).total_seconds() if m.state_changed_at else STUCK_AFTER_S + 1
             if not (old_run or age > STUCK_AFTER_S):
-                continue  # an operation is in flight: leave its container alone
+                # An operation is in flight: its container is left alone, and so is one the
+                # Start may be making (named as Cortex names that model's). Any other is not
+                # Cortex's work, and goes now, not when the operation ends (a Start that
+                # waits on a slow host may take seconds).
+                for c in mine:
+                    if c.id != m.container_id and not c.name.startswith(container_prefix(m.id)):
+                        actions.append(RemoveContainer(c.id, f"removed: not a container Cortex made for model "
+                                                             f"{m.name} (it is {m.state.value})", m.id, m.name))
+                continue
             for c in mine:
                 actions.append(RemoveContainer(c.id, f"removed: {m.state.value} was interrupted", m.id, m.name))
             actions.append(MarkStopped(m.id, f"{m.state.value} was interrupted (console stopped mid-way); "

@@ -176,6 +176,37 @@ def test_leftover_of_a_start_cut_short_is_removed_on_boot(bed, docker_client):
     assert_rows_match_containers(bed, docker_client)
 
 
+def test_a_hand_made_container_of_a_model_mid_start_goes_at_once(bed, docker_client, test_labels):
+    """Found by the chaos harness (seed 784628): a container made by hand with a model's labels
+    while the model's Start waited on a host that had just come back lived until the Start
+    ended, seconds later: the pass left every container of a `starting` model alone. Only the
+    one the Start is making (named as Cortex names that model's) is left alone now."""
+    m = bed.llama()
+    spec = build_spec(m, bed.settings)
+    # The Start is under way (as lifecycle.start does it): the row says starting, and the
+    # engine has its container; the row learns its id only once it runs.
+    bed.lc.transition(m.id, S.STARTING, reason="start requested", actor="admin:test", allowed_from=(S.STOPPED,),
+                      spec_hash=spec.spec_hash)
+    info = bed.lc.runtime.create_and_start(spec, bed.lc._claim_port(m.id, m.host_id))
+    by_hand = docker_client.containers.run(
+        BUSYBOX_IMAGE, ["sleep", "600"], detach=True, name=f"by-hand-{m.id}",
+        labels={**test_labels, LABEL_MANAGED: "true", "cortex.model-id": str(m.id), "cortex.spec-hash": "forged"},
+        restart_policy={"Name": "no"})
+    report = bed.reconcile()
+    assert [(type(a).__name__, a.container_id) for a in report.actions] == [("RemoveContainer", by_hand.id)]
+    assert not docker_client.api.containers(all=True, filters={"id": by_hand.id})
+    assert docker_client.containers.get(info.id).status == "running"  # the Start's own: untouched
+    [ev] = bed.events(m.id, kind=EventKind.CONTAINER)
+    assert f"not a container Cortex made for model {m.name} (it is starting)" in ev.reason
+    assert bed.row(m.id).state is S.STARTING
+    # The Start ends as lifecycle.start ends it; then rows and containers agree.
+    bed.lc.transition(m.id, S.LOADING, reason="container started", actor="admin:test", allowed_from=(S.STARTING,),
+                      container_id=info.id)
+    assert settle(bed.rec, m.id).state is S.RUNNING
+    bed.lc.stop(m.id, actor="t")
+    assert_rows_match_containers(bed, docker_client)
+
+
 def test_boot_removes_only_what_is_provably_an_older_install(bed, docker_client, test_labels):
     """Found by a new user's reading: any name containing `llamacpp-model-` was removed. Only the
     name *and* an engine *and* a restart policy that brings it back make an older install's

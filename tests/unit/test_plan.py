@@ -26,7 +26,7 @@ def ctr(id="c1", model=1, state="running", hash="h1", exit_code=None, **kw) -> C
     labels = {"cortex.managed": "true", "cortex.spec-hash": hash, "cortex.model-name": f"m{model}"}
     if model is not None:
         labels["cortex.model-id"] = str(model)
-    return ContainerInfo(id=id, name=f"cortex-model-{model}", state=state, labels=labels, exit_code=exit_code, **kw)
+    return ContainerInfo(id=id, name=f"cortex-model-{model}-m{model}", state=state, labels=labels, exit_code=exit_code, **kw)
 
 
 def kinds(actions):
@@ -163,6 +163,28 @@ def test_in_flight_operations_are_left_alone_until_stuck(state):
     actions = plan([stuck], [ctr()], set(), NOW)
     assert kinds(actions) == ["RemoveContainer", "MarkStopped"] and actions[1].expect is state
     assert kinds(plan([stuck], [], set(), NOW)) == ["MarkStopped"]
+
+
+@pytest.mark.parametrize("state, cid, name, removed", [
+    (S.STARTING, None, "cortex-model-1-m1", False),  # the one the Start is making
+    (S.STARTING, None, "cortex-model-1-old-name", False),  # made before a rename: still Cortex's
+    (S.STARTING, None, "chaos-forged-1", True),  # made by hand with the model's labels
+    (S.STARTING, None, "cortex-model-12-m12", True),  # another row's name, this row's labels
+    (S.STOPPING, "c1", "anything", False),  # the container being stopped
+    (S.STOPPING, "c1", "by-hand", True),
+])
+def test_an_in_flight_operation_leaves_alone_only_what_cortex_may_be_making(state, cid, name, removed):
+    """Found by the chaos harness (seed 784628): a container made by hand for a model whose
+    Start waited on a host that had just come back lived until the Start ended, seconds later."""
+    fresh = row(state=state, cid=cid, changed=1)
+    container = dataclasses.replace(ctr("c1" if name == "anything" else "x"), name=name)
+    actions = plan([fresh], [container], set(), NOW)
+    if removed:
+        [a] = actions
+        assert isinstance(a, RemoveContainer) and a.container_id == "x" and a.model_id == 1
+        assert f"not a container Cortex made for model m1 (it is {state.value})" in a.reason
+    else:
+        assert actions == []
 
 
 def test_boot_default_stops_everything():
