@@ -26,6 +26,7 @@ import dataclasses
 import logging
 import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -52,6 +53,8 @@ DEATH_MEMORY_S = 30.0  # a `die` seen on the event stream counts until the list 
 # How long a pass waits for one host's container list: the console's own engine answers in
 # milliseconds, or says at once that it is down; another host may hang (a cut network).
 LIST_DEADLINE_S = {True: 10.0, False: 5.0}  # local?: seconds
+HEDGE_AFTER_S = 0.5  # another host's list unanswered this long is sent again on a fresh connection
+LIST_TIMES_KEPT = 8  # a host's usual list time: the fastest of its last this many
 RELOOK_S = 1.0  # a host whose list failed is listed again this long after that look began (a cut one: at its deadline)
 
 
@@ -98,6 +101,7 @@ class Reconciler:
         self._booted: set[int] = set()  # hosts whose first answer got the boot plan
         self._boot_done = False  # a leader taking over: no host gets a boot plan (see mark_booted)
         self._list_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="reconcile-list")
+        self._list_took: dict[int, deque] = {}  # host id -> seconds its last good lists took
         self._shares: dict[int, asyncio.Future] = {}  # host id -> its share of the latest pass
         self._share_again: set[int] = set()  # hosts a pass skipped while their share ran: pass again after
         self.passes = 0
@@ -232,14 +236,16 @@ class Reconciler:
     async def _list(self, host: Host) -> list[ContainerInfo]:
         """The host's managed containers, or EngineUnreachable at its deadline. Another host's
         list goes through a runtime whose calls give up near that deadline too, so a silent
-        host holds no thread for long."""
+        host holds no thread for long; one not answered within a few of its usual list times
+        is asked again on a fresh connection (see `_hedged`)."""
         local = host.id == LOCAL_HOST_ID
         deadline = LIST_DEADLINE_S[local]
-        rt = self.lc.runtimes.lister(host, timeout=deadline + 1)
-        fut = asyncio.get_running_loop().run_in_executor(self._list_pool, rt.list_managed)
-        fut.add_done_callback(lambda f: f.cancelled() or f.exception())  # a late failure is no stray error
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), deadline)
+            if local:
+                rt = self.lc.runtimes.lister(host, timeout=deadline + 1)
+                containers = await asyncio.wait_for(asyncio.shield(self._listing(rt)), deadline)
+            else:
+                containers = await self._hedged(host, deadline)
         except asyncio.TimeoutError:
             await asyncio.to_thread(self.lc.runtimes.drop_lister, host.id)
             raise EngineUnreachable(f"host {host.name}: no answer within {deadline:g} s") from None
@@ -250,6 +256,41 @@ class Reconciler:
             if isinstance(exc, EngineUnreachable):
                 raise
             raise EngineUnreachable(f"host {host.name}: {exc}") from exc
+        return containers
+
+    def _listing(self, rt: DockerRuntime) -> asyncio.Future:
+        fut = asyncio.get_running_loop().run_in_executor(self._list_pool, rt.list_managed)
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())  # a late failure is no stray error
+        return fut
+
+    async def _hedged(self, host: Host, deadline: float) -> list[ContainerInfo]:
+        """Another host's list. Its runtime keeps its connections, and a request sent on one while
+        the host was silent (a cut network) is sent again only at TCP's next retry, seconds
+        after the host is back. A list still unanswered after HEDGE_AFTER_S (or four of the
+        host's usual list times) is therefore sent again by a fresh lister, which connects
+        with fresh tries (docker_connect.await_answer) and sees the host's return within a
+        fraction of a second; the first answer counts. asyncio.TimeoutError at the deadline."""
+        t0 = time.perf_counter()
+        began = {self._listing(self.lc.runtimes.lister(host, timeout=deadline + 1)): t0}
+        # The fastest of its last lists: one that waited for the host's return is no measure.
+        took = self._list_took.setdefault(host.id, deque(maxlen=LIST_TIMES_KEPT))
+        hedge = max(HEDGE_AFTER_S, 4 * min(took, default=0.0))
+        done, _ = await asyncio.wait(began, timeout=min(hedge, deadline))
+        if not done:
+            await asyncio.to_thread(self.lc.runtimes.drop_lister, host.id)  # its next list: a fresh one too
+            began[self._listing(self.lc.runtimes.lister(host, timeout=deadline + 1))] = time.perf_counter()
+        tries, failure = set(began), None
+        while tries:
+            left = deadline - (time.perf_counter() - t0)
+            done, tries = await asyncio.wait(tries, timeout=max(0.0, left), return_when=asyncio.FIRST_COMPLETED)
+            if not done:
+                raise asyncio.TimeoutError
+            for f in done:
+                if f.exception() is None:
+                    took.append(time.perf_counter() - began[f])
+                    return f.result()
+                failure = f.exception()  # the other try may still answer
+        raise failure or asyncio.TimeoutError()
 
     async def _host_pass(self, host: Host, boot: bool, report: PassReport, generations: dict) -> list:
         """One host's share of the pass: list, read its rows, plan, launch the actions."""

@@ -350,3 +350,39 @@ def test_a_console_started_during_a_cut_sees_the_truth_there_within_a_second_of_
         lc.runtimes.close()
         lc.runtime.close()
 
+
+
+def test_a_list_sent_during_a_cut_sees_the_host_within_a_second_of_its_return(bed, remotes, two_hosts):
+    """Found by the chaos harness (seed 784628): a pass began while a host's network was cut,
+    and its list went out on the connection the last pass had kept. TCP sends a request that
+    got no answer again only 0.2, 0.6, 1.4, 3.0, 6.2 s after it first sent it, so a list whose
+    host came back just after its retry at 3 s saw it only at its 5 s deadline; a container made there meanwhile outlived the bound. The list is sent
+    again on a fresh connection after HEDGE_AFTER_S, and that one sees the return at once."""
+    import asyncio
+    import threading
+
+    tls, _ = remotes
+    there = bed.llama("there", host="gpu-tls")
+    assert bed.start_ready(there.id).state is S.RUNNING
+    assert not bed.reconcile().host_errors  # the pass's lister connects, and keeps its connection
+    row = bed.row(there.id)
+    tls.cut()
+    try:
+        c = docker.DockerClient(base_url=tls.socket, timeout=30)
+        c.containers.get(row.container_id).kill()  # what the pass will find there
+        c.close()
+        reports = []
+        passing = threading.Thread(target=lambda: reports.append(asyncio.run(bed.rec.reconcile_once())))
+        passing.start()
+        time.sleep(3.8)  # after the kept connection's retry at 3 s: the next (6.2 s) is past the deadline
+    finally:
+        tls.restore()
+    t0 = time.monotonic()
+    passing.join(10)
+    wait_for(lambda: bed.row(there.id).state is not S.RUNNING, 10, interval=0.01)
+    took = time.monotonic() - t0
+    print(f"\nhost back -> pass done, row {bed.row(there.id).state.value} in {took * 1000:.0f} ms")
+    assert reports and not reports[0].host_errors, reports
+    # Fresh tries every 0.25 s: well within the bound (the kept connection alone: past it).
+    assert bed.row(there.id).state is S.FAILED and took < 0.75, (took, bed.row(there.id).state_reason)
+    wait_for(lambda: _containers(tls) == {}, 5)
