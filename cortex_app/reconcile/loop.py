@@ -113,8 +113,9 @@ class Reconciler:
         # Whether a pass may act now (the scheduler: still the leader, not stopping). A host's
         # share that ran on behind its pass asks again before it launches anything.
         self.may_act: Callable[[], bool] = lambda: True
-        # Told (host id) when a host answers again after it did not (the scheduler reopens its
-        # event stream, which may have hung on the dead connection).
+        # Told (another host's id) when a pass lists it after it did not answer, or after its
+        # event stream ended: the scheduler follows its events afresh (a stream may have hung
+        # on the dead connection; a follower between tries tries now).
         self.on_host_back: Optional[Callable[[int], None]] = None
         # Told (every host id) at each pass: the scheduler follows each host's event stream.
         self.on_hosts: Optional[Callable[[list[int]], None]] = None
@@ -334,7 +335,12 @@ class Reconciler:
         if local:
             await asyncio.to_thread(self._engine_flip, True, "the Docker Engine answers again")
             await asyncio.to_thread(self.lc.try_placement)  # probes need to know how to reach models
+        was_up = self.hosts_up.get(host.id)
         await asyncio.to_thread(self._host_flip, host, True, "")
+        if not local and (was_up is False or host.id in self.interrupted) and self.on_host_back is not None:
+            # Its event stream ended or may hang (the host was away): followed afresh now, so
+            # what happens there next is seen at once, not at a pass of its own.
+            await asyncio.to_thread(self.on_host_back, host.id)
         everyone = await asyncio.to_thread(self.rows)
         rows = [m for m in everyone if m.host_id == host.id]
         elsewhere = frozenset(m.id for m in everyone if m.host_id != host.id)
@@ -448,8 +454,6 @@ class Reconciler:
         was, self.hosts_up[host.id] = self.hosts_up.get(host.id), up
         if was == up or was is None and up:
             return
-        if up and self.on_host_back is not None:
-            self.on_host_back(host.id)
         if up:
             self.lc.record_host_change(host.id, f"host {host.name} answers again: its state is checked now",
                                        actor=ACTOR)

@@ -18,12 +18,13 @@ Two watchers pull the next pass forward between the periodic ones:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
-from typing import Optional
+from typing import Any, Optional
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -60,6 +61,15 @@ SHUTDOWN_DRAIN_S = 3.0  # at shutdown, how long actions under way may take befor
 JOBS = ("reconcile", "probes", "loading", "webhooks", "gpus", "resources", "hosts", "gpu-samplers", "lease",
         "docker-events")
 
+
+
+@dataclasses.dataclass
+class _Follower:
+    """The thread that follows one host's event stream: its stop flag, what wakes it between
+    tries, and the stream it holds now (None between tries)."""
+    stop: threading.Event = dataclasses.field(default_factory=threading.Event)
+    wake: threading.Event = dataclasses.field(default_factory=threading.Event)
+    stream: Optional[Any] = None
 
 class Coalesced:
     """Runs an async job as soon as asked (on the loop). Asks that arrive while it runs make
@@ -110,8 +120,7 @@ class ConsoleScheduler:
         self._journal = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")  # DB writes off the loop
         self._scheduler: Optional[AsyncIOScheduler] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
-        # host id -> (its stop flag, the thread following its event stream, the stream now)
-        self._followers: dict[int, list] = {}
+        self._followers: dict[int, _Follower] = {}  # host id -> the thread following its event stream
         self._followers_lock = threading.Lock()
         self._reopened: set[int] = set()  # hosts whose stream this console closed to open it afresh
         self._loading_task: Optional[asyncio.Task] = None
@@ -464,33 +473,39 @@ class ConsoleScheduler:
         wanted = set(host_ids) if self.settings.docker_events and not self._stopping.is_set() else set()
         with self._followers_lock:
             for host_id in set(self._followers) - wanted:
-                stop, _, stream = self._followers.pop(host_id)
-                stop.set()
-                if stream is not None:
+                follower = self._followers.pop(host_id)
+                follower.stop.set()
+                follower.wake.set()
+                if follower.stream is not None:
                     try:
-                        stream.close()
+                        follower.stream.close()
                     except Exception:  # noqa: BLE001 - closing a dead stream
                         pass
             for host_id in wanted - set(self._followers):
-                stop = threading.Event()
-                t = threading.Thread(target=self._follow_events, args=(host_id, stop),
-                                     name=f"docker-events {host_id}", daemon=True)
-                self._followers[host_id] = [stop, t, None]
-                t.start()
+                follower = _Follower()
+                self._followers[host_id] = follower
+                threading.Thread(target=self._follow_events, args=(host_id, follower),
+                                 name=f"docker-events {host_id}", daemon=True).start()
 
     def _reopen_events(self, host_id: int) -> None:
-        """A host answers again: its stream may hang on a connection that died with the network
-        (no keepalive); closing it makes its follower open a fresh one."""
+        """Another host answers again (a pass listed it): a follower between tries tries now,
+        not up to EVENTS_RETRY_REMOTE_S later, blind meanwhile; a stream it holds may hang on a
+        connection that died with the network (no keepalive), so it is closed and opened afresh."""
+        if host_id == LOCAL_HOST_ID:
+            return
         with self._followers_lock:
             follower = self._followers.get(host_id)
-            stream = follower[2] if follower is not None else None
-        if stream is not None and host_id != LOCAL_HOST_ID:
-            with self._followers_lock:
-                self._reopened.add(host_id)  # its end is ours, not the engine's
-            try:
-                stream.close()
-            except Exception:  # noqa: BLE001 - closing a dead stream
-                pass
+            if follower is None:
+                return
+            stream = follower.stream
+            if stream is None:
+                follower.wake.set()
+                return
+            self._reopened.add(host_id)  # its end is ours, not the engine's
+        try:
+            stream.close()
+        except Exception:  # noqa: BLE001 - closing a dead stream
+            pass
 
     def _was_reopened(self, host_id: int) -> bool:
         with self._followers_lock:
@@ -499,8 +514,9 @@ class ConsoleScheduler:
                 return True
             return False
 
-    def _follow_events(self, host_id: int, stop: threading.Event) -> None:
+    def _follow_events(self, host_id: int, follower: _Follower) -> None:
         local = host_id == LOCAL_HOST_ID
+        stop = follower.stop
         while not stop.is_set() and not self._stopping.is_set():
             try:
                 stream = self.reconciler.lc.runtimes.get(host_id).events(since=int(time.time()))
@@ -508,7 +524,7 @@ class ConsoleScheduler:
                     if stop.is_set():
                         stream.close()
                         return
-                    self._followers[host_id][2] = stream
+                    follower.stream = stream
                 if local:
                     self._ok("docker-events")
                 self.run_reconcile_now()  # catch up on anything missed while disconnected
@@ -524,17 +540,30 @@ class ConsoleScheduler:
                         # Docker's list lags its events by a moment: a few cheap passes shortly
                         # after see the settled state too.
                         self.run_reconcile_now(again_after=EVENT_SETTLE_S)
+                with self._followers_lock:
+                    follower.stream = None
                 if not stop.is_set() and not self._stopping.is_set() and not self._was_reopened(host_id):
-                    self.reconciler.interrupted.add(host_id)  # the stream ended: engine stopped
-                    if local:
-                        self._failed("docker-events", "the event stream ended (the engine stopped)")
+                    self._blind(host_id, "the event stream ended (the engine stopped)")
             except Exception as exc:  # noqa: BLE001 - the engine went away (or the host was removed): retry
+                with self._followers_lock:
+                    follower.stream = None
                 if stop.is_set() or self._stopping.is_set():
                     return
                 if self._was_reopened(host_id):
                     continue  # closed here to open it afresh: at once
-                self.reconciler.interrupted.add(host_id)
-                if local:
-                    self._failed("docker-events", str(exc) or type(exc).__name__)
-            # Another host's engine is retried less eagerly: its outage is the hosts job's to report.
-            stop.wait(EVENTS_RETRY_S if local else EVENTS_RETRY_REMOTE_S)
+                self._blind(host_id, str(exc) or type(exc).__name__)
+            # Another host's engine is retried less eagerly (its outage is the hosts job's to
+            # report), but at once when a pass finds it answering again (_reopen_events).
+            follower.wake.wait(EVENTS_RETRY_S if local else EVENTS_RETRY_REMOTE_S)
+            follower.wake.clear()
+
+    def _blind(self, host_id: int, why: str) -> None:
+        """A host's events no longer arrive: what happens there meanwhile only a pass sees. One
+        looks now (another host: then again while it does not answer, and its return wakes the
+        follower); the deaths it finds are the engine's doing."""
+        first = host_id not in self.reconciler.interrupted
+        self.reconciler.interrupted.add(host_id)
+        if host_id == LOCAL_HOST_ID:
+            self._failed("docker-events", why)
+        elif first:
+            self.run_reconcile_now()

@@ -240,6 +240,42 @@ def test_no_model_comes_back_after_a_remote_engine_restart_and_deaths_there_are_
     assert bed.row(there.id).state is S.FAILED and bed.row(far.id).state is S.FAILED
 
 
+def test_a_container_made_on_a_host_just_back_from_an_engine_restart_goes_within_a_second(bed, remotes,
+                                                                                           two_hosts):
+    """Found by the chaos harness (seed 77626, in CI): another host's engine restarted, its event
+    stream ended, and its follower waited EVENTS_RETRY_REMOTE_S (2 s) before it tried again:
+    blind meanwhile, with no pass due, so a container made there by hand as the engine came
+    back stayed 1.0 s and more. The stream's end now has a pass look at once (and again while
+    the host does not answer); the pass that finds it back wakes the follower."""
+    tls, _ = remotes
+    t, _ = two_hosts
+    m = bed.llama("there", host="gpu-tls")  # stopped: a container of it is no one's to run
+    st = bed.scheduler(reconcile_interval_s=300)  # no periodic pass: only events and what they ask
+    wait_for(lambda: t.id in st.scheduler._followers, 15)  # the hosts job starts them
+    time.sleep(1.0)
+    took = []
+    for attempt in range(3):  # the follower's old 2 s wait began at a different moment each time
+        tls.stop_engine()
+        tls.start_engine()
+        c = docker.DockerClient(base_url=tls.socket, timeout=30)
+        try:
+            by_hand = c.containers.run(
+                LLAMA_IMAGE, ["600"], entrypoint="sleep", detach=True, name=f"by-hand-{m.id}-{attempt}",
+                labels={"cortex.managed": "true", "cortex.instance": bed.lc.runtimes.get(t.id).instance,
+                        "cortex.model-id": str(m.id), "cortex.spec-hash": "forged"},
+                restart_policy={"Name": "no"})
+            t0 = time.monotonic()
+            wait_for(lambda: _containers(tls) == {}, 10, interval=0.02)
+            took.append(time.monotonic() - t0)
+        finally:
+            for x in c.containers.list(all=True, filters={"name": f"by-hand-{m.id}-"}):
+                x.remove(force=True)
+            c.close()
+    print(f"\nmade on a host just back -> removed in {', '.join(f'{x:.2f}' for x in took)} s")
+    assert max(took) < 1.0, took
+    assert bed.row(m.id).state is S.STOPPED
+
+
 def test_auto_places_a_model_on_the_host_with_room(bed, remotes, two_hosts):
     """GPU readings are stand-ins (no GPU here), named as such: an H200 per host, this one
     nearly full, the TLS host's with room, the ssh host's unread. The placement is real: it
