@@ -15,7 +15,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import PurePosixPath
 from typing import Callable, Optional, Union
 
 import sqlalchemy as sa
@@ -141,6 +140,15 @@ def _validated(db: sa.Engine, settings: Settings, name: str, url: str, address: 
     return name, ep, address
 
 
+# Folders a model container must never have mounted (every engine container gets the models
+# dir and the HF cache): the whole filesystem, the system's own, and what holds the Docker
+# socket (root on that machine to whoever can write to it).
+_SYSTEM_DIRS = frozenset({"/", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/usr", "/var", "/var/lib", "/home",
+                          "/root", "/srv", "/opt", "/mnt", "/media", "/tmp"})
+_SYSTEM_TREES = ("/boot", "/dev", "/etc", "/proc", "/sys", "/run", "/var/run", "/var/lib/docker", "/usr/bin",
+                 "/usr/sbin", "/usr/lib")
+
+
 def _folder(field: str, value: str) -> Optional[str]:
     """A folder on the host's machine (None: the console's own path)."""
     value = (value or "").strip()
@@ -148,7 +156,12 @@ def _folder(field: str, value: str) -> Optional[str]:
         return None
     if not _FOLDER.match(value) or ".." in value.split("/"):
         raise HostInvalid(f"{field}: an absolute path on that machine, such as /srv/models")
-    return str(PurePosixPath(value))
+    path = "/" + "/".join(part for part in value.split("/") if part not in ("", "."))  # "//etc/." is /etc
+    if path in _SYSTEM_DIRS or any(path == t or path.startswith(t + "/") for t in _SYSTEM_TREES):
+        raise HostInvalid(f"{field}: {path} is the whole filesystem, a system folder or one that holds the Docker "
+                          "socket; every model container there mounts it. Give a folder of its own, such as "
+                          "/srv/models")
+    return path
 
 
 def add_host(db: sa.Engine, settings: Settings, *, name: str, endpoint_url: str, address: str = "",

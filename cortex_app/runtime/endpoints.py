@@ -177,6 +177,11 @@ def endpoint(url: str, *, tls_ca: str = "", tls_cert: str = "", tls_key: str = "
     """An Endpoint whose URL and credentials are checked (an ssh key is parsed when connecting,
     by the module that speaks ssh); credentials the kind does not use are dropped."""
     url = normalize_url(url)
+    if url.startswith("unix://"):
+        # A socket on the console's own machine: an engine there is host local (DOCKER_HOST),
+        # and any other socket the console can open is nothing an admin should point it at.
+        raise EndpointInvalid("endpoint: another host is reached as tcp:// (with TLS) or ssh://; a unix socket is "
+                              "this machine's, whose engine is host local (DOCKER_HOST)")
     if url.startswith("tcp://"):
         check_tls(tls_ca, tls_cert, tls_key)
         return Endpoint(url, tls_ca=tls_ca.strip() + "\n", tls_cert=tls_cert.strip() + "\n",
