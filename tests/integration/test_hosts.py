@@ -57,8 +57,8 @@ def test_the_console_engine_is_host_1_and_stays(migrated_db, bed_settings):
     assert row["endpoint"] == bed_settings.docker_host and row["local"] and row["state"] == "reachable"
     with pytest.raises(hosts.HostInvalid, match="always a host"):
         hosts.remove_host(migrated_db, bed_settings, 1, None)
-    # The same engine cannot be added a second time under another name.
-    with pytest.raises(hosts.HostInvalid, match="is host local already"):
+    # The same engine cannot be added a second time under another name (nor any socket here).
+    with pytest.raises(hosts.HostInvalid, match="a unix socket is this machine's, whose engine is host local"):
         hosts.add_host(migrated_db, bed_settings, name="again", endpoint_url=bed_settings.docker_host)
 
 
