@@ -258,9 +258,8 @@ def _negotiate(api: docker.APIClient, ep: Endpoint, timeout: float, adapter: Opt
     but is no Docker Engine says so."""
     try:
         v = api.version(api_version=False)
-    except docker.errors.APIError as exc:
-        raise ConnectFailed("not-docker", f"not a Docker Engine: {_target(ep)} answered HTTP "
-                                          f"{exc.status_code} to GET /version") from None
+    except docker.errors.APIError:
+        raise _not_docker(ep) from None
     except requests.exceptions.SSLError as exc:
         raise _explain_tls(ep, exc) from None
     except (requests.exceptions.ConnectionError, requests.exceptions.Timeout, OSError,
@@ -272,14 +271,19 @@ def _negotiate(api: docker.APIClient, ep: Endpoint, timeout: float, adapter: Opt
                                               + " (the remote needs the docker CLI and an engine its user may use)"
                                 ) from None
         raise _explain_network(ep, exc, timeout) from None
-    except ValueError as exc:  # an answer that is no JSON
-        raise ConnectFailed("not-docker", f"not a Docker Engine: {_target(ep)} answered GET /version with "
-                                          f"no Docker version ({exc})") from None
+    except ValueError:  # an answer that is no JSON
+        raise _not_docker(ep) from None
     if not isinstance(v, dict) or not v.get("ApiVersion"):
-        raise ConnectFailed("not-docker", f"not a Docker Engine: {_target(ep)} answered GET /version without "
-                                          "an ApiVersion")
+        raise _not_docker(ep)
     api._version = v["ApiVersion"]  # what the SDK's version="auto" would have found
     api._cortex_engine_version = v.get("Version")
+
+
+def _not_docker(ep: Endpoint) -> ConnectFailed:
+    """Something that is no Docker Engine answered. What it said (its status, its body) is not
+    repeated: adding a host must not tell whoever adds one what else listens on a network."""
+    return ConnectFailed("not-docker", f"not a Docker Engine: no Docker Engine answered at {_target(ep)}, though "
+                                       "something else did (is that the engine's port?)")
 
 
 def _close_with(api: docker.APIClient, files: "_Memfiles") -> None:
