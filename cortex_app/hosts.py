@@ -59,7 +59,20 @@ def target_of(host: Host, settings: Settings) -> Union[str, Endpoint]:
     if host.endpoint is None:
         return settings.docker_host
     return Endpoint(host.endpoint, tls_ca=host.tls_ca or "", tls_cert=host.tls_cert or "",
-                    tls_key=host.tls_key or "", ssh_key=host.ssh_key or "", ssh_host_key=host.ssh_host_key or "")
+                    tls_key=host.tls_key or "", ssh_key=host.ssh_key or "", ssh_host_key=host.ssh_host_key or "",
+                    unreadable=_unreadable(host))
+
+
+def _unreadable(host: Host) -> str:
+    """The credentials a remote host was added with (TLS: all three; ssh: its key) that read
+    back empty: sealed with another secret key (secretbox.unseal gives None)."""
+    if host.endpoint is None:
+        return ""
+    if host.endpoint.startswith("ssh://"):
+        return "" if host.ssh_key else "its ssh key"
+    missing = [what for what, value in (("CA certificate", host.tls_ca), ("client certificate", host.tls_cert),
+                                        ("client key", host.tls_key)) if not value]
+    return f"its {', '.join(missing)}" if missing else ""
 
 
 def list_hosts(db: sa.Engine) -> list[Host]:

@@ -7,7 +7,9 @@ check one, admin to add or remove.
                                  tcp:// (TLS), {name, endpoint, address?, ssh_key, ssh_host_key?}
                                  for ssh://; the connection is checked first: 422 with what
                                  failed (`problem`: unreachable | tls | auth | host-key |
-                                 not-docker) and nothing saved
+                                 not-docker) and nothing saved; a check also knows
+                                 secret-key (its credentials cannot be read with this
+                                 console's secret key)
   POST   /api/hosts/{id}/check   ask its engine now; the host with what was found
   DELETE /api/hosts/{id}         204; host 1 (the console's DOCKER_HOST) is 409
 """

@@ -21,7 +21,7 @@ from cortex_app.engines.spec import (LABEL_INSTANCE, LABEL_MANAGED, LABEL_MODEL_
 from cortex_app.hosting import SelfContainer, SelfMount
 from cortex_app.images import PullError, explain_pull_error, split_reference
 from cortex_app.runtime import docker_connect
-from cortex_app.runtime.endpoints import Endpoint
+from cortex_app.runtime.endpoints import Endpoint, EndpointInvalid
 from cortex_app.runtime.types import ContainerInfo, EngineInfo  # noqa: F401 - re-exported
 
 # A container nobody asked for gets this long to exit on SIGTERM before it is killed: it is
@@ -99,6 +99,8 @@ def engine_info(target: Union[str, Endpoint], timeout: float = 3) -> EngineInfo:
         c = client(target, timeout=timeout)
     except EngineUnreachable as exc:
         return EngineInfo(host=url, reachable=False, error=str(exc), problem=getattr(exc, "problem", "unreachable"))
+    except EndpointInvalid as exc:  # credentials that no longer load (a check never answers 500)
+        return EngineInfo(host=url, reachable=False, error=str(exc), problem="credentials")
     try:
         return EngineInfo(host=url, reachable=True, version=getattr(c.api, "_cortex_engine_version", None),
                           api_version=c.api.api_version, seen_host_key=getattr(c.api, "seen_host_key", ""))

@@ -311,6 +311,10 @@ def api_client(target: Union[str, Endpoint], timeout: float, *, fresh_tries: boo
     adapter = None
     files = None
     try:
+        if ep.unreadable:
+            raise ConnectFailed("secret-key", f"{ep.unreadable} for {_target(ep)} cannot be read with this console's "
+                                              "secret key (CORTEX_SECRET_KEY or the data dir's secret.key changed): put "
+                                              "back the key they were saved with, or remove the host and add it again")
         if isinstance(target, str):
             api = docker.APIClient(base_url=target, timeout=timeout, version="1.41")
         elif ep.kind == "tls":

@@ -42,6 +42,9 @@ class Endpoint:
     tls_key: str = ""
     ssh_key: str = ""
     ssh_host_key: str = ""  # "ssh-ed25519 AAAA…": the key the engine's sshd must show (pinned)
+    # Which of its saved credentials this console could not read (sealed with another secret
+    # key): every connection then says so, and none is tried with what is left.
+    unreadable: str = ""
 
     def __repr__(self) -> str:  # never the credentials
         return f"Endpoint({self.url!r})"

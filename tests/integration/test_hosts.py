@@ -182,6 +182,15 @@ def test_an_ssh_host_pins_its_host_key_and_says_what_failed(migrated_db, bed_set
         h.start_engine()
     assert hosts.check_host(db, settings, added.id).reachable
 
+    # The console's secret key changed: the saved ssh key reads back as nothing. The check says
+    # so (it used to raise, and POST /api/hosts/{id}/check answered 500), and tries nothing.
+    from cortex_app import secretbox
+    from cortex_app.settings import load_settings
+    secretbox.use(load_settings({"CORTEX_SECRET_KEY": "another-key-another-key-another-key-1"}))
+    lost = hosts.check_host(db, settings, added.id)
+    assert not lost.reachable and lost.problem == "secret-key", (lost.problem, lost.last_error)
+    assert "its ssh key for" in lost.last_error and "remove the host and add it again" in lost.last_error
+
 
 def test_a_silent_host_misses_its_deadline_and_delays_no_other(migrated_db, bed_settings, remote):
     db, settings = migrated_db, bed_settings
