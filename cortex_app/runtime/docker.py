@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 import threading
-from typing import Callable, Iterator, Optional, Union
+from typing import Callable, Iterable, Iterator, Optional, Union
 
 import docker
 import docker.errors
@@ -106,6 +106,29 @@ def engine_info(target: Union[str, Endpoint], timeout: float = 3) -> EngineInfo:
                           api_version=c.api.api_version, seen_host_key=getattr(c.api, "seen_host_key", ""))
     finally:
         c.close()
+
+
+SAMPLER_PIDS = 32
+SAMPLER_MEMORY = "128m"
+MAX_LINE = 4096  # a followed container's line, at most: a longer one is dropped whole
+
+
+def split_lines(chunks: Iterable[bytes], max_line: int = MAX_LINE) -> Iterator[bytes]:
+    """The lines in a stream of chunks (without their newline). A line longer than `max_line`
+    is dropped, and so is the rest of it up to its newline: what is kept between chunks never
+    grows past `max_line`, whatever a container prints."""
+    pending = b""
+    dropping = False
+    for chunk in chunks:
+        *lines, rest = (pending + chunk).split(b"\n")
+        for line in lines:
+            if dropping:
+                dropping = False  # the end of the long line
+            elif len(line) <= max_line:
+                yield line
+        if len(rest) > max_line:
+            dropping, rest = True, b""
+        pending = b"" if dropping else rest
 
 
 def _words(value) -> tuple[str, ...]:
@@ -422,6 +445,9 @@ class DockerRuntime:
             c = self._c().containers.create(
                 image=image, command=args, name=name, labels=labels, detach=True, restart_policy={"Name": "no"},
                 environment={"NVIDIA_DRIVER_CAPABILITIES": "utility"}, security_opt=["no-new-privileges:true"],
+                # nvidia-smi reads the driver through the devices it is given and needs nothing
+                # more: no capability, no network, a few processes, a little memory.
+                cap_drop=["ALL"], network_mode="none", pids_limit=SAMPLER_PIDS, mem_limit=SAMPLER_MEMORY,
                 device_requests=[docker.types.DeviceRequest(driver="nvidia", count=-1, capabilities=[["gpu"]])],
                 log_config=docker.types.LogConfig(type="json-file", config={"max-size": "1m", "max-file": "1"}))
         except Exception as exc:  # noqa: BLE001
@@ -439,14 +465,11 @@ class DockerRuntime:
         `stopped()` is true at the next line."""
         api = self._stream_client()
         try:
-            pending = b""
-            for chunk in api.logs(container_id, stdout=True, stderr=False, stream=True, follow=True, tail=20):
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
-                for line in lines:
-                    if stopped():
-                        return
-                    yield line.decode("utf-8", errors="replace")
+            chunks = api.logs(container_id, stdout=True, stderr=False, stream=True, follow=True, tail=20)
+            for line in split_lines(chunks):
+                if stopped():
+                    return
+                yield line.decode("utf-8", errors="replace")
         except docker.errors.NotFound:
             return
         except docker.errors.APIError as exc:

@@ -76,15 +76,22 @@ def _smi_number(text: str) -> Optional[float]:
         return None
 
 
+# What a host's sampler may say, at most: a host that lies (or a broken nvidia-smi) fills
+# neither the console's memory nor the host's row. 64 GPUs is more than any one machine has.
+MAX_GPUS = 64
+MAX_GPU_NAME = 96
+
+
 def parse_smi_line(line: str) -> Optional[GpuReading]:
-    """One line of smi_command's output; None for anything else (a blank line, an error)."""
+    """One line of smi_command's output; None for anything else (a blank line, an error, a GPU
+    index of MAX_GPUS or more). A name past MAX_GPU_NAME characters is cut there."""
     parts = [p.strip() for p in line.split(",")]
-    if len(parts) != len(SMI_FIELDS) or not parts[0].isdigit():
+    if len(parts) != len(SMI_FIELDS) or not parts[0].isdigit() or len(parts[0]) > 3 or int(parts[0]) >= MAX_GPUS:
         return None
     used, total, util, temp, power, limit = (_smi_number(p) for p in parts[2:])
     if used is None or total is None:
         return None
-    return GpuReading(index=int(parts[0]), name=parts[1], memory_used_mib=int(used), memory_total_mib=int(total),
+    return GpuReading(index=int(parts[0]), name=parts[1][:MAX_GPU_NAME], memory_used_mib=int(used), memory_total_mib=int(total),
                       utilization_pct=int(util or 0), temperature_c=None if temp is None else int(temp),
                       power_w=None if power is None else round(power, 1),
                       power_limit_w=None if limit is None else round(limit, 1))

@@ -53,6 +53,10 @@ def test_a_remote_hosts_gpus_are_read_through_a_sampler_the_console_keeps(migrat
         attrs = c.attrs
         assert attrs["HostConfig"]["RestartPolicy"]["Name"] == "no"
         assert attrs["HostConfig"]["DeviceRequests"][0]["Driver"] == "nvidia"
+        # Least privilege: nvidia-smi needs its devices and nothing else (and still reads here).
+        assert attrs["HostConfig"]["CapDrop"] == ["ALL"] and attrs["HostConfig"]["NetworkMode"] == "none"
+        assert attrs["HostConfig"]["PidsLimit"] == 32 and attrs["HostConfig"]["Memory"] == 128 * 1024 * 1024
+        assert "no-new-privileges:true" in attrs["HostConfig"]["SecurityOpt"]
         assert attrs["Config"]["Labels"]["cortex.instance"] == INSTANCE
         assert "cortex.managed" not in attrs["Config"]["Labels"]  # no model reconcile pass sees it
         # The engine's GPU path: its nvidia driver put the GPUs to give in the process's environment.

@@ -157,7 +157,10 @@ def test_the_samplers_csv_lines_read_as_nvml_readings(line, expected):
 
 
 @pytest.mark.parametrize("line", ["", "No devices were found", "NVIDIA-SMI has failed because it couldn't communicate",
-                                  "0, H200, [N/A], [N/A], 0, 0, 0, 0", "index, name, memory.used [MiB]"])
+                                  "0, H200, [N/A], [N/A], 0, 0, 0, 0", "index, name, memory.used [MiB]",
+                                  # a host that lies: GPU 64 and beyond (MAX_GPUS), or an index past any
+                                  "64, H200, 0, 143771, 0, 31, 74.52, 700.00",
+                                  "99999999999999999999, H200, 0, 143771, 0, 31, 74.52, 700.00"])
 def test_what_is_no_reading_is_skipped(line):
     from cortex_app.runtime.gpu import parse_smi_line
 
@@ -169,3 +172,38 @@ def test_the_sampler_asks_for_what_the_parser_reads():
 
     cmd = smi_command(5)
     assert cmd[0] == "nvidia-smi" and cmd[-2:] == ["-l", "5"] and f"--query-gpu={','.join(SMI_FIELDS)}" in cmd
+
+
+def test_a_gpu_name_past_its_cap_is_cut():
+    from cortex_app.runtime.gpu import MAX_GPU_NAME, parse_smi_line
+
+    g = parse_smi_line(f"63, {'H' * 10_000}, 0, 143771, 0, 31, 74.52, 700.00")
+    assert g.index == 63 and g.name == "H" * MAX_GPU_NAME
+
+
+@pytest.mark.parametrize("chunks, lines", [
+    ([b"a\nb\n"], [b"a", b"b"]),
+    ([b"a", b"b\nc", b"\n"], [b"ab", b"c"]),
+    ([b"12345678\n"], [b"12345678"]),  # at the cap: kept
+    ([b"123456789\nok\n"], [b"ok"]),  # past it: dropped, the next line kept
+    ([b"12345", b"6789", b"more", b"\nok\n"], [b"ok"]),  # past it across chunks, to its newline
+    ([b"123456789" * 1000, b"x" * 5000, b"\nok"], []),  # never finished: nothing (and nothing kept)
+    ([b"a"], []),  # a line not ended yet is not a line
+])
+def test_a_followed_containers_lines_are_split_and_capped(chunks, lines):
+    from cortex_app.runtime.docker import split_lines
+
+    assert list(split_lines(chunks, max_line=8)) == lines
+
+
+def test_what_is_kept_between_chunks_stays_under_the_cap():
+    import tracemalloc
+
+    from cortex_app.runtime.docker import split_lines
+
+    endless = (b"x" * 65536 for _ in range(2000))  # 128 MiB with no newline
+    tracemalloc.start()
+    assert list(split_lines(endless)) == []
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 1_000_000, peak
