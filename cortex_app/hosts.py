@@ -107,15 +107,17 @@ def _when(t: Optional[datetime]) -> str:
     return t.strftime("%Y-%m-%d %H:%M:%S") if t else ""
 
 
-def host_json(host: Host, settings: Settings) -> dict:
-    """A host as the API and the Hosts page show it."""
+def host_json(host: Host, settings: Settings, engines: bool = True) -> dict:
+    """A host as the API and the Hosts page show it. `engines` false (a read token): nothing of
+    where its engine listens or how it is reached (its endpoint, address, credential, folders,
+    the last error's words), only its name, state, problem and GPUs."""
     state = "unchecked" if host.reachable is None else "reachable" if host.reachable else "unreachable"
-    return {"id": host.id, "name": host.name, "endpoint": host.endpoint or settings.docker_host,
-            "local": host.endpoint is None, "address": host.address or "", "credential": _credential(host),
-            "models_dir": host.models_dir or str(settings.models_dir),
+    where = {"endpoint": host.endpoint or settings.docker_host, "address": host.address or "",
+             "credential": _credential(host), "models_dir": host.models_dir or str(settings.models_dir),
+             "error": host.last_error or ""} if engines else {}
+    return {"id": host.id, "name": host.name, "local": host.endpoint is None, **where,
             "state": state, "engine_version": host.engine_version or "", "problem": host.problem or "",
-            "error": host.last_error or "", "gpus": host.gpus, "checked_at": _when(host.checked_at),
-            "last_seen_at": _when(host.last_seen_at)}
+            "gpus": host.gpus, "checked_at": _when(host.checked_at), "last_seen_at": _when(host.last_seen_at)}
 
 
 def _gpus_of(host: Host) -> Optional[list[dict]]:

@@ -458,6 +458,9 @@ class Lifecycle:
                     session.rollback()
         raise RuntimeError("could not claim a free host port")
 
+    def base_url(self, model: Model) -> Optional[str]:
+        return self.base_url_of(model.engine, model.container_id, model.host_port, model.host_id)
+
     def health_url(self, model: Model) -> Optional[str]:
         return self.health_url_of(model.engine, model.container_id, model.host_port, model.host_id)
 

@@ -43,6 +43,10 @@ async def caller(request: Request, allow_cookie: bool = True) -> Optional[Caller
 
 
 async def _require(request: Request, scope: TokenScope, allow_cookie: bool) -> str:
+    return (await _require_caller(request, scope, allow_cookie)).who
+
+
+async def _require_caller(request: Request, scope: TokenScope, allow_cookie: bool) -> Caller:
     who = await caller(request, allow_cookie)
     if who is None:
         raise HTTPException(status_code=401, detail="sign in, or send a live API token as a Bearer token"
@@ -51,12 +55,24 @@ async def _require(request: Request, scope: TokenScope, allow_cookie: bool) -> s
     if not who.scope.allows(scope):
         raise HTTPException(status_code=403, detail=f"this token's scope is {who.scope.value}; this route "
                             f"needs {scope.value} (an admin makes such a token on the Settings page)")
-    return who.who
+    return who
 
 
 async def require_read(request: Request) -> str:
     """Reads: the cookie will do."""
     return await _require(request, TokenScope.READ, allow_cookie=True)
+
+
+async def read_caller(request: Request) -> Caller:
+    """Reads, where what is shown depends on the caller: a read token (a dashboard) sees no
+    address where an engine listens (sees_engines)."""
+    return await _require_caller(request, TokenScope.READ, allow_cookie=True)
+
+
+def sees_engines(who: Caller) -> bool:
+    """Whether the caller may see where engines listen: operate and admin do, read does not
+    (whoever reaches an engine's port skips the gateway's keys)."""
+    return who.scope.allows(TokenScope.OPERATE)
 
 
 async def require_operate(request: Request) -> str:

@@ -23,7 +23,7 @@ from fastapi import APIRouter, Body, Depends
 from fastapi.responses import JSONResponse, Response
 
 from cortex_app import hosts
-from cortex_app.api.deps import require_admin, require_operate, require_read
+from cortex_app.api.deps import Caller, read_caller, require_admin, require_operate, sees_engines
 from cortex_app.services import get as services
 
 router = APIRouter()
@@ -35,10 +35,10 @@ def _not_found(host_id: int) -> JSONResponse:
 
 
 @router.get("/api/hosts")
-async def list_hosts(user: str = Depends(require_read)) -> dict:
+async def list_hosts(who: Caller = Depends(read_caller)) -> dict:
     svc = services()
     rows = await asyncio.to_thread(hosts.list_hosts, svc.db)
-    return {"hosts": [hosts.host_json(h, svc.settings) for h in rows]}
+    return {"hosts": [hosts.host_json(h, svc.settings, engines=sees_engines(who)) for h in rows]}
 
 
 @router.post("/api/hosts", status_code=201)

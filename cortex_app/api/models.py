@@ -34,7 +34,7 @@ from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from cortex_app import crud
-from cortex_app.api.deps import require_admin, require_operate, require_read
+from cortex_app.api.deps import Caller, read_caller, require_admin, require_operate, sees_engines
 from cortex_app.engines import memory
 from cortex_app.engines.vllm_memory import VllmEstimate
 from cortex_app.lifecycle import DoesNotFit, Refused
@@ -46,15 +46,18 @@ from cortex_app.validation import ConfigInvalid
 router = APIRouter()
 
 
-def model_json(m: Model) -> dict:
+def model_json(m: Model, engines: bool = True) -> dict:
     """What a script needs; never the HF token. Health only for a running model (a stopped one
-    has none: the last probe's verdict would be stale)."""
+    has none: the last probe's verdict would be stale). `engines`: where its engine listens
+    (its published port and the address the console reaches it at), for operate and admin."""
+    lc = services().lifecycle
+    where = {"host_port": m.host_port, "address": lc.base_url(m)} if engines else {}
     return {"id": m.id, "name": m.name, "served_name": m.served_name, "alias": m.alias, "engine": m.engine.value,
             "image": m.image, "source": m.source, "host_id": m.host_id, "auto_host": m.auto_host,
             "state": m.state.value, "state_reason": m.state_reason,
             "request_defaults": m.request_defaults,
-            "health": m.health.value if m.state == ModelState.RUNNING else None, "host_port": m.host_port, "container_id": m.container_id,
-            "stale": services().lifecycle.is_stale(m), "memory_estimate_mib": m.memory_estimate_mib,
+            "health": m.health.value if m.state == ModelState.RUNNING else None, **where,
+            "container_id": m.container_id, "stale": lc.is_stale(m), "memory_estimate_mib": m.memory_estimate_mib,
             "memory_used_mib": m.memory_used_mib}
 
 
@@ -63,9 +66,9 @@ def _not_found(model_id: int) -> JSONResponse:
 
 
 @router.get("/api/models")
-async def list_models(user: str = Depends(require_read)) -> dict:
+async def list_models(who: Caller = Depends(read_caller)) -> dict:
     rows = await asyncio.to_thread(crud.list_models, services().db)
-    return {"models": [model_json(m) for m in rows]}
+    return {"models": [model_json(m, sees_engines(who)) for m in rows]}
 
 
 def memory_json(m: Model) -> dict:
@@ -85,12 +88,12 @@ def memory_json(m: Model) -> dict:
 
 
 @router.get("/api/models/{model_id}")
-async def get_model(model_id: int, user: str = Depends(require_read)):
+async def get_model(model_id: int, who: Caller = Depends(read_caller)):
     """One model, with its memory estimate (the list leaves it out: it reads each GGUF)."""
     m = await asyncio.to_thread(crud.get_model, services().db, model_id)
     if m is None:
         return _not_found(model_id)
-    return {**model_json(m), "memory_estimate": await asyncio.to_thread(memory_json, m)}
+    return {**model_json(m, sees_engines(who)), "memory_estimate": await asyncio.to_thread(memory_json, m)}
 
 
 @router.post("/api/models", status_code=201)

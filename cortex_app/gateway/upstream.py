@@ -14,6 +14,7 @@ and the request is then sent once more on a fresh connection (`UpstreamError.ret
 from __future__ import annotations
 
 import asyncio
+import errno
 import time
 from typing import AsyncIterator, Optional
 from urllib.parse import urlsplit
@@ -22,6 +23,17 @@ CONNECT_TIMEOUT_S = 5.0
 IDLE_CLOSE_RACE_S = 1.0  # a kept connection that fails sooner than this was closed idle
 MAX_IDLE_PER_SERVER = 64
 _READ_LIMIT = 1 << 20  # the longest header block or chunk-size line accepted
+
+
+def _why_not(exc: BaseException) -> str:
+    """Why a connection did not open, without the engine's address (OSError's text names it, and
+    a 502 goes to whoever holds a key: where the engines listen is the console's business)."""
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+        return f"no connection within {CONNECT_TIMEOUT_S:g} s"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    code = errno.errorcode.get(exc.errno) if isinstance(exc, OSError) and exc.errno else None
+    return code or type(exc).__name__
 
 
 class UpstreamError(Exception):
@@ -168,8 +180,7 @@ class Upstream:
             reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, limit=_READ_LIMIT),
                                                     CONNECT_TIMEOUT_S)
         except (OSError, asyncio.TimeoutError) as exc:
-            raise UpstreamError(f"cannot connect to the model's server ({type(exc).__name__}: {exc})",
-                                connect=True) from None
+            raise UpstreamError(f"cannot connect to the model's server ({_why_not(exc)})", connect=True) from None
         return await self._exchange(key, reader, writer, head + body, stream, kept=False)
 
     async def _exchange(self, key, reader, writer, data: bytes, stream: bool, kept: bool) -> Response:

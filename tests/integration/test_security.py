@@ -174,6 +174,30 @@ def test_only_an_admin_may_override_the_fit_check(console, credentials):
     assert console.call("GET", f"/api/models/{mid}").json()["state"] == "stopped"
 
 
+def test_a_read_token_sees_no_address_where_an_engine_listens(console, credentials):
+    """Whoever reaches an engine's port skips every gateway key: a read token (a dashboard) is
+    told nothing of where engines listen; operate and admin see each model's full address."""
+    mid = _fresh_model(console, running=True)
+    port = console.call("GET", f"/api/models/{mid}").json()["host_port"]
+    assert port
+    for who in ("read", "cookie", "operate"):
+        one = httpx.get(f"{console.url}/api/models/{mid}", timeout=30, **credentials[who]).json()
+        [listed] = [m for m in httpx.get(f"{console.url}/api/models", timeout=30, **credentials[who]).json()["models"]
+                    if m["id"] == mid]
+        hosts = httpx.get(f"{console.url}/api/hosts", timeout=30, **credentials[who]).json()["hosts"]
+        if who == "read":
+            for shown in (one, listed, *hosts):
+                assert f":{port}" not in str(shown) and "127.0.0.1" not in str(shown), shown
+                assert not {"host_port", "address", "endpoint", "credential", "error"} & set(shown), shown
+            assert one["state"] == "running" and hosts[0]["name"] == "local"
+        else:
+            assert one["host_port"] == listed["host_port"] == port
+            assert one["address"] == listed["address"] and one["address"].endswith(f":{port}"), one
+            assert hosts[0]["endpoint"] == console.env["DOCKER_HOST"], hosts[0]
+    assert httpx.get(f"{console.call('GET', f'/api/models/{mid}').json()['address']}/health",
+                     timeout=5).status_code == 200  # the address is where the console reaches it
+
+
 def test_the_session_cookie_is_httponly_and_set_only_for_the_consoles_own_pages(console):
     """The sign-in page's second step (states/auth.py): its one-time code, posted by the page,
     becomes the session's HttpOnly cookie; never for another origin, never twice, and a session
