@@ -579,10 +579,11 @@ class Lifecycle:
     # --- logs -----------------------------------------------------------------------------
 
     def logs(self, model_id: int, lines: int = 200) -> str:
-        """The container's last lines; for a model without one, the lines kept when it failed."""
+        """The container's last lines (read as a page reads: runtimes.page_reader); for a model
+        without one, the lines kept when it failed."""
         model = self.get(model_id)
         if model.container_id:
-            return self.runtime_of(model).logs_tail(model.container_id, lines)
+            return self.runtimes.page_reader(model.host_id).logs_tail(model.container_id, lines)
         with Session(self.db) as session:
             kept = session.exec(select(ModelEvent.log_tail).where(
                 ModelEvent.model_id == model_id, ModelEvent.log_tail.is_not(None))

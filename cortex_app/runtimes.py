@@ -22,6 +22,7 @@ from cortex_app.settings import Settings
 
 REMOTE_TIMEOUT_S = 30.0  # one call to a remote engine (a stop waits its own grace on top)
 SAMPLER_TIMEOUT_S = 15.0  # one call of a GPU sampler's upkeep (gpu_samplers.py)
+PAGE_TIMEOUT_S = 3.0  # one read a page asks of another host (a model's logs): pages never wait on a host
 
 
 def credentials_key(host: Host) -> str:
@@ -56,6 +57,14 @@ class HostRuntimes:
         after `timeout`: a list that hung on a silent host ends near its deadline, rather than
         holding a thread and the next passes' lists behind it for the full timeout."""
         return self._made(host, ("list", host.id), timeout)
+
+    def page_reader(self, host_id: Optional[int]) -> DockerRuntime:
+        """A runtime of its own for what a page reads from a host (a model's logs), whose calls
+        give up after PAGE_TIMEOUT_S: a silent host costs a page that long at most, and never
+        holds up the reconciler's calls."""
+        if host_id in (None, hosts.LOCAL_HOST_ID):
+            return self.local
+        return self._made(hosts.get_host(self.db, host_id), ("page", host_id), PAGE_TIMEOUT_S)
 
     def sampling(self, host: Host) -> DockerRuntime:
         """A runtime of its own for the host's GPU sampler (gpu_samplers.py): its upkeep and its

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -98,6 +99,10 @@ class Reconciler:
         self.interrupted: set[int] = set()
         self.engine_up: Optional[bool] = None  # host 1's, as of the last pass: for engine.* webhooks
         self.hosts_up: dict[int, bool] = {}  # as of each host's last pass
+        # When each host last went away or came back (monotonic), under a lock a health write
+        # takes too: a probe that began before then says nothing of the host as it is now.
+        self._host_flipped_at: dict[int, float] = {}
+        self._health_lock = threading.Lock()
         self._booted: set[int] = set()  # hosts whose first answer got the boot plan
         self._boot_done = False  # a leader taking over: no host gets a boot plan (see mark_booted)
         self._list_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="reconcile-list")
@@ -451,9 +456,14 @@ class Reconciler:
         """A host stopped answering (or answers again): each of its loading or running models
         keeps its state, its health becomes unknown (its probes wait for the host), and its
         history says so, once per change."""
-        was, self.hosts_up[host.id] = self.hosts_up.get(host.id), up
-        if was == up or was is None and up:
-            return
+        with self._health_lock:
+            was, self.hosts_up[host.id] = self.hosts_up.get(host.id), up
+            if was == up or was is None and up:
+                return
+            self._host_flipped_at[host.id] = time.monotonic()
+            self._record_flip(host, up, reason)
+
+    def _record_flip(self, host: Host, up: bool, reason: str) -> None:
         if up:
             self.lc.record_host_change(host.id, f"host {host.name} answers again: its state is checked now",
                                        actor=ACTOR)
@@ -568,12 +578,13 @@ class Reconciler:
 
     async def probe_running(self) -> int:
         """One round of probes over every running model; writes health, flips with events."""
+        began = time.monotonic()
         away = self.unreachable  # their models' health is unknown until their host answers
         targets = {m.id: (m, url) for m in await asyncio.to_thread(self.rows)
                    if m.state == S.RUNNING and m.host_id not in away and (url := self.lc.health_url(m))}
         rows = [m for m, _ in targets.values()]
         results = await probe_many([(mid, url) for mid, (_, url) in targets.items()], timeout=self.probe_timeout)
-        await asyncio.to_thread(self._write_health, rows, results)
+        await asyncio.to_thread(self._write_health, rows, results, began)
         return len(results)
 
     async def note_failed_probe(self, model_id: int, container_id: Optional[str], error: str) -> None:
@@ -583,31 +594,41 @@ class Reconciler:
             with Session(self.lc.db) as session:
                 row = session.get(Model, model_id)
             if row is not None and row.state == S.RUNNING and row.container_id == container_id:
-                self._write_health([row], {model_id: ProbeResult(model_id, False, None, error=error[:200])})
+                self._write_health([row], {model_id: ProbeResult(model_id, False, None, error=error[:200])},
+                                   time.monotonic())
         await asyncio.to_thread(write)
 
-    def _write_health(self, rows: list[Model], results: dict) -> None:
+    def _write_health(self, rows: list[Model], results: dict, began: float) -> None:
+        """Each probe's verdict, unless its host went away or came back after the probe began
+        (`began`, monotonic): a host that went silent mid-round keeps the `unknown` its flip
+        wrote until a probe that began after its return says otherwise."""
         now = utcnow()
         for m in rows:
             r = results.get(m.id)
             if r is None:
                 continue
-            u = health_update(m.health, m.consecutive_failures, m.probe_history, r, now.timestamp(),
-                              self.lc.settings.unhealthy_after)
-            fields = dict(health=u.health, consecutive_failures=u.consecutive_failures,
-                          probe_latency_ms=u.latency_ms, probe_history=u.history, last_probe_at=now)
-            try:
-                with Session(self.lc.db) as session:
-                    # Only if it is still the same running container: a model stopped or
-                    # restarted during the round gets no stale health, and no false alert.
-                    written = session.execute(Model.__table__.update().where(
-                        Model.id == m.id, Model.state == S.RUNNING, Model.container_id == m.container_id,
-                    ).values(**fields)).rowcount
-                    session.commit()
-                if written and u.flipped:
-                    self.lc.record(m.id, m.name, S.RUNNING, kind=EventKind.HEALTH, reason=u.flipped, actor=ACTOR)
-            except Exception as exc:  # noqa: BLE001 - one model's write never stops the round
-                log.warning("probe: could not record health of model %s: %s", m.name, exc)
+            with self._health_lock:
+                if self._host_flipped_at.get(m.host_id, -math.inf) >= began or m.host_id in self.unreachable:
+                    continue
+                self._write_one(m, r, now)
+
+    def _write_one(self, m: Model, r: ProbeResult, now) -> None:
+        u = health_update(m.health, m.consecutive_failures, m.probe_history, r, now.timestamp(),
+                          self.lc.settings.unhealthy_after)
+        fields = dict(health=u.health, consecutive_failures=u.consecutive_failures,
+                      probe_latency_ms=u.latency_ms, probe_history=u.history, last_probe_at=now)
+        try:
+            with Session(self.lc.db) as session:
+                # Only if it is still the same running container: a model stopped or
+                # restarted during the round gets no stale health, and no false alert.
+                written = session.execute(Model.__table__.update().where(
+                    Model.id == m.id, Model.state == S.RUNNING, Model.container_id == m.container_id,
+                ).values(**fields)).rowcount
+                session.commit()
+            if written and u.flipped:
+                self.lc.record(m.id, m.name, S.RUNNING, kind=EventKind.HEALTH, reason=u.flipped, actor=ACTOR)
+        except Exception as exc:  # noqa: BLE001 - one model's write never stops the round
+            log.warning("probe: could not record health of model %s: %s", m.name, exc)
 
     # --- console stop -------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from sqlmodel import Session, func, select
 
 from cortex_app import crud, hosts
 from cortex_app.engines import memory
-from cortex_app.models import ModelEvent, ModelState, utcnow
+from cortex_app.models import Host, ModelEvent, ModelState, utcnow
 from cortex_app.resources import Sample
 from cortex_app.runtime.docker import DockerRuntimeError
 from cortex_app.services import get as services
@@ -47,6 +47,12 @@ def memory_record(estimate_mib: Optional[float], used_mib: Optional[float]) -> s
     if not estimate_mib:
         return held
     return f"{held}; estimated {estimate_mib:,.0f} MiB at start ({(estimate_mib - used_mib) / used_mib:+.0%})"
+
+
+def silent(host: Host, away: set[int]) -> bool:
+    """Whether another host is known not to answer (its last check, or this console's
+    last pass there): a page then says so at once rather than ask it."""
+    return host.endpoint is not None and (host.reachable is False or host.id in away)
 
 
 def logs_note(state: ModelState, has_container: bool, kept: bool) -> str:
@@ -108,8 +114,14 @@ class ModelDetailState(AdminState):
             events = s.exec(select(ModelEvent).where(ModelEvent.model_id == model_id)
                             .order_by(ModelEvent.id.desc()).offset(page * EVENTS_PER_PAGE)
                             .limit(EVENTS_PER_PAGE)).all()
+        try:
+            host = hosts.get_host(svc.db, m.host_id)
+        except hosts.HostNotFound:
+            host = None
         logs, note = None, ""
-        if with_logs:
+        if with_logs and host is not None and silent(host, svc.reconciler.unreachable):
+            logs, note = [], f"host {host.name} does not answer: its logs show once it does"
+        elif with_logs:
             try:
                 if m.container_id or m.state == ModelState.FAILED:
                     logs = svc.lifecycle.logs(model_id, LOG_LINES).splitlines()
@@ -122,10 +134,6 @@ class ModelDetailState(AdminState):
             estimate = memory.estimate_model(m, svc.settings.models_dir, svc.settings.hf_cache_dir).summary()
         except ValueError as exc:  # GgufUnreadable, or a file outside what it reads
             estimate = f"none ({exc})"
-        try:
-            host = hosts.get_host(svc.db, m.host_id)
-        except hosts.HostNotFound:
-            host = None
         row = model_row(m, svc.lifecycle.is_stale(m), utcnow(), host,
                         svc.lifecycle.base_url_of(m.engine, m.container_id, m.host_port, m.host_id))
         return (m, events, total, logs, note, row,

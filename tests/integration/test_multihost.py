@@ -18,7 +18,9 @@ from cortex_app import crud, hosts
 from cortex_app.lifecycle import Lifecycle
 from cortex_app.models import EventKind, Health, ModelEvent, ModelState
 from cortex_app.reconcile.loop import LIST_DEADLINE_S, Reconciler
-from cortex_app.runtime.docker import DockerRuntime
+from cortex_app.runtime.docker import DockerRuntime, DockerRuntimeError
+from cortex_app.runtimes import PAGE_TIMEOUT_S
+from cortex_app.states.model_detail import silent
 from cortex_app.validation import ConfigInvalid
 from tests.conftest import LLAMA_IMAGE
 from tests.engines import copy_images
@@ -186,6 +188,13 @@ def test_a_host_cut_off_keeps_its_models_and_holds_up_no_other_host(bed, remotes
     assert cut.state is S.RUNNING and cut.health is Health.UNKNOWN  # kept, not failed en masse
     assert "host gpu-tls unreachable" in _host_events(bed, there.id)[-1]
     assert bed.row(here.id).state is S.RUNNING and _host_events(bed, here.id) == []
+    # The detail page says at once that the host is silent, and asks it nothing; a read of its
+    # logs that went out anyway (the pass had not yet seen the cut) gives up in PAGE_TIMEOUT_S.
+    assert silent(hosts.get_host(bed.db, t.id), bed.rec.unreachable)
+    t0 = time.perf_counter()
+    with pytest.raises(DockerRuntimeError):
+        bed.lc.logs(there.id)
+    assert time.perf_counter() - t0 < PAGE_TIMEOUT_S + 1.0, time.perf_counter() - t0
     import asyncio
     asyncio.run(bed.rec.probe_running())  # its probes wait for the host: no false alarm
     assert bed.row(there.id).health is Health.UNKNOWN and bed.row(here.id).health is Health.HEALTHY
@@ -205,6 +214,50 @@ def test_a_host_cut_off_keeps_its_models_and_holds_up_no_other_host(bed, remotes
     wait_for(lambda: _containers(tls) == {}, 5)
     _rows_match(bed, t.id, _containers(tls))
     assert bed.row(here.id).state is S.RUNNING
+
+
+def test_a_probe_that_began_before_its_host_went_silent_writes_no_health(bed, remotes, two_hosts):
+    """Found by hand (a third host, its network cut for 243 s): the model's health went unknown,
+    and two seconds later healthy again for the rest of the cut: a probe sent before the cut
+    answered after the pass had found the host silent, and wrote over the unknown. Here its
+    engine's port alone goes silent while the model's answer waits (its container paused), so
+    that probe answers healthy after the flip; health stays unknown until a probe sent after
+    the host's return says otherwise."""
+    import asyncio
+    import subprocess
+    import threading
+
+    tls, _ = remotes
+    there = bed.llama("there", host="gpu-tls")
+    assert bed.start_ready(there.id).state is S.RUNNING
+    asyncio.run(bed.rec.probe_running())
+    assert bed.row(there.id).health is Health.HEALTHY
+    c = docker.DockerClient(base_url=tls.socket, timeout=30)
+    container = c.containers.get(bed.row(there.id).container_id)
+    engine_port = ["INPUT", "-i", f"{tls.name}-i", "-p", "tcp", "--dport", "2376", "-j", "DROP"]
+    bed.rec.probe_timeout = LIST_DEADLINE_S[False] + 5  # the probe outlasts the pass's deadline
+    container.pause()  # it takes the probe's request and answers only once unpaused
+    try:
+        probing = threading.Thread(target=lambda: asyncio.run(bed.rec.probe_running()))
+        probing.start()
+        time.sleep(0.3)  # the probe is sent while the host answers
+        subprocess.run(["nsenter", f"--net={tls.netns}", "iptables", "-I", *engine_port], check=True)
+        report = bed.reconcile()  # the engine says nothing: the host is away, health unknown
+        assert report.host_errors and bed.row(there.id).health is Health.UNKNOWN
+        container.unpause()  # the probe sent before now answers: 200
+        probing.join(15)
+        assert not probing.is_alive()
+        assert bed.row(there.id).health is Health.UNKNOWN, bed.row(there.id).probe_history[-1:]
+    finally:
+        subprocess.run(["nsenter", f"--net={tls.netns}", "iptables", "-D", *engine_port])
+        if container.reload() or container.status == "paused":
+            container.unpause()
+        c.close()
+    bed.rec.probe_timeout = 2.0
+    assert not bed.reconcile().host_errors  # the host answers again: still unknown
+    assert bed.row(there.id).health is Health.UNKNOWN
+    asyncio.run(bed.rec.probe_running())  # a probe sent after its return
+    assert bed.row(there.id).health is Health.HEALTHY
 
 
 def test_no_model_comes_back_after_a_remote_engine_restart_and_deaths_there_are_seen_at_once(bed, remotes,

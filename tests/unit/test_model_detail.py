@@ -2,8 +2,8 @@
 
 import pytest
 
-from cortex_app.models import ModelState
-from cortex_app.states.model_detail import latency_points, logs_note
+from cortex_app.models import Host, ModelState
+from cortex_app.states.model_detail import latency_points, logs_note, silent
 
 
 def test_the_latency_line_breaks_between_runs_and_at_failed_probes():
@@ -22,3 +22,15 @@ def test_the_latency_line_breaks_between_runs_and_at_failed_probes():
 ])
 def test_kept_lines_are_only_for_a_failed_model(state, container, kept, note):
     assert logs_note(state, container, kept) == note
+
+
+@pytest.mark.parametrize("endpoint, reachable, away, says", [
+    (None, False, {1}, False),  # the console's own engine: the page asks it (its outage is the banner's)
+    ("tcp://gpu:2376", None, set(), False),  # not checked yet
+    ("tcp://gpu:2376", True, set(), False),
+    ("tcp://gpu:2376", False, set(), True),  # its last check found it silent
+    ("tcp://gpu:2376", True, {7}, True),  # the last pass did
+])
+def test_a_page_asks_no_host_known_to_be_silent(endpoint, reachable, away, says):
+    host = Host(id=1 if endpoint is None else 7, name="gpu", endpoint=endpoint, reachable=reachable)
+    assert silent(host, away) is says
