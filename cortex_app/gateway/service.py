@@ -95,7 +95,8 @@ class Gateway:
             # Where other hosts' models answer (a console that does not lead never reconciles).
             host_rows = list(s.exec(select(Host)).all())
             self.lifecycle.note_hosts(host_rows)
-        away = {h.id for h in host_rows if h.reachable is False}  # the hosts check found them silent
+        # The hosts check found them silent, or this console's last pass there did.
+        away = {h.id for h in host_rows if h.reachable is False} | self.reconciler.unreachable
         base = self.lifecycle.base_url_of
         return Snapshot.of([Route(mid, name, served, state.value, reason,
                                   HOST_UNREACHABLE if host in away else health.value,
@@ -360,7 +361,7 @@ class Gateway:
         try:
             return await up.request(route.base_url, "POST", path, data, stream=stream)
         except UpstreamError as exc:
-            if not exc.connect:
+            if not exc.connect or exc.silent:  # nothing answered at all: not at once again
                 raise
             return await up.request(route.base_url, "POST", path, data, stream=stream)
 
@@ -381,7 +382,7 @@ class Gateway:
                             except UpstreamError as exc:
                                 if not exc.connect:
                                     raise
-                                self._report(route, str(exc))
+                                self._report(route, str(exc), silent=exc.silent)
                                 failed.append(route.model_id)
                                 self._benched[route.model_id] = time.monotonic() + BENCH_S
                                 if alias is None:
@@ -397,6 +398,8 @@ class Gateway:
                                 ex.model = route.served_name
                 # Said under the name the client used: an alias's replicas stay its own business.
                 except UpstreamError as exc:
+                    if exc.silent:  # its host may have gone silent: a pass looks now
+                        self.reconciler.look_again()
                     raise GatewayError(502, f"the model `{alias or route.served_name}` did not answer: {exc}",
                                        "upstream_error", "upstream_unreachable") from None
                 except TimeoutError:
@@ -500,9 +503,13 @@ class Gateway:
             kept.append(event + b"\n\n")
         return b"".join(kept)
 
-    def _report(self, route: Route, error: str) -> None:
+    def _report(self, route: Route, error: str, silent: bool = False) -> None:
         """An engine that refused the connection twice counts as a failed health probe: at most
-        one a second per model (a burst of requests must not make a burst of probes)."""
+        one a second per model (a burst of requests must not make a burst of probes). One that
+        said nothing at all may be on a host gone silent: a reconcile pass looks at once (and
+        finds it silent by its deadline; the gateway then refuses its models at once)."""
+        if silent:
+            self.reconciler.look_again()
         now = time.monotonic()
         if now - self._reported.get(route.model_id, -REPORT_EVERY_S) < REPORT_EVERY_S:
             return

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import socket
 import time
 from typing import AsyncIterator, Optional
 from urllib.parse import urlsplit
 
-CONNECT_TIMEOUT_S = 5.0
+# A connection that does not open in this long is given up (another replica, or 502): an engine
+# that answers opens one in milliseconds, even on another host; a silent host never does.
+CONNECT_TIMEOUT_S = 2.0
 IDLE_CLOSE_RACE_S = 1.0  # a kept connection that fails sooner than this was closed idle
 MAX_IDLE_PER_SERVER = 64
 _READ_LIMIT = 1 << 20  # the longest header block or chunk-size line accepted
@@ -28,7 +31,9 @@ _READ_LIMIT = 1 << 20  # the longest header block or chunk-size line accepted
 def _why_not(exc: BaseException) -> str:
     """Why a connection did not open, without the engine's address (OSError's text names it, and
     a 502 goes to whoever holds a key: where the engines listen is the console's business)."""
-    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+    if isinstance(exc, OSError) and exc.errno == errno.ETIMEDOUT:  # TCP_USER_TIMEOUT, or the kernel's own
+        return f"what was sent was not acknowledged within {CONNECT_TIMEOUT_S:g} s"
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):  # wait_for's
         return f"no connection within {CONNECT_TIMEOUT_S:g} s"
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
@@ -40,12 +45,14 @@ class UpstreamError(Exception):
     """The model's server could not be reached, or broke the exchange.
 
     `connect`: no connection could be made (the request was never sent).
+    `silent`: the connection did not open within CONNECT_TIMEOUT_S (no refusal: nothing at all
+    answered): trying again at once would wait as long again.
     `retryable`: a kept connection failed at once with no byte of an answer: the server had
     closed it while idle, so sending the request again on a fresh one is safe."""
 
-    def __init__(self, message: str, *, connect: bool = False, retryable: bool = False):
+    def __init__(self, message: str, *, connect: bool = False, retryable: bool = False, silent: bool = False):
         super().__init__(message)
-        self.connect, self.retryable = connect, retryable
+        self.connect, self.retryable, self.silent = connect, retryable, silent
 
 
 class Response:
@@ -180,7 +187,14 @@ class Upstream:
             reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, limit=_READ_LIMIT),
                                                     CONNECT_TIMEOUT_S)
         except (OSError, asyncio.TimeoutError) as exc:
-            raise UpstreamError(f"cannot connect to the model's server ({_why_not(exc)})", connect=True) from None
+            raise UpstreamError(f"cannot connect to the model's server ({_why_not(exc)})", connect=True,
+                                silent=isinstance(exc, (TimeoutError, asyncio.TimeoutError))) from None
+        sock = writer.get_extra_info("socket")
+        if sock is not None and hasattr(socket, "TCP_USER_TIMEOUT"):
+            # A request the server's machine does not even acknowledge within CONNECT_TIMEOUT_S
+            # (its host went silent under a kept connection) fails then, not at the gateway's
+            # timeout; an engine that is busy generating acknowledges at once all the same.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(CONNECT_TIMEOUT_S * 1000))
         return await self._exchange(key, reader, writer, head + body, stream, kept=False)
 
     async def _exchange(self, key, reader, writer, data: bytes, stream: bool, kept: bool) -> Response:
@@ -197,6 +211,9 @@ class Upstream:
             raise UpstreamError(f"the model's server closed the connection ({type(exc).__name__})",
                                 retryable=kept and not partial and time.monotonic() - t0 < IDLE_CLOSE_RACE_S
                                 ) from None
+        except OSError as exc:  # ETIMEDOUT: not acknowledged within TCP_USER_TIMEOUT
+            writer.transport.abort()
+            raise UpstreamError(f"the model's server stopped answering ({_why_not(exc)})", silent=True) from None
         except BaseException:
             writer.transport.abort()
             raise

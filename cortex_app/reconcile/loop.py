@@ -234,6 +234,11 @@ class Reconciler:
         if self.on_subject_free is not None:
             self.on_subject_free()
 
+    def look_again(self) -> None:
+        """Someone found a host silent (the gateway: a connection that did not open): a pass
+        looks now rather than at its period (thread-safe; passes coalesce)."""
+        self._relook()
+
     @staticmethod
     def _share_done(share: asyncio.Future) -> None:
         if not share.cancelled() and share.exception() is not None:

@@ -260,6 +260,56 @@ def test_a_probe_that_began_before_its_host_went_silent_writes_no_health(bed, re
     assert bed.row(there.id).health is Health.HEALTHY
 
 
+def test_the_gateway_waits_on_a_silent_host_two_seconds_and_then_not_at_all(bed, remotes, two_hosts):
+    """Found by hand (a third host's network cut): in the seconds before the console noticed,
+    each gateway request to that host took 10 s (two 5 s connection tries) and ended 502. A
+    connection that does not open in CONNECT_TIMEOUT_S is not tried again at once, and a request
+    on a kept connection that the host does not acknowledge in as long fails then too (it
+    waited for the gateway's timeout); once a pass has found the host silent, its models are
+    refused at once (503)."""
+    import asyncio
+
+    from cortex_app.gateway.upstream import CONNECT_TIMEOUT_S
+    from tests.integration.test_gateway_unreachable import serving
+
+    tls, _ = remotes
+    there = bed.llama("there", host="gpu-tls")
+    assert bed.start_ready(there.id).state is S.RUNNING
+    body = {"model": "there", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+
+    async def main():
+        async with serving(bed) as (gateway, client):
+            assert (await client.post("/v1/chat/completions", json=body)).status_code == 200
+            tls.cut()
+            t0 = time.monotonic()
+            kept = await client.post("/v1/chat/completions", json=body)  # on the connection kept
+            took_kept = time.monotonic() - t0
+            t0 = time.monotonic()
+            first = await client.post("/v1/chat/completions", json=body)  # a fresh one
+            took_first = time.monotonic() - t0
+            await asyncio.to_thread(bed.reconcile)  # the pass finds the host silent
+            await asyncio.to_thread(gateway.refresh)
+            t0 = time.monotonic()
+            then = await client.post("/v1/chat/completions", json=body)
+            return kept, took_kept, first, took_first, then, time.monotonic() - t0
+
+    try:
+        kept, took_kept, first, took_first, then, took_then = asyncio.run(main())
+    finally:
+        tls.restore()
+    print(f"\nsilent host: on the kept connection {kept.status_code} in {took_kept:.2f} s, on a fresh one "
+          f"{first.status_code} in {took_first:.2f} s, after the pass {then.status_code} in {took_then * 1000:.0f} ms")
+    # The kept connection: the request is not even acknowledged (TCP_USER_TIMEOUT), not the
+    # gateway's timeout.
+    assert kept.status_code == 502 and "not acknowledged within" in kept.json()["error"]["message"], kept.text
+    assert CONNECT_TIMEOUT_S - 0.1 < took_kept < CONNECT_TIMEOUT_S + 1.5, took_kept
+    assert first.status_code == 502 and "no connection within" in first.json()["error"]["message"], first.text
+    assert CONNECT_TIMEOUT_S - 0.1 < took_first < CONNECT_TIMEOUT_S + 1.0, took_first
+    assert then.status_code == 503 and then.json()["error"]["code"] == "host_unreachable", then.text
+    assert took_then < 0.5, took_then
+    assert not bed.reconcile().host_errors
+
+
 def test_no_model_comes_back_after_a_remote_engine_restart_and_deaths_there_are_seen_at_once(bed, remotes,
                                                                                              two_hosts):
     tls, ssh = remotes
