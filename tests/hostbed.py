@@ -213,7 +213,9 @@ class RemoteHost:
         self.ssh_host_key = " ".join(host_key.public_key().public_bytes(
             serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode().split()[:2])
         self.ssh_key, public = ssh_keypair()
-        self._write("authorized_keys", public + "\n")
+        # As the README tells admins to install it: this key runs the engine's dial-stdio and
+        # nothing else (no shell, no forwarding, no other command).
+        self._write("authorized_keys", f'restrict,command="docker system dial-stdio" {public}\n')
         config = self._write("sshd_config", "\n".join([
             f"ListenAddress {self.ip}:22", f"HostKey {self.dir}/ssh_host_ed25519_key",
             f"AuthorizedKeysFile {self.dir}/authorized_keys", f"PidFile {self.dir}/sshd.pid",

@@ -158,6 +158,7 @@ def test_an_ssh_host_pins_its_host_key_and_says_what_failed(migrated_db, bed_set
 
     added = hosts.add_host(db, settings, name="gpu-ssh", endpoint_url=h.ssh_url, ssh_key=h.ssh_key)
     assert added.reachable and added.ssh_host_key == h.ssh_host_key  # pinned as first seen
+    assert _runs_only_dial_stdio(h)  # the key is installed as the README says, and Cortex works
     row = hosts.host_json(added, settings)
     assert "host key SHA256:" in row["credential"] and "OPENSSH" not in str(row)
     with db.connect() as conn:
@@ -190,6 +191,33 @@ def test_an_ssh_host_pins_its_host_key_and_says_what_failed(migrated_db, bed_set
     lost = hosts.check_host(db, settings, added.id)
     assert not lost.reachable and lost.problem == "secret-key", (lost.problem, lost.last_error)
     assert "its ssh key for" in lost.last_error and "remove the host and add it again" in lost.last_error
+
+
+def _runs_only_dial_stdio(h: RemoteHost) -> bool:
+    """Whether the host's authorized key runs `docker system dial-stdio` whatever is asked:
+    a shell command over it never runs."""
+    import io
+
+    import paramiko
+
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+    client.connect(h.ip, username="root", pkey=paramiko.Ed25519Key.from_private_key(io.StringIO(h.ssh_key)),
+                   look_for_keys=False, allow_agent=False, timeout=5)
+    try:
+        chan = client.get_transport().open_session(timeout=5)
+        chan.settimeout(5)
+        chan.exec_command("echo a-shell-ran")
+        chan.shutdown_write()  # dial-stdio ends when its input does
+        out = b""
+        try:
+            while chunk := chan.recv(4096):
+                out += chunk
+        except TimeoutError:
+            pass
+        return b"a-shell-ran" not in out
+    finally:
+        client.close()
 
 
 def test_a_silent_host_misses_its_deadline_and_delays_no_other(migrated_db, bed_settings, remote):
