@@ -166,7 +166,8 @@ def main() -> int:
             ssh.up()
             hosts.add_host(db, settings, name="tls", endpoint_url=tls.tls_url, tls_ca=tls.pki.ca_pem,
                            tls_cert=tls.client_cert, tls_key=tls.client_key)
-            hosts.add_host(db, settings, name="ssh", endpoint_url=ssh.ssh_url, ssh_key=ssh.ssh_key)
+            hosts.add_host(db, settings, name="ssh", endpoint_url=ssh.ssh_url, ssh_key=ssh.ssh_key,
+                           ssh_host_key=ssh.ssh_host_key)
             names = {h.id: h.name for h in hosts.list_hosts(db)}
             print(f"hosts pass over {len(names)} engines, deadline {hosts.POLL_TIMEOUT_S:g} s each, "
                   f"{args.rounds} rounds")

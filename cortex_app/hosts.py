@@ -45,9 +45,10 @@ class HostInvalid(ValueError):
     """The host as given cannot be added (or removed); nothing was saved. `problem` is set when
     the connection check is what failed."""
 
-    def __init__(self, message: str, problem: Optional[str] = None):
+    def __init__(self, message: str, problem: Optional[str] = None, seen_host_key: str = ""):
         super().__init__(message)
         self.problem = problem
+        self.seen_host_key = seen_host_key  # host-key-unconfirmed: the key to confirm
 
 
 class HostNotFound(LookupError):
@@ -183,8 +184,9 @@ def add_host(db: sa.Engine, settings: Settings, *, name: str, endpoint_url: str,
              tls_ca: str = "", tls_cert: str = "", tls_key: str = "", ssh_key: str = "", ssh_host_key: str = "",
              models_dir: str = "", hf_cache_dir: str = "", check: Check = engine_info) -> Host:
     """Check the connection, then save the host; HostInvalid (bad input, or the check failed,
-    in words that say what failed) saves nothing. An ssh host key not given is pinned as the
-    first connection saw it. `models_dir`, `hf_cache_dir`: that machine's folders its models
+    in words that say what failed) saves nothing. An ssh host given without its host key is
+    not saved either: the key its first connection saw is handed back (problem
+    host-key-unconfirmed) for the admin to compare and give. `models_dir`, `hf_cache_dir`: that machine's folders its models
     mount (default: the same paths as the console's)."""
     creds = dict(tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key, ssh_key=ssh_key, ssh_host_key=ssh_host_key)
     with _WRITES:
@@ -193,10 +195,18 @@ def add_host(db: sa.Engine, settings: Settings, *, name: str, endpoint_url: str,
     info = check(ep, CHECK_TIMEOUT_S)  # outside the lock: an ssh handshake takes a while
     if not info.reachable:
         raise HostInvalid(f"not added: {info.error}", info.problem)
+    if ep.kind == "ssh" and not ep.ssh_host_key:
+        # Trust on first use would pin whatever machine answered this once (a forged one
+        # included): the admin confirms the key before anything is saved.
+        seen = info.seen_host_key
+        raise HostInvalid(f"not added yet: {ep.hostname} shows host key {fingerprint(seen)}. Compare it with "
+                          "`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on that machine; if they match, "
+                          "add the host again with this host key (the form has filled it in)",
+                          "host-key-unconfirmed", seen_host_key=seen)
     now = utcnow()
     host = Host(name=name, endpoint=ep.url, address=address or None, tls_ca=ep.tls_ca or None,
                 tls_cert=ep.tls_cert or None, tls_key=ep.tls_key or None, ssh_key=ep.ssh_key or None,
-                ssh_host_key=ep.ssh_host_key or info.seen_host_key or None, reachable=True,
+                ssh_host_key=ep.ssh_host_key or None, reachable=True,
                 models_dir=models_dir, hf_cache_dir=hf_cache_dir,
                 engine_version=(info.version or "")[:64], checked_at=now, last_seen_at=now, gpus=[])
     with _WRITES:

@@ -7,7 +7,9 @@ check one, admin to add or remove.
                                  tcp:// (TLS), {name, endpoint, address?, ssh_key, ssh_host_key?}
                                  for ssh://; the connection is checked first: 422 with what
                                  failed (`problem`: unreachable | tls | auth | host-key |
-                                 not-docker) and nothing saved; a check also knows
+                                 not-docker | host-key-unconfirmed, with `seen_host_key`:
+                                 send it as ssh_host_key once compared) and nothing saved;
+                                 a check also knows
                                  secret-key (its credentials cannot be read with this
                                  console's secret key)
   POST   /api/hosts/{id}/check   ask its engine now; the host with what was found
@@ -58,7 +60,8 @@ async def add_host(data: dict[str, Any] = Body(...), user: str = Depends(require
                                       tls_key=data.get("tls_key", ""), ssh_key=data.get("ssh_key", ""),
                                       ssh_host_key=data.get("ssh_host_key", ""))
     except hosts.HostInvalid as exc:
-        return JSONResponse({"detail": str(exc), "problem": exc.problem}, status_code=422)
+        seen = {"seen_host_key": exc.seen_host_key} if exc.seen_host_key else {}
+        return JSONResponse({"detail": str(exc), "problem": exc.problem, **seen}, status_code=422)
     await svc.scheduler.hosts_changed()  # its event stream followed at once
     return hosts.host_json(row, svc.settings)
 

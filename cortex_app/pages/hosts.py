@@ -48,9 +48,9 @@ def _form() -> rx.Component:
                         _secret("Client key", "tls_key", "-----BEGIN PRIVATE KEY----- (key.pem)", "host-tls-key"),
                         columns=rx.breakpoints(initial="1", md="3"), spacing="3", width="100%"),
                 rx.grid(_secret("Private key", "ssh_key", "-----BEGIN OPENSSH PRIVATE KEY-----", "host-ssh-key"),
-                        _secret("Host key (optional)", "ssh_host_key",
-                                "ssh-ed25519 AAAA… as ssh-keyscan prints it; empty: pin the key seen now",
-                                "host-ssh-host-key"),
+                        _secret("Host key", "ssh_host_key",
+                                "ssh-ed25519 AAAA… as ssh-keyscan prints it; empty: the key the machine shows "
+                                "is filled in for you to compare and confirm", "host-ssh-host-key"),
                         columns=rx.breakpoints(initial="1", md="2"), spacing="3", width="100%")),
         rx.button(rx.cond(H.adding, rx.spinner(size="1"), rx.icon("plug", size=14)),
                   rx.cond(H.adding, "Checking the connection…", "Add host"),

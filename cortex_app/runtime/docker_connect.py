@@ -88,8 +88,8 @@ class _Memfiles:
 
 class _PinnedKeySSH(SSHHTTPAdapter):
     """The SDK's ssh transport with our key and our pinned host key instead of ~/.ssh. With no
-    pinned key, the key the server shows is accepted and kept in `seen_host_key` (trust on first
-    use; the admin sees its fingerprint)."""
+    pinned key (only while adding a host), the key the server shows is kept in `seen_host_key`
+    for the admin to confirm before anything is saved (hosts.add_host)."""
 
     def __init__(self, ep: Endpoint, pkey: paramiko.PKey, timeout: float):
         self._ep, self._pkey, self._connect_timeout = ep, pkey, timeout

@@ -82,6 +82,8 @@ class HostsState(AdminState):
         except hosts.HostInvalid as exc:
             async with self:
                 self.adding, self.error = False, str(exc)
+            if exc.seen_host_key:  # to confirm: Add again sends it
+                return rx.set_value("host-ssh-host-key", exc.seen_host_key)
             return
         await svc.scheduler.hosts_changed()  # its event stream followed at once
         async with self:

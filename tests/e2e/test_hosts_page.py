@@ -1,12 +1,14 @@
 """Hosts page in Chromium: the console's own engine is listed and checked; an ssh host with a
-key its sshd refuses is not added and the page says why; with the right key it is added, its
-host key pinned and shown as a fingerprint (never the key), then removed. And the GPUs page
+key its sshd refuses is not added and the page says why; with the right key the page shows
+the host key's fingerprint to compare and fills the key in; confirmed, the host is added, its
+host key pinned and shown as a fingerprint (never the private key), then removed. And the GPUs page
 shows a remote host's GPUs, read by the sampler the console keeps there."""
 
 import httpx
 import pytest
 from playwright.sync_api import expect
 
+from cortex_app.runtime.endpoints import fingerprint
 from tests.e2e.conftest import ADMIN, PASSWORD, sign_in
 from tests.engines import copy_images
 from tests.hostbed import RemoteHost, ssh_keypair
@@ -48,6 +50,11 @@ def test_add_check_and_remove_an_ssh_host(console, page, ssh_host):
 
     page.locator("#host-ssh-key").fill(ssh_host.ssh_key)
     page.locator("#host-add").click()
+    # The key the machine shows is filled in, with its fingerprint to compare; nothing saved yet.
+    expect(page.locator("#host-error")).to_contain_text(fingerprint(ssh_host.ssh_host_key))
+    expect(page.locator("#host-ssh-host-key")).to_have_value(ssh_host.ssh_host_key)
+    expect(page.locator(".host-row")).to_have_count(1)
+    page.locator("#host-add").click()  # confirmed
     row = page.locator(".host-row", has_text="gpu-ssh")
     expect(row.locator(".host-state")).to_contain_text("reachable")
     expect(row).to_contain_text("host key SHA256:")

@@ -18,6 +18,7 @@ from sqlmodel import Session, select
 
 from cortex_app import hosts
 from cortex_app.models import ConsoleEvent, WebhookDelivery
+from cortex_app.runtime.endpoints import fingerprint
 from tests.hostbed import Pki, RemoteHost
 
 
@@ -156,8 +157,16 @@ def test_an_ssh_host_pins_its_host_key_and_says_what_failed(migrated_db, bed_set
     with pytest.raises(hosts.HostInvalid, match="ssh key: not a private key"):
         hosts.add_host(db, settings, name="h", endpoint_url=h.ssh_url, ssh_key="hello")
 
-    added = hosts.add_host(db, settings, name="gpu-ssh", endpoint_url=h.ssh_url, ssh_key=h.ssh_key)
-    assert added.reachable and added.ssh_host_key == h.ssh_host_key  # pinned as first seen
+    # No host key given: nothing saved, the key the machine showed handed back to confirm.
+    unconfirmed = _refused(db, settings, "host-key-unconfirmed", "shows host key SHA256:", endpoint_url=h.ssh_url,
+                           ssh_key=h.ssh_key)
+    assert fingerprint(h.ssh_host_key) in unconfirmed
+    with pytest.raises(hosts.HostInvalid) as err:
+        hosts.add_host(db, settings, name="gpu-ssh", endpoint_url=h.ssh_url, ssh_key=h.ssh_key)
+    assert err.value.seen_host_key == h.ssh_host_key
+    added = hosts.add_host(db, settings, name="gpu-ssh", endpoint_url=h.ssh_url, ssh_key=h.ssh_key,
+                           ssh_host_key=err.value.seen_host_key)  # confirmed
+    assert added.reachable and added.ssh_host_key == h.ssh_host_key
     assert _runs_only_dial_stdio(h)  # the key is installed as the README says, and Cortex works
     row = hosts.host_json(added, settings)
     assert "host key SHA256:" in row["credential"] and "OPENSSH" not in str(row)
@@ -227,7 +236,8 @@ def test_a_silent_host_misses_its_deadline_and_delays_no_other(migrated_db, bed_
 
     webhooks.create_endpoint(db, url="http://127.0.0.1:9/hook", event_types=["host.unreachable", "host.reachable"])
     a = hosts.add_host(db, settings, name="gpu-tls", **_tls(tls))
-    b = hosts.add_host(db, settings, name="gpu-ssh", endpoint_url=ssh.ssh_url, ssh_key=ssh.ssh_key)
+    b = hosts.add_host(db, settings, name="gpu-ssh", endpoint_url=ssh.ssh_url, ssh_key=ssh.ssh_key,
+                       ssh_host_key=ssh.ssh_host_key)
     first = hosts.check_all(db, settings, timeout=2.0)
     assert not first.late and {x.reachable for x in hosts.list_hosts(db)} == {True}
 
@@ -259,7 +269,7 @@ def test_a_silent_host_misses_its_deadline_and_delays_no_other(migrated_db, bed_
 def test_hosts_over_http_and_the_scheduler_watches_them(start_console, docker_host, remote):
     """The routes the Hosts page's actions mirror, on a console started as `make up` does; its
     scheduler notices a host going silent on its own."""
-    tls, _ = remote
+    tls, ssh = remote
     c = start_console(DOCKER_HOST=docker_host, CORTEX_ADMIN_USER="admin", CORTEX_ADMIN_PASSWORD="hosts-test-pass")
     api = httpx.Client(base_url=c.url, timeout=30)
     assert api.get("/api/hosts").status_code == 401
@@ -296,3 +306,14 @@ def test_hosts_over_http_and_the_scheduler_watches_them(start_console, docker_ho
     assert api.delete("/api/hosts/1", headers=bearer).status_code == 409
     assert api.delete(f"/api/hosts/{host['id']}", headers=bearer).status_code == 204
     assert api.delete(f"/api/hosts/{host['id']}", headers=bearer).status_code == 404
+
+    # An ssh host: the key its machine shows comes back to be confirmed; sent back, it is saved.
+    ssh_body = {"name": "gpu-ssh", "endpoint": ssh.ssh_url, "ssh_key": ssh.ssh_key}
+    unconfirmed = api.post("/api/hosts", json=ssh_body, headers=bearer)
+    assert unconfirmed.status_code == 422 and unconfirmed.json()["problem"] == "host-key-unconfirmed", unconfirmed.text
+    assert unconfirmed.json()["seen_host_key"] == ssh.ssh_host_key
+    assert [h["name"] for h in api.get("/api/hosts", headers=bearer).json()["hosts"]] == ["local"]
+    confirmed = api.post("/api/hosts", json=ssh_body | {"ssh_host_key": unconfirmed.json()["seen_host_key"]},
+                         headers=bearer)
+    assert confirmed.status_code == 201, confirmed.text
+    assert api.delete(f"/api/hosts/{confirmed.json()['id']}", headers=bearer).status_code == 204

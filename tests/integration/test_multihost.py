@@ -51,7 +51,8 @@ def two_hosts(bed, remotes):
     tls, ssh = remotes
     t = hosts.add_host(bed.db, bed.settings, name="gpu-tls", endpoint_url=tls.tls_url, tls_ca=tls.pki.ca_pem,
                        tls_cert=tls.client_cert, tls_key=tls.client_key)
-    s = hosts.add_host(bed.db, bed.settings, name="gpu-ssh", endpoint_url=ssh.ssh_url, ssh_key=ssh.ssh_key)
+    s = hosts.add_host(bed.db, bed.settings, name="gpu-ssh", endpoint_url=ssh.ssh_url, ssh_key=ssh.ssh_key,
+                       ssh_host_key=ssh.ssh_host_key)
     yield t, s
     for h in (tls, ssh):  # what a failed test left behind there
         _heal(h)
