@@ -14,7 +14,7 @@ from typing import Optional
 import reflex as rx
 
 from cortex_app import crud, hosts
-from cortex_app.engines import memory
+from cortex_app.engines import memory, vllm
 from cortex_app.images import canonical, is_present
 from cortex_app.models import Device, Engine, Model
 from cortex_app.runtime.docker import DockerRuntimeError
@@ -149,6 +149,9 @@ class ModelFormState(AdminState):
 
     @rx.event
     async def set_value(self, field: str, value: str):
+        # It reads files (the estimate) and the engine's images: a signed-in admin's tab only.
+        if await self._admin() is None:
+            return rx.redirect("/login")
         self.values[field] = "" if value == ENGINE_DEFAULT else value
         self.errors.pop(field, None)
         if field in ("image", "engine"):
@@ -214,6 +217,11 @@ def form_estimate(values: dict[str, str], models_dir: Path, hf_cache_dir: Option
     if values.get("engine", "llamacpp") == "vllm":
         if not source:
             return ""
+        if not vllm.is_hf_repo(source):  # a folder: only one inside the models dir is read
+            try:
+                source = "./" + model_relative_path(vllm.local_path(source), models_dir)
+            except ValueError:
+                return ""
         try:
             utilization = float(values.get("gpu_memory_utilization", "").strip() or 0) or None
         except ValueError:

@@ -209,6 +209,29 @@ def test_without_a_session_the_pages_read_nothing(console, world):
         sock.close()
 
 
+# Handlers that do work on the server without changing anything kept (a read of the models
+# dir, an estimate, a look at the engine's images), called without a session.
+WORKING = [(f"{FORM}.set_value", "/models/new", {"field": "source", "value": "tiny.gguf"}),
+           (f"{FORM}.set_value", "/models/new", {"field": "image", "value": LLAMA_IMAGE}),
+           (f"{USAGE}.set_window", "/usage", {"v": "7d"}),
+           (f"{ADMIN_STATE}.cortex_app___states___model_detail____model_detail_state.older_events", "/models/1"),
+           (f"{ADMIN_STATE}.cortex_app___states___model_detail____model_detail_state.newer_events", "/models/1")]
+
+
+def test_without_a_session_no_handler_reads_files_or_asks_the_engine(console, world):
+    """The form's estimate reads the models dir as it is typed: without a session it is refused
+    before it reads (no estimate comes back), as every other handler that does work is."""
+    sock = RawSocket(console.url, console.url)
+    try:
+        for handler, page, payload in WORKING:
+            updates = sock.call(handler, page, until=_to_login, **payload)
+            assert _to_login(updates), (handler, updates)
+            seen = json.dumps([u.get("delta", {}) for u in updates])
+            assert "memory_estimate" not in seen and "tiny" not in seen, (handler, seen)
+    finally:
+        sock.close()
+
+
 def test_a_foreign_origin_gets_no_websocket(console, world, docker_client):
     db, *_ = world
     before = _snapshot(db, console, docker_client)
@@ -254,14 +277,19 @@ def test_the_first_admin_needs_the_setup_code_then_a_session_works(console, worl
 
 
 # Handlers that change nothing on the server: page loads and ticks (they read only for a
-# signed-in admin), the form's inputs, and sign-in/out themselves.
+# signed-in admin), sign-in/out themselves, and what only sets the tab's own state (a form's
+# input, a dialog closed). Those that do work for the tab are in WORKING.
 NOT_MUTATING = {"load", "tick", "refresh", "open_new", "open_edit", "open_login", "open_setup", "require_admin",
                 "toggle_advanced", "toggle_event", "setvar", "sign_in", "sign_out", "create_first_admin",
-                "load_pulls", "pull_offer_open", "fit_offer_open", "older_events", "newer_events"}  # the latter only closes a dialog in the page
+                "load_pulls", "pull_offer_open", "fit_offer_open"}
+TAB_ONLY_SETTERS = {"set_kind", "set_name", "set_all_models", "set_model_allowed", "set_expiry", "set_rpm",
+                    "set_log_query", "set_follow", "set_flag", "set_query", "set_state_filter", "set_new_url",
+                    "set_new_format", "set_new_models", "set_token_name", "set_token_scope", "set_token_expiry"}
 
 
 def test_the_list_names_every_handler_that_changes_something():
-    """A new handler must be added to the calls above (or shown to change nothing)."""
+    """A new handler must be added to the calls above: a mutating one, or one that does work
+    (WORKING), or be shown to change nothing and read nothing."""
     from cortex_app.states import (gpus, hosts, images, keys, model_detail, model_form,  # noqa: F401
                                    models, overview, settings, system, usage)
     from cortex_app.states.auth import AdminState, AuthState
@@ -272,5 +300,5 @@ def test_the_list_names_every_handler_that_changes_something():
             yield from states(sub)
 
     handlers = {f"{s.get_full_name()}.{name}" for s in (AuthState, AdminState, *states(AdminState))
-                for name in s.event_handlers if not name.startswith("set_") and name not in NOT_MUTATING}
-    assert handlers == {handler for handler, *_ in _mutating_calls(1, 1, 1, 1)}
+                for name in s.event_handlers if name not in NOT_MUTATING | TAB_ONLY_SETTERS}
+    assert handlers == {handler for handler, *_ in _mutating_calls(1, 1, 1, 1)} | {h for h, *_ in WORKING}

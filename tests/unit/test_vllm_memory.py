@@ -79,3 +79,18 @@ def test_kv_heads_are_copied_when_there_are_more_gpus_than_heads(tmp_path):
     one = estimate_vllm(facts, tensor_parallel=1, utilization=None, max_model_len=8192)
     eight = estimate_vllm(facts, tensor_parallel=8, utilization=None, max_model_len=8192)
     assert eight.kv_mib == one.kv_mib / 2  # 2 heads over 8 GPUs: each GPU still holds a whole head
+
+
+@pytest.mark.parametrize("source", ["../outside", "./../outside", "sub/../../outside", "{outside}"])
+def test_the_forms_estimate_reads_no_folder_outside_the_models_dir(tmp_path, source):
+    """The model form estimates as it is typed (states/model_form.form_estimate): a vLLM folder
+    outside the models dir is not read, as saving it would be refused."""
+    from cortex_app.states.model_form import form_estimate
+
+    models, outside = tmp_path / "models", tmp_path / "outside"
+    models.mkdir()
+    folder_with(outside, LLAMA_3_2_1B)
+    folder_with(models / "inside", LLAMA_3_2_1B)
+    values = {"engine": "vllm", "source": source.format(outside=outside)}
+    assert form_estimate(values, models) == ""
+    assert "claims 90%" in form_estimate({"engine": "vllm", "source": "./inside"}, models)
