@@ -118,6 +118,12 @@ def gateway_series(gm):
     for (model, status), n in list(gm.requests.items()):
         req.add_metric([model, str(status)], n)
     yield req
+    refused = CounterMetricFamily("cortex_gateway_refused", "Gateway requests refused before any model was asked "
+                                  "(401 key, 403 model not allowed, 429 rate limit), by HTTP status; never usage rows",
+                                  labels=["status"])
+    for status, n in sorted(gm.refused.items()):
+        refused.add_metric([str(status)], n)
+    yield refused
     tok = CounterMetricFamily("cortex_gateway_tokens", "Tokens the engines reported through the gateway",
                               labels=["model", "kind"])
     for (model, kind), n in list(gm.tokens.items()):

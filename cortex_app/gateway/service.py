@@ -41,6 +41,8 @@ REPORT_EVERY_S = 1.0
 BENCH_S = 5.0  # a replica that refused a connection gets no new requests for this long (while others can)
 PRUNE_EVERY_S = 3600.0  # usage records past the retention go within the hour
 MAX_BODY_BYTES = 16 * 1024 * 1024  # a long prompt or a batch of inputs to embed
+PARSE_INLINE_BYTES = 256 * 1024  # a body this large or more is parsed in a thread (~2 ms inline at most)
+REFUSED = frozenset({401, 403, 429})  # refusals: counted by status in metrics, never written as usage
 _PROMPT = re.compile(rb'"prompt_tokens"\s*:\s*(\d+)')
 _COMPLETION = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
 _JSON = [(b"content-type", b"application/json")]
@@ -182,7 +184,9 @@ class Gateway:
         try:
             await self._handle(scope, receive, send, ex)
         finally:
-            if ex.model:
+            if ex.status in REFUSED:  # counted, never a usage row: a refused key writes nothing
+                self.metrics.refuse(ex.status)
+            elif ex.model:
                 self._account(ex)
 
     def _account(self, ex: _Exchange) -> None:
@@ -242,11 +246,18 @@ class Gateway:
             if method != "POST":
                 raise GatewayError(405, f"{scope['path']} takes POST", code="method_not_allowed")
             ex.key = view = self._key(scope)
+            # The key's limit before its body is read: a key over it costs no read and no parse.
+            wait = self.limiter.take(view.id, view.rpm_limit, time.monotonic())
+            if wait:
+                raise GatewayError(429, f"this key's limit of {view.rpm_limit} requests per minute is reached",
+                                   "rate_limit_error", "rate_limit_exceeded", retry_after=wait)
             raw = await self._body(receive)
             if raw is None:
                 return
             try:
-                body = json.loads(raw)
+                # A large body is parsed off the event loop: pages, probes and other requests
+                # go on meanwhile.
+                body = json.loads(raw) if len(raw) < PARSE_INLINE_BYTES else await asyncio.to_thread(json.loads, raw)
             except (ValueError, RecursionError):
                 raise GatewayError(400, "the request body is not JSON") from None
             if not isinstance(body, dict):
@@ -260,10 +271,6 @@ class Gateway:
                 if not keymod.allows(view, asked):
                     raise GatewayError(403, f"this key may not use the model `{asked}`",
                                        "permission_error", "model_not_allowed", param="model")
-                wait = self.limiter.take(view.id, view.rpm_limit, time.monotonic())
-                if wait:
-                    raise GatewayError(429, f"this key's limit of {view.rpm_limit} requests per minute is reached",
-                                       "rate_limit_error", "rate_limit_exceeded", retry_after=wait)
             route = self._choose(asked)
             ex.model = route.served_name
             prepared = prepare(body, endpoint, route.defaults)

@@ -61,6 +61,10 @@ class GatewayMetrics:
         self.tokens: dict[tuple[str, str], int] = defaultdict(int)
         self.latency: dict[str, Histogram] = defaultdict(Histogram)
         self.ttft: dict[str, Histogram] = defaultdict(Histogram)
+        self.refused: dict[int, int] = defaultdict(int)  # status -> requests refused (401, 403, 429)
+
+    def refuse(self, status: int) -> None:
+        self.refused[status] += 1
 
     def observe(self, model: str, status: int, prompt: int, completion: int, latency_s: float,
                 ttft_s: Optional[float]) -> None:

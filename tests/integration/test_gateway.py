@@ -6,6 +6,7 @@ rate-limited, credentials of the wrong kind), a client that leaves mid-stream, a
 killed mid-stream."""
 
 import json
+import re
 import shutil
 import socket
 import time
@@ -237,12 +238,29 @@ def test_credentials_never_cross_between_api_and_v1(bed):
 
 
 def test_rate_limit(bed):
-    client = bed.client(bed.key(name="limited", rpm_limit=3)["key"])
+    before = bed.last_usage_id()
+    key = bed.key(name="limited", rpm_limit=3)["key"]
+    client = bed.client(key)
     for _ in range(3):
         client.chat.completions.create(model="chat", messages=CHAT, max_tokens=1)
     with pytest.raises(openai.RateLimitError) as e:
         client.chat.completions.create(model="chat", messages=CHAT, max_tokens=1)
     assert 0 < int(e.value.response.headers["retry-after"]) <= 60
+    # Over its limit, a key is refused before its body is read: a 15 MiB one costs no parse.
+    big = b'{"model": "chat", "messages": [{"role": "user", "content": "' + b"x" * (15 << 20) + b'"}]}'
+    r = httpx.post(f"{bed.v1}/chat/completions", content=big, timeout=60,
+                   headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+    assert r.status_code == 429, r.text
+    with pytest.raises(openai.PermissionDeniedError):  # a model the key may not use: 403
+        bed.client(bed.keys["emb-only"]).chat.completions.create(model="chat", messages=CHAT, max_tokens=1)
+    # Refusals are counted, never written as usage: only the three answers are.
+    rows = bed.wait_usage(before, 3)
+    time.sleep(1.5)  # the meter writes every second: anything more would be there now
+    rows = bed.usage(before)
+    assert [(r["key_name"], r["status"]) for r in rows] == [("limited", 200)] * 3, rows
+    metrics = bed.console.call("GET", "/metrics").text
+    assert re.search(r'cortex_gateway_refused_total\{status="429"\} [2-9]', metrics), metrics[-2000:]
+    assert re.search(r'cortex_gateway_refused_total\{status="403"\} [1-9]', metrics)
 
 
 def _busy_slots(base: str) -> int:
