@@ -28,7 +28,7 @@ from sqlmodel import Session, select
 from cortex_app.gateway import keys as keymod
 from cortex_app.gateway.routing import ENDPOINTS, HOST_UNREACHABLE, GatewayError, Route, Snapshot, choose, error_body, prepare, \
     is_usage_only, usage_of
-from cortex_app.gateway.upstream import Upstream, UpstreamError
+from cortex_app.gateway.upstream import MAX_EVENT_BYTES, Upstream, UpstreamError
 from cortex_app.gateway.usage import FLUSH_INTERVAL_S, GatewayMetrics, UsageMeter, prune
 from cortex_app.models import Host, Model, utcnow
 from cortex_app.reconcile.jobs import JobStatus, job_failed, job_succeeded
@@ -415,6 +415,10 @@ class Gateway:
             except GatewayError as err:
                 return await self._refuse(send, err, ex)
             ex.status = resp.status
+            wrong = _wrong_type(resp, ex.stream)
+            if wrong:
+                resp.close()
+                return await self._refuse(send, GatewayError(502, wrong, "upstream_error", "upstream_broken"), ex)
             try:
                 if ex.stream and resp.status == 200:
                     await self._stream(send, resp, client_wants_usage, ex, timeout)
@@ -452,13 +456,7 @@ class Gateway:
         moved, slack = loop.time(), min(1.0, timeout / 10)
         try:
             async with asyncio.timeout(timeout) as deadline:
-                async for chunk in resp.chunks():
-                    # The deadline is the time since the last chunk, less at most a tenth of
-                    # it: moving a timer per chunk costs more than the rest of the chunk's work.
-                    now = loop.time()
-                    if now - moved > slack:
-                        deadline.reschedule(now + timeout)
-                        moved = now
+                async for chunk in resp.chunks(MAX_EVENT_BYTES):
                     if ex.ttft is None:
                         ex.ttft = time.perf_counter()
                     if held:
@@ -467,8 +465,16 @@ class Gateway:
                         end = chunk.rfind(b"\n\n") + 2
                         if end < 2:
                             held = chunk
-                            continue
+                            if len(held) > MAX_EVENT_BYTES:
+                                raise UpstreamError(f"an event of its stream is over {MAX_EVENT_BYTES >> 20} MiB")
+                            continue  # a part of an event moves no deadline: a trickle cannot hold it open
                         chunk, held = chunk[:end], chunk[end:]
+                    # The deadline is the time since the last whole event, less at most a tenth of
+                    # it: moving a timer per event costs more than the rest of the event's work.
+                    now = loop.time()
+                    if now - moved > slack:
+                        deadline.reschedule(now + timeout)
+                        moved = now
                     if b'"usage"' in chunk:
                         chunk = self._meter_events(chunk, client_wants_usage, ex)
                         if not chunk:
@@ -525,6 +531,19 @@ class Gateway:
             self.reconciler.note_failed_probe(route.model_id, route.container_id, f"gateway: {error}"))
         self._reports.add(task)  # held until done: a task nobody references may be collected
         task.add_done_callback(self._reports.discard)
+
+
+def _wrong_type(resp, stream: bool) -> str:
+    """Why an engine's answer of 200 is not what the route answers (an SSE stream, or JSON), or
+    "": the client is never handed HTML or a download where it asked for a completion."""
+    if resp.status != 200:
+        return ""
+    want = b"text/event-stream" if stream else b"application/json"
+    got = (resp.header(b"content-type") or b"").split(b";", 1)[0].strip().lower()
+    if got == want:
+        return ""
+    return (f"the model's server answered with content type {got.decode('latin-1')[:60] or 'none'}, "
+            f"not {want.decode()}")
 
 
 class GatewayASGI:

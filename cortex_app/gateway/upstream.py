@@ -26,6 +26,10 @@ CONNECT_TIMEOUT_S = 2.0
 IDLE_CLOSE_RACE_S = 1.0  # a kept connection that fails sooner than this was closed idle
 MAX_IDLE_PER_SERVER = 64
 _READ_LIMIT = 1 << 20  # the longest header block or chunk-size line accepted
+# What an engine may send, at most (a hostile or broken one fills no memory): a whole answer
+# (a batch of embeddings is the largest), and one SSE event or HTTP chunk of a stream.
+MAX_ANSWER_BYTES = 32 << 20
+MAX_EVENT_BYTES = 1 << 20
 
 
 def _why_not(exc: BaseException) -> str:
@@ -67,6 +71,8 @@ class Response:
         length = self.header(b"content-length")
         self._chunked = te is not None and b"chunked" in te.lower()
         self._length = int(length) if length is not None and not self._chunked else None
+        if self._length is not None and not 0 <= self._length <= MAX_ANSWER_BYTES:
+            raise ValueError(f"Content-Length {self._length}")  # the caller: "not HTTP", 502
 
     def header(self, name: bytes) -> Optional[bytes]:
         for k, v in self.headers:
@@ -74,15 +80,17 @@ class Response:
                 return v
         return None
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    async def chunks(self, max_chunk: int = MAX_ANSWER_BYTES) -> AsyncIterator[bytes]:
         """The body as the server sends it: one piece per HTTP chunk (an SSE event, for the
-        engines), without waiting for more."""
+        engines), without waiting for more; an HTTP chunk over `max_chunk` is refused unread."""
         r = self._reader
         try:
             if self._chunked:
                 while True:
                     line = await r.readuntil(b"\r\n")
                     size = int(line.split(b";", 1)[0], 16)
+                    if not 0 <= size <= max_chunk:
+                        raise ValueError(f"a chunk of {size} bytes")
                     if size == 0:
                         while await r.readuntil(b"\r\n") != b"\r\n":  # trailers
                             pass
@@ -108,6 +116,7 @@ class Response:
         self.release()
 
     async def read(self) -> bytes:
+        """The whole body (UpstreamError past MAX_ANSWER_BYTES)."""
         if self._length is not None:  # the common answer: one read, no generator
             try:
                 data = await self._reader.readexactly(self._length)
@@ -117,7 +126,13 @@ class Response:
             self._done = True
             self.release()
             return data
-        parts = [c async for c in self.chunks()]
+        parts, size = [], 0
+        async for c in self.chunks():
+            size += len(c)
+            if size > MAX_ANSWER_BYTES:
+                self.close()
+                raise UpstreamError(f"the model's answer is over {MAX_ANSWER_BYTES >> 20} MiB")
+            parts.append(c)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def release(self) -> None:
@@ -221,6 +236,8 @@ class Upstream:
             lines = block.split(b"\r\n")
             version, code = lines[0].split(b" ", 2)[:2]
             status = int(code)
+            if not 200 <= status <= 599 or not version.startswith(b"HTTP/1."):
+                raise ValueError(f"status {status}")
             headers = []
             for line in lines[1:]:
                 if line:
