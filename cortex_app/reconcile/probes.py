@@ -19,6 +19,7 @@ import httpx
 from cortex_app.models import Health
 
 HISTORY_LEN = 120
+MAX_SCRAPE_BYTES = 4 << 20  # an engine's /metrics (vLLM's: ~100 KB); past this it is not read on
 # While a model loads its /health is probed this often: at first every 25 ms (a tiny model is
 # ready in a few hundred ms, and the row should say so at once), then a twentieth of the time
 # it has been loading, at most once a second (a 10-minute vLLM load needs no more).
@@ -72,11 +73,25 @@ async def probe_one(client: httpx.AsyncClient, model_id: int, url: str, timeout:
     try:
         # wait_for bounds the whole exchange, not just each socket read: a server that
         # trickles bytes cannot hold a probe past its timeout.
-        r = await asyncio.wait_for(client.get(url, timeout=timeout), timeout=timeout)
+        status, _ = await asyncio.wait_for(_get(client, url, timeout, 0), timeout=timeout)
     except (httpx.HTTPError, asyncio.TimeoutError, OSError) as exc:
         return ProbeResult(model_id, False, None, error=type(exc).__name__)
     latency = (time.perf_counter() - t0) * 1000
-    return ProbeResult(model_id, r.status_code == 200, latency, status=r.status_code)
+    return ProbeResult(model_id, status == 200, latency, status=status)
+
+
+async def _get(client: httpx.AsyncClient, url: str, timeout: float, keep: int) -> tuple[int, Optional[bytes]]:
+    """The status and at most `keep` bytes of the body (None past that: not read on). An engine
+    that answers a probe or a scrape with a huge body fills nothing."""
+    async with client.stream("GET", url, timeout=timeout) as r:
+        if not keep:
+            return r.status_code, b""
+        body = bytearray()
+        async for chunk in r.aiter_bytes():
+            body += chunk
+            if len(body) > keep:
+                return r.status_code, None
+        return r.status_code, bytes(body)
 
 
 async def probe_many(targets: Sequence[tuple[int, str]], *, timeout: float = 1.0,
@@ -108,10 +123,10 @@ async def scrape_many(targets: Sequence[tuple[int, str]], *, timeout: float = 1.
     async def one(mid: int, url: str):
         async with gate:
             try:
-                r = await asyncio.wait_for(client.get(url, timeout=timeout), timeout=timeout)
+                status, body = await asyncio.wait_for(_get(client, url, timeout, MAX_SCRAPE_BYTES), timeout=timeout)
             except (httpx.HTTPError, asyncio.TimeoutError, OSError):
                 return mid, None
-            return mid, r.text if r.status_code == 200 else None
+            return mid, body.decode("utf-8", errors="replace") if status == 200 and body is not None else None
 
     results = await asyncio.gather(*(one(mid, url) for mid, url in targets))
     return {mid: text for mid, text in results if text is not None}

@@ -2,8 +2,9 @@
 named as one, for a model server that lies (a host taken over, a broken build). It answers
 each request as its prompt says: a body far past any answer, a 100 MB event, a trickle of one
 byte at a time that never ends an event, a negative Content-Length, an HTML page, a status
-that is no HTTP status. Every request ends within its deadline as 502 or 504 (an error event,
-for a stream), and what the gateway holds meanwhile stays far under the payloads."""
+that is no HTTP status; and 1 GiB to a health probe or a metrics scrape. Every request ends
+within its deadline as 502 or 504 (an error event, for a stream), and what the console holds
+meanwhile stays far under the payloads."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 from cortex_app.models import Model, ModelState
+from cortex_app.reconcile.probes import probe_many, scrape_many
 from tests.integration.test_gateway_unreachable import serving
 
 MiB = 1 << 20
@@ -25,6 +27,12 @@ async def hostile_engine(reader: asyncio.StreamReader, writer: asyncio.StreamWri
     """The hostile-engine stand-in: one answer per connection, chosen by the request's prompt."""
     try:
         head = await reader.readuntil(b"\r\n\r\n")
+        if head.startswith(b"GET "):  # a probe (/health) or a scrape (/metrics): 1 GiB of answer
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for _ in range(1024):
+                writer.write(b"%x\r\n" % len(PIECE) + PIECE + b"\r\n")
+                await writer.drain()
+            return
         length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(
             b"content-length")))
         body = await reader.readexactly(length)
@@ -94,7 +102,16 @@ def test_a_hostile_engine_cannot_fill_the_console_or_hold_a_request(bed):
                 state=ModelState.RUNNING, container_id="c0ffee", host_port=server.sockets[0].getsockname()[1]))
             s.commit()
         out = []
+        base = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
         try:
+            # The reconciler's probe and the resources job's scrape read no more than they need.
+            tracemalloc.reset_peak()
+            before = tracemalloc.get_traced_memory()[0]
+            t0 = time.monotonic()
+            probed = await probe_many([(m.id, f"{base}/health")], timeout=timeout)
+            scraped = await scrape_many([(m.id, f"{base}/metrics")], timeout=timeout)
+            out.append(("probe and scrape", (probed, scraped), time.monotonic() - t0,
+                        tracemalloc.get_traced_memory()[1] - before))
             async with serving(bed, gateway_timeout_s=timeout) as (_, client):
                 for prompt, stream, *_ in CASES:
                     tracemalloc.reset_peak()
@@ -113,6 +130,10 @@ def test_a_hostile_engine_cannot_fill_the_console_or_hold_a_request(bed):
         results = asyncio.run(main())
     finally:
         tracemalloc.stop()
+    _, (probed, scraped), took, held = results.pop(0)
+    print(f"\nprobe and scrape of 1 GiB answers: {took:.2f} s, {held / MiB:.1f} MiB held at most")
+    assert probed[m.id].ok and scraped == {}, (probed, scraped)  # the status is read; the body is not
+    assert took < 2 * timeout and held < 10 * MiB, (took, held)
     for (prompt, stream, status, words), (_, r, took, held) in zip(CASES, results):
         print(f"\n{prompt}: {r.status_code} in {took:.2f} s, {held / MiB:.1f} MiB held at most")
         assert r.status_code == status, (prompt, r.status_code, r.text[:300])
