@@ -33,6 +33,14 @@ log = logging.getLogger(__name__)
 LOCAL_HOST_ID = 1
 CHECK_TIMEOUT_S = 5.0  # a connection check (adding, or the Check button) waits this long for an answer
 POLL_TIMEOUT_S = 3.0  # the periodic check of every host: each gets this long, all at once
+# A host checked on demand this recently (the Check button, POST /api/hosts/{id}/check) is not
+# asked again: that check's result is the answer, so no caller can hammer an engine.
+CHECK_AGAIN_AFTER_S = 2.0
+# (database, host id) -> (monotonic time, result) of its last check on demand; and the lock held
+# while that host is checked on demand.
+_on_demand: dict[tuple[str, int], tuple[float, Host]] = {}
+_on_demand_locks: dict[tuple[str, int], threading.Lock] = {}
+_on_demand_lock = threading.Lock()
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _ADDRESS = re.compile(r"^[A-Za-z0-9.:\[\]-]{1,255}$")
 _FOLDER = re.compile(r"^/[A-Za-z0-9._/@+-]{0,510}$")
@@ -287,6 +295,22 @@ def check_host(db: sa.Engine, settings: Settings, host_id: int, check: Check = e
     host = get_host(db, host_id)
     info = check(target_of(host, settings), timeout)
     return _record(db, settings, host, info, _gpus_of(host) if info.reachable else None)
+
+
+def check_on_demand(db: sa.Engine, settings: Settings, host_id: int, check: Check = engine_info) -> Host:
+    """What the Check button and the check route do: check the host now, unless this console
+    checked it on demand within CHECK_AGAIN_AFTER_S (that check's result is the answer).
+    Checks of one host wait for each other: ten clicks at once make one connection."""
+    key = (str(db.url), host_id)
+    with _on_demand_lock:
+        lock = _on_demand_locks.setdefault(key, threading.Lock())
+    with lock:
+        last = _on_demand.get(key)
+        if last is not None and time.monotonic() - last[0] < CHECK_AGAIN_AFTER_S:
+            return last[1]
+        row = check_host(db, settings, host_id, check)
+        _on_demand[key] = (time.monotonic(), row)
+        return row
 
 
 @dataclass(frozen=True)

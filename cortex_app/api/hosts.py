@@ -70,7 +70,7 @@ async def add_host(data: dict[str, Any] = Body(...), user: str = Depends(require
 async def check_host(host_id: int, user: str = Depends(require_operate)):
     svc = services()
     try:
-        row = await asyncio.to_thread(hosts.check_host, svc.db, svc.settings, host_id)
+        row = await asyncio.to_thread(hosts.check_on_demand, svc.db, svc.settings, host_id)
     except hosts.HostNotFound:
         return _not_found(host_id)
     return hosts.host_json(row, svc.settings)

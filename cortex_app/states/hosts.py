@@ -100,7 +100,7 @@ class HostsState(AdminState):
             self.checking = host_id
             svc = services()
         try:
-            row = await asyncio.to_thread(hosts.check_host, svc.db, svc.settings, host_id)
+            row = await asyncio.to_thread(hosts.check_on_demand, svc.db, svc.settings, host_id)
         except hosts.HostNotFound:
             row = None
         async with self:

@@ -229,6 +229,37 @@ def _runs_only_dial_stdio(h: RemoteHost) -> bool:
         client.close()
 
 
+def test_checks_on_demand_are_rate_limited_per_host(migrated_db, bed_settings):
+    """The Check button and the check route: ten at once, or one after another within
+    CHECK_AGAIN_AFTER_S, make one connection to that engine; another host is not held back."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cortex_app.models import Host
+    from cortex_app.runtime.types import EngineInfo
+
+    asked: list[str] = []
+
+    def engine(target, timeout):  # what engine_info would say, counted
+        asked.append(target.url)
+        time.sleep(0.2)
+        return EngineInfo(host=target.url, reachable=True, version="27.5.1")
+
+    with Session(migrated_db) as s:
+        s.add_all([Host(name="a", endpoint="tcp://10.0.0.7:2376", tls_ca="c", tls_cert="c", tls_key="k"),
+                   Host(name="b", endpoint="tcp://10.0.0.8:2376", tls_ca="c", tls_cert="c", tls_key="k")])
+        s.commit()
+    a, b = [h.id for h in hosts.list_hosts(migrated_db) if h.name in ("a", "b")]
+    with ThreadPoolExecutor(10) as pool:
+        rows = list(pool.map(lambda _: hosts.check_on_demand(migrated_db, bed_settings, a, engine), range(10)))
+    assert asked == ["tcp://10.0.0.7:2376"] and all(r.reachable for r in rows)
+    hosts.check_on_demand(migrated_db, bed_settings, a, engine)  # again at once: that check's answer
+    hosts.check_on_demand(migrated_db, bed_settings, b, engine)  # another host: asked
+    assert asked == ["tcp://10.0.0.7:2376", "tcp://10.0.0.8:2376"]
+    time.sleep(hosts.CHECK_AGAIN_AFTER_S)
+    hosts.check_on_demand(migrated_db, bed_settings, a, engine)
+    assert asked[-1] == "tcp://10.0.0.7:2376" and len(asked) == 3
+
+
 def test_a_silent_host_misses_its_deadline_and_delays_no_other(migrated_db, bed_settings, remote):
     db, settings = migrated_db, bed_settings
     tls, ssh = remote
@@ -303,6 +334,8 @@ def test_hosts_over_http_and_the_scheduler_watches_them(start_console, docker_ho
         tls.restore()
     checked = api.post(f"/api/hosts/{host['id']}/check", headers=bearer)
     assert checked.status_code == 200 and checked.json()["state"] == "reachable"
+    again = api.post(f"/api/hosts/{host['id']}/check", headers=bearer)  # at once again: the same check
+    assert again.status_code == 200 and again.json()["checked_at"] == checked.json()["checked_at"]
     assert api.delete("/api/hosts/1", headers=bearer).status_code == 409
     assert api.delete(f"/api/hosts/{host['id']}", headers=bearer).status_code == 204
     assert api.delete(f"/api/hosts/{host['id']}", headers=bearer).status_code == 404
