@@ -167,10 +167,10 @@ def _validated(db: sa.Engine, settings: Settings, name: str, url: str, address: 
 # Folders a model container must never have mounted (every engine container gets the models
 # dir and the HF cache): the whole filesystem, the system's own, and what holds the Docker
 # socket (root on that machine to whoever can write to it).
-_SYSTEM_DIRS = frozenset({"/", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/usr", "/var", "/var/lib", "/home",
-                          "/root", "/srv", "/opt", "/mnt", "/media", "/tmp"})
-_SYSTEM_TREES = ("/boot", "/dev", "/etc", "/proc", "/sys", "/run", "/var/run", "/var/lib/docker", "/usr/bin",
-                 "/usr/sbin", "/usr/lib")
+_SYSTEM_DIRS = frozenset({"/", "/var", "/var/lib", "/home", "/srv", "/opt", "/mnt", "/media", "/tmp"})
+# Whole trees: the system's programs and libraries, root's home, the engines' own state.
+_SYSTEM_TREES = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/usr", "/root", "/boot", "/dev", "/etc",
+                 "/proc", "/sys", "/run", "/var/run", "/var/lib/docker", "/var/lib/containerd")
 
 
 def _folder(field: str, value: str) -> Optional[str]:
@@ -181,10 +181,11 @@ def _folder(field: str, value: str) -> Optional[str]:
     if not _FOLDER.match(value) or ".." in value.split("/"):
         raise HostInvalid(f"{field}: an absolute path on that machine, such as /srv/models")
     path = "/" + "/".join(part for part in value.split("/") if part not in ("", "."))  # "//etc/." is /etc
-    if path in _SYSTEM_DIRS or any(path == t or path.startswith(t + "/") for t in _SYSTEM_TREES):
-        raise HostInvalid(f"{field}: {path} is the whole filesystem, a system folder or one that holds the Docker "
-                          "socket; every model container there mounts it. Give a folder of its own, such as "
-                          "/srv/models")
+    if path in _SYSTEM_DIRS or any(path == t or path.startswith(t + "/") for t in _SYSTEM_TREES) \
+            or any(part.startswith(".") for part in path.split("/")):  # ~/.ssh, ~/.docker, ~/.config
+        raise HostInvalid(f"{field}: {path} is the whole filesystem, a system folder, a hidden one (~/.ssh) or one "
+                          "that holds the Docker socket; every model container there mounts it. Give a folder of "
+                          "its own, such as /srv/models")
     return path
 
 

@@ -104,8 +104,8 @@ class HostRuntimes:
     def forget(self, host_id: int) -> None:
         """The host was removed: close its runtimes."""
         with self._lock:
-            olds = [self._remote.pop(slot) for slot in (host_id, ("list", host_id), ("gpu", host_id))
-                    if slot in self._remote]
+            slots = (host_id, ("list", host_id), ("gpu", host_id), ("page", host_id))
+            olds = [self._remote.pop(slot) for slot in slots if slot in self._remote]
         for _, rt in olds:
             rt.close()
 

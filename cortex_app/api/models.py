@@ -51,13 +51,14 @@ def model_json(m: Model, engines: bool = True) -> dict:
     has none: the last probe's verdict would be stale). `engines`: where its engine listens
     (its published port and the address the console reaches it at), for operate and admin."""
     lc = services().lifecycle
-    where = {"host_port": m.host_port, "address": lc.base_url(m)} if engines else {}
+    # Its container's id too: a console that reaches models by container name reaches them there.
+    where = {"host_port": m.host_port, "address": lc.base_url(m), "container_id": m.container_id} if engines else {}
     return {"id": m.id, "name": m.name, "served_name": m.served_name, "alias": m.alias, "engine": m.engine.value,
             "image": m.image, "source": m.source, "host_id": m.host_id, "auto_host": m.auto_host,
             "state": m.state.value, "state_reason": m.state_reason,
             "request_defaults": m.request_defaults,
             "health": m.health.value if m.state == ModelState.RUNNING else None, **where,
-            "container_id": m.container_id, "stale": lc.is_stale(m), "memory_estimate_mib": m.memory_estimate_mib,
+            "stale": lc.is_stale(m), "memory_estimate_mib": m.memory_estimate_mib,
             "memory_used_mib": m.memory_used_mib}
 
 

@@ -41,7 +41,7 @@ REPORT_EVERY_S = 1.0
 BENCH_S = 5.0  # a replica that refused a connection gets no new requests for this long (while others can)
 PRUNE_EVERY_S = 3600.0  # usage records past the retention go within the hour
 MAX_BODY_BYTES = 16 * 1024 * 1024  # a long prompt or a batch of inputs to embed
-PARSE_INLINE_BYTES = 256 * 1024  # a body this large or more is parsed in a thread (~2 ms inline at most)
+SUSPECT_EVERY_S = 5.0
 REFUSED = frozenset({401, 403, 429})  # refusals: counted by status in metrics, never written as usage
 _PROMPT = re.compile(rb'"prompt_tokens"\s*:\s*(\d+)')
 _COMPLETION = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
@@ -59,12 +59,14 @@ def _tokens_in(body: bytes) -> tuple[int, int]:
 class _Exchange:
     """One request's figures, for the meter."""
 
-    __slots__ = ("t0", "key", "model", "endpoint", "stream", "status", "prompt", "completion", "ttft", "complete")
+    __slots__ = ("t0", "key", "model", "endpoint", "stream", "status", "prompt", "completion", "ttft", "complete",
+                 "refused")
 
     def __init__(self, t0: float) -> None:
         self.t0, self.key, self.model, self.endpoint = t0, None, "", ""
         self.stream, self.status, self.prompt, self.completion, self.ttft = False, 0, 0, 0, None
         self.complete = False  # the client has the whole answer (what follows is the closing of it)
+        self.refused = False  # the gateway itself refused the key (401, 403, 429): never an engine's answer
 
 
 class Gateway:
@@ -74,6 +76,7 @@ class Gateway:
         self._inflight: dict[int, int] = {}  # model id -> requests it is answering now
         self._last: dict[int, int] = {}  # model id -> when it was last picked for an alias (a sequence number)
         self._picks = 0
+        self._suspected: dict[int, float] = {}  # model id -> when its silence last had a pass look (monotonic)
         self._benched: dict[int, float] = {}  # model id -> monotonic time until which it is passed over
         self.keys: dict[str, keymod.KeyView] = {}
         self.limiter = keymod.RateLimiter()
@@ -184,7 +187,7 @@ class Gateway:
         try:
             await self._handle(scope, receive, send, ex)
         finally:
-            if ex.status in REFUSED:  # counted, never a usage row: a refused key writes nothing
+            if ex.refused:  # counted, never a usage row: a refused key writes nothing
                 self.metrics.refuse(ex.status)
             elif ex.model:
                 self._account(ex)
@@ -255,9 +258,7 @@ class Gateway:
             if raw is None:
                 return
             try:
-                # A large body is parsed off the event loop: pages, probes and other requests
-                # go on meanwhile.
-                body = json.loads(raw) if len(raw) < PARSE_INLINE_BYTES else await asyncio.to_thread(json.loads, raw)
+                body = json.loads(raw)
             except (ValueError, RecursionError):
                 raise GatewayError(400, "the request body is not JSON") from None
             if not isinstance(body, dict):
@@ -275,6 +276,7 @@ class Gateway:
             ex.model = route.served_name
             prepared = prepare(body, endpoint, route.defaults)
         except GatewayError as err:
+            ex.refused = err.status in REFUSED
             return await self._refuse(send, err, ex)
         ex.stream = prepared.stream
         await self._forward(scope, receive, send, route, path, prepared.body, asked if route.alias == asked else None,
@@ -406,7 +408,7 @@ class Gateway:
                 # Said under the name the client used: an alias's replicas stay its own business.
                 except UpstreamError as exc:
                     if exc.silent:  # its host may have gone silent: a pass looks now
-                        self.reconciler.look_again()
+                        self._suspect(route)
                     raise GatewayError(502, f"the model `{alias or route.served_name}` did not answer: {exc}",
                                        "upstream_error", "upstream_unreachable") from None
                 except TimeoutError:
@@ -516,19 +518,28 @@ class Gateway:
             kept.append(event + b"\n\n")
         return b"".join(kept)
 
+    def _suspect(self, route: Route) -> None:
+        """Its engine said nothing at all: a reconcile pass looks at its host now, at most once
+        per SUSPECT_EVERY_S per model (an engine whose port alone is silent, its host answering,
+        must not keep passes running back to back)."""
+        now = time.monotonic()
+        if now - self._suspected.get(route.model_id, -SUSPECT_EVERY_S) >= SUSPECT_EVERY_S:
+            self._suspected[route.model_id] = now
+            self.reconciler.look_again()
+
     def _report(self, route: Route, error: str, silent: bool = False) -> None:
         """An engine that refused the connection twice counts as a failed health probe: at most
         one a second per model (a burst of requests must not make a burst of probes). One that
         said nothing at all may be on a host gone silent: a reconcile pass looks at once (and
         finds it silent by its deadline; the gateway then refuses its models at once)."""
         if silent:
-            self.reconciler.look_again()
+            self._suspect(route)
         now = time.monotonic()
         if now - self._reported.get(route.model_id, -REPORT_EVERY_S) < REPORT_EVERY_S:
             return
         self._reported[route.model_id] = now
         task = asyncio.get_running_loop().create_task(
-            self.reconciler.note_failed_probe(route.model_id, route.container_id, f"gateway: {error}"))
+            self.reconciler.note_failed_probe(route.model_id, route.container_id, f"gateway: {error}", seen_at=now))
         self._reports.add(task)  # held until done: a task nobody references may be collected
         task.add_done_callback(self._reports.discard)
 

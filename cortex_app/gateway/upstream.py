@@ -28,6 +28,8 @@ MAX_IDLE_PER_SERVER = 64
 _READ_LIMIT = 1 << 20  # the longest header block or chunk-size line accepted
 # What an engine may send, at most (a hostile or broken one fills no memory): a whole answer
 # (a batch of embeddings is the largest), and one SSE event or HTTP chunk of a stream.
+SMALL_REQUEST_BYTES = 64 << 10  # fits an idle connection's buffers at once
+LARGE_REQUEST_ACK_S = 30.0
 MAX_ANSWER_BYTES = 32 << 20
 MAX_EVENT_BYTES = 1 << 20
 
@@ -43,6 +45,19 @@ def _why_not(exc: BaseException) -> str:
         return "connection refused"
     code = errno.errorcode.get(exc.errno) if isinstance(exc, OSError) and exc.errno else None
     return code or type(exc).__name__
+
+
+def _ack_within(writer, data: bytes) -> None:
+    """A request the server's machine does not even acknowledge within CONNECT_TIMEOUT_S (its
+    host went silent under a kept connection) fails then, not at the gateway's timeout
+    (TCP_USER_TIMEOUT). An engine busy generating acknowledges all the same; one too busy to
+    read its socket stops acknowledging only once its buffers are full, which a small request
+    never fills: a large one gets LARGE_REQUEST_ACK_S."""
+    sock = writer.get_extra_info("socket")
+    if sock is None or not hasattr(socket, "TCP_USER_TIMEOUT"):
+        return
+    within = CONNECT_TIMEOUT_S if len(data) <= SMALL_REQUEST_BYTES else LARGE_REQUEST_ACK_S
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(within * 1000))
 
 
 class UpstreamError(Exception):
@@ -109,8 +124,8 @@ class Response:
                 self._reuse = False
                 while data := await r.read(65536):
                     yield data
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, ValueError) as exc:
-            self.close()
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError, ValueError) as exc:
+            self.close()  # OSError: a reset, or ETIMEDOUT (TCP_USER_TIMEOUT)
             raise UpstreamError(f"the model's server broke off its answer ({type(exc).__name__})") from None
         self._done = True
         self.release()
@@ -120,7 +135,7 @@ class Response:
         if self._length is not None:  # the common answer: one read, no generator
             try:
                 data = await self._reader.readexactly(self._length)
-            except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            except (asyncio.IncompleteReadError, OSError) as exc:
                 self.close()
                 raise UpstreamError(f"the model's server broke off its answer ({type(exc).__name__})") from None
             self._done = True
@@ -204,16 +219,11 @@ class Upstream:
         except (OSError, asyncio.TimeoutError) as exc:
             raise UpstreamError(f"cannot connect to the model's server ({_why_not(exc)})", connect=True,
                                 silent=isinstance(exc, (TimeoutError, asyncio.TimeoutError))) from None
-        sock = writer.get_extra_info("socket")
-        if sock is not None and hasattr(socket, "TCP_USER_TIMEOUT"):
-            # A request the server's machine does not even acknowledge within CONNECT_TIMEOUT_S
-            # (its host went silent under a kept connection) fails then, not at the gateway's
-            # timeout; an engine that is busy generating acknowledges at once all the same.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(CONNECT_TIMEOUT_S * 1000))
         return await self._exchange(key, reader, writer, head + body, stream, kept=False)
 
     async def _exchange(self, key, reader, writer, data: bytes, stream: bool, kept: bool) -> Response:
         t0 = time.monotonic()
+        _ack_within(writer, data)
         try:
             writer.write(data)
             block = await reader.readuntil(b"\r\n\r\n")

@@ -148,7 +148,7 @@ class Reconciler:
     @property
     def unreachable(self) -> set[int]:
         """Hosts the last pass could not list: their models are not probed."""
-        return {h for h, up in self.hosts_up.items() if not up}
+        return {h for h, up in dict(self.hosts_up).items() if not up}  # a copy: other threads read it too
 
     def mark_booted(self) -> None:
         """A leader taking over: the models it finds were started by the old leader on an
@@ -592,15 +592,17 @@ class Reconciler:
         await asyncio.to_thread(self._write_health, rows, results, began)
         return len(results)
 
-    async def note_failed_probe(self, model_id: int, container_id: Optional[str], error: str) -> None:
-        """Someone else found the model unreachable (the gateway: its connection refused twice):
-        counted as one failed probe of that container, toward `unhealthy`."""
+    async def note_failed_probe(self, model_id: int, container_id: Optional[str], error: str,
+                                seen_at: Optional[float] = None) -> None:
+        """Someone else found the model unreachable (the gateway: its connection refused twice,
+        at `seen_at`, monotonic): counted as one failed probe of that container, toward
+        `unhealthy`, unless its host went away or came back since."""
+        began = time.monotonic() if seen_at is None else seen_at
         def write() -> None:
             with Session(self.lc.db) as session:
                 row = session.get(Model, model_id)
             if row is not None and row.state == S.RUNNING and row.container_id == container_id:
-                self._write_health([row], {model_id: ProbeResult(model_id, False, None, error=error[:200])},
-                                   time.monotonic())
+                self._write_health([row], {model_id: ProbeResult(model_id, False, None, error=error[:200])}, began)
         await asyncio.to_thread(write)
 
     def _write_health(self, rows: list[Model], results: dict, began: float) -> None:

@@ -86,7 +86,9 @@ def parse_smi_line(line: str) -> Optional[GpuReading]:
     """One line of smi_command's output; None for anything else (a blank line, an error, a GPU
     index of MAX_GPUS or more). A name past MAX_GPU_NAME characters is cut there."""
     parts = [p.strip() for p in line.split(",")]
-    if len(parts) != len(SMI_FIELDS) or not parts[0].isdigit() or len(parts[0]) > 3 or int(parts[0]) >= MAX_GPUS:
+    if len(parts) != len(SMI_FIELDS) or not parts[0].isdigit() or len(parts[0]) > 3:
+        return None
+    if int(parts[0]) >= MAX_GPUS:
         return None
     used, total, util, temp, power, limit = (_smi_number(p) for p in parts[2:])
     if used is None or total is None:
