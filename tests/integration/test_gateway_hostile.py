@@ -12,12 +12,8 @@ import asyncio
 import time
 import tracemalloc
 
-import sqlalchemy as sa
-from sqlmodel import Session
-
-from cortex_app.models import Model, ModelState
 from cortex_app.reconcile.probes import probe_many, scrape_many
-from tests.integration.test_gateway_unreachable import serving
+from tests.integration.test_gateway_unreachable import running_at, serving
 
 MiB = 1 << 20
 PIECE = b"x" * MiB  # what the stand-in sends again and again: it holds no more than this
@@ -97,10 +93,7 @@ def test_a_hostile_engine_cannot_fill_the_console_or_hold_a_request(bed):
 
     async def main():
         server = await asyncio.start_server(hostile_engine, "127.0.0.1", 0)
-        with Session(bed.db) as s:  # as the reconciler would have it: running, on that port
-            s.execute(sa.update(Model).where(Model.id == m.id).values(
-                state=ModelState.RUNNING, container_id="c0ffee", host_port=server.sockets[0].getsockname()[1]))
-            s.commit()
+        running_at(bed, m.id, server.sockets[0].getsockname()[1])
         out = []
         base = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
         try:

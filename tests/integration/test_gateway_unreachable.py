@@ -35,6 +35,15 @@ async def serving(bed, **settings):
         await gateway.stop()
 
 
+def running_at(bed, model_id: int, port: int, container_id: str = "c0ffee") -> None:
+    """The row as the reconciler would have it for a server of the test's own on `port`:
+    running there (no container behind it)."""
+    with Session(bed.db) as s:
+        s.execute(sa.update(Model).where(Model.id == model_id).values(
+            state=ModelState.RUNNING, container_id=container_id, host_port=port))
+        s.commit()
+
+
 def test_an_engine_gone_behind_the_consoles_back_is_502_and_a_failed_probe(bed, docker_client):
     m = bed.llama("gone")
     bed.start_ready(m.id)
@@ -73,10 +82,7 @@ def test_an_engine_that_never_answers_is_504_after_the_gateway_timeout(bed):
 
     async def main():
         server = await asyncio.start_server(hang, "127.0.0.1", 0)
-        with Session(bed.db) as s:  # as the reconciler would have it: running, on that port
-            s.execute(sa.update(Model).where(Model.id == m.id).values(
-                state=ModelState.RUNNING, container_id="c0ffee", host_port=server.sockets[0].getsockname()[1]))
-            s.commit()
+        running_at(bed, m.id, server.sockets[0].getsockname()[1])
         try:
             async with serving(bed, gateway_timeout_s=1.0) as (_, client):
                 t0 = time.monotonic()
@@ -100,10 +106,7 @@ def test_a_replica_that_refuses_the_connection_is_skipped_for_another(bed):
     with socket.socket() as s:  # a port nothing listens on: the connection is refused
         s.bind(("127.0.0.1", 0))
         dead_port = s.getsockname()[1]
-    with Session(bed.db) as s:
-        s.execute(sa.update(Model).where(Model.id == gone.id).values(
-            state=ModelState.RUNNING, container_id="deadbeef", host_port=dead_port))
-        s.commit()
+    running_at(bed, gone.id, dead_port, container_id="deadbeef")
     body = {"model": "team", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
 
     async def main():
