@@ -360,20 +360,22 @@ class DockerRuntime:
 
     def discard(self, container_id: str, grace_s: float = DISCARD_GRACE_S) -> bool:
         """A container nobody asked for: SIGTERM, `grace_s` seconds to exit, then SIGKILL and
-        remove (also when it is paused). False if there was no such container."""
+        remove (also when it is paused). `grace_s` 0: SIGKILL at once (a paused one is not
+        resumed to shut down). False if there was no such container."""
         api = self._c().api
         try:
-            try:
-                api.kill(container_id, signal="SIGTERM")
-            except docker.errors.NotFound:
-                return False
-            except docker.errors.APIError:
-                pass  # not running (exited, created): nothing to wait for
-            else:
+            if grace_s > 0:
                 try:
-                    api.wait(container_id, timeout=grace_s)
-                except requests.exceptions.RequestException:
-                    pass  # still running after the grace: the forced removal kills it
+                    api.kill(container_id, signal="SIGTERM")
+                except docker.errors.NotFound:
+                    return False
+                except docker.errors.APIError:
+                    pass  # not running (exited, created): nothing to wait for
+                else:
+                    try:
+                        api.wait(container_id, timeout=grace_s)
+                    except requests.exceptions.RequestException:
+                        pass  # still running after the grace: the forced removal kills it
             api.remove_container(container_id, force=True)
             return True
         except docker.errors.NotFound:

@@ -334,6 +334,7 @@ def test_a_paused_loading_container_fails_its_model_without_a_probe_wait(bed, do
     row = bed.row(m.id)
     assert row.state is S.FAILED and "paused" in row.state_reason, row.state_reason
     assert report.duration_s < LOADING_PROBE_TIMEOUT_S, report.duration_s  # a probe would take all of it
+    print(f"\npaused container: model failed and container gone in {took:.2f} s")
     assert took < 3.0, took  # the failure itself: a transition, then the paused container discarded
     assert_rows_match_containers(bed, docker_client)
 
