@@ -269,6 +269,7 @@ def test_the_gateway_waits_on_a_silent_host_two_seconds_and_then_not_at_all(bed,
     waited for the gateway's timeout); once a pass has found the host silent, its models are
     refused at once (503)."""
     import asyncio
+    import subprocess
 
     from cortex_app.gateway.upstream import CONNECT_TIMEOUT_S
     from tests.integration.test_gateway_unreachable import serving
@@ -281,7 +282,8 @@ def test_the_gateway_waits_on_a_silent_host_two_seconds_and_then_not_at_all(bed,
     async def main():
         async with serving(bed) as (gateway, client):
             assert (await client.post("/v1/chat/completions", json=body)).status_code == 200
-            tls.cut()
+            tls.cut()  # the engine's port; and what its models publish (DNAT: forwarded, not input)
+            subprocess.run(["nsenter", f"--net={tls.netns}", "iptables", "-I", *forwarded], check=True)
             t0 = time.monotonic()
             kept = await client.post("/v1/chat/completions", json=body)  # on the connection kept
             took_kept = time.monotonic() - t0
@@ -294,10 +296,12 @@ def test_the_gateway_waits_on_a_silent_host_two_seconds_and_then_not_at_all(bed,
             then = await client.post("/v1/chat/completions", json=body)
             return kept, took_kept, first, took_first, then, time.monotonic() - t0
 
+    forwarded = ["FORWARD", "-i", f"{tls.name}-i", "-j", "DROP"]
     try:
         kept, took_kept, first, took_first, then, took_then = asyncio.run(main())
     finally:
         tls.restore()
+        subprocess.run(["nsenter", f"--net={tls.netns}", "iptables", "-D", *forwarded])
     print(f"\nsilent host: on the kept connection {kept.status_code} in {took_kept:.2f} s, on a fresh one "
           f"{first.status_code} in {took_first:.2f} s, after the pass {then.status_code} in {took_then * 1000:.0f} ms")
     # The kept connection: the request is not even acknowledged (TCP_USER_TIMEOUT), not the
@@ -363,7 +367,7 @@ def test_a_container_made_on_a_host_just_back_from_an_engine_restart_goes_within
         tls.start_engine()
         c = docker.DockerClient(base_url=tls.socket, timeout=30)
         try:
-            by_hand = c.containers.run(
+            c.containers.run(
                 LLAMA_IMAGE, ["600"], entrypoint="sleep", detach=True, name=f"by-hand-{m.id}-{attempt}",
                 labels={"cortex.managed": "true", "cortex.instance": bed.lc.runtimes.get(t.id).instance,
                         "cortex.model-id": str(m.id), "cortex.spec-hash": "forged"},

@@ -431,7 +431,7 @@ def test_stale_decisions_never_land_on_a_changed_row(bed):
     # 3. a probe round that read the row as running, written after it was stopped.
     stale = bed.row(m.id).model_copy(update={"state": S.RUNNING, "health": Health.HEALTHY})
     bed.lc.settings = dataclasses.replace(bed.settings, unhealthy_after=1)
-    bed.rec._write_health([stale], {m.id: ProbeResult(m.id, False, None, status=503)})
+    bed.rec._write_health([stale], {m.id: ProbeResult(m.id, False, None, status=503)}, time.monotonic())
     row = bed.row(m.id)
     assert row.health is Health.UNKNOWN and row.last_probe_at is None
     assert bed.events(m.id, kind=EventKind.HEALTH) == []

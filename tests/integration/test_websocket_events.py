@@ -214,8 +214,8 @@ def test_without_a_session_the_pages_read_nothing(console, world):
 WORKING = [(f"{FORM}.set_value", "/models/new", {"field": "source", "value": "tiny.gguf"}),
            (f"{FORM}.set_value", "/models/new", {"field": "image", "value": LLAMA_IMAGE}),
            (f"{USAGE}.set_window", "/usage", {"v": "7d"}),
-           (f"{ADMIN_STATE}.cortex_app___states___model_detail____model_detail_state.older_events", "/models/1"),
-           (f"{ADMIN_STATE}.cortex_app___states___model_detail____model_detail_state.newer_events", "/models/1")]
+           (f"{ADMIN_STATE}.cortex_app___states___model_detail____model_detail_state.older_events", "/models/1", {}),
+           (f"{ADMIN_STATE}.cortex_app___states___model_detail____model_detail_state.newer_events", "/models/1", {})]
 
 
 def test_without_a_session_no_handler_reads_files_or_asks_the_engine(console, world):
