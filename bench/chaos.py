@@ -54,7 +54,7 @@ from standardwebhooks import Webhook  # noqa: E402
 
 from bench.chaos_invariants import (Ctr, Delivery, Event, Found, Row, Snapshot, Tracker, agrees,  # noqa: E402
                                     around, disagreement, timeline_violations, webhook_violations)
-from bench.common import BUSYBOX_IMAGE, LLAMA_IMAGE, VLLM_IMAGE, pct  # noqa: E402
+from bench.common import BUSYBOX_IMAGE, INGRESS_IMAGE, LLAMA_IMAGE, VLLM_IMAGE, pct  # noqa: E402
 from tests import engines  # noqa: E402
 from tests.console import Console, ConsoleFailed, free_port, launch  # noqa: E402
 from tests.hostbed import RemoteHost  # noqa: E402
@@ -270,7 +270,7 @@ class Chaos:
     def setup(self) -> None:
         if self.remote is not None:
             self.remote.up()
-            engines.copy_images(self.engine.host, self.remote.socket, (LLAMA_IMAGE, BUSYBOX_IMAGE))
+            engines.copy_images(self.engine.host, self.remote.socket, (LLAMA_IMAGE, BUSYBOX_IMAGE, INGRESS_IMAGE))
             self.far = docker.DockerClient(base_url=self.remote.socket, timeout=60)
         models = self.workdir / "models"
         models.mkdir(parents=True)
@@ -281,7 +281,7 @@ class Chaos:
         self.console = launch(self.workdir / "data", self.port, DOCKER_HOST=self.engine.host,
                               CORTEX_MODELS_DIR=str(models),
                               CORTEX_LLAMACPP_IMAGE=LLAMA_IMAGE, CORTEX_VLLM_IMAGE=VLLM_IMAGE,
-                              CORTEX_ADMIN_USER=ADMIN, CORTEX_ADMIN_PASSWORD=PASSWORD)
+                              CORTEX_INGRESS_IMAGE=INGRESS_IMAGE, CORTEX_ADMIN_USER=ADMIN, CORTEX_ADMIN_PASSWORD=PASSWORD)
         self.stats.console_starts.append(time.monotonic() - t0)
         assert self.console.sign_in(ADMIN, PASSWORD).status_code == 200
         self.instance = self.console.instance()

@@ -22,6 +22,7 @@ sys.path.insert(0, str(ROOT))
 from tests.console import Console, launch  # noqa: E402
 
 LLAMA_IMAGE = "cortex-test/llama-server:latest"
+INGRESS_IMAGE = "cortex-test/nginx:latest"  # what other hosts' ingresses run in the benches
 VLLM_IMAGE = "cortex-test/vllm-standin:latest"
 BUSYBOX_IMAGE = "cortex-test/busybox:latest"
 ADMIN, PASSWORD = "bench", "bench-password-1"
@@ -48,7 +49,7 @@ def bench_console(workdir: Path, docker_host: str, **settings: str) -> Console:
         subprocess.run([sys.executable, str(ROOT / "scripts/testimages/make_tiny_gguf.py"), str(models / "tiny.gguf")],
                        check=True, capture_output=True)
     console = launch(workdir / "data", DOCKER_HOST=docker_host, CORTEX_MODELS_DIR=str(models),
-                     CORTEX_LLAMACPP_IMAGE=LLAMA_IMAGE, CORTEX_VLLM_IMAGE=VLLM_IMAGE,
+                     CORTEX_LLAMACPP_IMAGE=LLAMA_IMAGE, CORTEX_VLLM_IMAGE=VLLM_IMAGE, CORTEX_INGRESS_IMAGE=INGRESS_IMAGE,
                      CORTEX_ADMIN_USER=ADMIN, CORTEX_ADMIN_PASSWORD=PASSWORD, **settings)
     assert console.sign_in(ADMIN, PASSWORD).status_code == 200
     return console

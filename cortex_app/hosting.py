@@ -10,9 +10,9 @@ reads them off its own container's mounts (a bind mount, or a volume's folder on
 host). CORTEX_MODELS_HOST_DIR says the same thing by hand, and is checked against the
 mounts when both are known.
 
-On another host (hosts.py): its models publish their port, on a port its engine picks, on the
-host's address when that is an IP address (else on every interface of that machine), and are
-reached at that address; they mount that machine's folders (`remote()`, pure).
+On another host (hosts.py): its models join a network of that machine's own and publish no
+port; the console reaches them through that host's ingress (cortex_app/ingress), the one port
+published there; they mount that machine's folders (`remote()`, pure).
 
 `decide()` is pure; `resolve()` asks the runtime (duck-typed: self_container,
 ensure_network, connect_network) and then decides.
@@ -63,7 +63,7 @@ class Placement:
     probe_by_name: bool  # reach models at http://<container name>:<port>, else at loopback:<host port>
     publish_host: Optional[str]  # interface of the models' host ports; None: no host ports
     in_container: bool = False
-    reach: Optional[str] = None  # a remote host's address: its models' published ports are reached there
+    reach: Optional[str] = None  # a remote host's address: its ingress is reached there
 
     def describe(self) -> str:
         if self.reach:
@@ -154,20 +154,26 @@ def decide(settings: Settings, me: Optional[SelfContainer]) -> Placement:
                      publish_host=settings.publish_host, in_container=True)
 
 
-def remote(settings: Settings, *, address: str, models_dir: Optional[str], hf_cache_dir: Optional[str]) -> Placement:
-    """Another machine's engine (hosts.py): its models publish their port (the engine picks it)
-    on `address` when that is an IP address (that interface only), else on every interface of
-    that machine, and are reached at `address`; their files are that machine's folders (by
-    default the same paths as the console's own)."""
+def publish_interface(address: str) -> str:
+    """Where another host publishes its ingress's port: on `address` when that is an IP address
+    (that interface only), else on every interface of that machine."""
+    try:
+        return str(ipaddress.ip_address(address.strip("[]")))
+    except ValueError:
+        return "0.0.0.0"  # a name: whichever interface it resolves to
+
+
+def remote(settings: Settings, *, address: str, models_dir: Optional[str], hf_cache_dir: Optional[str],
+           network: str) -> Placement:
+    """Another machine's engine (hosts.py): its models join `network`, that machine's own, and
+    publish no port; the console reaches them through that host's ingress (cortex_app/ingress),
+    at `address`. Their files are that machine's folders (by default the same paths as the
+    console's own)."""
     if not address:
         raise PlacementError("this host has no address its models can be reached at; remove it and add it again "
                              "with one")
-    try:
-        publish = str(ipaddress.ip_address(address.strip("[]")))
-    except ValueError:
-        publish = "0.0.0.0"  # a name: whichever interface it resolves to
     return Placement(models_dir or str(settings.models_dir), hf_cache_dir or str(settings.hf_cache_dir),
-                     network=None, probe_by_name=False, publish_host=publish, reach=address.strip("[]"))
+                     network=network, probe_by_name=False, publish_host=None, reach=address.strip("[]"))
 
 
 def resolve(settings: Settings, runtime) -> Placement:

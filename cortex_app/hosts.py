@@ -22,6 +22,7 @@ from cryptography import x509
 from sqlmodel import Session, select
 
 from cortex_app import journal, webhooks
+from cortex_app.ingress import nginx
 from cortex_app.models import Host, Model, utcnow
 from cortex_app.runtime import gpu
 from cortex_app.runtime.docker import DockerRuntime, DockerRuntimeError, check_ssh_key, engine_info
@@ -233,8 +234,9 @@ def sampler_name(instance: Optional[str]) -> str:
 
 
 def remove_host(db: sa.Engine, settings: Settings, host_id: int, instance: Optional[str]) -> Host:
-    """Forget a host. This install's GPU sampler there is removed first (best effort: an
-    engine that does not answer keeps it until that engine restarts; restart policy `no`)."""
+    """Forget a host. This install's GPU sampler, ingress and models' network there are removed
+    first (best effort: an engine that does not answer keeps them until it restarts; restart
+    policy `no`)."""
     if host_id == LOCAL_HOST_ID:
         raise HostInvalid("the console's own engine (DOCKER_HOST) is always a host; it cannot be removed")
     host = get_host(db, host_id)
@@ -242,8 +244,10 @@ def remove_host(db: sa.Engine, settings: Settings, host_id: int, instance: Optio
     rt = DockerRuntime(target_of(host, settings), timeout=5, instance=instance)
     try:
         rt.remove_samplers()
+        rt.remove_ingresses()
+        rt.remove_network(nginx.network_name(instance))
     except DockerRuntimeError as exc:
-        log.warning("hosts: could not remove the GPU sampler from %s: %s", host.name, exc)
+        log.warning("hosts: could not remove the GPU sampler or the ingress from %s: %s", host.name, exc)
     finally:
         rt.close()
     with _WRITES, Session(db, expire_on_commit=False) as session:

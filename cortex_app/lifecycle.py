@@ -12,9 +12,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import ssl
 import threading
 import time
-from typing import Callable, Collection, Optional
+from typing import Callable, Collection, Iterable, Optional
 
 import sqlalchemy as sa
 from sqlmodel import Session, select
@@ -25,6 +26,8 @@ from cortex_app.engines.vllm_memory import VllmEstimate
 from cortex_app.engines.spec import PUBLISH_HOST
 from cortex_app.hosting import Placement, PlacementError
 from cortex_app.hosts import LOCAL_HOST_ID, get_host
+from cortex_app.ingress import nginx
+from cortex_app.ingress.keeper import Ingresses
 from cortex_app.models import EventKind, Host, Model, ModelEvent, ModelState, utcnow
 from cortex_app.reconcile.plan import restart_decision
 from cortex_app.runtime.docker import ContainerConflict, DockerRuntime, DockerRuntimeError
@@ -80,10 +83,13 @@ def _no_remote_gpus(host_id: int) -> GpuStatus:
 
 class Lifecycle:
     def __init__(self, db: sa.Engine, runtime: DockerRuntime, settings: Settings,
-                 gpu_status: Callable[[], GpuStatus] = read_gpus, runtimes: Optional[HostRuntimes] = None):
+                 gpu_status: Callable[[], GpuStatus] = read_gpus, runtimes: Optional[HostRuntimes] = None,
+                 ingresses: Optional[Ingresses] = None):
         self.db = db
         self.runtime = runtime  # host 1's: the console's own DOCKER_HOST
         self.runtimes = runtimes or HostRuntimes(db, settings, runtime)  # every host's (runtimes.py)
+        # Other hosts' ingresses (cortex_app/ingress): the one way to their models.
+        self.ingresses = ingresses or Ingresses(db, settings, self.runtimes)
         self.settings = settings
         self.gpu_status = gpu_status  # this host's GPUs now (NVML), for the fit check at Start
         # Another host's GPUs now (its sampler's readings, gpu_samplers.py; the scheduler wires it).
@@ -117,7 +123,7 @@ class Lifecycle:
 
     def _remote_placement(self, host: Host) -> Placement:
         return hosting.remote(self.settings, address=host.address or "", models_dir=host.models_dir,
-                              hf_cache_dir=host.hf_cache_dir)
+                              hf_cache_dir=host.hf_cache_dir, network=self.ingresses.network)
 
     def placement(self, host_id: Optional[int] = None) -> Placement:
         """How a host's model containers are wired. Host 1's is worked out on first need (it asks
@@ -355,9 +361,13 @@ class Lifecycle:
                 # Bind mounts need their folders to exist (the console sees them at its own paths).
                 self.settings.models_dir.mkdir(parents=True, exist_ok=True)
                 self.settings.hf_cache_dir.mkdir(parents=True, exist_ok=True)
+            else:
+                # Its host's ingress first (and the network it shares with its models): the only
+                # way the console, and nothing else, reaches it there.
+                self.ingresses.ensure(get_host(self.db, model.host_id))
             if placement.publish_host is None:
                 port = None
-            elif placement.probe_by_name or placement.reach:
+            elif placement.probe_by_name:
                 port = None  # the console cannot see the host's ports: the engine picks; read back below
             else:
                 port = self._claim_port(model_id, model.host_id, placement.publish_host)
@@ -461,6 +471,11 @@ class Lifecycle:
     def base_url(self, model: Model) -> Optional[str]:
         return self.base_url_of(model.engine, model.container_id, model.host_port, model.host_id)
 
+    def tls_for(self, urls: Iterable[str]) -> Optional[ssl.SSLContext]:
+        """The client context of other hosts' ingresses when any of `urls` is one (https://),
+        else None (what probes and scrapes pass on: local models are plain http)."""
+        return self.ingresses.tls() if any(u.startswith("https:") for u in urls) else None
+
     def health_url(self, model: Model) -> Optional[str]:
         return self.health_url_of(model.engine, model.container_id, model.host_port, model.host_id)
 
@@ -476,14 +491,23 @@ class Lifecycle:
     def base_url_of(self, engine, container_id: Optional[str], host_port: Optional[int],
                     host_id: Optional[int] = None) -> Optional[str]:
         """Where the console reaches a model's HTTP server (probes, scrapes, the gateway): on
-        another host, at its address and published port; here, by container id on the shared
-        network when the console runs in a container, else on its published port (None: no
-        address). Uses placements only once known (never asks an engine from here)."""
+        another host, through that host's ingress (TLS, the console's certificate), by the
+        container's short id; here, by container id on the shared network when the console runs
+        in a container, else on its published port (None: no address). Uses placements and
+        ingress ports only once known (never asks an engine from here)."""
         if host_id not in (None, LOCAL_HOST_ID):
             remote = self._remote_placements.get(host_id)
-            if remote is None or not host_port:
+            if remote is None:
                 return None
-            return f"http://{'[' + remote.reach + ']' if ':' in remote.reach else remote.reach}:{host_port}"
+            reach = '[' + remote.reach + ']' if ':' in remote.reach else remote.reach
+            if host_port:
+                # Started by a console before ingresses, on a port of its own: reached there
+                # until its next start, which puts it behind the ingress.
+                return f"http://{reach}:{host_port}"
+            door = self.ingresses.port(host_id)
+            if not container_id or door is None:
+                return None
+            return f"https://{reach}:{door}{nginx.model_path(container_id, CONTAINER_PORTS[engine])}"
         placement = self._placement
         if placement is not None and placement.probe_by_name:
             # By the container's short id, which the network resolves like its name, and

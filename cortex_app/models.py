@@ -382,6 +382,11 @@ class Installation(SQLModel, table=True):
 
     id: str = Field(sa_column=sa.Column(sa.String(32), primary_key=True))
     created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
+    # The CA remote hosts' ingresses trust (cortex_app/ingress): made at first need; its key is
+    # a secret, sealed (None when it reads back empty: sealed with another secret key).
+    ingress_ca_cert: Optional[str] = Field(default=None, sa_column=sa.Column(sa.Text(), nullable=True))
+    ingress_ca_key: Optional[str] = Field(default=None, sa_column=sa.Column(
+        SealedText("the ingress CA's key"), nullable=True), repr=False)
 
 
 class InferenceKey(SQLModel, table=True):

@@ -21,7 +21,7 @@ from cortex_app.runtime.docker import DockerRuntime
 from cortex_app.settings import Settings
 
 REMOTE_TIMEOUT_S = 30.0  # one call to a remote engine (a stop waits its own grace on top)
-SAMPLER_TIMEOUT_S = 15.0  # one call of a GPU sampler's upkeep (gpu_samplers.py)
+SAMPLER_TIMEOUT_S = 15.0  # one call of a GPU sampler's or an ingress's upkeep
 PAGE_TIMEOUT_S = 3.0  # one read a page asks of another host (a model's logs): pages never wait on a host
 
 
@@ -71,6 +71,10 @@ class HostRuntimes:
         log stream never share a connection with the reconciler's calls."""
         return self._made(host, ("gpu", host.id), SAMPLER_TIMEOUT_S)
 
+    def ingress(self, host: Host) -> DockerRuntime:
+        """A runtime of its own for the host's ingress upkeep (cortex_app/ingress)."""
+        return self._made(host, ("ingress", host.id), SAMPLER_TIMEOUT_S)
+
     def drop_lister(self, host_id: int) -> None:
         """The host's list failed (no answer in time, or unreachable): its next list connects
         afresh, so it waits on no connection that hung while the host was silent."""
@@ -104,7 +108,7 @@ class HostRuntimes:
     def forget(self, host_id: int) -> None:
         """The host was removed: close its runtimes."""
         with self._lock:
-            slots = (host_id, ("list", host_id), ("gpu", host_id), ("page", host_id))
+            slots = (host_id, ("list", host_id), ("gpu", host_id), ("page", host_id), ("ingress", host_id))
             olds = [self._remote.pop(slot) for slot in slots if slot in self._remote]
         for _, rt in olds:
             rt.close()

@@ -19,6 +19,7 @@ DEFAULT_LLAMACPP_IMAGE = "ghcr.io/ggml-org/llama.cpp:server-cuda"
 DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:latest"
 # Any image will do: the NVIDIA Container Toolkit brings nvidia-smi into a container given GPUs.
 DEFAULT_GPU_SAMPLER_IMAGE = "ubuntu:24.04"
+DEFAULT_INGRESS_IMAGE = "nginx:1.27-alpine"
 
 
 class SettingsError(ValueError):
@@ -60,6 +61,7 @@ class Settings:
     gateway_metering: bool = True
     usage_retention_days: int = 90  # gateway usage records older than this are deleted
     sampler_image: str = DEFAULT_GPU_SAMPLER_IMAGE  # what a remote host's GPU sampler runs (gpu_samplers.py)
+    ingress_image: str = DEFAULT_INGRESS_IMAGE  # what a remote host's ingress runs (cortex_app/ingress)
 
     @property
     def allowed_origins(self) -> tuple[str, ...]:
@@ -213,6 +215,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         llamacpp_image=env.get("CORTEX_LLAMACPP_IMAGE", "").strip() or DEFAULT_LLAMACPP_IMAGE,
         vllm_image=env.get("CORTEX_VLLM_IMAGE", "").strip() or DEFAULT_VLLM_IMAGE,
         sampler_image=env.get("CORTEX_GPU_SAMPLER_IMAGE", "").strip() or DEFAULT_GPU_SAMPLER_IMAGE,
+        ingress_image=env.get("CORTEX_INGRESS_IMAGE", "").strip() or DEFAULT_INGRESS_IMAGE,
         keep_models_on_restart=_bool(env, "CORTEX_KEEP_MODELS_ON_RESTART", False),
         reconcile_interval_s=_number(env, "CORTEX_RECONCILE_INTERVAL", 10.0, 0.2, 3600),
         probe_interval_s=_number(env, "CORTEX_PROBE_INTERVAL", 5.0, 0.2, 3600),

@@ -10,6 +10,9 @@
 #                              Dockerfile (tests/integration/test_selfhost.py, bench/image.py)
 #   cortex-test/vllm-standin   python-base + scripts/testimages/vllm_standin.py:
 #                              a STAND-IN for vLLM (which needs a GPU), not vLLM
+#   cortex-test/nginx          Debian bookworm minbase + nginx-light: stands in for the stock
+#                              nginx image (nginx:1.27-alpine) a remote host's ingress runs
+#                              (cortex_app/ingress): the same nginx, built from Debian's package
 #   cortex-test/nvidia-smi-standin  busybox + a STAND-IN for nvidia-smi printing fixed H200
 #                              readings (scripts/testimages/nvidia-smi-h200.csv) in its CSV
 #                              form: what a remote host's GPU sampler runs in the tests
@@ -144,10 +147,27 @@ build_python_base() {
   rm -rf "$root"
 }
 
+build_nginx() {
+  have cortex-test/nginx:latest && return
+  log "building cortex-test/nginx (debootstrap bookworm + nginx-light, ~1 min)"
+  local root="$WORK/nginx"
+  fresh_dir "$root"
+  debootstrap_into bookworm "$root" --include=nginx-light
+  slim_rootfs "$root"
+  rm -f "$root"/etc/nginx/sites-enabled/*
+  tar -C "$root" -c . | docker import \
+    -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    -c 'CMD ["nginx", "-g", "daemon off;"]' \
+    -c 'LABEL cortex.test-image=nginx cortex.stand-in-for=nginx:1.27-alpine' \
+    - cortex-test/nginx:latest >/dev/null
+  rm -rf "$root"
+}
+
 docker version >/dev/null 2>&1 || { log "no Docker Engine answers at DOCKER_HOST=${DOCKER_HOST:-unset}; run scripts/engine.sh up"; exit 1; }
 mkdir -p "$WORK"
 if ! have cortex-test/busybox:latest || ! have cortex-test/llama-server:latest || ! have cortex-test/vllm-standin:latest \
-   || ! have cortex-test/python-base:bookworm || ! have cortex-test/nvidia-smi-standin:latest; then
+   || ! have cortex-test/python-base:bookworm || ! have cortex-test/nvidia-smi-standin:latest \
+   || ! have cortex-test/nginx:latest; then
   need_host_tools
 fi
 build_busybox
@@ -155,4 +175,5 @@ build_smi_standin
 build_llama
 build_python_base
 build_vllm_standin
+build_nginx
 log "ready: $(docker image ls --format '{{.Repository}}:{{.Tag}}' 'cortex-test/*' | sort | tr '\n' ' ')"

@@ -28,6 +28,7 @@ TEST_LABEL = "cortex.test-run"  # every container a test creates carries it
 LLAMA_IMAGE = "cortex-test/llama-server:latest"
 VLLM_STANDIN_IMAGE = "cortex-test/vllm-standin:latest"
 BUSYBOX_IMAGE = "cortex-test/busybox:latest"
+INGRESS_IMAGE = "cortex-test/nginx:latest"  # nginx from Debian, for the stock image remote ingresses run
 
 
 def missing(what: str) -> None:
@@ -188,7 +189,7 @@ def bed_settings(tmp_path, tiny_gguf, docker_host):
     shutil.copy(tiny_gguf, models / "tiny.gguf")
     return load_settings({"CORTEX_DATA_DIR": str(tmp_path / "data"), "CORTEX_MODELS_DIR": str(models),
                           "DOCKER_HOST": docker_host, "CORTEX_LLAMACPP_IMAGE": LLAMA_IMAGE,
-                          "CORTEX_VLLM_IMAGE": VLLM_STANDIN_IMAGE})
+                          "CORTEX_VLLM_IMAGE": VLLM_STANDIN_IMAGE, "CORTEX_INGRESS_IMAGE": INGRESS_IMAGE})
 
 
 def migrate(url: str) -> None:
@@ -291,6 +292,7 @@ def start_console(tmp_path_factory) -> Iterator[Callable[..., Console]]:
         port = next((int(c.url.rsplit(":", 1)[1]) for c in reversed(started) if c.data_dir == data_dir), None)
         if port is None and port_is_free(SESSION_CONSOLE_PORT):
             port = SESSION_CONSOLE_PORT
+        settings.setdefault("CORTEX_INGRESS_IMAGE", INGRESS_IMAGE)
         console = launch(data_dir or tmp_path_factory.mktemp("console"), port, **settings)
         started.append(console)
         return console

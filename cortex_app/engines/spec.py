@@ -22,6 +22,8 @@ LABEL_SPEC_HASH = "cortex.spec-hash"
 LABEL_INSTANCE = "cortex.instance"  # set by the runtime: which install a container belongs to
 LABEL_HOST = "cortex.host-id"  # the host row it was made for (none: host 1, as before hosts)
 LABEL_SAMPLER = "cortex.gpu-sampler"  # a remote host's GPU sampler (gpu_samplers.py): no model's container
+LABEL_INGRESS = "cortex.ingress"  # a remote host's ingress (cortex_app/ingress): no model's container
+LABEL_INGRESS_CONFIG = "cortex.ingress-config"  # what it was made with (config, CA, address), hashed
 
 # Where the models dir is mounted inside every engine container (read-only).
 MODELS_MOUNT = "/models"

@@ -177,7 +177,7 @@ class Gateway:
         loop = asyncio.get_running_loop()
         up = self._upstreams.get(loop)
         if up is None:
-            up = self._upstreams[loop] = Upstream()
+            up = self._upstreams[loop] = Upstream(tls=self.lifecycle.ingresses.tls)
         return up
 
     # --- ASGI -----------------------------------------------------------------------------

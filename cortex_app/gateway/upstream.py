@@ -16,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import errno
 import socket
+import ssl
 import time
-from typing import AsyncIterator, Optional
+from dataclasses import dataclass
+from typing import AsyncIterator, Callable, Optional
 from urllib.parse import urlsplit
 
 # A connection that does not open in this long is given up (another replica, or 502): an engine
@@ -41,6 +43,8 @@ def _why_not(exc: BaseException) -> str:
         return f"what was sent was not acknowledged within {CONNECT_TIMEOUT_S:g} s"
     if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):  # wait_for's
         return f"no connection within {CONNECT_TIMEOUT_S:g} s"
+    if isinstance(exc, ssl.SSLError):  # another host's ingress: its certificate, or the handshake
+        return f"TLS: {exc.reason or type(exc).__name__}"
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
     code = errno.errorcode.get(exc.errno) if isinstance(exc, OSError) and exc.errno else None
@@ -58,6 +62,15 @@ def _ack_within(writer, data: bytes) -> None:
         return
     within = CONNECT_TIMEOUT_S if len(data) <= SMALL_REQUEST_BYTES else LARGE_REQUEST_ACK_S
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(within * 1000))
+
+
+@dataclass(frozen=True)
+class _Server:
+    host: str
+    port: int
+    netloc: bytes
+    prefix: bytes  # the base URL's path: where the model is on its host's ingress (b"" here)
+    tls: Optional[ssl.SSLContext]
 
 
 class UpstreamError(Exception):
@@ -168,17 +181,24 @@ class Response:
 
 
 class Upstream:
-    def __init__(self) -> None:
-        self._idle: dict[tuple[str, int], list] = {}
-        self._servers: dict[str, tuple[str, int, bytes]] = {}
+    def __init__(self, tls: Optional[Callable[[], ssl.SSLContext]] = None) -> None:
+        """`tls`: gives the client context for https:// servers (other hosts' ingresses), on
+        first need."""
+        self._tls = tls
+        self._idle: dict[tuple[str, int, bytes], list] = {}
+        self._servers: dict[str, _Server] = {}
 
-    def _server(self, base_url: str) -> tuple[str, int, bytes]:
+    def _server(self, base_url: str) -> "_Server":
         known = self._servers.get(base_url)
         if known is None:
             parts = urlsplit(base_url)
-            host, port = parts.hostname or "127.0.0.1", parts.port or 80
+            secure = parts.scheme == "https"
+            host, port = parts.hostname or "127.0.0.1", parts.port or (443 if secure else 80)
             netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-            known = self._servers[base_url] = (host, port, netloc.encode())
+            if secure and self._tls is None:
+                raise UpstreamError("no TLS client context for another host's ingress", connect=True)
+            known = self._servers[base_url] = _Server(host, port, netloc.encode(), parts.path.rstrip("/").encode(),
+                                                      self._tls() if secure and self._tls else None)
         return known
 
     def _keep(self, key, reader, writer) -> None:
@@ -201,9 +221,9 @@ class Upstream:
         """Send the request and read the response's headers. A kept connection that turns out
         closed is replaced by a fresh one once (the server never saw the request). `stream`:
         the connection is not kept afterwards (llama-server closes it after a stream)."""
-        host, port, netloc = self._server(base_url)
-        key = (host, port)
-        head = (f"{method} {path} HTTP/1.1\r\nHost: ".encode() + netloc
+        server = self._server(base_url)
+        key = (server.host, server.port, server.prefix)
+        head = (f"{method} ".encode() + server.prefix + f"{path} HTTP/1.1\r\nHost: ".encode() + server.netloc
                 + b"\r\nContent-Type: application/json\r\nAccept: */*\r\nContent-Length: "
                 + str(len(body)).encode() + b"\r\n\r\n")
         kept = self._take(key)
@@ -214,8 +234,11 @@ class Upstream:
                 if not exc.retryable:
                     raise
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, limit=_READ_LIMIT),
-                                                    CONNECT_TIMEOUT_S)
+            # TLS (another host's ingress): its handshake is part of the connection's bound.
+            opening = (asyncio.open_connection(server.host, server.port, limit=_READ_LIMIT) if server.tls is None
+                       else asyncio.open_connection(server.host, server.port, limit=_READ_LIMIT, ssl=server.tls,
+                                                    server_hostname=server.host))
+            reader, writer = await asyncio.wait_for(opening, CONNECT_TIMEOUT_S)
         except (OSError, asyncio.TimeoutError) as exc:
             raise UpstreamError(f"cannot connect to the model's server ({_why_not(exc)})", connect=True,
                                 silent=isinstance(exc, (TimeoutError, asyncio.TimeoutError))) from None

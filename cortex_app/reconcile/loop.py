@@ -363,7 +363,8 @@ class Reconciler:
         # Loading models answer at once (503, or refused): a short timeout keeps one that hangs
         # from holding up the pass. At boot, adoption asks running models with the full one.
         probes = await probe_many(targets, timeout=self.probe_timeout if boot
-                                  else min(self.probe_timeout, LOADING_PROBE_TIMEOUT_S))
+                                  else min(self.probe_timeout, LOADING_PROBE_TIMEOUT_S),
+                                  tls=self.lc.tls_for(url for _, url in targets))
         healthy = {mid for mid, r in probes.items() if r.ok}
         boot_ctx = None
         if boot:
@@ -592,7 +593,8 @@ class Reconciler:
         targets = {m.id: (m, url) for m in await asyncio.to_thread(self.rows)
                    if m.state == S.RUNNING and m.host_id not in away and (url := self.lc.health_url(m))}
         rows = [m for m, _ in targets.values()]
-        results = await probe_many([(mid, url) for mid, (_, url) in targets.items()], timeout=self.probe_timeout)
+        results = await probe_many([(mid, url) for mid, (_, url) in targets.items()], timeout=self.probe_timeout,
+                                   tls=self.lc.tls_for(url for _, url in targets.values()))
         await asyncio.to_thread(self._write_health, rows, results, began)
         return len(results)
 

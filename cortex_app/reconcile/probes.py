@@ -8,6 +8,7 @@ never stops or restarts anything by itself.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 import weakref
 from dataclasses import dataclass
@@ -42,19 +43,24 @@ class ProbeResult:
     error: Optional[str] = None
 
 
-_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient]" = weakref.WeakKeyDictionary()
+_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, httpx.AsyncClient]]" = \
+    weakref.WeakKeyDictionary()
 
 
-def model_client() -> httpx.AsyncClient:
+def model_client(tls: Optional[ssl.SSLContext] = None) -> httpx.AsyncClient:
     """The client this event loop reaches model endpoints with (/health, /metrics), made on
     first use and kept: making one costs ~50 ms of CPU (its TLS context), more than a whole
     round of probes. No keep-alive: llama-server closes streamed connections, and a request
-    every few seconds gains nothing from reuse. Each caller bounds its own concurrency."""
+    every few seconds gains nothing from reuse. Each caller bounds its own concurrency.
+    `tls`: the console's client context for other hosts' ingresses (https:// addresses; it
+    trusts the console's CA only); local models are plain http."""
     loop = asyncio.get_running_loop()
-    client = _clients.get(loop)
+    mine = _clients.setdefault(loop, {})
+    client = mine.get(id(tls))
     if client is None or client.is_closed:
-        client = _clients[loop] = httpx.AsyncClient(limits=httpx.Limits(max_keepalive_connections=0,
-                                                                        max_connections=None))
+        client = mine[id(tls)] = httpx.AsyncClient(
+            verify=tls if tls is not None else True,
+            limits=httpx.Limits(max_keepalive_connections=0, max_connections=None))
         # httpcore loads anyio's event-loop backend on the first request (~40 ms of imports,
         # far more on a busy host): load it now, so that one-time cost is never counted
         # against the first probe's deadline.
@@ -63,8 +69,7 @@ def model_client() -> httpx.AsyncClient:
 
 
 async def close_model_client() -> None:
-    client = _clients.pop(asyncio.get_running_loop(), None)
-    if client is not None:
+    for client in _clients.pop(asyncio.get_running_loop(), {}).values():
         await client.aclose()
 
 
@@ -95,12 +100,13 @@ async def _get(client: httpx.AsyncClient, url: str, timeout: float, keep: int) -
 
 
 async def probe_many(targets: Sequence[tuple[int, str]], *, timeout: float = 1.0,
-                     concurrency: int = 100) -> dict[int, ProbeResult]:
-    """Probe every (model id, url) concurrently, at most `concurrency` at a time."""
+                     concurrency: int = 100, tls: Optional[ssl.SSLContext] = None) -> dict[int, ProbeResult]:
+    """Probe every (model id, url) concurrently, at most `concurrency` at a time (`tls`: see
+    model_client)."""
     if not targets:
         return {}
     gate = asyncio.Semaphore(concurrency)
-    client = model_client()
+    client = model_client(tls)
 
     async def gated(mid: int, url: str) -> ProbeResult:
         async with gate:
@@ -111,14 +117,13 @@ async def probe_many(targets: Sequence[tuple[int, str]], *, timeout: float = 1.0
 
 
 async def scrape_many(targets: Sequence[tuple[int, str]], *, timeout: float = 1.0,
-                      concurrency: int = 50) -> dict[int, str]:
+                      concurrency: int = 50, tls: Optional[ssl.SSLContext] = None) -> dict[int, str]:
     """GET every (model id, url) concurrently (the engines' /metrics): the bodies of those
     that answered 200; a model that did not is left out."""
     if not targets:
         return {}
     gate = asyncio.Semaphore(concurrency)
-
-    client = model_client()
+    client = model_client(tls)
 
     async def one(mid: int, url: str):
         async with gate:

@@ -40,6 +40,7 @@ from cortex_app.resources import memory_in_use
 from cortex_app.runtime.gpu import GpuHistory
 from cortex_app.sampler import ResourceSampler
 from cortex_app.gpu_samplers import GpuSamplers
+from cortex_app.ingress.keeper import KEEP_EVERY_S
 from cortex_app.settings import Settings
 from cortex_app.webhooks import Deliverer
 
@@ -54,12 +55,14 @@ LOADING_REFRESH_S = 0.5  # the loading watcher re-reads which models load (other
 WEBHOOK_POLL_S = 0.25  # the outbox is read this often (a query; sends only when something is due)
 GPU_SAMPLE_S = 5.0
 HOSTS_CHECK_S = 10.0  # every host's engine asked whether it answers (hosts.check_all), all at once
+INGRESS_KEEP_S = KEEP_EVERY_S  # remote hosts' ingresses kept (cortex_app/ingress)
+BOOT_INGRESS_WAIT_S = 2.0
 # Which containers the stats readers follow (they sample every second themselves), and the
 # engines' /metrics: a scrape of 20 models costs ~30 ms of CPU, so not more often than this.
 RESOURCES_SAMPLE_S = 5.0
 SHUTDOWN_DRAIN_S = 3.0  # at shutdown, how long actions under way may take before the models are stopped
-JOBS = ("reconcile", "probes", "loading", "webhooks", "gpus", "resources", "hosts", "gpu-samplers", "lease",
-        "docker-events")
+JOBS = ("reconcile", "probes", "loading", "webhooks", "gpus", "resources", "hosts", "gpu-samplers", "ingress",
+        "lease", "docker-events")
 
 
 
@@ -167,6 +170,7 @@ class ConsoleScheduler:
         sched.add_job(self._hosts_job, "interval", seconds=HOSTS_CHECK_S, id="hosts",
                       next_run_time=datetime.now(timezone.utc), **common)  # the Hosts page knows at once
         sched.add_job(self._samplers_job, "interval", seconds=HOSTS_CHECK_S, id="gpu-samplers", **common)
+        sched.add_job(self._ingress_job, "interval", seconds=INGRESS_KEEP_S, id="ingress", **common)
         sched.add_job(self._lease_job, "interval", seconds=max(1.0, self.lease.ttl_s / 3), id="lease", **common)
         sched.start()
         self._scheduler = sched
@@ -179,6 +183,9 @@ class ConsoleScheduler:
         return self._scheduler is not None and self._scheduler.running
 
     async def _boot(self) -> None:
+        # Other hosts' models are reached through their ingresses: their ports first (briefly:
+        # a silent host is the ingress job's to wait for, not the boot's).
+        await asyncio.to_thread(self.reconciler.lc.ingresses.sync, True, BOOT_INGRESS_WAIT_S)
         report = await self.reconciler.reconcile_once(boot=True)
         self.booted = not report.engine_error
         if report.engine_error:
@@ -309,8 +316,8 @@ class ConsoleScheduler:
                 todo = [t for t in targets if t.url and due[t.model_id] <= now]
                 kick = False
                 if todo:
-                    results = await probe_many([(t.model_id, t.url) for t in todo],
-                                               timeout=LOADING_PROBE_TIMEOUT_S)
+                    results = await probe_many([(t.model_id, t.url) for t in todo], timeout=LOADING_PROBE_TIMEOUT_S,
+                                               tls=self.reconciler.lc.tls_for(t.url for t in todo))
                     kick = any(r.ok for r in results.values())
                     after = time.monotonic()
                     for t in todo:
@@ -365,6 +372,16 @@ class ConsoleScheduler:
         except Exception as exc:  # noqa: BLE001
             self._failed("hosts", str(exc) or type(exc).__name__)
 
+    async def _ingress_job(self) -> None:
+        """Remote hosts' ingresses: the leader keeps them (made again when dead or made
+        otherwise); every console reads their ports. A job of its own, like the samplers'."""
+        try:
+            if not self._stopping.is_set():
+                await asyncio.to_thread(self.reconciler.lc.ingresses.sync, self.lease.is_leader)
+            self._ok("ingress")
+        except Exception as exc:  # noqa: BLE001
+            self._failed("ingress", str(exc) or type(exc).__name__)
+
     async def _samplers_job(self) -> None:
         """Remote hosts' GPU samplers: the leader keeps them (one each, made when missing);
         every console follows them for its GPUs page. A job of its own: a host that hangs here
@@ -396,7 +413,8 @@ class ConsoleScheduler:
             targets = {m.id: (m.engine.value, url.removesuffix("/health") + "/metrics") for m in rows
                        if m.state == ModelState.RUNNING and (url := self.reconciler.lc.health_url(m))}
             texts = await scrape_many([(mid, url) for mid, (_, url) in targets.items()],
-                                      timeout=self.reconciler.probe_timeout)
+                                      timeout=self.reconciler.probe_timeout,
+                                      tls=self.reconciler.lc.tls_for(url for _, url in targets.values()))
             at = time.time()
             for mid, (engine, _) in targets.items():  # no answer: no figures, rather than old ones
                 self.resources.record_metrics(mid, engine, texts.get(mid, ""), at)

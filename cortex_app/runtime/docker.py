@@ -7,7 +7,9 @@ with `asyncio.to_thread`.
 
 from __future__ import annotations
 
+import io
 import socket
+import tarfile
 import threading
 from typing import Callable, Iterable, Iterator, Optional, Union
 
@@ -16,7 +18,7 @@ import docker.errors
 import docker.types
 import requests.exceptions
 
-from cortex_app.engines.spec import (LABEL_INSTANCE, LABEL_MANAGED, LABEL_MODEL_ID, LABEL_SAMPLER, PUBLISH_HOST,
+from cortex_app.engines.spec import (LABEL_INGRESS, LABEL_INSTANCE, LABEL_MANAGED, LABEL_MODEL_ID, LABEL_SAMPLER, PUBLISH_HOST,
                                      ContainerSpec)
 from cortex_app.hosting import SelfContainer, SelfMount
 from cortex_app.images import PullError, explain_pull_error, split_reference
@@ -110,6 +112,8 @@ def engine_info(target: Union[str, Endpoint], timeout: float = 3) -> EngineInfo:
 
 SAMPLER_PIDS = 32
 SAMPLER_MEMORY = "128m"
+INGRESS_PIDS = 64  # nginx: a master and its workers
+INGRESS_MEMORY = "256m"
 MAX_LINE = 4096  # a followed container's line, at most: a longer one is dropped whole
 
 
@@ -332,6 +336,17 @@ class DockerRuntime:
         except Exception as exc:  # noqa: BLE001
             raise self._map(exc) from None
 
+    def remove_network(self, name: str) -> None:
+        """Remove the network `name` if it is there (nothing attached may be left on it)."""
+        try:
+            for n in self._c().api.networks(names=[name]):
+                if n.get("Name") == name:
+                    self._c().api.remove_network(n["Id"])
+        except docker.errors.NotFound:
+            return
+        except Exception as exc:  # noqa: BLE001
+            raise self._map(exc) from None
+
     def connect_network(self, name: str, container_id: str) -> None:
         try:
             self._c().api.connect_container_to_network(container_id, name)
@@ -425,7 +440,10 @@ class DockerRuntime:
     def samplers(self) -> list[ContainerInfo]:
         """This install's GPU sampler containers on this engine, in any state: one list call.
         They carry no `cortex.managed` label, so no model's reconcile pass ever sees them."""
-        labels = [f"{LABEL_SAMPLER}=true"] + ([f"{LABEL_INSTANCE}={self.instance}"] if self.instance else [])
+        return self._labelled(LABEL_SAMPLER)
+
+    def _labelled(self, label: str) -> list[ContainerInfo]:
+        labels = [f"{label}=true"] + ([f"{LABEL_INSTANCE}={self.instance}"] if self.instance else [])
         try:
             rows = self._c().api.containers(all=True, filters={"label": labels})
         except Exception as exc:  # noqa: BLE001
@@ -460,6 +478,52 @@ class DockerRuntime:
             self.remove(c.id)
             raise
         return ContainerInfo(id=c.id, name=name, state="running", labels=labels)
+
+    # --- a remote host's ingress (cortex_app/ingress) ------------------------------------------
+
+    def ingresses(self) -> list[ContainerInfo]:
+        """This install's ingress containers on this engine, in any state (no `cortex.managed`
+        label either: no model's pass sees them)."""
+        return self._labelled(LABEL_INGRESS)
+
+    def remove_ingresses(self) -> int:
+        found = self.ingresses()
+        for c in found:
+            self.discard(c.id, grace_s=0)
+        return len(found)
+
+    def run_ingress(self, name: str, image: str, *, network: str, publish_host: str, container_port: int,
+                    files: dict[str, tuple[bytes, int]], folder: str, command: list[str],
+                    labels: dict[str, str]) -> tuple[ContainerInfo, int]:
+        """Create the ingress on `network`, publishing `container_port` on `publish_host` at a
+        port the engine picks; put `files` ({name: (content, mode)}, owned by the user it runs
+        as) into `folder` before it starts, so no secret is ever in its command, environment or
+        an image; start it. (its info, the published port). Restart policy `no`; no capability,
+        nobody's user, a few processes, a little memory."""
+        labels = {**self.extra_labels, **labels, LABEL_INGRESS: "true"}
+        try:
+            c = self._c().containers.create(
+                image=image, entrypoint=command[:1], command=command[1:], name=name, labels=labels, detach=True,
+                restart_policy={"Name": "no"}, user=f"{NOBODY}:{NOBODY}", security_opt=["no-new-privileges:true"],
+                cap_drop=["ALL"], pids_limit=INGRESS_PIDS, mem_limit=INGRESS_MEMORY, tmpfs={"/tmp": "size=64m"},
+                network=network, ports={f"{container_port}/tcp": (publish_host, None)},
+                log_config=docker.types.LogConfig(type="json-file", config={"max-size": "1m", "max-file": "1"}))
+        except Exception as exc:  # noqa: BLE001
+            raise self._map(exc, image=image) from None
+        try:
+            if not c.put_archive("/", _tar(folder, files)):
+                raise DockerRuntimeError(f"the engine would not take the ingress's files into {folder}")
+            self.start(c.id)
+            port = self.published_port(c.id, container_port)
+            if port is None:
+                raise DockerRuntimeError("the engine published no port for the ingress")
+        except Exception as exc:  # noqa: BLE001 - nothing half-made is left
+            try:
+                self.remove(c.id)
+            except DockerRuntimeError:
+                pass
+            raise self._map(exc) from None
+        return ContainerInfo(id=c.id, name=name, state="running", labels=labels), port
 
     def follow_lines(self, container_id: str, stopped: Callable[[], bool]) -> Iterator[str]:
         """A container's output, line by line as it comes, on a connection of its own; ends
@@ -619,3 +683,20 @@ class DockerRuntime:
                                         filters={"type": "container", "label": self._scope()})
         except Exception as exc:  # noqa: BLE001
             raise self._map(exc) from None
+
+
+NOBODY = 65534
+
+
+def _tar(folder: str, files: dict[str, tuple[bytes, int]]) -> bytes:
+    """A tar (in memory) of `folder` (absolute) holding `files`, all owned by nobody."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        top = tarfile.TarInfo(folder.strip("/"))
+        top.type, top.mode, top.uid, top.gid = tarfile.DIRTYPE, 0o500, NOBODY, NOBODY
+        tar.addfile(top)
+        for name, (content, mode) in sorted(files.items()):
+            info = tarfile.TarInfo(f"{folder.strip('/')}/{name}")
+            info.size, info.mode, info.uid, info.gid = len(content), mode, NOBODY, NOBODY
+            tar.addfile(info, io.BytesIO(content))
+    return buf.getvalue()

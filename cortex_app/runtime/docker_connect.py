@@ -64,7 +64,7 @@ def load_ssh_key(text: str) -> paramiko.PKey:
     raise EndpointInvalid("ssh key: not a private key Cortex can read (OpenSSH or PEM; ed25519, ecdsa or rsa)")
 
 
-class _Memfiles:
+class Memfiles:
     """PEM texts as files in memory (memfd), opened by path under /proc/self/fd: on no disk."""
 
     def __init__(self, **texts: str):
@@ -286,7 +286,7 @@ def _not_docker(ep: Endpoint) -> ConnectFailed:
                                        "something else did (is that the engine's port?)")
 
 
-def _close_with(api: docker.APIClient, files: "_Memfiles") -> None:
+def _close_with(api: docker.APIClient, files: "Memfiles") -> None:
     """The memory files go when the client is closed (and, failing that, when it is collected)."""
     close = api.close
 
@@ -322,7 +322,7 @@ def api_client(target: Union[str, Endpoint], timeout: float, *, fresh_tries: boo
                 raise ConnectFailed("tls", f"TLS: no client certificate and key for {_target(ep)}")
             if fresh_tries:
                 await_answer(ep, timeout)
-            files = _Memfiles(ca=ep.tls_ca, cert=ep.tls_cert, key=ep.tls_key)
+            files = Memfiles(ca=ep.tls_ca, cert=ep.tls_cert, key=ep.tls_key)
             tls = docker.tls.TLSConfig(client_cert=(files.path("cert"), files.path("key")),
                                        ca_cert=files.path("ca"), verify=True)
             api = docker.APIClient(base_url=ep.url, tls=tls, timeout=timeout, version="1.41")

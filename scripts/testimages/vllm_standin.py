@@ -10,7 +10,10 @@ flag. It then behaves like vLLM's OpenAI server from the outside:
 - STANDIN_EXIT_CODE=N makes it exit with N after the delay instead (a failed load);
 - then GET /health -> 200 (empty body), GET /v1/models -> the served name, GET /metrics,
   POST /v1/chat/completions (plain and `stream: true` SSE ending in `data: [DONE]`),
-  with `--api-key` enforced as a Bearer token like vLLM does.
+  with `--api-key` enforced as a Bearer token like vLLM does: on `/v1/*` only. Like vLLM,
+  the routes outside `/v1` answer without a key: /health, /metrics, GET /version,
+  GET|POST /ping, and POST /invocations (SageMaker's: a chat or completion body, answered
+  as /v1/chat/completions would).
 
 Python standard library only, so the image needs nothing but python3.
 """
@@ -94,6 +97,10 @@ def make_handler(served: str, api_key: str | None, max_len: int):
             elif self.path == "/v1/models":
                 self._json(200, {"object": "list", "data": [
                     {"id": served, "object": "model", "owned_by": "vllm", "max_model_len": max_len}]})
+            elif self.path == "/version":
+                self._json(200, {"version": "0.0.0-standin"})
+            elif self.path == "/ping":
+                self._send(200)
             elif self.path == "/metrics":
                 self._send(200, b"vllm:num_requests_running 0\nvllm:gpu_cache_usage_perc 0.0\n",
                            "text/plain; version=0.0.4")
@@ -103,7 +110,10 @@ def make_handler(served: str, api_key: str | None, max_len: int):
         def do_POST(self):
             if not self._authorized():
                 return
-            if self.path != "/v1/chat/completions":
+            if self.path == "/ping":
+                self._send(200)
+                return
+            if self.path not in ("/v1/chat/completions", "/invocations"):
                 self._json(404, {"detail": "Not Found"})
                 return
             req = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")

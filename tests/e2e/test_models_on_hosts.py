@@ -10,14 +10,14 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from tests.conftest import LLAMA_IMAGE
+from tests.conftest import INGRESS_IMAGE, LLAMA_IMAGE
 from tests.e2e.conftest import ADMIN, PASSWORD, sign_in
 from tests.hostbed import remote_host
 
 
 @pytest.fixture(scope="module")
 def box(docker_host):
-    with remote_host("cxh-e2ebox", 17, images=(LLAMA_IMAGE,), images_from=docker_host) as h:
+    with remote_host("cxh-e2ebox", 17, images=(LLAMA_IMAGE, INGRESS_IMAGE), images_from=docker_host) as h:
         yield h
 
 

@@ -14,7 +14,7 @@ import pytest
 from sqlmodel import Session, select
 
 from cortex_app.models import EventKind, ModelEvent
-from tests.conftest import LLAMA_IMAGE
+from tests.conftest import INGRESS_IMAGE, LLAMA_IMAGE
 from tests.console import launch
 from tests.hostbed import remote_host
 from tests.integration.conftest import FAST_LLAMA
@@ -25,7 +25,7 @@ LEASE_S = 30.0  # the lease's period (reconcile/leader.py): a follower takes ove
 
 @pytest.fixture
 def gpu_box(docker_host):
-    with remote_host("cxc-tls", 15, images=(LLAMA_IMAGE,), images_from=docker_host) as h:
+    with remote_host("cxc-tls", 15, images=(LLAMA_IMAGE, INGRESS_IMAGE), images_from=docker_host) as h:
         yield h
 
 

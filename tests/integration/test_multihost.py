@@ -22,7 +22,7 @@ from cortex_app.runtime.docker import DockerRuntime, DockerRuntimeError
 from cortex_app.runtimes import PAGE_TIMEOUT_S
 from cortex_app.states.model_detail import silent
 from cortex_app.validation import ConfigInvalid
-from tests.conftest import LLAMA_IMAGE
+from tests.conftest import INGRESS_IMAGE, LLAMA_IMAGE
 from tests.engines import copy_images
 from tests.hostbed import RemoteHost
 from tests.integration.conftest import wait_for
@@ -37,7 +37,7 @@ def remotes(docker_host):
     try:
         for h in (tls, ssh):
             h.up()
-            copy_images(docker_host, h.socket, [LLAMA_IMAGE])
+            copy_images(docker_host, h.socket, [LLAMA_IMAGE, INGRESS_IMAGE])
         yield tls, ssh
     finally:
         tls.down()
@@ -119,9 +119,13 @@ def test_each_model_runs_on_its_own_host_and_is_reached_there(bed, remotes, two_
     for m in (here, there, far):
         assert bed.start_ready(m.id).state is S.RUNNING, bed.row(m.id).state_reason
     there, far = bed.row(there.id), bed.row(far.id)
-    # Published on that machine and reached at its address (the pass judged it ready there).
-    assert bed.lc.health_url(there) == f"http://{tls.ip}:{there.host_port}/health"
-    assert bed.lc.health_url(far) == f"http://{ssh.ip}:{far.host_port}/health"
+    # Reached through that machine's ingress, at its address, by container (the pass judged
+    # it ready there); the model itself publishes no port.
+    assert there.host_port is None and far.host_port is None
+    assert bed.lc.health_url(there) == (f"https://{tls.ip}:{bed.lc.ingresses.port(t.id)}/m/"
+                                        f"{there.container_id[:12]}/8080/health")
+    assert bed.lc.health_url(far) == (f"https://{ssh.ip}:{bed.lc.ingresses.port(s.id)}/m/"
+                                      f"{far.container_id[:12]}/8080/health")
     on_tls, on_ssh, local = _containers(tls), _containers(ssh), _local_ids(docker_client)
     assert set(on_tls) == {there.container_id} and set(on_ssh) == {far.container_id}
     assert there.container_id not in local and bed.row(here.id).container_id in local

@@ -143,23 +143,27 @@ def test_the_spec_uses_host_paths_and_the_network_and_keeps_old_hashes():
     assert build_spec(v, s).spec_hash == "1ff3f2c589a6fad8bac27bb798df066bc0db35a292164d20631db20c8ab6bb45"
 
 
-def test_another_hosts_models_are_published_there_and_reached_at_its_address():
+def test_another_hosts_models_publish_nothing_and_join_that_hosts_own_network():
     from cortex_app.hosting import remote
 
-    p = remote(settings(), address="10.0.0.12", models_dir="/srv/models", hf_cache_dir=None)
+    p = remote(settings(), address="10.0.0.12", models_dir="/srv/models", hf_cache_dir=None, network="cortex-models-x")
     assert (p.models_source, p.hf_cache_source) == ("/srv/models", "/data/hf-cache")  # its folder; else the same path
-    assert p.publish_host == "10.0.0.12" and p.reach == "10.0.0.12" and not p.probe_by_name and p.network is None
+    assert p.publish_host is None and p.reach == "10.0.0.12" and not p.probe_by_name
+    assert p.network == "cortex-models-x"
     m = Model(id=3, name="m", served_name="m", engine=Engine.LLAMACPP, image="i", source="a.gguf")
     spec = build_spec(m, settings(), p)
     assert any(mt.source.startswith("/srv/models") for mt in spec.mounts), spec.mounts
-    assert remote(settings(), address="h", models_dir=None, hf_cache_dir=None).models_source == "/models"
+    assert spec.network == "cortex-models-x"
+    assert remote(settings(), address="h", models_dir=None, hf_cache_dir=None, network="n").models_source == "/models"
     with pytest.raises(PlacementError, match="no address"):
-        remote(settings(), address="", models_dir=None, hf_cache_dir=None)
+        remote(settings(), address="", models_dir=None, hf_cache_dir=None, network="n")
+    v6 = remote(settings(), address="[fd00::12]", models_dir=None, hf_cache_dir=None, network="n")
+    assert v6.reach == "fd00::12"
 
 
-def test_a_remote_models_port_is_published_on_the_hosts_address_when_it_is_one():
-    from cortex_app.hosting import remote
+@pytest.mark.parametrize("address,interface", [("10.0.0.12", "10.0.0.12"), ("[fd00::12]", "fd00::12"),
+                                               ("fd00::12", "fd00::12"), ("gpu-2.lan", "0.0.0.0")])
+def test_a_remote_hosts_ingress_is_published_on_its_address_when_it_is_one(address, interface):
+    from cortex_app.hosting import publish_interface
 
-    assert remote(settings(), address="gpu-2.lan", models_dir=None, hf_cache_dir=None).publish_host == "0.0.0.0"
-    v6 = remote(settings(), address="[fd00::12]", models_dir=None, hf_cache_dir=None)
-    assert (v6.publish_host, v6.reach) == ("fd00::12", "fd00::12")
+    assert publish_interface(address) == interface
