@@ -299,6 +299,28 @@ class RemoteHost:
 
 
 @contextmanager
+def outsider(host: RemoteHost, name: str, n: int) -> Iterator[str]:
+    """A network namespace of its own that stands for anyone else on `host`'s network: linked
+    to that host's namespace directly (10.250.N.0/30), with a route to the host's own address
+    over that link, as a machine beside it on its LAN would have. Yields its netns path; the
+    namespace and its link are gone afterwards."""
+    netns, inside, near = f"/var/run/netns/{name}", f"{name}-a", f"{name}-b"
+    subprocess.run(["ip", "netns", "del", name], capture_output=True)  # what a killed run left
+    try:
+        _run("ip", "netns", "add", name)
+        _run("ip", "link", "add", inside, "netns", name, "type", "veth", "peer", "name", near, "netns", host.name)
+        for cmd in (["ip", "addr", "add", f"{SUBNET}.{n}.1/30", "dev", inside], ["ip", "link", "set", inside, "up"],
+                    ["ip", "link", "set", "lo", "up"], ["ip", "route", "add", f"{host.ip}/32", "dev", inside]):
+            _run("nsenter", f"--net={netns}", *cmd)
+        for cmd in (["ip", "addr", "add", f"{SUBNET}.{n}.2/30", "dev", near], ["ip", "link", "set", near, "up"]):
+            _run("nsenter", f"--net={host.netns}", *cmd)
+        yield netns
+    finally:
+        subprocess.run(["nsenter", f"--net={host.netns}", "ip", "link", "del", near], capture_output=True)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+@contextmanager
 def remote_host(name: str, n: int, *, tls: bool = True, ssh: bool = False, gpus: bool = False,
                 images: tuple[str, ...] = (), images_from: str = "") -> Iterator[RemoteHost]:
     """A RemoteHost up for the block, holding `images` (copied from the engine `images_from`,

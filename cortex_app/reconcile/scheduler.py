@@ -170,7 +170,8 @@ class ConsoleScheduler:
         sched.add_job(self._hosts_job, "interval", seconds=HOSTS_CHECK_S, id="hosts",
                       next_run_time=datetime.now(timezone.utc), **common)  # the Hosts page knows at once
         sched.add_job(self._samplers_job, "interval", seconds=HOSTS_CHECK_S, id="gpu-samplers", **common)
-        sched.add_job(self._ingress_job, "interval", seconds=INGRESS_KEEP_S, id="ingress", **common)
+        sched.add_job(self._ingress_job, "interval", seconds=INGRESS_KEEP_S, id="ingress",
+                      next_run_time=datetime.now(timezone.utc), **common)  # a follower knows the ports at once
         sched.add_job(self._lease_job, "interval", seconds=max(1.0, self.lease.ttl_s / 3), id="lease", **common)
         sched.start()
         self._scheduler = sched

@@ -43,6 +43,7 @@ def test_the_follower_takes_over_every_host_within_one_lease(tmp_path, fresh_pos
     (models / "tiny.gguf").write_bytes(tiny_gguf.read_bytes())
     common = dict(CORTEX_DB_URL=fresh_postgres_db, CORTEX_SECRET_KEY=secrets.token_urlsafe(32),
                   DOCKER_HOST=docker_host, CORTEX_MODELS_DIR=str(models), CORTEX_LLAMACPP_IMAGE=LLAMA_IMAGE,
+                  CORTEX_INGRESS_IMAGE=INGRESS_IMAGE,
                   CORTEX_ADMIN_USER=ADMIN, CORTEX_ADMIN_PASSWORD=PASSWORD)
     a = launch(tmp_path / "a", **common)
     b = None
