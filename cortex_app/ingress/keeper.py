@@ -134,6 +134,10 @@ class Ingresses:
             try:
                 for _ in rt.pull(image, cancel):
                     pass
+            except DockerRuntimeError as exc:
+                raise IngressError(f"the ingress image {image} is not on host {host.name} and could not be pulled "
+                                   f"({exc}); pull it there (Images page), or set CORTEX_INGRESS_IMAGE to one it "
+                                   "has") from None
             finally:
                 timer.cancel()
             if not rt.image_present(image):

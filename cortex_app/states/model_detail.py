@@ -135,7 +135,8 @@ class ModelDetailState(AdminState):
         except ValueError as exc:  # GgufUnreadable, or a file outside what it reads
             estimate = f"none ({exc})"
         row = model_row(m, svc.lifecycle.is_stale(m), utcnow(), host,
-                        svc.lifecycle.base_url_of(m.engine, m.container_id, m.host_port, m.host_id))
+                        svc.lifecycle.base_url_of(m.engine, m.container_id, m.host_port, m.host_id),
+                        svc.settings.public_url)
         return (m, events, total, logs, note, row,
                 svc.scheduler.resources.history.series(model_id), svc.settings.probe_interval_s, estimate)
 

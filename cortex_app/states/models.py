@@ -50,10 +50,12 @@ def usage_line(sample: Optional[Sample]) -> dict:
     return {"figures": first, "engine": second}
 
 
-def model_row(m: Model, stale: bool, now: datetime, host: Optional[Host] = None, base_url: Optional[str] = None) -> dict:
+def model_row(m: Model, stale: bool, now: datetime, host: Optional[Host] = None, base_url: Optional[str] = None,
+              gateway: str = "") -> dict:
     """What the table shows of a model: plain strings and flags, decided here, not in the page.
     `host`: the model's host (its name, and whether the hosts' check last found it answering);
-    `base_url`: where another host's model answers."""
+    `base_url`: where another host's model answers; `gateway`: the console's own address, where
+    a model behind another host's ingress is reached (only the console reaches the ingress)."""
     devices = "cpu" if m.device.value == "cpu" else "cuda: " + (",".join(map(str, m.gpu_ids)) if m.gpu_ids else "all")
     active = m.state in (S.LOADING, S.RUNNING)
     host_down = host is not None and host.reachable is False
@@ -61,7 +63,10 @@ def model_row(m: Model, stale: bool, now: datetime, host: Optional[Host] = None,
     if active and host_down:
         health = "host unreachable"  # its state is kept; nothing is known of it until the host answers
     if m.host_id != 1 and active:
-        endpoint = f"{base_url}/v1" if base_url else ""
+        if base_url and base_url.startswith("https:"):
+            endpoint = f"{gateway}/v1" if gateway else ""
+        else:
+            endpoint = f"{base_url}/v1" if base_url else ""
     else:
         endpoint = f"http://127.0.0.1:{m.host_port}/v1" if active and m.host_port else ""
     return {
@@ -125,7 +130,8 @@ class ModelsState(AdminState):
         usage = {str(m.id): usage_line(history.latest(m.id, FRESH_S)) for m in models if m.state in (S.LOADING, S.RUNNING)}
         lc = svc.lifecycle
         return signature, [model_row(m, lc.is_stale(m), now, hosts.get(m.host_id),
-                                     lc.base_url_of(m.engine, m.container_id, m.host_port, m.host_id))
+                                     lc.base_url_of(m.engine, m.container_id, m.host_port, m.host_id),
+                                     svc.settings.public_url)
                            for m in models], engine_error, usage
 
     @rx.event

@@ -12,6 +12,7 @@ import pytest
 
 from cortex_app import hosts
 from cortex_app.gpu_samplers import GpuSamplers
+from tests.conftest import INGRESS_IMAGE
 from tests.engines import copy_images
 from tests.hostbed import RemoteHost, remote_host
 from tests.integration.conftest import wait_for
@@ -22,7 +23,7 @@ INSTANCE = "samplertest01"
 
 @pytest.fixture(scope="module")
 def gpu_host(docker_host):
-    with remote_host("cxh-gpu", 10, gpus=True, images=(SMI_IMAGE,), images_from=docker_host) as h:
+    with remote_host("cxh-gpu", 10, gpus=True, images=(SMI_IMAGE, INGRESS_IMAGE), images_from=docker_host) as h:
         yield h
 
 

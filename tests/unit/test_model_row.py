@@ -37,3 +37,15 @@ def test_a_model_whose_host_is_unreachable_says_so_and_keeps_its_state():
     assert row["endpoint"] == "http://10.0.0.2:40000/v1"
     back = Host(id=2, name="gpu-2", endpoint="tcp://10.0.0.2:2376", reachable=True)
     assert model_row(m, stale=False, now=now, host=back)["health"] == "unknown"
+
+
+def test_a_model_behind_another_hosts_ingress_shows_the_gateway_not_the_ingress():
+    from cortex_app.models import Host
+
+    now = utcnow()
+    m = Model(id=1, name="m", served_name="m", engine=Engine.LLAMACPP, image="i", source="a.gguf", host_id=2,
+              state=S.RUNNING, container_id="abc123def456789", ready_at=now)
+    box = Host(id=2, name="gpu-2", endpoint="tcp://10.0.0.2:2376", reachable=True)
+    row = model_row(m, stale=False, now=now, host=box, base_url="https://10.0.0.2:32768/m/abc123def456/8080",
+                    gateway="http://gpu-host:3000")
+    assert row["endpoint"] == "http://gpu-host:3000/v1"  # only the console reaches the ingress
