@@ -9,6 +9,7 @@ prompt or the answer in clear."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import shutil
@@ -160,3 +161,69 @@ def test_a_remote_model_answers_the_console_only_and_in_no_clear_text(start_cons
     assert b"stand-in reply" not in wire  # the vLLM stand-in's answer, in clear on its own side
     assert b"chat.completion" not in wire
 
+
+
+def _ingresses(h) -> list[dict]:
+    import docker
+
+    c = docker.DockerClient(base_url=h.socket, timeout=30)
+    try:
+        return [c.api.inspect_container(x["Id"]) for x in c.api.containers(all=True, filters={"label": "cortex.ingress=true"})]
+    finally:
+        c.close()
+
+
+def test_the_console_alone_keeps_each_hosts_ingress(bed, gpu_box):
+    """Made by the first Start there, hardened, made again when it dies or the CA changes, and
+    gone with its network when the host is removed."""
+    import docker
+    import sqlalchemy as sa
+    from sqlmodel import Session
+
+    from cortex_app import hosts
+    from cortex_app.ingress import nginx
+    from cortex_app.ingress.keeper import Ingresses
+    from cortex_app.models import Installation, ModelState
+
+    host = hosts.add_host(bed.db, bed.settings, name="box", endpoint_url=gpu_box.tls_url, tls_ca=gpu_box.pki.ca_pem,
+                          tls_cert=gpu_box.client_cert, tls_key=gpu_box.client_key)
+    assert _ingresses(gpu_box) == []  # adding a host makes nothing there
+    m = bed.llama("far", host="box")
+    assert bed.start_ready(m.id).state is ModelState.RUNNING, bed.row(m.id).state_reason
+    (first,) = _ingresses(gpu_box)
+    hc = first["HostConfig"]
+    assert hc["RestartPolicy"]["Name"] == "no" and hc["CapDrop"] == ["ALL"] and first["Config"]["User"] == "65534:65534"
+    assert "no-new-privileges:true" in hc["SecurityOpt"] and hc["PidsLimit"] and hc["Memory"]
+    assert list(hc["PortBindings"]) == ["8443/tcp"] and hc["PortBindings"]["8443/tcp"][0]["HostIp"] == gpu_box.ip
+    # Nothing secret in what `docker inspect` shows: no key in its command or environment.
+    assert "PRIVATE KEY" not in json.dumps(first["Config"])
+    c = docker.DockerClient(base_url=gpu_box.socket, timeout=30)
+    try:
+        model = c.api.inspect_container(bed.row(m.id).container_id)
+        assert model["HostConfig"]["PortBindings"] in ({}, None)  # the model publishes nothing
+        assert list(model["NetworkSettings"]["Networks"]) == [nginx.network_name(bed.lc.runtime.instance)]
+
+        # Killed behind the console's back: the next round makes it again, and the model answers.
+        c.containers.get(first["Id"]).kill()
+        bed.lc.ingresses.sync()
+        (second,) = _ingresses(gpu_box)
+        assert second["Id"] != first["Id"] and second["State"]["Running"]
+        assert asyncio.run(bed.rec.probe_running()) == 1 and bed.row(m.id).health.value == "healthy"
+
+        # A new CA (its key no longer unseals, say): the ingress is made again to trust it.
+        with Session(bed.db) as s:
+            s.execute(sa.update(Installation).values(ingress_ca_cert=None, ingress_ca_key=None))
+            s.commit()
+        fresh = Ingresses(bed.db, bed.settings, bed.lc.runtimes)
+        fresh.sync()
+        (third,) = _ingresses(gpu_box)
+        assert third["Id"] != second["Id"]
+        assert fresh.authority().fingerprint != bed.lc.ingresses.authority().fingerprint
+
+        bed.lc.stop(m.id, actor="admin:test")
+        bed.lc.delete(m.id, actor="admin:test")
+        hosts.remove_host(bed.db, bed.settings, host.id, bed.lc.runtime.instance)
+        assert _ingresses(gpu_box) == []
+        assert not c.networks.list(names=[nginx.network_name(bed.lc.runtime.instance)])
+    finally:
+        c.close()
