@@ -107,6 +107,12 @@ EXTRAS = ("extra-0", "extra-1", "extra-2")
 SLOTS = tuple(CORE) + EXTRAS
 
 
+def _helper(labels: dict) -> bool:
+    """A host's own helper the console keeps (its ingress, its GPU sampler): no model's container,
+    so none of the model invariants is about it."""
+    return labels.get("cortex.ingress") == "true" or labels.get("cortex.gpu-sampler") == "true"
+
+
 @dataclass(frozen=True)
 class Step:
     n: int
@@ -452,7 +458,7 @@ class Chaos:
         """Our containers on every engine that runs (each object acts on its own engine)."""
         labels = [f"cortex.instance={self.instance}"] + filters.pop("labels", [])
         return [c for client in self.clients()
-                for c in client.containers.list(all=True, filters={"label": labels, **filters})]
+                for c in client.containers.list(all=True, filters={"label": labels, **filters}) if not _helper(c.labels)]
 
     def _client_of(self, slot: str):
         """The engine a slot's model runs on."""
@@ -665,6 +671,8 @@ class Chaos:
         ctrs = []
         for client, r in raw:
             cid, labels = r["Id"], r.get("Labels") or {}
+            if _helper(labels):
+                continue
             if cid not in self.policies:
                 try:
                     self.policies[cid] = client.api.inspect_container(cid)["HostConfig"]["RestartPolicy"]["Name"]

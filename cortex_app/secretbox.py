@@ -98,6 +98,23 @@ def loaded() -> bool:
     return _fernet is not None
 
 
+PR_SET_DUMPABLE, PR_GET_DUMPABLE = 4, 3
+
+
+def protect_process() -> bool:
+    """Make this process not dumpable (prctl PR_SET_DUMPABLE 0): no core dump holds its secrets,
+    and its memory, its memory files (the TLS keys of hosts and ingresses) and its /proc entries
+    are root's only, not every process of its user's. False where the kernel offers no prctl."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
 def use(settings: Settings) -> str:
     """Load this process's key; returns where it came from (for the start-up lines)."""
     global _fernet

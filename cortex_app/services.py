@@ -38,6 +38,7 @@ _lock = threading.Lock()
 
 
 def build(settings: Settings) -> Services:
+    secretbox.protect_process()  # before any secret is in memory
     secretbox.use(settings)  # before anything reads a sealed column
     db = engine_for(settings.db_url)
     runtime = DockerRuntime(settings.docker_host, instance=installation_id(db))

@@ -378,7 +378,9 @@ class ConsoleScheduler:
         otherwise); every console reads their ports. A job of its own, like the samplers'."""
         try:
             if not self._stopping.is_set():
-                await asyncio.to_thread(self.reconciler.lc.ingresses.sync, self.lease.is_leader)
+                # Within its period: a host that hangs is left to its own thread (and skipped
+                # while it still works), never holding up the next round.
+                await asyncio.to_thread(self.reconciler.lc.ingresses.sync, self.lease.is_leader, INGRESS_KEEP_S - 1)
             self._ok("ingress")
         except Exception as exc:  # noqa: BLE001
             self._failed("ingress", str(exc) or type(exc).__name__)

@@ -96,3 +96,18 @@ def test_an_unusable_key_is_refused_with_the_way_out(tmp_path):
     # The setting wins over the file.
     assert secretbox.use(load_settings({"CORTEX_DATA_DIR": str(tmp_path),
                                         "CORTEX_SECRET_KEY": "k" * 32})) == "CORTEX_SECRET_KEY"
+
+
+def test_the_console_process_is_made_not_dumpable():
+    """What services.build does first: after it, the process's memory (and its memory files with
+    hosts' and ingresses' keys) is root's only, and no core dump holds a secret."""
+    import subprocess
+    import sys
+
+    code = ("import ctypes, ctypes.util; from cortex_app import secretbox; "
+            "libc = ctypes.CDLL(ctypes.util.find_library('c'), use_errno=True); "
+            "before = libc.prctl(secretbox.PR_GET_DUMPABLE, 0, 0, 0, 0); "
+            "ok = secretbox.protect_process(); "
+            "print(before, ok, libc.prctl(secretbox.PR_GET_DUMPABLE, 0, 0, 0, 0))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["1", "True", "0"], out
