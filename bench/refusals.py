@@ -7,11 +7,13 @@ first, so every request after it is over the limit). Then, in one run:
   quiet     /api/ready asked every 50 ms for QUIET_S, nothing else going on (the reference)
   flood     8 clients, each sending chat completions with 16 MiB bodies with that key, one
             after another, for FLOOD_S; /api/ready asked every 50 ms meanwhile
+  floor     the same 8 clients as fast with empty bodies (Content-Length 0): what that many
+            refusals a second cost this machine whatever their size; /api/ready meanwhile
   head      each of 8 clients sends only the request's head (Content-Length: 16 MiB) and
             waits for an answer before sending a byte of its body: the answer that comes is
             proof the gateway refused it before reading (let alone parsing) the body
 
-Printed: /api/ready p50/p95/max in both phases and their ratio, the answers the flood got (all
+Printed: /api/ready p50/p95/max in each phase and the ratios (flooded/quiet, flooded/floor), the answers the flood got (all
 429 expected), how long a refusal took (p50/p95), MiB the clients sent, and the usage rows
 written meanwhile (0 expected: a refused key writes none). Everything it started is stopped at
 the end (the console stops its model; its containers are removed by label).
@@ -172,6 +174,23 @@ def main() -> int:
         for th in threads + [watcher]:
             th.join(60)
 
+        # The floor: the same 8 clients, as fast, with no body at all (Content-Length 0): what
+        # that many refusals a second cost this machine, whatever their size.
+        floor: list = []
+        f_answers: Counter = Counter()
+        f_took: list = []
+        stop = threading.Event()
+        threads = [threading.Thread(target=flood, args=(addr, key, b"", stop, f_answers, f_took, []))
+                   for _ in range(CLIENTS)]
+        watcher = threading.Thread(target=ready_latencies, args=(url, stop, floor))
+        watcher.start()
+        for th in threads:
+            th.start()
+        time.sleep(FLOOD_S)
+        stop.set()
+        for th in threads + [watcher]:
+            th.join(60)
+
         heads = [head_only(addr, key) for _ in range(CLIENTS)]
         time.sleep(1.5)  # a meter flush: anything it would write is written
         rows_after = usage_rows(db)
@@ -183,10 +202,13 @@ def main() -> int:
             f"non-200: {sum(1 for _, c in loaded if c != 200)}")
         log(f"flood: {CLIENTS} clients x 16 MiB bodies for {FLOOD_S:g} s: {sum(answers.values())} requests, "
             f"answers {dict(answers)}; {sum(sent) / (1 << 20):.0f} MiB sent whole; a refusal took {figures(took)}")
+        fl = [x for x, _ in floor]
+        log(f"floor, {CLIENTS} clients with empty bodies: {sum(f_answers.values())} requests, answers "
+            f"{dict(f_answers)}; /api/ready meanwhile {figures(fl)}; flooded/floor p95 {pct(lo, 95) / pct(fl, 95):.2f}")
         log(f"head only (no byte of the body sent): answers {[h[0] for h in heads]}, "
             f"in {figures([h[1] for h in heads])}")
         log(f"usage rows written meanwhile: {rows_after - rows_before}")
-        ok = (set(answers) == {429} and all(h[0] == 429 for h in heads) and rows_after == rows_before)
+        ok = (set(answers) == {429} and set(f_answers) == {429} and all(h[0] == 429 for h in heads) and rows_after == rows_before)
         log("result: " + ("every request 429 before its body, no usage row" if ok else "NOT AS EXPECTED"))
         return 0 if ok else 1
     finally:
