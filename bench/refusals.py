@@ -118,6 +118,26 @@ def head_only(addr: tuple[str, int], key: str) -> tuple[object, float]:
             return "no answer before the body", time.perf_counter() - t0
 
 
+def phase(url: str, addr: tuple[str, int], key: str, payload: bytes) -> tuple[list, Counter, list, list]:
+    """CLIENTS flooding `payload` for FLOOD_S, /api/ready asked meanwhile: (its latencies and
+    statuses, the flood's answers, how long each took, bytes each sent whole)."""
+    ready: list = []
+    answers: Counter = Counter()
+    took: list = []
+    sent: list = []
+    stop = threading.Event()
+    threads = [threading.Thread(target=flood, args=(addr, key, payload, stop, answers, took, sent))
+               for _ in range(CLIENTS)]
+    threads.append(threading.Thread(target=ready_latencies, args=(url, stop, ready)))
+    for th in threads:
+        th.start()
+    time.sleep(FLOOD_S)
+    stop.set()
+    for th in threads:
+        th.join(60)
+    return ready, answers, took, sent
+
+
 def usage_rows(db: Path) -> int:
     with sqlite3.connect(db) as c:
         return c.execute("SELECT COUNT(*) FROM usage_record").fetchone()[0]
@@ -157,39 +177,10 @@ def main() -> int:
         stop.set()
         t.join()
 
-        loaded: list = []
-        answers: Counter = Counter()
-        took: list = []
-        sent: list = []
-        stop = threading.Event()
-        payload = body(b"flood")
-        threads = [threading.Thread(target=flood, args=(addr, key, payload, stop, answers, took, sent))
-                   for _ in range(CLIENTS)]
-        watcher = threading.Thread(target=ready_latencies, args=(url, stop, loaded))
-        watcher.start()
-        for th in threads:
-            th.start()
-        time.sleep(FLOOD_S)
-        stop.set()
-        for th in threads + [watcher]:
-            th.join(60)
-
+        loaded, answers, took, sent = phase(url, addr, key, body(b"flood"))
         # The floor: the same 8 clients, as fast, with no body at all (Content-Length 0): what
         # that many refusals a second cost this machine, whatever their size.
-        floor: list = []
-        f_answers: Counter = Counter()
-        f_took: list = []
-        stop = threading.Event()
-        threads = [threading.Thread(target=flood, args=(addr, key, b"", stop, f_answers, f_took, []))
-                   for _ in range(CLIENTS)]
-        watcher = threading.Thread(target=ready_latencies, args=(url, stop, floor))
-        watcher.start()
-        for th in threads:
-            th.start()
-        time.sleep(FLOOD_S)
-        stop.set()
-        for th in threads + [watcher]:
-            th.join(60)
+        floor, f_answers, _, _ = phase(url, addr, key, b"")
 
         heads = [head_only(addr, key) for _ in range(CLIENTS)]
         time.sleep(1.5)  # a meter flush: anything it would write is written
