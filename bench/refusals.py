@@ -24,6 +24,8 @@ Usage (after `make test` set up the venv and the engine; about a minute):
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 import sqlite3
 import sys
@@ -34,6 +36,7 @@ from collections import Counter
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import docker
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -148,8 +151,6 @@ def figures(xs: list[float]) -> str:
 
 
 def main() -> int:
-    import os
-
     work = Path(tempfile.mkdtemp(prefix="cortex-refusals-"))
     console = bench_console(work, os.environ["DOCKER_HOST"])
     try:
@@ -203,10 +204,6 @@ def main() -> int:
         log("result: " + ("every request 429 before its body, no usage row" if ok else "NOT AS EXPECTED"))
         return 0 if ok else 1
     finally:
-        import shutil
-
-        import docker
-
         console.stop()
         client = docker.DockerClient(base_url=os.environ["DOCKER_HOST"], timeout=30)
         console.remove_containers(client)  # what a stop did not (a console that failed)

@@ -198,7 +198,7 @@ class Upstream:
             if secure and self._tls is None:
                 raise UpstreamError("no TLS client context for another host's ingress", connect=True)
             known = self._servers[base_url] = _Server(host, port, netloc.encode(), parts.path.rstrip("/").encode(),
-                                                      self._tls() if secure and self._tls else None)
+                                                      self._tls() if secure else None)
         return known
 
     def _keep(self, key, reader, writer) -> None:
